@@ -1,0 +1,219 @@
+"""The ``fleet`` command: a thin click adapter over ``fleet.config`` and the runners.
+
+Options are generated from ``Config`` field metadata (one declaration per option); click only
+collects what was typed, ``build_config`` merges it with the environment and ``fleet.toml``.
+Heavy imports (tornado, the proxy) happen inside the commands so ``fleet --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from typing import Any, Callable
+
+import click
+from dataclasses import MISSING
+from click.core import ParameterSource
+
+from fleet import __version__
+from fleet.config import (
+    Config,
+    ConfigError,
+    build_config,
+    load_toml,
+    option_fields,
+    parse_port,
+    parse_positive_int,
+)
+
+_METAVARS = {parse_port: "PORT", parse_positive_int: "N"}
+
+CONFIG_KINDS = ("nginx", "apache", "haproxy", "systemd")
+
+
+def _config_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command with every Config option that belongs to it, plus --config."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for f in reversed(option_fields()):
+            meta = f.metadata
+            if command not in meta["commands"]:
+                continue
+            shown = meta["show_default"]
+            if shown is None and f.default not in (None, (), False, MISSING) and not meta["is_flag"]:
+                shown = str(f.default)
+            if shown is None and "/" in meta["flags"][-1]:
+                shown = meta["flags"][-1].split("/")[0 if f.default else 1]
+            help_text = meta["help"]
+            if shown is not None:
+                help_text += f"  [default: {shown}]"
+            help_text += f"  [env: FLEET_{f.name.upper()}]"
+            kwargs: dict[str, Any] = {"help": help_text, "default": None}
+            if meta["is_flag"]:
+                kwargs["is_flag"] = True
+            if meta["multiple"]:
+                kwargs["multiple"] = True
+                kwargs["default"] = ()
+            metavar = meta["metavar"] or _METAVARS.get(meta["parse"])
+            if metavar:
+                kwargs["metavar"] = metavar
+            func = click.option(*meta["flags"], f.name, **kwargs)(func)
+        func = click.option(
+            "--config", "config_file", metavar="PATH", default=None,
+            help="Settings file  [default: ./fleet.toml when present]  [env: FLEET_CONFIG]",
+        )(func)
+        return func
+
+    return decorate
+
+
+def _make_config(ctx: click.Context, command: str, **positional: Any) -> Config:
+    typed = {
+        name: value
+        for name, value in ctx.params.items()
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
+    config_file = ctx.params.get("config_file") or os.environ.get("FLEET_CONFIG")
+    try:
+        toml = load_toml(config_file, explicit=config_file is not None)
+        return build_config(typed, os.environ, toml, command=command, **positional)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fleet")
+def main() -> None:
+    """Run a Python web app as a self-healing, load-balanced cluster on one machine.
+
+    \b
+      fleet up myapp.py -n 3      3 workers on 5100-5102 behind a proxy on :5006
+      fleet status                what the workers are doing
+      fleet config nginx          the equivalent nginx configuration
+    """
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("app", required=False)
+@click.argument("app_args", nargs=-1, type=click.UNPROCESSED)
+@_config_options("up")
+@click.pass_context
+def up(ctx: click.Context, app: str | None, app_args: tuple[str, ...], **_: Any) -> None:
+    """Start the workers of APP and the proxy in front of them.
+
+    APP is a Bokeh app script or directory, a Python file or module:attr providing a
+    tornado.web.Application (or make_app()), or use --cmd for any server command.
+    Arguments after `--` go to the app.
+    """
+    config = _make_config(ctx, "up", app=app, app_args=app_args)
+    from fleet.runner import run_up
+
+    sys.exit(run_up(config))
+
+
+@main.command()
+@click.argument("servers", nargs=-1, required=True, metavar="HOST:PORT...")
+@_config_options("balance")
+@click.pass_context
+def balance(ctx: click.Context, servers: tuple[str, ...], **_: Any) -> None:
+    """Run only the proxy, in front of servers fleet does not run."""
+    from fleet.config import parse_hostport
+
+    try:
+        targets = tuple(parse_hostport(server) for server in servers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="HOST:PORT") from None
+    config = _make_config(ctx, "balance")
+    from fleet.runner import run_balance
+
+    sys.exit(run_balance(config, targets))
+
+
+@main.command("config")
+@click.argument("kind", type=click.Choice(CONFIG_KINDS))
+@click.argument("app", required=False)
+@click.argument("app_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
+@_config_options("config")
+@click.pass_context
+def config_cmd(
+    ctx: click.Context, kind: str, app: str | None, app_args: tuple[str, ...], output: str | None, **_: Any
+) -> None:
+    """Print the nginx/Apache/HAProxy/systemd configuration equivalent to `fleet up`."""
+    config = _make_config(ctx, "config", app=app, app_args=app_args)
+    from fleet.configgen import render
+
+    text = render(kind, config)
+    if output:
+        with open(output, "w") as handle:
+            handle.write(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _control(ctx: click.Context, command: str, **args: Any) -> Any:
+    config = _make_config(ctx, command)
+    from fleet.control import ControlError, request
+
+    path = config.control_socket_path()
+    try:
+        return request(path, command, **args)
+    except ControlError as exc:
+        click.echo(f"fleet {command}: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_config_options("status")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, **_: Any) -> None:
+    """Show each worker: id, pid, port, state, uptime, restarts, connections, requests, cpu, rss."""
+    reply = _control(ctx, "status")
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+        return
+    from fleet.control import format_status
+
+    click.echo(format_status(reply))
+
+
+@main.command()
+@_config_options("reload")
+@click.pass_context
+def reload(ctx: click.Context, **_: Any) -> None:
+    """Rolling restart of every worker, one at a time, with no failed request."""
+    reply = _control(ctx, "reload")
+    click.echo(reply.get("message", "reloading"))
+
+
+@main.command()
+@click.argument("workers", type=click.IntRange(min=1))
+@_config_options("scale")
+@click.pass_context
+def scale(ctx: click.Context, workers: int, **_: Any) -> None:
+    """Change the number of workers of the running fleet."""
+    reply = _control(ctx, "scale", workers=workers)
+    click.echo(reply.get("message", f"scaling to {workers}"))
+
+
+@main.command()
+@_config_options("down")
+@click.pass_context
+def down(ctx: click.Context, **_: Any) -> None:
+    """Gracefully stop the running fleet."""
+    reply = _control(ctx, "down")
+    click.echo(reply.get("message", "stopping"))
+
+
+@main.command()
+def secret() -> None:
+    """Print a new random secret (for BOKEH_SECRET_KEY and signed sessions)."""
+    click.echo(secrets.token_urlsafe(32))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

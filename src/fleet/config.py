@@ -1,0 +1,437 @@
+"""One frozen ``Config`` for every fleet command, built in one place.
+
+Settings come, in order of precedence, from the command line, from the environment
+(``FLEET_<OPTION>``, e.g. ``FLEET_WORKERS=4``), from a ``fleet.toml`` and from the defaults
+below. ``build_config`` is the only function that merges them; it is pure (it takes the three
+sources as mappings) so the precedence rules are unit-tested without a shell.
+
+The click options in ``fleet.cli`` are generated from the ``metadata`` of the fields here, so
+an option is declared exactly once. This module does no I/O except ``load_toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+# Commands a field belongs to. ``config`` takes the same options as ``up`` (design: "same
+# options as up"); ``balance`` takes only what the proxy needs.
+UP = frozenset({"up", "config"})
+PROXY = frozenset({"up", "config", "balance"})
+CONTROL = frozenset({"up", "config", "balance", "status", "reload", "scale", "down"})
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the setting and the source."""
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": KIB, "kb": KIB, "kib": KIB,
+    "m": MIB, "mb": MIB, "mib": MIB,
+    "g": GIB, "gb": GIB, "gib": GIB,
+}
+
+
+def parse_size(value: str | int) -> int:
+    """Parse ``100MiB``, ``64k``, ``512M`` or a plain byte count (binary units, like nginx)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size must not be negative: {value}")
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512, 64KiB, 100MiB, 2GiB)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Parse seconds: ``30``, ``2.5``, ``30s``, ``500ms``, ``2m``."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30, 2.5, 500ms, 2m)")
+        scale = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
+        seconds = float(match.group(1)) * scale
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative: {value!r}")
+    return seconds
+
+
+def parse_bool(value: str | bool | int) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r} (use true/false, 1/0, yes/no)")
+
+
+def parse_port(value: str | int) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range 0-65535: {value}")
+    return port
+
+
+def parse_positive_int(value: str | int) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1: {value}")
+    return number
+
+
+def parse_hostport(value: str) -> str:
+    """Validate ``HOST:PORT`` (``[::1]:80`` for IPv6) and return it unchanged."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(\d+)", text)
+    if not match:
+        raise ValueError(f"not HOST:PORT: {value!r}")
+    parse_port(match.group(2))
+    return text
+
+
+def parse_url_path(value: str) -> str:
+    text = str(value)
+    if not text.startswith("/"):
+        raise ValueError(f"a URL path must start with '/': {value!r}")
+    return text
+
+
+def parse_log_level(value: str) -> str:
+    level = str(value).strip().lower()
+    if level not in {"debug", "info", "warning", "error", "critical"}:
+        raise ValueError(f"not a log level: {value!r} (debug, info, warning, error, critical)")
+    return level
+
+
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def option(
+    default: Any,
+    *flags: str,
+    help: str,
+    parse: Callable[[Any], Any] = str,
+    commands: frozenset[str] = UP,
+    multiple: bool = False,
+    is_flag: bool = False,
+    metavar: str | None = None,
+    default_factory: Callable[[], Any] | None = None,
+    show_default: str | None = None,
+) -> Any:
+    """Declare a Config field together with its command-line option."""
+    metadata = {
+        "flags": flags,
+        "help": help,
+        "parse": parse,
+        "commands": commands,
+        "multiple": multiple,
+        "is_flag": is_flag,
+        "metavar": metavar,
+        "show_default": show_default,
+    }
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a fleet run. Built by ``build_config``; never mutated."""
+
+    # What to run (positional arguments of ``up``/``config``, not options).
+    app: str | None = None
+    app_args: tuple[str, ...] = ()
+
+    cmd: str | None = option(
+        None, "--cmd", metavar="'CMD {port}'",
+        help="Run any server command instead of APP; {port} and $PORT give each worker its port.",
+    )
+    workers: int = option(
+        None, "-n", "--workers", parse=parse_positive_int, default_factory=_default_workers,
+        show_default="cpu count", help="Number of worker processes.",
+    )
+    port: int = option(
+        5006, "--port", parse=parse_port, commands=CONTROL,
+        help="Public port of the built-in proxy.",
+    )
+    address: str = option(
+        "127.0.0.1", "--address", commands=PROXY, help="Address the proxy listens on.",
+    )
+    base_port: int = option(
+        5100, "--base-port", parse=parse_port,
+        help="Port of worker 0; worker i listens on base-port + i.",
+    )
+    unix_socket: str | None = option(
+        None, "--unix-socket", metavar="PATH", commands=PROXY,
+        help="Also listen on this unix domain socket.",
+    )
+    no_proxy: bool = option(
+        False, "--no-proxy", is_flag=True, parse=parse_bool,
+        help="Run only the supervised workers (for an external nginx/Apache/HAProxy).",
+    )
+    metrics_path: str = option(
+        "/metrics", "--metrics-path", parse=parse_url_path, commands=PROXY,
+        help="URL path of the Prometheus metrics.",
+    )
+    metrics_port: int | None = option(
+        None, "--metrics-port", parse=parse_port, commands=PROXY,
+        show_default="none: served on the proxy port",
+        help="Serve metrics on their own listener on this port.",
+    )
+    no_metrics: bool = option(
+        False, "--no-metrics", is_flag=True, parse=parse_bool, commands=PROXY,
+        help="Do not serve Prometheus metrics.",
+    )
+    health_path: str | None = option(
+        None, "--health-path", parse=parse_url_path, commands=PROXY,
+        show_default="none: a TCP connect is the readiness probe",
+        help="Readiness probe: a GET of this path must answer 2xx.",
+    )
+    start_timeout: float = option(
+        60.0, "--start-timeout", parse=parse_duration, metavar="SECONDS",
+        help="A worker not ready within this time is restarted.",
+    )
+    graceful_timeout: float = option(
+        30.0, "--graceful-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
+        help="On stop/reload, how long in-flight requests may take before workers are killed.",
+    )
+    sticky: bool = option(
+        True, "--sticky/--no-sticky", is_flag=True, parse=parse_bool, commands=PROXY,
+        help="Pin a client to a worker with the fleet_affinity cookie.",
+    )
+    max_body_size: int = option(
+        100 * MIB, "--max-body-size", parse=parse_size, metavar="SIZE", commands=PROXY,
+        show_default="100MiB", help="Largest request body accepted (413 above).",
+    )
+    max_header_size: int = option(
+        64 * KIB, "--max-header-size", parse=parse_size, metavar="SIZE", commands=PROXY,
+        show_default="64KiB", help="Largest request head accepted (431 above).",
+    )
+    upstream_timeout: float = option(
+        60.0, "--upstream-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
+        help="A worker that sends no response head within this time gets a 504.",
+    )
+    client_timeout: float = option(
+        75.0, "--client-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
+        help="Close a keep-alive client connection idle for this long.",
+    )
+    header_timeout: float = option(
+        30.0, "--header-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
+        help="Close a client that has not sent a whole request head within this time.",
+    )
+    use_xheaders: bool = option(
+        False, "--use-xheaders", is_flag=True, parse=parse_bool, commands=PROXY,
+        help="Trust and extend incoming X-Forwarded-* headers (fleet is behind another proxy).",
+    )
+    allow_websocket_origin: tuple[str, ...] = option(
+        (), "--allow-websocket-origin", multiple=True, metavar="HOST[:PORT]", commands=PROXY,
+        default_factory=tuple,
+        help="Origin allowed to open WebSockets (repeatable); default: the proxy's own address.",
+    )
+    allow_host: tuple[str, ...] = option(
+        (), "--allow-host", multiple=True, metavar="HOST[:PORT]", commands=PROXY,
+        default_factory=tuple,
+        help="Host header value accepted (repeatable); default: any.",
+    )
+    ssl_certfile: str | None = option(
+        None, "--ssl-certfile", metavar="PATH", commands=PROXY,
+        help="Serve HTTPS with this certificate (PEM).",
+    )
+    ssl_keyfile: str | None = option(
+        None, "--ssl-keyfile", metavar="PATH", commands=PROXY,
+        help="Private key for --ssl-certfile (password from FLEET_SSL_PASSWORD).",
+    )
+    log_dir: str | None = option(
+        None, "--log-dir", metavar="DIR", help="Also write each worker's output to DIR/w<i>.log.",
+    )
+    max_memory: int | None = option(
+        None, "--max-memory", parse=parse_size, metavar="SIZE",
+        help="Restart (gracefully) a worker whose process tree uses more memory than this.",
+    )
+    control_socket: str | None = option(
+        None, "--control-socket", metavar="PATH", commands=CONTROL,
+        show_default="$XDG_RUNTIME_DIR/fleet-<port>.sock, else ./.fleet-<port>.sock",
+        help="Unix socket for fleet status/reload/scale/down.",
+    )
+    log_level: str = option(
+        "info", "--log-level", parse=parse_log_level, commands=PROXY,
+        help="debug, info, warning, error or critical.",
+    )
+    access_log: bool = option(
+        False, "--access-log", is_flag=True, parse=parse_bool, commands=PROXY,
+        help="Log one line per proxied request.",
+    )
+    upstream: tuple[str, ...] = option(
+        (), "--upstream", multiple=True, parse=parse_hostport, metavar="HOST:PORT",
+        commands=frozenset({"config"}), default_factory=tuple,
+        help="Upstream server for the generated configuration (repeatable); default: the workers.",
+    )
+    # Not an option: the password comes only from the environment, never from argv.
+    ssl_password: str | None = None
+
+    # -- derived values ------------------------------------------------------------------
+    def worker_port(self, index: int) -> int:
+        return self.base_port + index
+
+    def worker_id(self, index: int) -> str:
+        return f"w{index}"
+
+    def control_socket_path(self, environ: Mapping[str, str] | None = None) -> str:
+        """The control socket: explicit, else under $XDG_RUNTIME_DIR, else the cwd."""
+        if self.control_socket:
+            return self.control_socket
+        environ = os.environ if environ is None else environ
+        runtime = environ.get("XDG_RUNTIME_DIR")
+        if runtime and os.path.isdir(runtime):
+            return os.path.join(runtime, f"fleet-{self.port}.sock")
+        return os.path.abspath(f".fleet-{self.port}.sock")
+
+    def public_url(self) -> str:
+        scheme = "https" if self.ssl_certfile else "http"
+        host = "localhost" if self.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.address
+        return f"{scheme}://{host}:{self.port}"
+
+
+def option_fields() -> list[Any]:
+    """The Config fields that are command-line options, in declaration order."""
+    return [f for f in fields(Config) if f.metadata.get("flags")]
+
+
+def _field_default(f: Any) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory()
+
+
+def _env_name(name: str) -> str:
+    return "FLEET_" + name.upper()
+
+
+def _parse_value(f: Any, raw: Any, source: str) -> Any:
+    parse = f.metadata["parse"]
+    flag = f.metadata["flags"][-1].split("/")[0]
+    try:
+        if f.metadata["multiple"]:
+            if isinstance(raw, str):
+                items = [item for item in re.split(r"[,\s]+", raw) if item]
+            elif isinstance(raw, (list, tuple)):
+                items = list(raw)
+            else:
+                raise ValueError(f"expected a list, got {raw!r}")
+            return tuple(parse(item) for item in items)
+        if raw is None:
+            return None
+        return parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{flag} (from {source}): {exc}") from None
+
+
+def build_config(
+    cli: Mapping[str, Any],
+    env: Mapping[str, str],
+    toml: Mapping[str, Any],
+    *,
+    command: str = "up",
+    **positional: Any,
+) -> Config:
+    """Merge the three sources (CLI > env > toml > default) into a validated Config.
+
+    ``cli`` holds only the options given on the command line (name -> value). ``toml`` keys
+    may use dashes or underscores (``base-port`` or ``base_port``); an unknown key is an
+    error rather than silently ignored, since a typo there would otherwise go unnoticed.
+    """
+    known = {f.name: f for f in option_fields()}
+    toml_values: dict[str, Any] = {}
+    for key, value in toml.items():
+        name = key.replace("-", "_")
+        if name in {"app", "app_args"}:
+            toml_values[name] = value
+            continue
+        if name not in known:
+            raise ConfigError(f"fleet.toml: unknown setting {key!r}")
+        toml_values[name] = value
+
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name in cli and cli[name] is not None and not (f.metadata["multiple"] and cli[name] == ()):
+            values[name] = _parse_value(f, cli[name], "command line")
+        elif _env_name(name) in env:
+            values[name] = _parse_value(f, env[_env_name(name)], f"${_env_name(name)}")
+        elif name in toml_values:
+            values[name] = _parse_value(f, toml_values[name], "fleet.toml")
+    for name in ("app", "app_args"):
+        if positional.get(name):
+            values[name] = tuple(positional[name]) if name == "app_args" else positional[name]
+        elif name in toml_values:
+            values[name] = tuple(toml_values[name]) if name == "app_args" else str(toml_values[name])
+    if "FLEET_SSL_PASSWORD" in env:
+        values["ssl_password"] = env["FLEET_SSL_PASSWORD"]
+    config = Config(**values)
+    validate(config, command)
+    return config
+
+
+def validate(config: Config, command: str) -> None:
+    """Cross-field rules; raise ConfigError naming the options involved."""
+    if command in {"up", "config"}:
+        if config.app and config.cmd:
+            raise ConfigError("give either APP or --cmd, not both")
+        if not config.app and not config.cmd:
+            raise ConfigError("missing APP (a .py file, a directory, module:attr) or --cmd")
+        last_port = config.base_port + config.workers - 1
+        if last_port > 65535:
+            raise ConfigError(
+                f"--base-port {config.base_port} with {config.workers} workers needs ports up to "
+                f"{last_port}, past 65535"
+            )
+        if not config.no_proxy and config.base_port <= config.port <= last_port:
+            raise ConfigError(
+                f"--port {config.port} falls inside the worker ports "
+                f"{config.base_port}-{last_port}; choose another --port or --base-port"
+            )
+    if bool(config.ssl_certfile) != bool(config.ssl_keyfile):
+        raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
+    if config.metrics_port is not None and config.metrics_port == config.port and config.port != 0:
+        raise ConfigError("--metrics-port must differ from --port (omit it to serve on --port)")
+
+
+def load_toml(path: str | None, *, explicit: bool) -> dict[str, Any]:
+    """Read ``fleet.toml`` (a ``[fleet]`` table or top-level keys). Missing is fine unless named."""
+    target = Path(path or "fleet.toml")
+    if not target.exists():
+        if explicit:
+            raise ConfigError(f"config file not found: {target}")
+        return {}
+    try:
+        data = tomllib.loads(target.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {target}: {exc}") from None
+    table = data.get("fleet", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{target}: [fleet] must be a table")
+    return table
+
+
+__all__ = [
+    "Config", "ConfigError", "build_config", "load_toml", "option_fields", "parse_size",
+    "parse_duration", "parse_bool", "replace", "validate",
+]
