@@ -126,7 +126,7 @@ def balance(ctx: click.Context, servers: tuple[str, ...], **_: Any) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="HOST:PORT") from None
     config = _make_config(ctx, "balance")
-    from fleet.runner import run_balance
+    from fleet.balancer.standalone import run_balance
 
     sys.exit(run_balance(config, targets))
 
