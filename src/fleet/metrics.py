@@ -1,0 +1,226 @@
+"""Prometheus metrics: fleet's own ``CollectorRegistry`` and the collectors that fill it.
+
+Nothing here is touched per request. The proxy bumps plain integers in
+``fleet.balancer.stats.ProxyStats``; the supervisor keeps ``WorkerInfo`` snapshots; at scrape
+time the collectors below turn both into metric families, and read each worker's CPU and
+memory with psutil over the worker's whole process tree (a ``--cmd`` worker may be a shell
+with the real server as its child). That keeps counting off the hot path: the bench measures
+the proxy with metrics on and off.
+
+Names follow the design's table (``_total`` counters, seconds, bytes, a ``worker`` label).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Iterator, Sequence
+
+import psutil
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from fleet.balancer.stats import DURATION_BUCKETS, ProxyStats
+from fleet.supervisor.info import WorkerInfo
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ProxyCollector(Collector):
+    """Exports the proxy's counters (requests, latency, connections, errors, bytes)."""
+
+    def __init__(self, stats: ProxyStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        requests = CounterMetricFamily(
+            "fleet_requests", "HTTP responses relayed, by worker, method and status code.",
+            labels=["worker", "method", "code"],
+        )
+        duration = HistogramMetricFamily(
+            "fleet_request_duration_seconds",
+            "Time from the request reaching the proxy to the worker's response head.",
+            labels=["worker"],
+        )
+        active = GaugeMetricFamily(
+            "fleet_active_requests", "In-flight HTTP requests.", labels=["worker"]
+        )
+        websockets = GaugeMetricFamily(
+            "fleet_websocket_connections", "Open upgraded (WebSocket) connections.", labels=["worker"]
+        )
+        connect_errors = CounterMetricFamily(
+            "fleet_upstream_connect_errors", "Failed connections to a worker.", labels=["worker"]
+        )
+        for worker_id, upstream in sorted(stats.upstreams.items()):
+            for (method, code), count in sorted(upstream.requests.items()):
+                requests.add_metric([worker_id, method, str(code)], count)
+            duration.add_metric([worker_id], _cumulative_buckets(upstream.duration_counts),
+                                upstream.duration_sum)
+            active.add_metric([worker_id], upstream.active_requests)
+            websockets.add_metric([worker_id], upstream.websockets)
+            connect_errors.add_metric([worker_id], upstream.connect_errors)
+        yield from (requests, duration, active, websockets, connect_errors)
+
+        yield CounterMetricFamily(
+            "fleet_retries", "Requests sent again to another worker after a connect error.",
+            value=stats.retries,
+        )
+        client_errors = CounterMetricFamily(
+            "fleet_client_errors", "Requests the proxy refused itself, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(stats.client_errors.items()):
+            client_errors.add_metric([reason], count)
+        yield client_errors
+        yield CounterMetricFamily(
+            "fleet_bytes_received", "Bytes received from clients.", value=stats.bytes_received
+        )
+        yield CounterMetricFamily("fleet_bytes_sent", "Bytes sent to clients.", value=stats.bytes_sent)
+
+
+def _cumulative_buckets(counts: Sequence[int]) -> list[tuple[str, float]]:
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*DURATION_BUCKETS, math.inf), counts):
+        running += count
+        buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
+    return buckets
+
+
+def tree_usage(pid: int) -> tuple[float, int] | None:
+    """CPU seconds and resident bytes of a process and its descendants, or None if it is gone.
+
+    CPU includes reaped children's time (``children_user``/``children_system``), so a worker
+    that runs short-lived subprocesses is not under-counted.
+    """
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    cpu = 0.0
+    rss = 0
+    for process in processes:
+        try:
+            with process.oneshot():
+                times = process.cpu_times()
+                cpu += times.user + times.system
+                if process is root:
+                    cpu += times.children_user + times.children_system
+                rss += process.memory_info().rss
+        except psutil.Error:
+            continue  # exited between listing and reading: its time went to its parent
+    return cpu, rss
+
+
+class WorkerCollector(Collector):
+    """Exports the supervisor's view of each worker, plus psutil readings taken now."""
+
+    def __init__(self, workers: Callable[[], Iterable[WorkerInfo]], desired: Callable[[], int]) -> None:
+        self._workers = workers
+        self._desired = desired
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("fleet_worker_up", "1 if the worker is ready for traffic.", labels=["worker"])
+        restarts = CounterMetricFamily(
+            "fleet_worker_restarts", "Processes started for this worker after its first.", labels=["worker"]
+        )
+        crash_looping = GaugeMetricFamily(
+            "fleet_worker_crash_looping", "1 while the worker keeps dying soon after its start.",
+            labels=["worker"],
+        )
+        cpu = CounterMetricFamily(
+            "fleet_worker_cpu_seconds", "CPU time of the worker's process tree (psutil, at scrape).",
+            labels=["worker"],
+        )
+        rss = GaugeMetricFamily(
+            "fleet_worker_resident_memory_bytes", "Resident memory of the worker's process tree.",
+            labels=["worker"],
+        )
+        start_time = GaugeMetricFamily(
+            "fleet_worker_start_time_seconds", "Unix time the worker's current process started.",
+            labels=["worker"],
+        )
+        for info in sorted(self._workers(), key=lambda w: w.index):
+            up.add_metric([info.id], 1.0 if info.ready else 0.0)
+            restarts.add_metric([info.id], info.restarts)
+            crash_looping.add_metric([info.id], 1.0 if info.crash_looping else 0.0)
+            if info.started_at is not None and info.pid is not None:
+                start_time.add_metric([info.id], info.started_at)
+            usage = tree_usage(info.pid) if info.pid is not None else None
+            if usage is not None:
+                cpu.add_metric([info.id], usage[0])
+                rss.add_metric([info.id], usage[1])
+        yield from (up, restarts, crash_looping, cpu, rss, start_time)
+        yield GaugeMetricFamily("fleet_workers_desired", "Workers fleet is asked to run.", value=self._desired())
+
+
+def make_registry(
+    stats: ProxyStats | None = None,
+    workers: Callable[[], Iterable[WorkerInfo]] | None = None,
+    desired: Callable[[], int] | None = None,
+) -> CollectorRegistry:
+    """A fresh registry with the proxy and/or worker collectors (no global default registry)."""
+    registry = CollectorRegistry(auto_describe=False)
+    if stats is not None:
+        registry.register(ProxyCollector(stats))
+    if workers is not None:
+        registry.register(WorkerCollector(workers, desired or (lambda: 0)))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
+
+
+def metrics_route(registry: CollectorRegistry) -> Callable[[], tuple[int, str, bytes]]:
+    """A handler for ``Balancer.add_local_route``: (status, content type, body)."""
+
+    def handler() -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE, render(registry)
+
+    return handler
+
+
+async def serve_separately(registry: CollectorRegistry, address: str, port: int, path: str) -> "MetricsListener":
+    """``--metrics-port``: serve metrics on a listener of their own, on the same event loop.
+
+    On the loop (not prometheus-client's threaded server) because the collectors read dicts
+    the proxy mutates on the loop; a scrape from another thread could see them mid-change.
+    """
+    import tornado.httpserver
+    import tornado.web
+
+    from fleet.ports import in_use_error
+
+    class MetricsHandler(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.set_header("Content-Type", CONTENT_TYPE)
+            self.write(render(registry))
+
+    app = tornado.web.Application([(path, MetricsHandler)])
+    server = tornado.httpserver.HTTPServer(app)
+    try:
+        server.listen(port, address)
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.EADDRINUSE:
+            raise in_use_error(address, port, "metrics port") from None
+        raise
+    bound = next(iter(server._sockets.values())).getsockname()[1]
+    return MetricsListener(server, bound)
+
+
+class MetricsListener:
+    def __init__(self, server: object, port: int) -> None:
+        self._server = server
+        self.port = port
+
+    def close(self) -> None:
+        self._server.stop()  # type: ignore[attr-defined]
