@@ -1,0 +1,93 @@
+"""Serve the loaded app on ``PORT`` until SIGTERM; exit ``BOOT_ERROR`` if it cannot load.
+
+Tornado apps listen on ``--address:PORT``; Bokeh apps run in a ``bokeh.server.server.Server``
+at ``/<name>`` with the WebSocket origins the supervisor passes (the proxy's public address),
+and both trust ``X-Forwarded-*`` headers because the proxy in front of them sets them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import traceback
+
+from fleet.appspec import AppError, AppKind, detect
+from fleet.supervisor.policy import BOOT_ERROR
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fleet.worker", description=__doc__)
+    parser.add_argument("app", help="the APP given to `fleet up`")
+    parser.add_argument("app_args", nargs="*", help="arguments for the app (after --)")
+    parser.add_argument("--address", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--allow-websocket-origin", action="append", default=[],
+                        help="Bokeh: allowed WebSocket origin HOST[:PORT] (repeatable)")
+    return parser.parse_args(argv)
+
+
+def _boot_error(message: str) -> int:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+    return BOOT_ERROR
+
+
+async def _serve(args: argparse.Namespace, port: int) -> int:
+    from fleet.worker.load import LoadError, load_bokeh, load_tornado
+
+    try:
+        spec = detect(args.app)
+    except AppError as exc:
+        return _boot_error(f"fleet.worker: {exc}")
+    try:
+        if spec.kind is AppKind.BOKEH:
+            from bokeh.server.server import Server
+
+            application = load_bokeh(spec, list(args.app_args))
+            server = Server(
+                {spec.url_path: application},
+                port=port,
+                address=args.address,
+                allow_websocket_origin=list(args.allow_websocket_origin) or None,
+                use_xheaders=True,
+            )
+            server.start()
+            stop_server = server.stop
+        else:
+            import tornado.httpserver
+
+            sys.argv = [spec.path or spec.module or args.app, *args.app_args]
+            application = load_tornado(spec)
+            http_server = tornado.httpserver.HTTPServer(application, xheaders=True)
+            http_server.listen(port, args.address)
+            stop_server = http_server.stop
+    except LoadError as exc:
+        return _boot_error(f"fleet.worker: {exc}")
+    except OSError as exc:
+        # Binding failed (port taken between the supervisor's check and now): not a boot
+        # error of the app, so the supervisor retries it with backoff.
+        sys.stderr.write(f"fleet.worker: cannot listen on {args.address}:{port}: {exc.strerror}\n")
+        return 1
+    except BaseException:  # noqa: BLE001 - any exception from user code is a boot error
+        return _boot_error(traceback.format_exc())
+
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # The supervisor sends TERM after the proxy drained this worker; stop listening and exit 0
+    # so the exit is told apart from a crash. INT comes only from a user poking the worker.
+    loop.add_signal_handler(signal.SIGTERM, stopped.set)
+    loop.add_signal_handler(signal.SIGINT, stopped.set)
+    await stopped.wait()
+    stop_server()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        port = int(os.environ["PORT"])
+    except (KeyError, ValueError):
+        return _boot_error("fleet.worker: PORT must be set to the port to listen on")
+    return asyncio.run(_serve(args, port))
