@@ -1,0 +1,207 @@
+"""The control socket: how ``fleet status/reload/scale/down`` talk to a running ``fleet up``.
+
+A unix domain socket (mode 0600: only the user who started fleet may steer it) at
+``Config.control_socket_path()``, one JSON object per line each way::
+
+    -> {"command": "scale", "args": {"workers": 4}}
+    <- {"ok": true, "message": "scaled to 4 workers"}
+    <- {"ok": false, "error": "..."}
+
+``ControlServer`` is the master's side (it only parses and dispatches; the runner decides);
+``request`` and ``format_status`` are the CLI's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import socket
+import stat
+import time
+from typing import Any, Awaitable, Callable
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+# Seconds the CLI waits for an answer. reload and scale answer when they are done, which
+# takes a graceful timeout per worker at worst.
+_TIMEOUTS = {"status": 15.0, "down": 15.0}
+_LONG_TIMEOUT = 3600.0
+_MAX_LINE = 1 << 20
+
+
+class ControlError(RuntimeError):
+    """The control socket cannot be used; ``str()`` is the message for the user."""
+
+
+def _probe(path: str) -> bool:
+    """True if something accepts connections on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(path)
+            return True
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+                return False
+            raise
+
+
+def claim(path: str) -> None:
+    """Make sure ``path`` can be ours: refuse if a fleet answers there, remove a stale file."""
+    if len(os.fsencode(path)) >= 108:
+        raise ControlError(f"control socket path is too long for a unix socket: {path}")
+    if not os.path.lexists(path):
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            raise ControlError(f"directory of the control socket does not exist: {directory}")
+        return
+    if _probe(path):
+        raise ControlError(f"another fleet is already running with control socket {path} "
+                           f"(see `fleet status`, stop it with `fleet down`)")
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise ControlError(f"{path} exists and is not a socket; refusing to replace it")
+    os.unlink(path)  # stale: left by a fleet that was killed
+
+
+class ControlServer:
+    """Serves the control socket on the master's event loop."""
+
+    def __init__(self, path: str, handler: Handler) -> None:
+        self.path = path
+        self._handler = handler
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: int | None = None
+
+    async def start(self) -> None:
+        claim(self.path)
+        old_umask = os.umask(0o177)  # created 0600 from the start, no window with wider rights
+        try:
+            self._server = await asyncio.start_unix_server(self._serve_client, self.path, limit=_MAX_LINE)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        self._inode = os.lstat(self.path).st_ino
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                message = json.loads(line)
+                command = str(message["command"])
+                args = dict(message.get("args") or {})
+            except (ValueError, KeyError, TypeError):
+                reply: dict[str, Any] = {"ok": False, "error": "bad request: expected {\"command\": ...}"}
+            else:
+                try:
+                    reply = await self._handler(command, args)
+                except ControlError as exc:
+                    reply = {"ok": False, "error": str(exc)}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away before the answer; nothing to tell it
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        try:
+            # Only our own file: a second fleet may have claimed the path after a stale check.
+            if self._inode is not None and os.lstat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def request(path: str, command: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+    """Send one command to the fleet at ``path``; return its reply or raise ControlError."""
+    if timeout is None:
+        timeout = _TIMEOUTS.get(command, _LONG_TIMEOUT)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError(f"no fleet running at {path}") from None
+        except OSError as exc:
+            raise ControlError(f"cannot reach fleet at {path}: {exc.strerror}") from None
+        try:
+            sock.sendall(json.dumps({"command": command, "args": args}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            raise ControlError(f"fleet at {path} did not answer {command!r} within {timeout:g} s") from None
+        except OSError as exc:
+            raise ControlError(f"lost connection to fleet at {path}: {exc.strerror}") from None
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise ControlError(f"fleet at {path} sent no valid answer") from None
+    if not reply.get("ok", False):
+        raise ControlError(str(reply.get("error", "request failed")))
+    return reply
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _bytes(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size}B"
+
+
+def format_status(reply: dict[str, Any]) -> str:
+    """The ``fleet status`` table (one row per worker) with a one-line summary above it."""
+    workers = reply.get("workers", [])
+    now = reply.get("time", time.time())
+    header = ("WORKER", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "CONNS", "REQUESTS", "CPU%", "RSS")
+    rows = [header]
+    for w in workers:
+        state = w.get("state", "?") + (" (crash-looping)" if w.get("crash_looping") else "")
+        started = w.get("started_at")
+        rows.append((
+            str(w.get("id", "?")),
+            str(w.get("pid") or "-"),
+            str(w.get("port", "-")),
+            state,
+            _duration(now - started if started else None),
+            str(w.get("restarts", 0)),
+            "-" if w.get("connections") is None else str(w["connections"]),
+            "-" if w.get("requests") is None else str(w["requests"]),
+            "-" if w.get("cpu_percent") is None else f"{w['cpu_percent']:.1f}",
+            _bytes(w.get("rss")),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    proxy = reply.get("proxy") or "no proxy"
+    lines.append(f"fleet pid {reply.get('pid', '?')}: {reply.get('app', '?')}, "
+                 f"{len(workers)}/{reply.get('desired', len(workers))} workers, {proxy}")
+    for row in rows:
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""Process management: spawn workers, watch them, restart them, and never leave one behind.
+
+- ``policy``: the worker lifecycle table and the restart/backoff policy (pure);
+- ``command``: what to execute for a worker (argv + environment; pure);
+- ``process``: one spawned worker process (own session, PDEATHSIG, prefixed output);
+- ``probe``: readiness (TCP connect or a 2xx from ``--health-path``);
+- ``watchdog``: the tiny process that kills every worker group if the master dies;
+- ``manager``: ``Supervisor``, which ties them together on the event loop.
+
+Kept import-light (nothing imported here) because ``python -m fleet.supervisor.watchdog`` and
+``python -m fleet.worker`` import this package on their way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fleet.supervisor.manager import Supervisor, SupervisorError
+
+
+def __getattr__(name: str) -> Any:
+    if name in {"Supervisor", "SupervisorError"}:
+        from fleet.supervisor import manager
+
+        return getattr(manager, name)
+    raise AttributeError(name)

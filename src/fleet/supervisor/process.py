@@ -1,0 +1,171 @@
+"""One worker process: spawn it so it cannot outlive fleet, relay its output, signal its group.
+
+Each worker is the leader of its own session and process group (``start_new_session``), so
+- a Ctrl-C in fleet's terminal reaches only the master, which then stops workers in order;
+- ``killpg`` reaches the worker's own children too (a shell's server, an app's helper);
+- the watchdog can kill the group after the master died.
+
+``PR_SET_PDEATHSIG`` (Linux, via ctypes ``prctl``) makes the kernel SIGKILL the worker the
+moment the master dies, whatever killed it.
+
+Output (stdout and stderr merged, so their order is kept) is relayed line by line to fleet's
+stdout as ``w1:5101 | line`` and, with ``--log-dir``, appended to ``DIR/w1.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+from typing import Callable, TextIO
+
+PR_SET_PDEATHSIG = 1
+
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+    _prctl = _libc.prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _child_setup(master_pid: int) -> Callable[[], None]:
+    """Runs in the forked child before exec: die with the master (no allocation, no locks)."""
+
+    def setup() -> None:
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The master may have died between fork and prctl: then the signal never comes.
+        if os.getppid() != master_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
+
+
+class Output:
+    """Where worker lines and fleet's own messages go (fleet's stdout by default).
+
+    One writer on the event loop thread, so lines never interleave mid-line. A closed stdout
+    (fleet piped into ``head``) must not take the supervisor down, so write errors are dropped.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stdout
+
+    def write_line(self, text: str) -> None:
+        try:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # nobody reads fleet's output any more; keep supervising
+
+    def fleet(self, message: str) -> None:
+        self.write_line(f"fleet | {message}")
+
+
+class LineRelay:
+    """Relays one worker's output; can hold lines back (while fleet starts) and release them."""
+
+    def __init__(self, label: str, output: Output, log_path: str | None, *, hold: bool = False) -> None:
+        self.label = label
+        self._output = output
+        self._log = open(log_path, "ab", buffering=0) if log_path else None  # noqa: SIM115
+        self._held: list[str] | None = [] if hold else None
+
+    def line(self, raw: bytes) -> None:
+        if self._log is not None:
+            try:
+                self._log.write(raw + b"\n")
+            except OSError as exc:
+                self._output.fleet(f"{self.label}: cannot write log file: {exc.strerror}; log off")
+                self._log.close()
+                self._log = None
+        text = f"{self.label} | {raw.decode('utf-8', 'replace').rstrip(chr(13))}"
+        if self._held is not None:
+            self._held.append(text)
+        else:
+            self._output.write_line(text)
+
+    def release(self, *, discard: bool = False) -> None:
+        """Stop holding: print what was held (or drop it) and pass lines through from now on."""
+        held, self._held = self._held, None
+        if held and not discard:
+            for text in held:
+                self._output.write_line(text)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class WorkerProcess:
+    """A spawned worker: its pid (= process group id), exit, output relay."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, relay: LineRelay) -> None:
+        self._proc = proc
+        self.pid: int = proc.pid
+        self.pgid: int = proc.pid  # session leader: its pid is its group id
+        self.relay = relay
+        assert proc.stdout is not None
+        self._pump = asyncio.ensure_future(self._relay_output(proc.stdout))
+
+    @classmethod
+    async def spawn(cls, argv: tuple[str, ...], extra_env: dict[str, str], relay: LineRelay) -> "WorkerProcess":
+        env = dict(os.environ)
+        env.update(extra_env)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_child_setup(os.getpid()),
+        )
+        return cls(proc, relay)
+
+    async def _relay_output(self, stream: asyncio.StreamReader) -> None:
+        # Chunks, not readline(): a worker printing a 1 MB line must not raise LimitOverrunError.
+        pending = b""
+        while True:
+            chunk = await stream.read(65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                self.relay.line(raw)
+        if pending:
+            self.relay.line(pending)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def wait(self) -> int:
+        return await self._proc.wait()
+
+    def signal_group(self, sig: int) -> bool:
+        """Signal the worker's whole process group; False if nothing of it is left."""
+        try:
+            os.killpg(self.pgid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            # A child that changed its uid: signal the leader at least.
+            try:
+                os.kill(self.pid, sig)
+                return True
+            except ProcessLookupError:
+                return False
+
+    async def finish_output(self, timeout: float = 2.0) -> None:
+        """Wait for the last lines after the group is gone (the pipe closes with its last holder)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._pump), timeout)
+        except asyncio.TimeoutError:
+            self._pump.cancel()  # a descendant escaped the group and holds the pipe open
+        self.relay.close()
