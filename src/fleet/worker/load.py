@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 from types import ModuleType
@@ -97,7 +98,14 @@ def load_bokeh(spec: AppSpec, argv: list[str]) -> Any:
 
     assert spec.path is not None
     application = build_single_handler_application(spec.path, argv)
-    application.create_document()
+    # Bokeh logs a failing handler itself; we report it below, once, with the full traceback.
+    bokeh_log = logging.getLogger("bokeh.application.application")
+    previous = bokeh_log.level
+    bokeh_log.setLevel(logging.CRITICAL)
+    try:
+        application.create_document()
+    finally:
+        bokeh_log.setLevel(previous)
     for handler in application.handlers:
         if handler.failed:
             raise LoadError(f"Bokeh app {spec.name} failed to run:\n{handler.error_detail}")

@@ -1,0 +1,85 @@
+"""Helpers for the ``fleet up`` end-to-end tests: start fleet on free ports, ask its status,
+list every process it started (to prove none is left), run the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from fleet.control import request
+from support import FleetProcess, free_port, free_port_range, start_fleet
+
+
+class Fleet:
+    """A started ``fleet up`` plus what the test needs to talk to it."""
+
+    def __init__(self, proc: FleetProcess, base_port: int, port: int, control: str) -> None:
+        self.proc = proc
+        self.base_port = base_port
+        self.port = port
+        self.control = control
+
+    def status(self) -> dict[str, Any]:
+        return request(self.control, "status")
+
+    def worker(self, worker_id: str) -> dict[str, Any]:
+        return next(w for w in self.status()["workers"] if w["id"] == worker_id)
+
+    def all_ready(self, count: int) -> bool:
+        workers = self.status()["workers"]
+        return len(workers) == count and all(w["state"] == "ready" for w in workers)
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--control-socket", self.control, timeout=timeout)
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fleet", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def up(tmp_path: Path, *args: str, workers: int = 1, proxy: bool = False, base: int | None = None) -> Fleet:
+    """``fleet up ARGS -n workers`` on free ports with its control socket in tmp_path."""
+    base = base or free_port_range(workers)
+    port = free_port()
+    control = str(tmp_path / "fleet.sock")
+    extra = [] if proxy else ["--no-proxy"]
+    proc = start_fleet("up", *args, "-n", str(workers), "--base-port", str(base), "--port", str(port),
+                       "--control-socket", control, *extra, cwd=str(tmp_path))
+    return Fleet(proc, base, port, control)
+
+
+def family(pid: int) -> list[psutil.Process]:
+    """The process and every descendant, plus fleet's watchdog (its own session, same parent)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def living(processes: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def processes_mentioning(text: str) -> list[psutil.Process]:
+    """Live processes whose command line contains ``text`` (a test's unique tmp path or port)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if text in " ".join(process.info["cmdline"] or []) and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
