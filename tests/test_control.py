@@ -1,0 +1,155 @@
+"""The control socket and the commands that use it: status, reload, scale, down (and their signals)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet.control import ControlError, claim, format_status, request
+from support import EXAMPLES, http_get, port_open, wait_until
+from up_helpers import family, living, run_cli, up
+
+TORNADO_APP = str(EXAMPLES / "tornado_hello.py")
+HTTP_SERVER = f"{sys.executable} -m http.server --bind 127.0.0.1 {{port}}"
+
+
+def test_status_with_no_fleet_running_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+    path = str(tmp_path / "none.sock")
+    result = run_cli("status", "--control-socket", path)
+    assert result.returncode == 1
+    assert f"no fleet running at {path}" in result.stderr
+    with pytest.raises(ControlError, match="no fleet running"):
+        request(path, "status")
+
+
+def test_status_table_and_json_of_a_running_fleet(tmp_path: Path) -> None:
+    fleet = up(tmp_path, TORNADO_APP, workers=2)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+        assert stat.S_IMODE(os.stat(fleet.control).st_mode) == 0o600
+        result = fleet.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        reply = json.loads(result.stdout)
+        assert reply["desired"] == 2 and reply["pid"] == fleet.proc.pid
+        rows = reply["workers"]
+        assert [(w["id"], w["port"], w["state"], w["restarts"]) for w in rows] == [
+            ("w0", fleet.base_port, "ready", 0), ("w1", fleet.base_port + 1, "ready", 0)]
+        assert all(w["pid"] and w["rss"] > 1_000_000 and w["cpu_percent"] >= 0 for w in rows)
+        table = fleet.cli("status")
+        assert table.returncode == 0
+        lines = table.stdout.splitlines()
+        assert lines[1].split() == ["WORKER", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "CONNS",
+                                    "REQUESTS", "CPU%", "RSS"]
+        assert lines[2].split()[:4] == ["w0", str(rows[0]["pid"]), str(fleet.base_port), "ready"]
+
+
+def test_format_status_renders_every_column() -> None:
+    reply = {"pid": 1, "app": "app.py", "desired": 2, "proxy": "http://localhost:5006/", "time": 1000.0,
+             "workers": [
+                 {"id": "w0", "pid": 42, "port": 5100, "state": "ready", "started_at": 1000.0 - 3725,
+                  "restarts": 2, "connections": 3, "requests": 120, "cpu_percent": 12.345, "rss": 50 * 2**20},
+                 {"id": "w1", "pid": None, "port": 5101, "state": "backoff", "crash_looping": True,
+                  "started_at": None, "restarts": 7, "connections": None, "requests": None,
+                  "cpu_percent": None, "rss": None},
+             ]}
+    text = format_status(reply)
+    assert "2/2 workers, http://localhost:5006/" in text
+    assert "w0      42   5100  ready                    1h02m   2         3      120       12.3  50.0MiB" in text
+    assert "backoff (crash-looping)" in text and text.splitlines()[-1].split()[-1] == "-"
+
+
+def test_stale_socket_is_replaced_and_a_live_fleet_is_not(tmp_path: Path) -> None:
+    stale = tmp_path / "fleet.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(stale))  # bound, never listening: what a killed fleet leaves behind
+    claim(str(stale))
+    assert not stale.exists()
+    fleet = up(tmp_path, "--cmd", HTTP_SERVER, workers=1)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+        second = up(tmp_path, "--cmd", HTTP_SERVER, workers=1)  # same control socket path
+        with second.proc:
+            assert second.proc.wait(timeout=30) == 1
+            assert "another fleet is already running with control socket" in second.proc.output()
+            assert not port_open(second.base_port)
+        assert fleet.status()["workers"][0]["state"] == "ready"
+
+
+def test_fleet_down_stops_gracefully(tmp_path: Path) -> None:
+    fleet = up(tmp_path, "--cmd", HTTP_SERVER, workers=2)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+        started = family(fleet.proc.pid)
+        result = fleet.cli("down")
+        assert result.returncode == 0 and "stopping fleet" in result.stdout
+        assert fleet.proc.wait(timeout=60) == 0
+        wait_until(lambda: not living(started), 5, message="every fleet process gone")
+        assert not os.path.exists(fleet.control)
+
+
+def test_reload_restarts_every_worker_one_at_a_time(tmp_path: Path) -> None:
+    fleet = up(tmp_path, TORNADO_APP, workers=2)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+        before = {w["id"]: w["pid"] for w in fleet.status()["workers"]}
+        result = fleet.cli("reload")
+        assert result.returncode == 0, result.stderr
+        assert "reloaded 2 workers" in result.stdout
+        after = fleet.status()["workers"]
+        assert all(w["state"] == "ready" and w["pid"] != before[w["id"]] and w["restarts"] == 1 for w in after)
+        output = fleet.proc.output()
+        # one at a time: w0 is ready again before w1 starts reloading
+        assert output.index(f"w0:{fleet.base_port} reloading") < output.rindex(f"w0:{fleet.base_port} ready") \
+            < output.index(f"w1:{fleet.base_port + 1} reloading")
+        assert "crash" not in output and "restarting in" not in output
+        # SIGHUP does the same
+        fleet.proc.signal(signal.SIGHUP)
+        wait_until(lambda: all(w["restarts"] == 2 and w["state"] == "ready" for w in fleet.status()["workers"]),
+                   60, message="HUP reload done")
+        for index in range(2):
+            assert http_get(f"http://127.0.0.1:{fleet.base_port + index}/")[0] == 200
+
+
+def test_scale_up_and_down_live_by_command_and_by_signal(tmp_path: Path) -> None:
+    fleet = up(tmp_path, "--cmd", HTTP_SERVER, workers=1)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+        result = fleet.cli("scale", "3")
+        assert result.returncode == 0, result.stderr
+        assert "scaled to 3 workers (3 ready)" in result.stdout
+        assert [w["id"] for w in fleet.status()["workers"]] == ["w0", "w1", "w2"]
+        assert http_get(f"http://127.0.0.1:{fleet.base_port + 2}/")[0] == 200
+        w2_pid = fleet.worker("w2")["pid"]
+        result = fleet.cli("scale", "1")
+        assert result.returncode == 0, result.stderr
+        status = fleet.status()
+        assert status["desired"] == 1 and [w["id"] for w in status["workers"]] == ["w0"]
+        wait_until(lambda: not living(family(w2_pid)), 5, message="w2 gone")
+        assert not port_open(fleet.base_port + 2)
+        fleet.proc.signal(signal.SIGTTIN)
+        wait_until(lambda: fleet.all_ready(2), 30, message="TTIN adds w1")
+        fleet.proc.signal(signal.SIGTTOU)
+        wait_until(lambda: len(fleet.status()["workers"]) == 1, 30, message="TTOU removes w1")
+        fleet.proc.signal(signal.SIGTTOU)  # never below one worker
+        fleet.proc.wait_for_output(r"SIGTTOU ignored", timeout=10)
+        assert fleet.all_ready(1)
+
+
+def test_max_memory_restarts_a_worker_gracefully(tmp_path: Path) -> None:
+    fleet = up(tmp_path, "--cmd", HTTP_SERVER, "--max-memory", "1MiB", workers=1)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+        first_pid = fleet.worker("w0")["pid"]
+        fleet.proc.wait_for_output(r"w0:\d+ restarting: its processes use \d+ MiB, more than --max-memory 1 MiB",
+                                   timeout=30)
+        wait_until(lambda: fleet.worker("w0")["restarts"] >= 1 and fleet.worker("w0")["state"] == "ready",
+                   30, message="w0 restarted")
+        assert fleet.worker("w0")["pid"] != first_pid
+        assert "crash" not in fleet.proc.output()

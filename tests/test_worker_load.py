@@ -1,0 +1,51 @@
+"""How a worker finds the Tornado Application in APP (in-process: loading needs no socket)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import tornado.web
+
+from fleet.appspec import detect
+from fleet.worker.load import LoadError, load_tornado
+
+
+def write(tmp_path: Path, name: str, source: str) -> str:
+    path = tmp_path / name
+    path.write_text(source)
+    return str(path)
+
+
+def test_make_app_is_preferred_and_main_block_does_not_run(tmp_path: Path) -> None:
+    path = write(tmp_path, "fleet_t_make.py", "import tornado.web\n"
+                 "app = tornado.web.Application([], tag='instance')\n"
+                 "def make_app():\n    return tornado.web.Application([], tag='factory')\n"
+                 "if __name__ == '__main__':\n    raise SystemExit('main block ran')\n")
+    assert load_tornado(detect(path)).settings["tag"] == "factory"
+
+
+def test_module_level_application_instance_is_found(tmp_path: Path) -> None:
+    path = write(tmp_path, "fleet_t_inst.py", "import tornado.web\nserver = tornado.web.Application([], tag='x')\n")
+    assert load_tornado(detect(path)).settings["tag"] == "x"
+
+
+def test_module_attr_imports_from_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, "fleet_t_mod.py", "import tornado.web\ndef build():\n    return tornado.web.Application([], tag='m')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert load_tornado(detect("fleet_t_mod:build")).settings["tag"] == "m"
+    with pytest.raises(LoadError, match="has no attribute 'nope'"):
+        load_tornado(detect("fleet_t_mod:nope"))
+
+
+def test_files_without_an_app_or_with_several_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match="defines neither make_app"):
+        load_tornado(detect(write(tmp_path, "fleet_t_none.py", "x = 1\n")))
+    with pytest.raises(LoadError, match="several Applications .*a, b"):
+        load_tornado(detect(write(tmp_path, "fleet_t_two.py", "import tornado.web\n"
+                                  "a = tornado.web.Application([])\nb = tornado.web.Application([])\n")))
+    with pytest.raises(LoadError, match="returned int"):
+        load_tornado(detect(write(tmp_path, "fleet_t_int.py", "def make_app():\n    return 3\n")))
+    assert isinstance(tornado.web.Application([]), tornado.web.Application)
