@@ -188,9 +188,9 @@ class Supervisor:
                 for slot in self._slots.values():
                     if slot.relay is not None and slot is not first:
                         slot.relay.release(discard=True)
-                await self.kill_now()
                 raise SupervisorError(f"worker {first.id} failed to start: {first.failure}")
         except BaseException:
+            # Failed or cancelled (a signal while starting): nothing may keep running.
             await self.kill_now()
             raise
         finally:
