@@ -229,3 +229,17 @@ def test_workers_die_with_their_children_when_fleet_stops(tmp_path: Path) -> Non
         assert fleet.proc.wait(timeout=60) == 0
         wait_until(lambda: not living(started), 5, message="every process gone")
         assert psutil.pid_exists(fleet.proc.pid) is False or not living([psutil.Process(fleet.proc.pid)])
+
+
+def test_metrics_port_in_use_fails_before_any_worker_starts(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        fleet = up(tmp_path, TORNADO_APP, "--metrics-port", str(taken), workers=1)
+        with fleet.proc:
+            assert fleet.proc.wait(timeout=30) == 1
+            output = fleet.proc.output()
+            assert f"metrics port 127.0.0.1:{taken} is already in use by pid {os.getpid()}" in output
+            assert not re.search(r"w0:\d+ (ready|\|)", output)
+            assert not port_open(fleet.base_port)

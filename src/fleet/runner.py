@@ -142,6 +142,11 @@ class Master:
         self.supervisor = Supervisor(config, self.spec, on_change=self._on_change,
                                      load=self._load if self.balancer is not None else None,
                                      output=self.output)
+        try:
+            await self._start_metrics()  # binds --metrics-port now, before any worker runs
+        except (PortInUseError, OSError) as exc:
+            await self._close_proxy()
+            return self._error(str(exc))
         self._banner()
         started = asyncio.ensure_future(self.supervisor.start())
         first_event = asyncio.ensure_future(self._events.get())
@@ -164,12 +169,11 @@ class Master:
             return self._error(str(exc))
 
         try:
-            await self._start_metrics()
             self.control = ControlServer(control_path, self._control)
             await self.control.start()
-        except (ControlError, PortInUseError, OSError) as exc:
+        except (ControlError, OSError) as exc:
             await self.supervisor.kill_now()
-            await self._close_proxy()
+            await self._close_all()
             return self._error(str(exc))
         self._ready_banner()
         if config.max_memory:
@@ -300,6 +304,9 @@ class Master:
         await self._close_all()
 
     async def _close_proxy(self) -> None:
+        if self._metrics_listener is not None:
+            self._metrics_listener.close()
+            self._metrics_listener = None
         if self.balancer is not None:
             await self.balancer.close()
 
@@ -308,8 +315,6 @@ class Master:
             task.cancel()
         if self.control is not None:
             await self.control.close()
-        if self._metrics_listener is not None:
-            self._metrics_listener.close()
         await self._close_proxy()
 
     # -- control socket --------------------------------------------------------------------
