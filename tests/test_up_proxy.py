@@ -148,7 +148,7 @@ def test_proxy_port_in_use_is_named_before_any_worker_starts(tmp_path: Path) -> 
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         taken = blocker.getsockname()[1]
-        fleet = up(tmp_path, TORNADO_APP, "--port", str(taken), workers=1, proxy=True)
+        fleet = up(tmp_path, TORNADO_APP, workers=1, proxy=True, port=taken)
         with fleet.proc:
             assert fleet.proc.wait(timeout=30) == 1
             output = fleet.proc.output()

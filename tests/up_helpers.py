@@ -42,10 +42,11 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def up(tmp_path: Path, *args: str, workers: int = 1, proxy: bool = False, base: int | None = None) -> Fleet:
-    """``fleet up ARGS -n workers`` on free ports with its control socket in tmp_path."""
+def up(tmp_path: Path, *args: str, workers: int = 1, proxy: bool = False, base: int | None = None,
+       port: int | None = None) -> Fleet:
+    """``fleet up ARGS -n workers`` on free ports (unless given) with its control socket in tmp_path."""
     base = base or free_port_range(workers)
-    port = free_port()
+    port = port or free_port()
     control = str(tmp_path / "fleet.sock")
     extra = [] if proxy else ["--no-proxy"]
     proc = start_fleet("up", *args, "-n", str(workers), "--base-port", str(base), "--port", str(port),
