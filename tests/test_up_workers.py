@@ -243,3 +243,27 @@ def test_metrics_port_in_use_fails_before_any_worker_starts(tmp_path: Path) -> N
             assert f"metrics port 127.0.0.1:{taken} is already in use by pid {os.getpid()}" in output
             assert not re.search(r"w0:\d+ (ready|\|)", output)
             assert not port_open(fleet.base_port)
+
+
+def test_signals_other_than_stop_do_not_abort_the_start(tmp_path: Path) -> None:
+    # The worker takes 1.5 s to listen; a HUP in that window must not stop fleet.
+    slow_start = f"sleep 1.5; exec {PY} -m http.server --bind 127.0.0.1 {{port}}"
+    fleet = up(tmp_path, "--cmd", slow_start, workers=1)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"fleet 0\.1\.0 \(pid", timeout=30)
+        fleet.proc.signal(signal.SIGHUP)
+        fleet.proc.wait_for_output(r"SIGHUP ignored while fleet is starting", timeout=10)
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=30)
+        assert fleet.proc.proc.poll() is None
+
+
+def test_sigterm_while_starting_stops_and_leaves_nothing(tmp_path: Path) -> None:
+    fleet = up(tmp_path, "--cmd", f"sleep 30; exec {PY} -m http.server {{port}}", workers=2)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"fleet 0\.1\.0 \(pid", timeout=30)
+        wait_until(lambda: len(living(family(fleet.proc.pid))) >= 3, 10, message="workers spawned")
+        started = family(fleet.proc.pid)
+        fleet.proc.signal(signal.SIGTERM)
+        assert fleet.proc.wait(timeout=30) == 0
+        assert "stopped before all workers were ready" in fleet.proc.output()
+        wait_until(lambda: not living(started), 5, message="every process gone")

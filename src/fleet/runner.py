@@ -149,9 +149,7 @@ class Master:
             return self._error(str(exc))
         self._banner()
         started = asyncio.ensure_future(self.supervisor.start())
-        first_event = asyncio.ensure_future(self._events.get())
-        await asyncio.wait({started, first_event}, return_when=asyncio.FIRST_COMPLETED)
-        if not started.done():
+        if await self._stop_requested_before(started):
             # Stopped while starting: nothing serves yet, so there is nothing to drain.
             started.cancel()
             try:
@@ -161,7 +159,6 @@ class Master:
             await self._close_proxy()
             self.output.fleet("stopped before all workers were ready")
             return 0
-        first_event.cancel()
         try:
             started.result()
         except SupervisorError as exc:
@@ -179,6 +176,20 @@ class Master:
         if config.max_memory:
             self._spawn_background(self._watch_memory())
         return await self._main_loop()
+
+    async def _stop_requested_before(self, started: asyncio.Future[None]) -> bool:
+        """Wait for ``started``; True if INT/TERM came first. Other signals wait for the start."""
+        while not started.done():
+            getter = asyncio.ensure_future(self._events.get())
+            await asyncio.wait({started, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                break
+            event = getter.result()
+            if event in {"int", "term"}:
+                return True
+            self.output.fleet(f"SIG{event.upper()} ignored while fleet is starting")
+        return False
 
     def _banner(self) -> None:
         config = self.config

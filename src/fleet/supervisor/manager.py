@@ -206,10 +206,9 @@ class Supervisor:
     async def _spawn(self, slot: _Slot, hold_output: bool) -> int | None:
         """Start a process for ``slot``; return an exit code if it could not even be started."""
         if slot.spawns > 0:  # the first start was checked by start()/scale() as a batch
-            try:
-                check_free(worker_host(self.config), slot.port, what=f"worker {slot.id} port")
-            except PortInUseError as exc:
-                self.output.fleet(f"{slot.label} cannot start: {exc}")
+            problem = await self._port_released(slot)
+            if problem is not None:
+                self.output.fleet(f"{slot.label} cannot start: {problem}")
                 return None
         command = worker_command(self.config, self.spec, slot.index, self.desired)
         log_path = os.path.join(self.config.log_dir, f"{slot.id}.log") if self.config.log_dir else None
@@ -230,6 +229,18 @@ class Supervisor:
         if self._watchdog is not None:
             self._watchdog.add(slot.proc.pgid)
         return None
+
+    async def _port_released(self, slot: _Slot, patience: float = 2.0) -> PortInUseError | None:
+        """Wait briefly for the slot's port: the previous process group may still be dying."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                check_free(worker_host(self.config), slot.port, what=f"worker {slot.id} port")
+                return None
+            except PortInUseError as exc:
+                if time.monotonic() >= deadline:
+                    return exc
+            await asyncio.sleep(0.05)
 
     async def _run_slot(self, slot: _Slot, hold_output: bool) -> None:
         first = True
@@ -381,6 +392,8 @@ class Supervisor:
             ),
             self.config.start_timeout + 5,
         )
+        if self._stopping:
+            return  # fleet is shutting down: not coming back is expected
         if not became or slot.state is not S.READY:
             raise SupervisorError(f"{slot.id} did not come back ready after its restart "
                                   f"(state {slot.state.value}, last exit {slot.last_exit})")
