@@ -180,8 +180,9 @@ class Master:
     async def _stop_requested_before(self, started: asyncio.Future[None]) -> bool:
         """Wait for ``started``; True if INT/TERM came first. Other signals wait for the start."""
         while not started.done():
-            getter = asyncio.ensure_future(self._events.get())
-            await asyncio.wait({started, getter}, return_when=asyncio.FIRST_COMPLETED)
+            getter: asyncio.Future[str] = asyncio.ensure_future(self._events.get())
+            pending: list[asyncio.Future[Any]] = [started, getter]
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
                 break

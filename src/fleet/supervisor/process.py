@@ -23,9 +23,10 @@ from typing import Callable, TextIO
 
 PR_SET_PDEATHSIG = 1
 
+_prctl: Callable[..., int] | None
 try:
-    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-    _prctl = _libc.prctl if sys.platform.startswith("linux") else None
+    # Loaded here, not in the child: after fork only async-signal-safe work is allowed.
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 except (OSError, AttributeError):
     _prctl = None
 

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import traceback
+from typing import Callable
 
 from fleet.appspec import AppError, AppKind, detect
 from fleet.supervisor.policy import BOOT_ERROR
@@ -54,7 +55,7 @@ async def _serve(args: argparse.Namespace, port: int) -> int:
                 use_xheaders=True,
             )
             server.start()
-            stop_server = server.stop
+            stop_server: Callable[[], None] = server.stop
         else:
             import tornado.httpserver
 
