@@ -22,6 +22,7 @@ import sys
 from typing import Callable, TextIO
 
 PR_SET_PDEATHSIG = 1
+MAX_LINE = 64 * 1024  # longer partial lines are relayed in pieces
 
 _prctl: Callable[..., int] | None
 try:
@@ -138,6 +139,11 @@ class WorkerProcess:
             *lines, pending = pending.split(b"\n")
             for raw in lines:
                 self.relay.line(raw)
+            if len(pending) > MAX_LINE:
+                # Output without newlines (a progress bar, binary junk): pass it on in pieces
+                # rather than buffering it without bound.
+                self.relay.line(pending)
+                pending = b""
         if pending:
             self.relay.line(pending)
 
