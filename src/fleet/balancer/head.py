@@ -1,0 +1,273 @@
+"""HTTP head rules of the proxy: what is accepted, what is forwarded, how a body is framed.
+
+Pure functions over already-parsed heads (``httptools`` does the byte-level parsing in
+``balancer.protocol``): bytes in, bytes or a ``HeadError`` out, so every rule is unit-tested
+without a socket. The rules follow RFC 9110/9112 and what nginx does as a reverse proxy:
+
+- request smuggling: ``Content-Length`` together with ``Transfer-Encoding``, conflicting or
+  malformed lengths, and transfer codings other than ``chunked`` are rejected (400);
+- hop-by-hop headers (``Connection`` and the headers it names, ``Keep-Alive``, ``TE``,
+  ``Trailer``, ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Connection``) are not forwarded;
+  bodies are re-framed on each side (a chunked body is re-chunked, an unframed response is
+  sent chunked to an HTTP/1.1 client);
+- ``X-Forwarded-For/-Proto/-Host`` and ``X-Real-IP`` are set from the connection, replacing
+  what the client sent unless ``--use-xheaders`` says an earlier proxy is trusted.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade",
+})
+FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"})
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_DIGITS = frozenset(b"0123456789")
+
+# How the proxy frames a response body towards the client.
+NO_BODY = 0  # HEAD, 1xx, 204, 304
+LENGTH = 1  # the worker sent Content-Length: bytes pass through as they are
+CHUNKED = 2  # the worker sent chunked or no length: re-chunked for an HTTP/1.1 client
+UNTIL_CLOSE = 3  # no length, HTTP/1.0 client: the end of the body is the end of the connection
+
+
+class HeadError(Exception):
+    """A request the proxy refuses; ``status`` is the answer, ``reason`` the metrics label."""
+
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.status = status
+        self.reason = reason
+        self.detail = detail or HTTPStatus(status).phrase
+
+
+class Request:
+    """What the proxy needs to know about one request head, and the head it forwards."""
+
+    __slots__ = ("method", "host", "affinity_cookie", "origin", "content_length", "chunked",
+                 "websocket", "forward", "keep_alive", "http10", "path")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.path = b""
+        self.host: bytes | None = None
+        self.affinity_cookie: bytes | None = None
+        self.origin: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.websocket = False
+        self.forward = b""
+        self.keep_alive = True
+        self.http10 = False
+
+
+def parse_length(value: bytes) -> int:
+    """A Content-Length value; ``1, 1`` style lists must agree (RFC 9110 8.6), else 400."""
+    parts = {part.strip() for part in value.split(b",")}
+    if len(parts) != 1:
+        raise HeadError(400, "bad_content_length", "conflicting Content-Length")
+    text = parts.pop()
+    if not text or len(text) > 18 or not set(text) <= _DIGITS:
+        raise HeadError(400, "bad_content_length", "malformed Content-Length")
+    return int(text)
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, upgrade: bool,
+                    headers: list[tuple[bytes, bytes]], client_ip: bytes, scheme: bytes,
+                    trust_xheaders: bool, default_host: bytes) -> Request:
+    """Check a parsed request head and build the head to send to the worker (HTTP/1.1,
+    keep-alive to the worker, forwarding headers set). Raises ``HeadError``."""
+    if method == b"CONNECT":
+        raise HeadError(405, "bad_method", "CONNECT is not supported by a reverse proxy")
+    if not url or not (url[0] == 47 or url.startswith((b"http://", b"https://"))
+                       or (url == b"*" and method == b"OPTIONS")):  # 47: "/"
+        raise HeadError(400, "bad_request_target", "malformed request target")
+    request = Request()
+    request.method = method
+    question = url.find(b"?")
+    request.path = url if question < 0 else url[:question]
+    request.http10 = http10
+    request.keep_alive = keep_alive
+    out = [method, b" ", url, b" HTTP/1.1\r\n"]
+    append = out.append
+    connection = b""
+    upgrade_value = b""
+    transfer_encoding: bytes | None = None
+    forwarded: dict[bytes, bytes] = {}
+    kept: list[tuple[bytes, bytes, bytes]] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                connection = connection + b"," + value if connection else value
+            elif lower == b"upgrade":
+                upgrade_value = value
+            elif lower == b"transfer-encoding":
+                transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
+            continue
+        if lower in FORWARDING:
+            if trust_xheaders:
+                previous = forwarded.get(lower)
+                forwarded[lower] = value if previous is None else previous + b", " + value
+            continue
+        if lower == b"host":
+            if request.host is not None:
+                raise HeadError(400, "bad_host", "more than one Host header")
+            request.host = value.strip()
+        elif lower == b"content-length":
+            length = parse_length(value)
+            if request.content_length is not None and request.content_length != length:
+                raise HeadError(400, "bad_content_length", "conflicting Content-Length")
+            request.content_length = length
+            continue  # re-added once below, so duplicates that agree go out as one
+        elif lower == b"cookie":
+            request.affinity_cookie = value if request.affinity_cookie is None else request.affinity_cookie + b"; " + value
+        elif lower == b"origin":
+            request.origin = value
+        kept.append((lower, name, value))
+    if transfer_encoding is not None:
+        if request.content_length is not None:
+            raise HeadError(400, "smuggling", "Content-Length with Transfer-Encoding")
+        if transfer_encoding.strip().lower() != b"chunked":
+            raise HeadError(400, "bad_transfer_encoding", "only Transfer-Encoding: chunked is accepted")
+        request.chunked = True
+    if request.host is None:
+        if not http10:
+            raise HeadError(400, "bad_host", "HTTP/1.1 request without Host")
+        request.host = default_host
+        kept.append((b"host", b"Host", default_host))
+    tokens = connection_tokens(connection) if connection else ()
+    if upgrade and upgrade_value.strip().lower() == b"websocket" and b"upgrade" in tokens:
+        request.websocket = True
+    for lower, name, value in kept:
+        if tokens and lower in tokens:
+            continue  # named in Connection: hop-by-hop for this message
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
+    if request.content_length is not None:
+        append(b"Content-Length: %d\r\n" % request.content_length)
+    elif request.chunked:
+        append(b"Transfer-Encoding: chunked\r\n")
+    host = request.host
+    if trust_xheaders:
+        previous_for = forwarded.get(b"x-forwarded-for")
+        append(b"X-Forwarded-For: " + (previous_for + b", " + client_ip if previous_for else client_ip) + b"\r\n")
+        append(b"X-Forwarded-Proto: " + forwarded.get(b"x-forwarded-proto", scheme) + b"\r\n")
+        append(b"X-Forwarded-Host: " + forwarded.get(b"x-forwarded-host", host) + b"\r\n")
+        append(b"X-Real-IP: " + forwarded.get(b"x-real-ip", client_ip) + b"\r\n")
+    else:
+        append(b"X-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + scheme
+               + b"\r\nX-Forwarded-Host: " + host + b"\r\nX-Real-IP: " + client_ip + b"\r\n")
+    if request.websocket:
+        append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value.strip() + b"\r\n")
+    append(b"\r\n")
+    request.forward = b"".join(out)
+    return request
+
+
+def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *,
+                  head_request: bool, http10_client: bool, keep_alive: bool,
+                  set_cookie: bytes | None) -> tuple[bytes, int]:
+    """The head sent to the client for a worker's response, and how its body is framed.
+
+    ``keep_alive`` is whether the client connection stays open after this response; an
+    unframed body for an HTTP/1.0 client forces it closed (the caller reads that back from
+    the returned framing).
+    """
+    has_length = False
+    chunked_in = False
+    connection = b""
+    kept: list[tuple[bytes, bytes, bytes]] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                connection = value
+            elif lower == b"transfer-encoding":
+                chunked_in = True
+            elif lower == b"upgrade" and status == 101:
+                kept.append((lower, name, value))
+            continue
+        if lower == b"content-length":
+            has_length = True
+        kept.append((lower, name, value))
+    if status == 101:
+        framing = NO_BODY
+        keep_alive = True
+    elif head_request or status < 200 or status in (204, 304):
+        framing = NO_BODY
+    elif has_length and not chunked_in:
+        framing = LENGTH
+    elif http10_client:
+        framing = UNTIL_CLOSE
+        keep_alive = False
+    else:
+        framing = CHUNKED
+    tokens = connection_tokens(connection) if connection else ()
+    if not reason:
+        try:
+            reason = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b"Unknown"
+    out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    append = out.append
+    for lower, name, value in kept:
+        if tokens and lower in tokens:
+            continue
+        if chunked_in and lower == b"content-length":
+            continue  # Transfer-Encoding wins (RFC 9112 6.3); the body is re-chunked
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
+    if framing == CHUNKED:
+        append(b"Transfer-Encoding: chunked\r\n")
+    if set_cookie is not None and status != 101:
+        append(set_cookie)
+    if status == 101:
+        append(b"Connection: upgrade\r\n")
+    elif not keep_alive:
+        append(b"Connection: close\r\n")
+    elif http10_client:
+        append(b"Connection: keep-alive\r\n")
+    append(b"\r\n")
+    return b"".join(out), framing
+
+
+def error_response(status: int, detail: str = "", *, close: bool = True, head_only: bool = False,
+                   extra: bytes = b"") -> bytes:
+    """A small text/plain answer from the proxy itself (400, 413, 431, 502, 503, 504, ...)."""
+    phrase = HTTPStatus(status).phrase
+    body = f"{status} {phrase}: {detail}\n".encode() if detail and detail != phrase else f"{status} {phrase}\n".encode()
+    head = (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+            b"Cache-Control: no-store\r\n" % (status, phrase.encode(), len(body)))
+    head += extra
+    if close:
+        head += b"Connection: close\r\n"
+    return head + b"\r\n" + (b"" if head_only else body)
+
+
+def local_response(status: int, content_type: str, body: bytes, *, close: bool, http10: bool,
+                   head_only: bool) -> bytes:
+    """A response the proxy serves itself (``/metrics``)."""
+    phrase = HTTPStatus(status).phrase.encode()
+    connection = b"Connection: close\r\n" if close else (b"Connection: keep-alive\r\n" if http10 else b"")
+    head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
+            % (status, phrase, content_type.encode(), len(body), connection))
+    return head if head_only else head + body
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

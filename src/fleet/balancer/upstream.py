@@ -1,0 +1,202 @@
+"""The worker side of the proxy: one ``UpstreamConnection`` per TCP connection to a worker.
+
+It parses the worker's responses with ``httptools`` and hands head, body pieces and the end of
+each response to the ``ClientConnection`` it is attached to; between requests it waits in its
+``Upstream``'s idle pool (HTTP/1.1 keep-alive to the worker, like nginx's ``keepalive``).
+After a ``101 Switching Protocols`` it becomes a raw byte pipe (WebSocket relay).
+
+What it is not: it never chooses a worker, retries, or writes to the client itself; those are
+``balancer.protocol``'s decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from fleet.balancer.policy import Upstream
+
+if TYPE_CHECKING:
+    from fleet.balancer.protocol import ClientConnection, Exchange, ProxyContext
+
+# Idle keep-alive connections kept per worker (nginx's ``keepalive 64`` in the bench config).
+MAX_IDLE_PER_UPSTREAM = 64
+WRITE_HIGH_WATER = 64 * 1024
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("proxy", "upstream", "transport", "parser", "client", "exchange", "tunnel",
+                 "got_bytes", "head_done", "until_close", "interim", "head_request", "reason",
+                 "headers", "reading_paused", "closed", "reused")
+
+    def __init__(self, proxy: "ProxyContext", upstream: Upstream) -> None:
+        self.proxy = proxy
+        self.upstream = upstream
+        self.transport: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.client: ClientConnection | None = None
+        self.exchange: Exchange | None = None
+        self.tunnel: ClientConnection | None = None
+        self.got_bytes = False
+        self.head_done = False
+        self.until_close = False  # the response's body ends when the worker closes
+        self.interim = False
+        self.head_request = False
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reading_paused = False
+        self.closed = False
+        self.reused = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+
+    def attach(self, client: "ClientConnection", exchange: "Exchange") -> None:
+        self.client = client
+        self.exchange = exchange
+        self.got_bytes = False
+        self.head_done = False
+        self.until_close = False
+        self.interim = False
+        self.head_request = exchange.request.method == b"HEAD"
+        self.reason = b""
+        self.headers = []
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is over: back to the idle pool if the connection can carry another."""
+        self.client = None
+        self.exchange = None
+        upstream = self.upstream
+        if (reusable and not self.closed and upstream.ready and not self.proxy.closing
+                and len(upstream.idle) < MAX_IDLE_PER_UPSTREAM):
+            if self.reading_paused:
+                self.reading_paused = False
+                self.transport.resume_reading()
+            self.reused = True
+            upstream.idle.append(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.client = None
+        self.exchange = None
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self.tunnel = None
+            tunnel.end_tunnel()
+            return
+        client = self.client
+        if client is not None:
+            self.client = None
+            exchange = self.exchange
+            self.exchange = None
+            if exchange is None:
+                return
+            if self.head_done and self.until_close:
+                client.response_complete(self, exchange, reusable=False)
+            else:
+                client.upstream_lost(self, exchange)
+            return
+        try:
+            self.upstream.idle.remove(self)
+        except ValueError:
+            pass
+
+    # -- flow control: the worker's socket is full, stop reading the client ------------------
+    def pause_writing(self) -> None:
+        client = self.tunnel or self.client
+        if client is not None:
+            client.pause_reading_for_upstream(True)
+
+    def resume_writing(self) -> None:
+        client = self.tunnel or self.client
+        if client is not None:
+            client.pause_reading_for_upstream(False)
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # -- bytes from the worker ---------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self.proxy.stats.bytes_sent += len(data)
+            tunnel.transport.write(data)
+            return
+        if self.client is None:
+            self.close()  # a worker talking out of turn on an idle connection: not reusable
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            client, exchange = self.client, self.exchange
+            if client is not None and exchange is not None:
+                client.upgraded(self, exchange, data[upgrade.args[0]:])
+        except httptools.HttpParserError:
+            client, exchange = self.client, self.exchange
+            self.client = self.exchange = None
+            self.close()
+            if client is not None and exchange is not None:
+                client.upstream_broken(exchange, "malformed response from worker")
+
+    # httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        client, exchange = self.client, self.exchange
+        if client is None or exchange is None:
+            return
+        headers, reason = self.headers, self.reason
+        self.headers, self.reason = [], b""
+        if 100 <= status < 200 and status != 101:
+            self.interim = True
+            client.interim_response(status, reason)
+            return
+        self.head_done = True
+        client.response_head(self, exchange, status, reason, headers)
+        if self.head_request and status != 101:
+            # httptools cannot be told a response has no body; a fresh parser for the next one.
+            keep_alive = self.parser.should_keep_alive()
+            self.parser = httptools.HttpResponseParser(self)
+            self.client = self.exchange = None
+            client.response_complete(self, exchange, reusable=keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        client = self.client
+        if client is not None:
+            client.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        client, exchange = self.client, self.exchange
+        if client is None or exchange is None:
+            return
+        if self.parser.should_upgrade() and exchange.request.websocket:
+            return  # the 101 path: ``upgraded`` follows from the HttpParserUpgrade exception
+        self.client = self.exchange = None
+        client.response_complete(self, exchange, reusable=self.parser.should_keep_alive())
