@@ -185,6 +185,7 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     has_length = False
     chunked_in = False
     connection = b""
+    upgrade = b"websocket"
     kept: list[tuple[bytes, bytes, bytes]] = []
     for name, value in headers:
         lower = name.lower()
@@ -193,8 +194,8 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
                 connection = value
             elif lower == b"transfer-encoding":
                 chunked_in = True
-            elif lower == b"upgrade" and status == 101:
-                kept.append((lower, name, value))
+            elif lower == b"upgrade":
+                upgrade = value
             continue
         if lower == b"content-length":
             has_length = True
@@ -233,7 +234,7 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     if set_cookie is not None and status != 101:
         append(set_cookie)
     if status == 101:
-        append(b"Connection: upgrade\r\n")
+        append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
     elif not keep_alive:
         append(b"Connection: close\r\n")
     elif http10_client:

@@ -603,26 +603,17 @@ class ClientConnection(asyncio.Protocol):
         self._finish(exchange)
 
     def _reject(self, rejection: HeadError, exchange: Exchange | None = None) -> None:
-        """A request the proxy refuses: its status, counted by reason, then close."""
+        """A request the proxy refuses: its status (counted by reason), then the connection
+        closes; anything of it that already went to a worker is cut off there too."""
         self._rejection = None
         self.proxy.stats.client_error(rejection.reason)
         if self.closed:
             return
-        if exchange is not None and (exchange.responded or exchange.conn is not None):
-            # Part of it already went to a worker: the only safe answer is to cut both off.
-            if exchange.conn is not None:
-                exchange.conn.close()
-                exchange.conn = None
-            if not exchange.responded:
-                self.transport.write(heads.error_response(rejection.status, rejection.detail))
-            self._uncount(exchange)
-            exchange.finished = True
-            self.close()
-            return
-        if not self.queue:
+        ahead = [queued for queued in self.queue if queued is not exchange]
+        if not ahead and (exchange is None or not exchange.responded):
             self.transport.write(heads.error_response(rejection.status, rejection.detail))
-        # else: an earlier pipelined response is on its way; an error now would be mixed
-        # into it, so the connection is only cut.
+        # else: an earlier pipelined response is on its way (or this one's already started);
+        # an error now would be mixed into it, so the connection is only cut.
         for queued in self.queue:
             self._uncount(queued)
             queued.finished = True

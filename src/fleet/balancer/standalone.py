@@ -1,0 +1,153 @@
+"""``fleet balance HOST:PORT...``: the proxy alone, in front of servers fleet does not run.
+
+Without a supervisor to say which server is ready, a health prober does: every
+``PROBE_INTERVAL`` it connects to each server (or GETs ``--health-path`` and wants a 2xx) and
+marks it ready or down, logging each change. Passive health still applies between probes:
+a connect error takes a server out of rotation at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+from fleet import __version__
+from fleet.balancer.server import Balancer
+from fleet.config import Config
+from fleet.ports import PortInUseError
+from fleet.supervisor.info import WorkerInfo
+
+PROBE_INTERVAL = 1.0
+PROBE_TIMEOUT = 2.0
+
+
+def _say(message: str) -> None:
+    print(f"fleet | {message}", flush=True)
+
+
+async def probe(host: str, port: int, health_path: str | None) -> bool:
+    """One health check: a TCP connect, or a GET of ``health_path`` answered with 2xx."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    try:
+        if health_path is None:
+            return True
+        writer.write(f"GET {health_path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
+                     f"User-Agent: fleet-health/{__version__}\r\n\r\n".encode())
+        line = await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT)
+        parts = line.split()
+        return len(parts) >= 2 and parts[1][:1] == b"2"
+    except (OSError, asyncio.TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
+class Prober:
+    """Keeps each target's readiness in the balancer up to date."""
+
+    def __init__(self, balancer: Balancer, targets: tuple[tuple[str, int], ...], health_path: str | None) -> None:
+        self.balancer = balancer
+        self.targets = [(f"{host}:{port}", host, port) for host, port in targets]
+        self.health_path = health_path
+        self.ready: dict[str, bool] = {}
+        self.since: dict[str, float] = {}
+
+    async def round(self) -> None:
+        results = await asyncio.gather(*(probe(host, port, self.health_path) for _, host, port in self.targets))
+        for (target_id, _, _), ok in zip(self.targets, results):
+            if self.ready.get(target_id) != ok:
+                if target_id in self.ready or not ok:
+                    _say(f"{target_id} is {'up' if ok else 'down'}")
+                self.ready[target_id] = ok
+                self.since[target_id] = time.time()
+                self.balancer.set_ready(target_id, ok)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            await self.round()
+
+    def workers(self) -> list[WorkerInfo]:
+        return [WorkerInfo(index=i, id=target_id, port=port, pid=None,
+                           state="ready" if self.ready.get(target_id) else "exited",
+                           started_at=self.since.get(target_id), restarts=0, crash_looping=False,
+                           last_exit=None)
+                for i, (target_id, _, port) in enumerate(self.targets)]
+
+
+def split_target(target: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:80`` for IPv6), already validated by the CLI."""
+    host, _, port = target.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
+    targets = tuple(split_target(spec) for spec in target_specs)
+    balancer = Balancer(config)
+    for host, port in targets:
+        balancer.add_upstream(f"{host}:{port}", host, port, ready=False)
+    try:
+        await balancer.start()
+    except PortInUseError as exc:
+        _say(f"error: proxy {exc}")
+        return 1
+    except OSError as exc:
+        _say(f"error: cannot listen on {config.address}:{config.port}: {exc.strerror or exc}")
+        return 1
+    prober = Prober(balancer, targets, config.health_path)
+    listener = None
+    if not config.no_metrics:
+        from fleet import metrics
+
+        registry = metrics.make_registry(balancer.stats, prober.workers, lambda: len(targets))
+        if config.metrics_port is not None:
+            try:
+                listener = await metrics.serve_separately(registry, config.address, config.metrics_port,
+                                                          config.metrics_path)
+            except OSError as exc:
+                await balancer.close()
+                _say(f"error: {exc}")
+                return 1
+        else:
+            balancer.add_local_route(config.metrics_path, metrics.metrics_route(registry))
+    await prober.round()
+    up = sum(prober.ready.values())
+    scheme = "https" if config.ssl_certfile else "http"
+    _say(f"fleet {__version__} balance (pid {os.getpid()}): {scheme}://{config.address}:{balancer.port} -> "
+         f"{', '.join(t for t, _, _ in prober.targets)} ({up} up)")
+    probing = asyncio.ensure_future(prober.run())
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        _say("graceful stop: finishing in-flight requests (Ctrl-C again stops at once)")
+        stop.clear()
+        await balancer.stop_accepting()
+        drain = asyncio.ensure_future(balancer.drain(config.graceful_timeout))
+        await asyncio.wait([drain, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        probing.cancel()
+        if listener is not None:
+            listener.close()
+        await balancer.close()
+    _say("stopped")
+    return 0
+
+
+def run_balance(config: Config, targets: tuple[str, ...]) -> int:
+    """Run ``fleet balance`` until INT/TERM; return the exit code."""
+    from fleet.runner import _new_loop
+
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(_run(config, targets))
