@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import resource
 import socket
 import ssl
 import stat
@@ -27,6 +28,20 @@ from fleet.ports import in_use_error
 
 SWEEP_INTERVAL = 1.0
 BACKLOG = 4096
+
+
+def raise_open_files_limit() -> int:
+    """A proxy holds two descriptors per connection: use the hard limit, as nginx's
+    ``worker_rlimit_nofile`` would. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class Balancer:
@@ -58,6 +73,7 @@ class Balancer:
         """Bind the port (and unix socket) and start serving. Raises ``PortInUseError``."""
         config = self.config
         loop = asyncio.get_running_loop()
+        raise_open_files_limit()
         context = self._ssl_context()
         factory = lambda: ClientConnection(self.context)  # noqa: E731
         try:

@@ -41,6 +41,8 @@ S = WorkerState
 # How long a worker may take to exit after SIGTERM before it is killed, when the caller gives
 # no longer graceful timeout; drained workers have nothing left to finish.
 MIN_TERM_WAIT = 5.0
+# When a held worker fails at start-up before w0 has settled, how long to wait for w0.
+BOOT_SETTLE_SECONDS = 3.0
 
 
 class SupervisorError(RuntimeError):
@@ -181,8 +183,13 @@ class Supervisor:
             )
             failed = [s for s in self._slots.values() if s.state is S.FAILED]
             if failed:
-                first = min(failed, key=lambda s: s.index)
                 w0 = self._slots.get(0)
+                if w0 is not None and w0.state not in (S.READY, S.FAILED):
+                    # w0's output is live: if it is failing the same way, its traceback is the
+                    # one to show; give it a moment to settle before choosing whose to print.
+                    await self._wait_for(lambda: w0.state in (S.READY, S.FAILED), BOOT_SETTLE_SECONDS)
+                    failed = [s for s in self._slots.values() if s.state is S.FAILED]
+                first = min(failed, key=lambda s: s.index)
                 if first.relay is not None and not (w0 and w0.state is S.FAILED and first is not w0):
                     first.relay.release()
                 for slot in self._slots.values():

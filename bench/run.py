@@ -1,0 +1,397 @@
+"""fleet's proxy side by side with nginx and HAProxy, in one run, on the same backends.
+
+    python bench/run.py                    # or: make bench
+    python bench/run.py --rounds 5 --duration 10 --skip-websocket
+
+What runs (2-core machine: load generator and backends on core 0, the proxy alone on core 1):
+
+- backends: one nginx (1 worker) with three ``return 200`` servers, so the backend is never
+  the bottleneck; for WebSockets, ``bench/ws_tools.py serve`` (a byte echo after the handshake);
+- proxies: nginx ``least_conn`` (keepalive 64, 1 worker process), HAProxy ``leastconn``
+  (1 thread), ``fleet balance``, and ``fleet balance`` while ``/metrics`` is scraped every
+  second (what Prometheus adds); plus "direct" (wrk straight to one backend) as the ceiling;
+- HTTP: ``wrk -t1 -c50 --latency`` small keep-alive GETs, median of ``--rounds`` rounds;
+- WebSocket: messages/s relayed (50 connections, 16 frames in flight each), and proxy RSS per
+  idle WebSocket with 5,000 open.
+
+Prints a table and the ratios fleet/nginx and fleet/HAProxy; writes JSON to bench/results/.
+A benchmark, not a test: numbers depend on the machine; ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+LOAD_CORE = "0"
+PROXY_CORE = "1"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout} s")
+
+
+def pinned(core: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *argv] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else argv
+
+
+class Service:
+    """A process started by the bench, always ended by it (its whole process group)."""
+
+    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, stdin: bool = False) -> None:
+        self.name = name
+        self.port = port
+        self.log = open(workdir / f"{name}.log", "w")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+        try:
+            wait_port(port)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"{name} did not start: {Path(self.log.name).read_text()[-2000:]}")
+
+    def rss(self) -> int:
+        """Resident memory of the process tree (nginx: master + worker)."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        except psutil.Error:
+            return 0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def nginx_backends(ports: list[int], workdir: Path) -> Service:
+    listens = "\n".join(f"    listen 127.0.0.1:{port} backlog=4096;" for port in ports)
+    conf = workdir / "backends.conf"
+    conf.write_text(f"""worker_processes 1;
+daemon off;
+pid {workdir}/backends.pid;
+error_log {workdir}/backends.err warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  server {{
+{listens}
+    location / {{ return 200 "hello\\n"; }}
+  }}
+}}
+""")
+    return Service("backends", pinned(LOAD_CORE, ["nginx", "-c", str(conf), "-p", str(workdir)]), ports[0], workdir)
+
+
+def nginx_proxy(port: int, backends: list[int], workdir: Path, name: str = "nginx") -> Service:
+    servers = "\n".join(f"    server 127.0.0.1:{b};" for b in backends)
+    conf = workdir / f"{name}.conf"
+    conf.write_text(f"""worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {workdir}/{name}.pid;
+error_log {workdir}/{name}.err warn;
+events {{ worker_connections 16000; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+  upstream app {{
+    least_conn;
+{servers}
+    keepalive 64;
+  }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Host $host;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_buffering off;
+      proxy_read_timeout 3600s;
+    }}
+  }}
+}}
+""")
+    return Service(name, pinned(PROXY_CORE, ["nginx", "-c", str(conf), "-p", str(workdir)]), port, workdir)
+
+
+def haproxy_proxy(port: int, backends: list[int], workdir: Path, name: str = "haproxy") -> Service:
+    servers = "\n".join(f"  server s{i} 127.0.0.1:{b}" for i, b in enumerate(backends))
+    conf = workdir / f"{name}.cfg"
+    conf.write_text(f"""global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  default_backend app
+backend app
+  balance leastconn
+{servers}
+""")
+    return Service(name, pinned(PROXY_CORE, ["haproxy", "-db", "-f", str(conf)]), port, workdir)
+
+
+def fleet_proxy(port: int, backends: list[int], workdir: Path, name: str = "fleet", *extra: str) -> Service:
+    targets = [f"127.0.0.1:{b}" for b in backends]
+    argv = [sys.executable, "-m", "fleet", "balance", *targets, "--port", str(port), *extra]
+    return Service(name, pinned(PROXY_CORE, argv), port, workdir)
+
+
+class Scraper:
+    """Scrapes /metrics every second while a round runs, as Prometheus would."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.stop_event = threading.Event()
+        self.scrapes = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(1.0):
+            with urllib.request.urlopen(self.url, timeout=5) as response:
+                response.read()
+            self.scrapes += 1
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class HttpResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port: int, duration: float, connections: int) -> HttpResult:
+    argv = pinned(LOAD_CORE, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+                              f"http://127.0.0.1:{port}/"])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    percentiles = {m.group(1): _ms(m.group(2), m.group(3))
+                   for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    errors = 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket_errors:
+        errors += sum(int(x) for x in socket_errors.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    return HttpResult(rps, percentiles.get("50", 0.0), percentiles.get("99", 0.0), errors)
+
+
+@dataclass
+class Row:
+    name: str
+    rounds: list[HttpResult] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(getattr(r, attribute) for r in self.rounds)
+
+
+def bench_http(args: argparse.Namespace, workdir: Path) -> dict[str, Row]:
+    backend_ports = free_ports(3)
+    backends = nginx_backends(backend_ports, workdir)
+    rows: dict[str, Row] = {}
+    try:
+        starters: list[tuple[str, Callable[[int], Service]]] = [
+            ("nginx", lambda p: nginx_proxy(p, backend_ports, workdir)),
+            ("haproxy", lambda p: haproxy_proxy(p, backend_ports, workdir)),
+            ("fleet", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet")),
+            ("fleet+scrape", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-scraped")),
+        ]
+        rows["direct"] = Row("direct")
+        for name, _ in starters:
+            rows[name] = Row(name)
+        for round_number in range(args.rounds):
+            rows["direct"].rounds.append(wrk(backend_ports[0], args.duration, args.connections))
+            for name, start in starters:
+                port = free_ports(1)[0]
+                service = start(port)
+                scraper = Scraper(port) if name == "fleet+scrape" else None
+                try:
+                    wrk(port, 2, args.connections)  # warm-up: pools filled, caches hot
+                    rows[name].rounds.append(wrk(port, args.duration, args.connections))
+                finally:
+                    if scraper is not None:
+                        scraper.stop()
+                    service.stop()
+            print(f"round {round_number + 1}/{args.rounds}: " + ", ".join(
+                f"{n} {r.rounds[-1].requests_per_second:,.0f}/s" for n, r in rows.items()), flush=True)
+    finally:
+        backends.stop()
+    return rows
+
+
+def bench_websocket(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, float]]:
+    backend_ports = free_ports(3)
+    echo = Service("ws-echo", pinned(LOAD_CORE, [sys.executable, str(HERE / "ws_tools.py"), "serve",
+                                                 *map(str, backend_ports)]), backend_ports[0], workdir)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for name, start in (("nginx", nginx_proxy), ("haproxy", haproxy_proxy), ("fleet", fleet_proxy)):
+            rates = []
+            per_connection = 0.0
+            for _ in range(args.rounds):
+                port = free_ports(1)[0]
+                service = start(port, backend_ports, workdir, f"{name}-ws")  # type: ignore[operator]
+                try:
+                    out = subprocess.run(pinned(LOAD_CORE, [sys.executable, str(HERE / "ws_tools.py"), "load",
+                                                            f"127.0.0.1:{port}", "--seconds", str(args.duration)]),
+                                         capture_output=True, text=True, check=True, timeout=args.duration + 60)
+                    rates.append(json.loads(out.stdout)["messages_per_second"])
+                    if not per_connection:
+                        per_connection = idle_websocket_memory(service, port, args.idle_websockets)
+                finally:
+                    service.stop()
+            results[name] = {"messages_per_second": statistics.median(rates),
+                             "idle_rss_per_websocket_bytes": per_connection}
+            print(f"websocket {name}: {results[name]['messages_per_second']:,.0f} msg/s, "
+                  f"{per_connection / 1024:.1f} KiB per idle websocket", flush=True)
+    finally:
+        echo.stop()
+    return results
+
+
+def idle_websocket_memory(service: Service, port: int, count: int) -> float:
+    time.sleep(0.5)
+    before = service.rss()
+    holder = subprocess.Popen([sys.executable, str(HERE / "ws_tools.py"), "hold", f"127.0.0.1:{port}",
+                               "--connections", str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        line = holder.stdout.readline() if holder.stdout else ""
+        if not line.startswith("open"):
+            raise RuntimeError(f"could not open {count} websockets: {line!r}")
+        time.sleep(1.0)
+        after = service.rss()
+    finally:
+        if holder.stdin:
+            holder.stdin.close()
+        holder.wait(timeout=60)
+    return (after - before) / count
+
+
+def report(http: dict[str, Row], ws: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
+    lines = [f"HTTP keep-alive GET, wrk -t1 -c{args.connections}, {args.duration:g} s x {args.rounds} rounds (median):",
+             "", "| target | requests/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|"]
+    for name, row in http.items():
+        lines.append(f"| {name} | {row.median('requests_per_second'):,.0f} | {row.median('p50_ms'):.2f} | "
+                     f"{row.median('p99_ms'):.2f} | {sum(r.errors for r in row.rounds)} |")
+    fleet = http["fleet"].median("requests_per_second")
+    lines += ["", f"fleet/nginx   = {fleet / http['nginx'].median('requests_per_second'):.2f}",
+              f"fleet/haproxy = {fleet / http['haproxy'].median('requests_per_second'):.2f}",
+              f"fleet with /metrics scraped every 1 s / fleet = "
+              f"{http['fleet+scrape'].median('requests_per_second') / fleet:.2f}"]
+    if ws:
+        lines += ["", f"WebSocket echo relay, 50 connections x 16 frames in flight; idle memory with "
+                      f"{args.idle_websockets} open:", "",
+                  "| proxy | messages/s | RSS per idle WebSocket |", "|---|---:|---:|"]
+        for name, values in ws.items():
+            lines.append(f"| {name} | {values['messages_per_second']:,.0f} | "
+                         f"{values['idle_rss_per_websocket_bytes'] / 1024:.1f} KiB |")
+        lines += ["", f"fleet/nginx websocket = {ws['fleet']['messages_per_second'] / ws['nginx']['messages_per_second']:.2f}",
+                  f"fleet/haproxy websocket = {ws['fleet']['messages_per_second'] / ws['haproxy']['messages_per_second']:.2f}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--idle-websockets", type=int, default=5000)
+    parser.add_argument("--skip-websocket", action="store_true")
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+    missing = [tool for tool in ("nginx", "haproxy", "wrk") if not shutil.which(tool)]
+    if missing:
+        sys.exit(f"bench needs {', '.join(missing)} (Debian: apt-get install nginx-light haproxy wrk)")
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+        workdir = Path(tmp)
+        http = {} if args.skip_http else bench_http(args, workdir)
+        ws = {} if args.skip_websocket else bench_websocket(args, workdir)
+    text = report(http, ws, args) if http else json.dumps(ws, indent=2)
+    print("\n" + text)
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (results / f"{stamp}.md").write_text(text + "\n")
+    (results / f"{stamp}.json").write_text(json.dumps({
+        "http": {n: [r.__dict__ for r in row.rounds] for n, row in http.items()}, "websocket": ws,
+        "args": vars(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
