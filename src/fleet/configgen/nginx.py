@@ -53,7 +53,7 @@ def _header(config: Config, deployment: Deployment) -> str:
         "     nginx -t -c /etc/nginx/fleet.conf",
         "     nginx -c /etc/nginx/fleet.conf -g 'daemon off;'   (foreground; drop -g for a daemon)",
         "   or install it as /etc/nginx/nginx.conf and `systemctl reload nginx`.",
-        f"   Clients then connect to {'https' if config.ssl_certfile else 'http'}://{listen}/.",
+        f"   Clients then connect to {config.public_url()}/ (listening on {listen}).",
     ]
     if state:
         lines.append(f"   pid file, logs and temp files live in {state} (create it first); no root needed.")
