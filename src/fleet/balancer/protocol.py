@@ -151,6 +151,9 @@ class ClientConnection(asyncio.Protocol):
         self._upgrading: Exchange | None = None
         self._tunnel_open = False
         self._tunnel_upstream: Upstream | None = None
+        # Writes to the client collected while one read from a worker is parsed, sent as one
+        # write: a small response's head and body then cost one send() instead of two.
+        self._batch: list[bytes] | None = None
 
     # -- connection lifecycle ----------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -180,8 +183,27 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if not self.closed:
+            self.flush()
             self.closed = True
             self.transport.close()
+
+    def _write(self, data: bytes) -> None:
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+        else:
+            self.transport.write(data)
+
+    def start_batch(self) -> None:
+        if self._batch is None:
+            self._batch = []
+
+    def flush(self) -> None:
+        batch = self._batch
+        if batch is not None:
+            self._batch = None
+            if batch and not self.closed:
+                self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -427,7 +449,7 @@ class ClientConnection(asyncio.Protocol):
     # -- the worker's answer -----------------------------------------------------------------
     def interim_response(self, status: int, reason: bytes) -> None:
         if not self.closed:
-            self.transport.write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason or b"Continue"))
+            self._write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason or b"Continue"))
 
     def response_head(self, conn: UpstreamConnection, exchange: Exchange, status: int,
                       reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -452,7 +474,7 @@ class ClientConnection(asyncio.Protocol):
             request.keep_alive = False
         proxy.stats.bytes_sent += len(head)
         if not self.closed:
-            self.transport.write(head)
+            self._write(head)
 
     def response_body(self, body: bytes) -> None:
         if self.closed or not self.queue:
@@ -460,11 +482,11 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.queue[0]
         data = heads.chunk(body) if exchange.framing == CHUNKED else body
         self.proxy.stats.bytes_sent += len(data)
-        self.transport.write(data)
+        self._write(data)
 
     def response_complete(self, conn: UpstreamConnection, exchange: Exchange, reusable: bool) -> None:
         if exchange.framing == CHUNKED and not self.closed:
-            self.transport.write(LAST_CHUNK)
+            self._write(LAST_CHUNK)
             self.proxy.stats.bytes_sent += 5
         exchange.conn = None
         conn.release(reusable and exchange.request_done)
@@ -491,7 +513,7 @@ class ClientConnection(asyncio.Protocol):
         self._resume(PAUSE_PENDING | PAUSE_PIPELINE)
         if rest:
             self.proxy.stats.bytes_sent += len(rest)
-            self.transport.write(rest)
+            self._write(rest)
         if self._write_paused:
             conn.pause_reading()
 
@@ -581,7 +603,7 @@ class ClientConnection(asyncio.Protocol):
         cannot be trusted to be framed the way the client meant)."""
         exchange.status = status
         if not self.closed:
-            self.transport.write(heads.error_response(status, detail, extra=extra,
+            self._write(heads.error_response(status, detail, extra=extra,
                                                       head_only=exchange.request.method == b"HEAD"))
         exchange.request.keep_alive = False
         exchange.responded = True
@@ -599,7 +621,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.status = status
         exchange.responded = True
         self.proxy.stats.bytes_sent += len(response)
-        self.transport.write(response)
+        self._write(response)
         self._finish(exchange)
 
     def _reject(self, rejection: HeadError, exchange: Exchange | None = None) -> None:
@@ -611,7 +633,7 @@ class ClientConnection(asyncio.Protocol):
             return
         ahead = [queued for queued in self.queue if queued is not exchange]
         if not ahead and (exchange is None or not exchange.responded):
-            self.transport.write(heads.error_response(rejection.status, rejection.detail))
+            self._write(heads.error_response(rejection.status, rejection.detail))
         # else: an earlier pipelined response is on its way (or this one's already started);
         # an error now would be mixed into it, so the connection is only cut.
         for queued in self.queue:

@@ -140,10 +140,12 @@ class UpstreamConnection(asyncio.Protocol):
             self.proxy.stats.bytes_sent += len(data)
             tunnel.transport.write(data)
             return
-        if self.client is None:
+        batching = self.client
+        if batching is None:
             self.close()  # a worker talking out of turn on an idle connection: not reusable
             return
         self.got_bytes = True
+        batching.start_batch()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -156,6 +158,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             if client is not None and exchange is not None:
                 client.upstream_broken(exchange, "malformed response from worker")
+        finally:
+            batching.flush()
 
     # httptools callbacks
     def on_status(self, reason: bytes) -> None:
