@@ -10,7 +10,9 @@ The ``-t`` / ``-c`` checks run every variant (TLS, unix socket, --upstream, Boke
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -339,12 +341,52 @@ def test_proxy_serves_bokeh_static_files_itself(kind: str, workers: Fleet, tmp_p
         assert get(port)[0] == 200  # everything else still goes to the workers
 
 
+@pytest.fixture(scope="module")
+def bokeh_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Two Bokeh workers; their --port is the proxies' port, so their allowed origin is the proxy's."""
+    pytest.importorskip("bokeh")
+    fleet = up(tmp_path_factory.mktemp("bokeh"), BOKEH_APP, workers=2)
+    try:
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=90)
+        yield fleet
+    finally:
+        fleet.proc.stop()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_bokeh_page_static_files_and_session_websocket_through_the_proxy(
+        kind: str, bokeh_workers: Fleet, tmp_path: Path) -> None:
+    from bokeh.util.paths import static_path
+
+    port = bokeh_workers.port
+    config = fleet_config(bokeh_workers, port, app=BOKEH_APP, workers="2")
+    host = f"localhost:{port}"
+    with running(kind, tmp_path, config, bokeh_static_dir=str(static_path())):
+        status, _, body = get(port, "/bokeh_random", timeout=30, headers={"Host": host})
+        assert status == 200, body[:500]
+        page = body.decode()
+        scripts = re.findall(r'src="(/static/js/bokeh[^"]*)"', page)
+        assert scripts and all(get(port, src)[0] == 200 for src in scripts)
+        token = re.search(r'"token":"([^"]+)"', page)
+        assert token, page[:2000]
+        # Bokeh's session token travels in Sec-WebSocket-Protocol, next to "bokeh".
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/bokeh_random/ws", timeout=20,
+                                         subprotocols=["bokeh", token.group(1)],
+                                         origin=f"http://{host}", host=host)
+        try:
+            assert ws.getsubprotocol() == "bokeh"
+            assert json.loads(ws.recv())["msgtype"] == "ACK"
+        finally:
+            ws.close()
+
+
 # -- every variant passes the servers' own checks ------------------------------------------
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "tls": {"tls": True},
     "unix-socket": {"unix_socket": "fleet.sock"},
+    "tls-and-unix-socket": {"tls": True, "unix_socket": "fleet.sock"},
     "upstream-list": {"upstream": ("10.0.0.5:5100", "10.0.0.5:5101", "10.0.0.6:5100", "[::1]:5100")},
     "bokeh-static": {"app": BOKEH_APP, "static": True},
     "xheaders-hosts-health-log": {
