@@ -8,6 +8,7 @@ and Deployment.
 
 from __future__ import annotations
 
+import os
 import shlex
 
 from fleet.config import Config
@@ -32,6 +33,13 @@ def exec_start(config: Config, deployment: Deployment) -> str:
     return " ".join(quote_word(word) for word in words)
 
 
+def control_socket(config: Config, deployment: Deployment) -> str:
+    """Where the service's control socket ends up (a system service has no $XDG_RUNTIME_DIR)."""
+    if config.control_socket:
+        return os.path.join(deployment.working_directory, config.control_socket)
+    return os.path.join(deployment.working_directory, f".fleet-{config.port}.sock")
+
+
 def render(config: Config, deployment: Deployment) -> str:
     """The ``fleet.service`` text for ``config``."""
     what = config.app or config.cmd or "the app"
@@ -42,6 +50,7 @@ def render(config: Config, deployment: Deployment) -> str:
         "Install:  cp fleet.service /etc/systemd/system/ && systemctl daemon-reload",
         "          systemctl enable --now fleet",
         "Then:     systemctl reload fleet  (rolling restart)   journalctl -u fleet -f  (output)",
+        f"Control:  fleet status --control-socket {control_socket(config, deployment)}",
     ])
     lines = [
         "[Unit]",
