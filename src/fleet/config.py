@@ -245,7 +245,8 @@ class Config:
     allow_websocket_origin: tuple[str, ...] = option(
         (), "--allow-websocket-origin", multiple=True, metavar="HOST[:PORT]", commands=PROXY,
         default_factory=tuple,
-        help="Origin allowed to open WebSockets (repeatable); default: the proxy's own address.",
+        help="Origin allowed to open WebSockets (repeatable): the proxy refuses others with 403. "
+             "Bokeh workers always also allow the proxy's own address.",
     )
     allow_host: tuple[str, ...] = option(
         (), "--allow-host", multiple=True, metavar="HOST[:PORT]", commands=PROXY,
