@@ -193,3 +193,37 @@ def test_killed_worker_websockets_close_and_new_ones_open_elsewhere(tmp_path: Pa
         wait_until(lambda: fleet.worker("w1")["state"] == "ready", 10, message="w1 back")
         wait_until(lambda: all(w["connections"] == 0 for w in fleet.status()["workers"]), 10,
                    message="websocket gauges back to 0")
+
+
+def test_https_and_unix_socket_listeners(backends: Fleet, tmp_path: Path) -> None:
+    import ssl
+
+    from support import require_tool
+
+    openssl = require_tool("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=60)
+    unix_path = tmp_path / "proxy.sock"
+    proc, port = balance(f"127.0.0.1:{backends.base_port}", options=(
+        "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--unix-socket", str(unix_path)))
+    with proc:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        connection.request("GET", "/headers")
+        seen = {k.lower(): v for k, v in json.loads(connection.getresponse().read())["headers"]}
+        connection.close()
+        assert seen["x-forwarded-proto"] == "https"
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(str(unix_path))
+            wrapped = context.wrap_socket(sock)
+            wrapped.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := wrapped.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and b"hello from w" in answer
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert not unix_path.exists()
