@@ -589,6 +589,9 @@ class ClientConnection(asyncio.Protocol):
         if not exchange.request.keep_alive or not exchange.request_done or proxy.closing:
             self.close()
             return
+        # A pause for that exchange's worker socket ends with it (the pooled connection no
+        # longer reports to this client).
+        self._resume(PAUSE_UPSTREAM)
         if queue:
             if len(queue) <= PIPELINE_LIMIT:
                 self._resume(PAUSE_PIPELINE)
