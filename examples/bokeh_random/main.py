@@ -9,6 +9,9 @@ Counting sessions (used by fleet's tests): ``app_hooks.py`` prints one line
 session, which fleet shows prefixed by the worker (``w1:5101 | session created on w1 ...``).
 Count those lines in fleet's output (or in ``--log-dir`` files) to count sessions per worker.
 A page view through fleet's sticky proxy creates exactly one session.
+
+The models carry names (``numbers``, ``add``, ``plot``, ``served_by``) so a browser test can
+find them with ``Bokeh.documents[0].get_model_by_name(...)``.
 """
 
 import os
@@ -19,13 +22,13 @@ from bokeh.layouts import column
 from bokeh.models import Button, ColumnDataSource, Div
 from bokeh.plotting import figure
 
-source = ColumnDataSource(data={"x": [], "y": []})
-plot = figure(title="random numbers", height=300, sizing_mode="stretch_width")
+source = ColumnDataSource(data={"x": [], "y": []}, name="numbers")
+plot = figure(title="random numbers", height=300, sizing_mode="stretch_width", name="plot")
 plot.scatter("x", "y", source=source, size=8)
 
 worker = os.environ.get("FLEET_WORKER_ID", "?")
-label = Div(text=f"served by worker {worker} on port {os.environ.get('PORT', '?')}")
-button = Button(label="add random numbers", button_type="primary")
+label = Div(text=f"served by worker {worker} on port {os.environ.get('PORT', '?')}", name="served_by")
+button = Button(label="add random numbers", button_type="primary", name="add")
 
 
 def add_points() -> None:
