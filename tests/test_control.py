@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleet.control import ControlError, claim, format_status, request
-from support import EXAMPLES, http_get, port_open, wait_until
+from support import EXAMPLES, free_port_range, http_get, port_open, wait_until
 from up_helpers import family, living, run_cli, up
 
 TORNADO_APP = str(EXAMPLES / "tornado_hello.py")
@@ -118,7 +118,7 @@ def test_reload_restarts_every_worker_one_at_a_time(tmp_path: Path) -> None:
 
 
 def test_scale_up_and_down_live_by_command_and_by_signal(tmp_path: Path) -> None:
-    fleet = up(tmp_path, "--cmd", HTTP_SERVER, workers=1)
+    fleet = up(tmp_path, "--cmd", HTTP_SERVER, workers=1, base=free_port_range(3))  # room to scale
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
         result = fleet.cli("scale", "3")

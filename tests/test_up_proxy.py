@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-from support import EXAMPLES, port_open, wait_until
+from support import EXAMPLES, free_port_range, port_open, wait_until
 from up_helpers import Fleet, family, living, up
 
 try:
@@ -158,7 +158,7 @@ def test_proxy_port_in_use_is_named_before_any_worker_starts(tmp_path: Path) -> 
 
 
 def test_scale_up_adds_the_new_worker_to_the_proxy(tmp_path: Path) -> None:
-    fleet = up(tmp_path, TORNADO_APP, workers=1, proxy=True)
+    fleet = up(tmp_path, TORNADO_APP, workers=1, proxy=True, base=free_port_range(2))  # room for w1
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready: open", timeout=60)
         assert fleet.cli("scale", "2").returncode == 0
