@@ -286,6 +286,11 @@ class Config:
         commands=frozenset({"config"}), default_factory=tuple,
         help="Upstream server for the generated configuration (repeatable); default: the workers.",
     )
+    state_dir: str | None = option(
+        None, "--state-dir", metavar="DIR", commands=frozenset({"config"}),
+        help="Where the generated nginx/Apache/HAProxy config puts pid file, logs and temp "
+             "files (lets the proxy run unprivileged); default: the system paths.",
+    )
     # Not an option: the password comes only from the environment, never from argv.
     ssl_password: str | None = None
 

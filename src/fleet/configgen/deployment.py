@@ -84,7 +84,7 @@ def detect(config: Config, environ: Mapping[str, str] | None = None, cwd: str | 
     environ = os.environ if environ is None else environ
     cwd = cwd or os.getcwd()
     static_dir, note = bokeh_static_dir(config, cwd)
-    state_dir = environ.get(STATE_DIR_ENV) or None
+    state_dir = config.state_dir or environ.get(STATE_DIR_ENV) or None
     return Deployment(
         fleet_executable=fleet_executable(sys.argv[0], sys.executable, shutil.which("fleet")),
         working_directory=cwd,
