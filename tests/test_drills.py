@@ -952,3 +952,181 @@ def test_a_malformed_chunked_body_is_answered_400(recorder: Fleet) -> None:
     outcome = exchange(recorder, request(9050, method=b"POST", headers=[b"Transfer-Encoding: chunked"],
                                          body=b"zz\r\nabc\r\n0\r\n\r\n"))
     assert outcome.responses == [(400, True)], outcome
+
+
+# -- 4. resource limits --------------------------------------------------------------------------
+
+WS_MASK = b"\x01\x02\x03\x04"
+
+
+def ws_frame(text: bytes) -> bytes:
+    """A masked text frame (a client's frames must be masked), payload under 126 bytes."""
+    return bytes([0x81, 0x80 | len(text)]) + WS_MASK + bytes(b ^ WS_MASK[i % 4] for i, b in enumerate(text))
+
+
+async def open_idle(port: int, count: int, with_request: bool) -> list[asyncio.StreamWriter]:
+    """``count`` connections that stay open doing nothing: either before sending a byte, or
+    after one keep-alive request was answered."""
+    async def one() -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if with_request:
+            writer.write(b"GET / HTTP/1.1\r\nHost: drill\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            assert head.startswith(b"HTTP/1.1 200"), head[:100]
+        return writer
+
+    writers: list[asyncio.StreamWriter] = []
+    for first in range(0, count, 250):  # in batches: the listen backlog is finite
+        writers += await asyncio.gather(*(one() for _ in range(first, min(count, first + 250))))
+    return writers
+
+
+async def open_websockets(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` WebSockets to the backend's echo through the proxy, each proven by one echo."""
+    async def one(number: int) -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16))
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: drill\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head[:100]
+        text = b"ping %d" % number
+        writer.write(ws_frame(text))
+        header = await reader.readexactly(2)
+        echo = await reader.readexactly(header[1] & 0x7F)
+        assert echo.endswith(b": " + text), echo  # "w1: ping 7"
+        return writer
+
+    writers: list[asyncio.StreamWriter] = []
+    for first in range(0, count, 200):
+        writers += await asyncio.gather(*(one(n) for n in range(first, min(count, first + 200))))
+    return writers
+
+
+async def close_all(writers: list[asyncio.StreamWriter]) -> None:
+    for writer in writers:
+        writer.close()
+    await asyncio.gather(*(writer.wait_closed() for writer in writers), return_exceptions=True)
+
+
+@dataclass
+class Usage:
+    fds: int
+    rss: int
+    clients: int  # the proxy's connections from clients
+    to_workers: int  # the proxy's connections to workers (pooled keep-alive or WebSocket tunnels)
+
+    @classmethod
+    def of(cls, fleet: Fleet, workers: int) -> "Usage":
+        master = psutil.Process(fleet.proc.pid)
+        worker_ports = {fleet.base_port + i for i in range(workers)}
+        connections = master.net_connections("tcp")
+        return cls(master.num_fds(), master.memory_info().rss,
+                   sum(1 for c in connections if c.laddr and c.laddr.port == fleet.port
+                       and c.status != psutil.CONN_LISTEN),
+                   sum(1 for c in connections if c.raddr and c.raddr.port in worker_ports))
+
+    def text(self) -> str:
+        return (f"{self.fds} fds, {self.rss / MIB:.1f} MiB RSS, {self.clients} client / "
+                f"{self.to_workers} worker connections")
+
+
+@dataclass
+class ResourceDrill:
+    idle: int
+    websockets: int
+    baseline: Usage
+    peaks: list[Usage]
+    afters: list[Usage]
+    websocket_gauge_peak: float
+    seconds_open: list[float]
+
+    def figures(self) -> dict[str, Any]:
+        return {"idle connections": self.idle, "websockets": self.websockets,
+                "baseline": self.baseline.text(), "peak": [u.text() for u in self.peaks],
+                "after close": [u.text() for u in self.afters],
+                "websocket gauge at peak": int(self.websocket_gauge_peak),
+                "seconds to open all": [round(s, 1) for s in self.seconds_open]}
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft, hard
+
+
+def resource_drill(fleet: Fleet, workers: int, idle: int, websockets: int, cycles: int) -> ResourceDrill:
+    """Hold ``idle`` idle connections (half before a first byte, half after a keep-alive request)
+    and ``websockets`` open WebSockets through the proxy at once, close them all, ``cycles``
+    times; measure the proxy (the fleet master) before, at the peak and after each cycle."""
+    soft, hard = raise_open_files_limit()
+    if hard < idle + websockets + 1000:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is too low for {idle + websockets} connections")
+    try:
+        for _ in range(20):  # warm up: pooled connections to the workers, allocator arenas
+            assert get(fleet.port)[0] == 200
+        baseline = Usage.of(fleet, workers)
+        peaks: list[Usage] = []
+        afters: list[Usage] = []
+        opened: list[float] = []
+        gauge = 0.0
+
+        async def cycle() -> None:
+            nonlocal gauge
+            began = time.monotonic()
+            silent = await open_idle(fleet.port, idle // 2, with_request=False)
+            after_request = await open_idle(fleet.port, idle - idle // 2, with_request=True)
+            sockets = await open_websockets(fleet.port, websockets)
+            opened.append(time.monotonic() - began)
+            wait_until(lambda: Usage.of(fleet, workers).clients >= idle + websockets, 20,
+                       message="the proxy holding every connection")
+            peaks.append(Usage.of(fleet, workers))
+            gauge = metric(scrape(fleet.port), "fleet_websocket_connections")
+            await close_all(silent + after_request + sockets)
+
+        for _ in range(cycles):
+            asyncio.run(cycle())
+            wait_until(lambda: Usage.of(fleet, workers).clients == 0
+                       and metric(scrape(fleet.port), "fleet_websocket_connections") == 0, 30,
+                       message="every client connection closed in the proxy and the websocket gauge at 0")
+            afters.append(Usage.of(fleet, workers))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return ResourceDrill(idle, websockets, baseline, peaks, afters, gauge, opened)
+
+
+# Tolerances for "back to baseline":
+# - descriptors: every one the proxy holds beyond its baseline must be a pooled keep-alive
+#   connection to a worker (at most 64 per worker, nginx's `keepalive 64`); besides those,
+#   FD_SLACK covers the few the event loop and psutil's scrape may hold for a moment.
+# - memory: the proxy's Python objects return to their baseline count once the connections
+#   close (checked by hand with gdb: 27,870 gc-tracked objects before, 27,843 after), but
+#   CPython's and libuv's allocators keep the freed memory, so RSS stays near its high-water
+#   mark (~36 MiB above the baseline for these 9,000 sockets, ~4 KiB each). What must not happen
+#   is growth per cycle: the first cycle allocates, the second reaches the allocators' plateau,
+#   and later cycles may add at most RSS_CYCLE_SLACK (a leak of 1 KiB per connection would add
+#   ~7 MiB per cycle). RETAINED_PER_CONNECTION bounds the high-water retention itself.
+FD_SLACK = 8
+RSS_CYCLE_SLACK = 3 * MIB
+RETAINED_PER_CONNECTION = 8 * 1024
+
+
+def test_5000_idle_connections_and_2000_websockets_then_descriptors_and_memory_return(tmp_path: Path) -> None:
+    fleet = start(tmp_path, BACKEND, "--header-timeout", "120", "--client-timeout", "120")
+    with fleet.proc:
+        drill = resource_drill(fleet, 3, idle=5000, websockets=2000, cycles=3)
+        print("resource drill:", drill.figures())
+        base = drill.baseline
+        for peak in drill.peaks:
+            assert peak.clients >= 7000 and peak.to_workers >= 2000  # all held at once
+            assert peak.fds >= base.fds - base.to_workers + 9000  # 5,000 + 2 x 2,000 descriptors
+        assert drill.websocket_gauge_peak == 2000
+        for after in drill.afters:
+            assert after.clients == 0
+            assert after.fds - after.to_workers <= base.fds - base.to_workers + FD_SLACK, (base, after)
+            assert after.to_workers <= 3 * 64
+            assert after.rss - base.rss <= RETAINED_PER_CONNECTION * 9000, (base, after)
+        assert drill.afters[-1].rss <= drill.afters[1].rss + RSS_CYCLE_SLACK, drill.afters
+        assert get(fleet.port)[0] == 200 and fleet.all_ready(3)
