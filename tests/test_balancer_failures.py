@@ -227,3 +227,26 @@ def test_https_and_unix_socket_listeners(backends: Fleet, tmp_path: Path) -> Non
         proc.signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     assert not unix_path.exists()
+
+
+def test_reload_does_not_wait_for_open_websockets(tmp_path: Path) -> None:
+    import time
+
+    fleet = up(tmp_path, BACKEND, "--graceful-timeout", "20", workers=2, proxy=True)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready: open", timeout=60)
+        sock = websocket.create_connection(f"ws://127.0.0.1:{fleet.port}/ws", timeout=10,
+                                           header=["Cookie: fleet_affinity=w0"])
+        sock.send("a")
+        assert sock.recv() == "w0: a"
+        start = time.monotonic()
+        result = fleet.cli("reload")
+        assert result.returncode == 0, result.stderr
+        assert time.monotonic() - start < 10  # not 2 x --graceful-timeout
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+            sock.recv()
+            sock.recv()
+        fresh = websocket.create_connection(f"ws://127.0.0.1:{fleet.port}/ws", timeout=10)
+        fresh.send("b")
+        assert re.fullmatch(r"w[01]: b", fresh.recv())
+        fresh.close()

@@ -94,7 +94,9 @@ class Master:
             self.balancer.set_ready(info.id, info.ready)
 
     def _load(self, worker_id: str) -> int:
-        return int(self.balancer.load(worker_id)) if self.balancer is not None else 0
+        """What a draining worker still has to finish: in-flight HTTP requests (WebSockets are
+        closed by the worker's TERM and reconnect through the proxy to a ready worker)."""
+        return int(self.balancer.active_requests(worker_id)) if self.balancer is not None else 0
 
     # -- start -----------------------------------------------------------------------------
     def _error(self, message: str) -> int:

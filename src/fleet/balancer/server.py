@@ -144,6 +144,12 @@ class Balancer:
         stats = self.stats.upstreams.get(upstream_id)
         return stats.load if stats is not None else 0
 
+    def active_requests(self, upstream_id: str) -> int:
+        """In-flight HTTP requests only: what a drain waits for. An open WebSocket lives as long
+        as its page, so waiting for it would stall every reload for --graceful-timeout."""
+        stats = self.stats.upstreams.get(upstream_id)
+        return stats.active_requests if stats is not None else 0
+
     def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]]) -> None:
         """Serve ``path`` from the proxy itself (``/metrics``); other paths go to workers."""
         self.context.local_routes[path.encode()] = handler
