@@ -28,7 +28,6 @@ import random
 import re
 import resource
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -657,9 +656,9 @@ def received(fleet: Fleet, workers: int) -> tuple[list[bytes], list[bytes]]:
 TORNADO_HOST = re.compile(rb"(?:[\[\]:A-Za-z0-9\-._~!$&'()*+;=]|%[0-9A-Fa-f]{2})*(?::[0-9]*)?")
 
 
-def head_of(data: bytes) -> bytes:
-    end = data.find(b"\r\n\r\n")
-    return data if end < 0 else data[:end]
+def largest_head(data: bytes) -> int:
+    """Size of the largest request head in ``data`` (a pipelined case holds several)."""
+    return max(len(part) for part in data.split(b"\r\n\r\n"))
 
 
 def bad_host_value(data: bytes) -> bool:
@@ -673,15 +672,25 @@ def http10_with_transfer_encoding(data: bytes) -> bool:
 
 def connection_lists_host(data: bytes) -> bool:
     return any(line[:11].lower() == b"connection:" and b"host" in line[11:].lower()
-               for line in head_of(data).split(b"\r\n"))
+               for line in data.split(b"\r\n"))
 
 
 # Known bugs, each pinned by an xfail(strict=True) test below and recognised here by its
-# signature, so that the fuzz drill keeps checking everything else while they are open.
+# signature, so that the fuzz drill keeps checking everything else while they are open. Each
+# explains only the kinds of problem it causes.
+KNOWN_BUGS: dict[str, set[str]] = {
+    "head near --max-header-size: 5xx": {"5xx"},
+    "invalid Host forwarded": {"worker 400"},
+    "Host dropped when Connection lists it": {"worker 400"},
+    # the request read after it is the hidden one: it is answered, but not as the case's own
+    "HTTP/1.0 + Transfer-Encoding: connection kept open": {"smuggled", "answer count"},
+    "answers dropped when a later request is refused": {"answer count"},
+}
+
+
 def known_bug(case: Case, outcome: Outcome, smuggled: bool, worker_400: bool, lost: int) -> str | None:
-    head_size = len(head_of(case.data))
     if any(status >= 500 and own for status, own in outcome.responses) and \
-            HEAD_LIMIT - 1024 <= head_size <= HEAD_LIMIT + 1024:
+            HEAD_LIMIT - 1024 <= largest_head(case.data) <= HEAD_LIMIT + 1024:
         return "head near --max-header-size: 5xx"
     if worker_400 and bad_host_value(case.data):
         return "invalid Host forwarded"
@@ -689,8 +698,8 @@ def known_bug(case: Case, outcome: Outcome, smuggled: bool, worker_400: bool, lo
         return "Host dropped when Connection lists it"
     if smuggled and http10_with_transfer_encoding(case.data):
         return "HTTP/1.0 + Transfer-Encoding: connection kept open"
-    if lost and outcome.ended in ("eof", "reset") and not any(status >= 500 for status, _ in outcome.responses):
-        return "answers dropped when a later request is refused"
+    if lost and outcome.ended in ("eof", "reset") and not any(own for _, own in outcome.responses):
+        return "answers dropped when a later request is refused"  # cut without a word of its own
     return None
 
 
@@ -776,7 +785,7 @@ def fuzz_drill(fleet: Fleet, workers: int, seed: int, count: int, batch: int = 1
         own = [status for status, own in outcome.responses if own]
         refused_by_worker = relayed.count(400)  # the recorder app never answers 400: Tornado did
         handled = complete_by_case[case.number]
-        traceable = b"/fz/%d." % case.number in case.data
+        traceable = b"/fz/%d." % case.number in case.data and b"OPTIONS * " not in case.data
         # Requests a worker handled whose answers the client never got (it waited for them).
         lost = max(0, handled - (len(relayed) - refused_by_worker)) if not case.close_early else 0
         lost_total += lost
@@ -787,26 +796,28 @@ def fuzz_drill(fleet: Fleet, workers: int, seed: int, count: int, batch: int = 1
         worker_responses += len(relayed)
         tally[outcome.ended if not outcome.responses else
               "+".join(f"{'proxy' if o else 'worker'} {s}" for s, o in outcome.responses[:2])] += 1
-        problems = []
+        problems: list[tuple[str, str]] = []  # (kind, description)
         if any(status >= 500 for status, _ in outcome.responses):
-            problems.append(f"5xx {outcome.responses}")
+            problems.append(("5xx", f"5xx {outcome.responses}"))
         if outcome.broken:
-            problems.append(f"unparsable response stream ({outcome.broken})")
+            problems.append(("unparsable", f"unparsable response stream ({outcome.broken})"))
         if case.number in smuggled:
-            problems.append("a request hidden in a body reached a worker")
+            problems.append(("smuggled", "a request hidden in a body reached a worker"))
         if traceable and not case.close_early and handled != len(relayed) - refused_by_worker:
-            problems.append(f"workers handled {handled} of its requests, the client got "
-                            f"{len(relayed) - refused_by_worker} answers from workers")
+            problems.append(("answer count", f"workers handled {handled} of its requests, the client got "
+                                             f"{len(relayed) - refused_by_worker} answers from workers"))
         for index, (status, by_proxy) in enumerate(outcome.responses):
             # answers come in request order: the index-th answer is to request /fz/<case>.<index>
             if by_proxy and 400 <= status < 500 and (case.number, index) in complete_ids:
                 reached_after_refusal += 1
-                problems.append(f"the proxy refused request {index} ({status}), yet a worker handled it")
+                problems.append(("refused yet handled",
+                                 f"the proxy refused request {index} ({status}), yet a worker handled it"))
         heads_cut += max(0, heads_by_case[case.number] - handled)
         if refused_by_worker:
-            problems.append("a worker refused (400) a request the proxy forwarded")
-        if problems and not bug:
-            violations.append(f"case {case.number} ({case.kind}) {case.data[:120]!r}: {'; '.join(problems)} "
+            problems.append(("worker 400", "a worker refused (400) a request the proxy forwarded"))
+        unexplained = [text for kind, text in problems if not bug or kind not in KNOWN_BUGS[bug]]
+        if unexplained:
+            violations.append(f"case {case.number} ({case.kind}) {case.data[:120]!r}: {'; '.join(unexplained)} "
                               f"-> {outcome}")
     requests_metric = metric(after, "fleet_requests_total") - metric(before, "fleet_requests_total") - (
         len(range(0, len(cases), batch)))  # the normal request after each batch
@@ -878,14 +889,16 @@ def handled_by_a_worker(fleet: Fleet, uri: bytes) -> bool:
     "on the same connection, though workers already handled them: ClientConnection._reject cuts "
     "the connection whenever anything is queued (balancer/protocol.py)"))
 def test_answers_to_requests_ahead_of_a_refused_one_are_still_delivered(recorder: Fleet) -> None:
+    for _ in range(4):  # pooled connections to both workers: a request then goes out at once
+        assert get(recorder.port)[0] == 200
     # A POST followed by two stray bytes in the same packet (a client miscounting its body).
     outcome = exchange(recorder, request(9001, method=b"POST", headers=[b"Content-Length: 3"], body=b"abcXY"))
-    assert handled_by_a_worker(recorder, b"/fz/9001.0")
-    assert outcome.responses[:1] == [(200, False)], outcome
+    handled = handled_by_a_worker(recorder, b"/fz/9001.0")
+    assert outcome.responses[:1] == [(200, False)], (outcome, f"handled by a worker: {handled}")
     # A valid request pipelined ahead of a malformed one: 200, then 400, then the close.
     outcome = exchange(recorder, request(9002, close=False) + b"G@T /fz/9002.1 HTTP/1.1\r\n\r\n")
-    assert handled_by_a_worker(recorder, b"/fz/9002.0")
-    assert outcome.responses == [(200, False), (400, True)], outcome
+    handled = handled_by_a_worker(recorder, b"/fz/9002.0")
+    assert outcome.responses == [(200, False), (400, True)], (outcome, f"handled by a worker: {handled}")
 
 
 @pytest.mark.xfail(strict=True, reason=(
