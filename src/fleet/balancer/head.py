@@ -16,6 +16,7 @@ without a socket. The rules follow RFC 9110/9112 and what nginx does as a revers
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 HOP_BY_HOP = frozenset({
@@ -25,6 +26,8 @@ HOP_BY_HOP = frozenset({
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _DIGITS = frozenset(b"0123456789")
+# RFC 3986 host (reg-name or IP literal) and optional port; no comma (a merged list of hosts).
+_VALID_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+;=-]*)(?::[0-9]*)?")
 
 # How the proxy frames a response body towards the client.
 NO_BODY = 0  # HEAD, 1xx, 204, 304
@@ -119,7 +122,10 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         if lower == b"host":
             if request.host is not None:
                 raise HeadError(400, "bad_host", "more than one Host header")
-            request.host = value.strip()
+            host_value = value.strip()
+            if not _VALID_HOST.fullmatch(host_value):
+                raise HeadError(400, "bad_host", "invalid Host header")
+            request.host = host_value
         elif lower == b"content-length":
             length = parse_length(value)
             if request.content_length is not None and request.content_length != length:
@@ -132,6 +138,9 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
             request.origin = value
         kept.append((lower, name, value))
     if transfer_encoding is not None:
+        if http10:
+            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+            raise HeadError(400, "bad_transfer_encoding", "Transfer-Encoding in an HTTP/1.0 request")
         if request.content_length is not None:
             raise HeadError(400, "smuggling", "Content-Length with Transfer-Encoding")
         if transfer_encoding.strip().lower() != b"chunked":
@@ -142,7 +151,7 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
             raise HeadError(400, "bad_host", "HTTP/1.1 request without Host")
         request.host = default_host
         kept.append((b"host", b"Host", default_host))
-    tokens = connection_tokens(connection) if connection else ()
+    tokens = connection_tokens(connection) - {b"host"} if connection else ()
     if upgrade and upgrade_value.strip().lower() == b"websocket" and b"upgrade" in tokens:
         request.websocket = True
     for lower, name, value in kept:

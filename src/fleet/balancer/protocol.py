@@ -154,6 +154,12 @@ class ClientConnection(asyncio.Protocol):
         # Writes to the client collected while one read from a worker is parsed, sent as one
         # write: a small response's head and body then cost one send() instead of two.
         self._batch: list[bytes] | None = None
+        self._reads = 0  # data_received calls, for the sweep's stalled-body check
+        self._reads_seen = 0
+        self._progress_at = self.head_started
+        self._eof = False  # the client half-closed: answer what it sent, then close
+        self._dead = False  # a request was refused: nothing more is read
+        self._deferred: bytes | None = None  # that refusal, sent once earlier answers are out
 
     # -- connection lifecycle ----------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -235,11 +241,20 @@ class ClientConnection(asyncio.Protocol):
             self._resume(PAUSE_UPSTREAM)
 
     # -- bytes from the client ---------------------------------------------------------------
+    def eof_received(self) -> bool | None:
+        if self.tunnel is None and self.queue and not self.closed:
+            self._eof = True  # a half-close ends the requests, not the answers still owed
+            return True
+        return None
+
     def data_received(self, data: bytes) -> None:
         proxy = self.proxy
         proxy.stats.bytes_received += len(data)
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
+            return
+        self._reads += 1
+        if self._dead:
             return
         upgrading = self._upgrading
         if upgrading is not None:
@@ -262,11 +277,11 @@ class ClientConnection(asyncio.Protocol):
             rejection = self._rejection
             if rejection is not None:
                 self._reject(rejection)
-            elif not self.closed:
+            elif not (self.closed or self._dead):
                 raise
             return
         except httptools.HttpParserError as exc:
-            self._reject(HeadError(400, "malformed", f"malformed request ({exc})"))
+            self._reject(HeadError(400, "malformed", f"malformed request ({exc})"), self.parsing)
             return
         if self.in_head and self.parsing is None:
             self._raw_head += len(data)
@@ -364,6 +379,8 @@ class ClientConnection(asyncio.Protocol):
         if exchange is None or exchange.finished:
             return
         exchange.request_done = True
+        if exchange.sent_at:
+            exchange.sent_at = self.proxy.loop.time()  # --upstream-timeout runs from the last byte
         if exchange.request.chunked:
             conn = exchange.conn
             if conn is not None and exchange.sent_at:
@@ -586,6 +603,11 @@ class ClientConnection(asyncio.Protocol):
             queue.popleft()
         if self.closed:
             return
+        if (self._deferred is not None or self._eof) and not queue:
+            if self._deferred is not None:
+                self._write(self._deferred)
+            self.close()
+            return
         if not exchange.request.keep_alive or not exchange.request_done or proxy.closing:
             self.close()
             return
@@ -629,23 +651,38 @@ class ClientConnection(asyncio.Protocol):
 
     def _reject(self, rejection: HeadError, exchange: Exchange | None = None) -> None:
         """A request the proxy refuses: its status (counted by reason), then the connection
-        closes; anything of it that already went to a worker is cut off there too."""
+        closes. Answers owed to requests pipelined ahead of it go out first; anything of the
+        refused request (and after it) that already went to a worker is cut off there."""
         self._rejection = None
         self.proxy.stats.client_error(rejection.reason)
         if self.closed:
             return
-        ahead = [queued for queued in self.queue if queued is not exchange]
-        if not ahead and (exchange is None or not exchange.responded):
-            self._write(heads.error_response(rejection.status, rejection.detail))
-        # else: an earlier pipelined response is on its way (or this one's already started);
-        # an error now would be mixed into it, so the connection is only cut.
-        for queued in self.queue:
-            self._uncount(queued)
-            queued.finished = True
-            if queued.conn is not None:
-                queued.conn.close()
-                queued.conn = None
-        self.queue.clear()
+        queue = self.queue
+        position = len(queue)
+        if exchange is not None:
+            for index, queued in enumerate(queue):
+                if queued is exchange:
+                    position = index
+                    break
+        for dropped in list(queue)[position:]:
+            self._uncount(dropped)
+            dropped.finished = True
+            if dropped.conn is not None:
+                dropped.conn.close()
+                dropped.conn = None
+        ahead = list(queue)[:position]
+        queue.clear()
+        queue.extend(ahead)
+        self.parsing = None
+        self._dead = True
+        error = heads.error_response(rejection.status, rejection.detail)
+        if ahead:
+            self._deferred = error
+            self._pause(PAUSE_PIPELINE)
+            return
+        if exchange is None or not exchange.responded:
+            self._write(error)
+        # else: this request's answer has begun; an error now would be mixed into it.
         self.close()
 
     def _log(self, exchange: Exchange) -> None:
@@ -662,11 +699,19 @@ class ClientConnection(asyncio.Protocol):
         proxy = self.proxy
         if self.tunnel is not None or self.closed:
             return
+        if self._reads != self._reads_seen:
+            self._reads_seen = self._reads
+            self._progress_at = now
+        parsing = self.parsing
+        if parsing is not None and not self._dead and now - self._progress_at > proxy.client_timeout:
+            # The client stopped in the middle of its body: its fault, not the worker's.
+            self._reject(HeadError(408, "body_timeout", "request body not received in time"), parsing)
+            return
         queue = self.queue
         if queue:
             exchange = queue[0]
-            if (exchange.conn is not None and exchange.sent_at and not exchange.responded
-                    and now - exchange.sent_at > proxy.upstream_timeout):
+            if (exchange.conn is not None and exchange.sent_at and exchange.request_done
+                    and not exchange.responded and now - exchange.sent_at > proxy.upstream_timeout):
                 self.upstream_timed_out(exchange)
         elif self.in_head:
             if now - self.head_started > proxy.header_timeout:

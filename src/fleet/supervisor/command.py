@@ -16,6 +16,8 @@ from fleet.config import Config
 
 _LOOPBACK_OR_ANY = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""}
 
+WORKER_HEAD_HEADROOM = 16 * 1024
+
 
 @dataclass(frozen=True)
 class WorkerCommand:
@@ -66,7 +68,10 @@ def worker_command(config: Config, spec: AppSpec | None, index: int, workers: in
     if config.cmd:
         return WorkerCommand(("/bin/sh", "-c", config.cmd.replace("{port}", str(port))), env)
     assert config.app is not None and spec is not None
-    argv = [python, "-m", "fleet.worker", "--address", worker_host(config)]
+    # The proxy adds forwarding headers to a head it accepted: leave the worker room for them.
+    argv = [python, "-m", "fleet.worker", "--address", worker_host(config),
+            "--max-header-size", str(config.max_header_size + WORKER_HEAD_HEADROOM),
+            "--max-body-size", str(config.max_body_size)]
     if spec.kind.value == "bokeh":
         for origin in websocket_origins(config):
             argv += ["--allow-websocket-origin", origin]

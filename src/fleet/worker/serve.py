@@ -26,7 +26,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--allow-websocket-origin", action="append", default=[],
                         help="Bokeh: allowed WebSocket origin HOST[:PORT] (repeatable)")
+    parser.add_argument("--max-header-size", type=int, default=None,
+                        help="largest request head the HTTP server accepts (bytes)")
+    parser.add_argument("--max-body-size", type=int, default=None,
+                        help="largest request body the HTTP server accepts (bytes)")
     return parser.parse_args(argv)
+
+
+def _http_server_options(args: argparse.Namespace) -> dict[str, int]:
+    """Tornado's own limits (64 KiB heads, 100 MB bodies) must not be stricter than the
+    proxy's, or a request the proxy accepts would be dropped by the worker."""
+    options = {}
+    if args.max_header_size:
+        options["max_header_size"] = args.max_header_size
+    if args.max_body_size:
+        options["max_body_size"] = args.max_body_size
+    return options
 
 
 def _boot_error(message: str) -> int:
@@ -53,6 +68,7 @@ async def _serve(args: argparse.Namespace, port: int) -> int:
                 address=args.address,
                 allow_websocket_origin=list(args.allow_websocket_origin) or None,
                 use_xheaders=True,
+                http_server_kwargs=_http_server_options(args),
             )
             server.start()
             stop_server: Callable[[], None] = server.stop
@@ -61,7 +77,8 @@ async def _serve(args: argparse.Namespace, port: int) -> int:
 
             sys.argv = [spec.path or spec.module or args.app, *args.app_args]
             application = load_tornado(spec)
-            http_server = tornado.httpserver.HTTPServer(application, xheaders=True)
+            http_server = tornado.httpserver.HTTPServer(application, xheaders=True,
+                                                        **_http_server_options(args))
             http_server.listen(port, args.address)
             stop_server = http_server.stop
     except LoadError as exc:
