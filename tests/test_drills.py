@@ -304,9 +304,10 @@ def test_crash_looping_worker_backs_off_is_reported_and_recovers_while_the_rest_
         # Backoff: each announced delay doubles; the observed gaps between restarts grow too
         # (each gap is a delay plus the ~0.3 s a worker takes to start and die).
         assert drill.delays[-4:] == [d * 2 for d in drill.delays[-5:-1]], drill.delays
+        # (A worker's start time varies by a few tenths of a second on a busy machine.)
         gaps = drill.restart_gaps
-        assert len(gaps) >= 4 and gaps[-1] > 2 * gaps[0], gaps
-        assert all(later > earlier - 0.15 for earlier, later in zip(gaps, gaps[1:])), gaps
+        assert len(gaps) >= 4 and gaps[-1] > 4 * gaps[0], gaps
+        assert all(later > earlier - 0.3 for earlier, later in zip(gaps, gaps[1:])), gaps
         # Reported, never silent: control socket (`fleet status --json`) and /metrics.
         assert drill.status_json["crash_looping"] is True
         assert drill.status_json["state"] in ("backoff", "starting")
