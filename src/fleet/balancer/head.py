@@ -27,7 +27,8 @@ FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _DIGITS = frozenset(b"0123456789")
 # RFC 3986 host (reg-name or IP literal) and optional port; no comma (a merged list of hosts).
-_VALID_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+;=-]*)(?::[0-9]*)?")
+_VALID_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9._~!$&'()*+;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 
 # How the proxy frames a response body towards the client.
 NO_BODY = 0  # HEAD, 1xx, 204, 304

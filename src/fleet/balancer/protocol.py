@@ -254,12 +254,12 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.transport.write(data)
             return
         self._reads += 1
-        if self._dead:
-            return
         upgrading = self._upgrading
         if upgrading is not None:
             # Bytes after an Upgrade head, before the worker's 101: they belong to the tunnel.
             self._hold(upgrading, data)
+            return
+        if self._dead:
             return
         try:
             self.parser.feed_data(data)
@@ -281,7 +281,8 @@ class ClientConnection(asyncio.Protocol):
                 raise
             return
         except httptools.HttpParserError as exc:
-            self._reject(HeadError(400, "malformed", f"malformed request ({exc})"), self.parsing)
+            if not self._dead:
+                self._reject(HeadError(400, "malformed", f"malformed request ({exc})"), self.parsing)
             return
         if self.in_head and self.parsing is None:
             self._raw_head += len(data)
@@ -388,7 +389,10 @@ class ClientConnection(asyncio.Protocol):
             else:
                 exchange.pending.append(LAST_CHUNK)
         if not exchange.request.keep_alive:
-            self._pause(PAUSE_PIPELINE)  # nothing after a Connection: close request is read
+            # RFC 9112 9.6: nothing after a Connection: close request is processed (llhttp
+            # would report the bytes as an error, which must not become an answer).
+            self._dead = True
+            self._pause(PAUSE_PIPELINE)
 
     # -- choosing a worker and sending the request -------------------------------------------
     def _dispatch(self, exchange: Exchange) -> None:
