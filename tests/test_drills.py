@@ -10,7 +10,7 @@ Each drill runs the real ``fleet up`` on free loopback ports and checks what a u
 3. hostile input: thousands of malformed and adversarial requests (seeded, reproducible), each
    answered with a 4xx or a close, never a 5xx; nothing the proxy refused reaches a worker;
 4. resource limits: 5,000 idle connections and 2,000 WebSockets held at once, then closed: the
-   proxy's descriptors and memory return to their baseline.
+   proxy's descriptors return to their baseline and its memory stays flat across cycles.
 
 The drill functions take their sizes as arguments: the tests here run short versions (the whole
 module in well under two minutes) and ``bench/drills.py`` runs long ones and prints the figures.
@@ -652,29 +652,6 @@ def received(fleet: Fleet, workers: int) -> tuple[list[bytes], list[bytes]]:
     return heads, complete
 
 
-def host_with_bad_percent_encoding(data: bytes) -> bool:
-    """A Host value with '%' not followed by two hex digits (RFC 3986 pct-encoded)."""
-    return any(re.search(rb"%(?![0-9A-Fa-f]{2})", line[5:])
-               for line in data.split(b"\r\n") if line[:5].lower() == b"host:")
-
-
-# Known open bugs, each pinned by an xfail(strict=True) test below and recognised here by its
-# signature, so that the fuzz drill keeps checking everything else while they are open. Each
-# explains only the kinds of problem it causes. (Fixed ones are removed: a regression fails.)
-KNOWN_BUGS: dict[str, set[str]] = {
-    "Host with a malformed %-encoding forwarded": {"worker 400"},
-    "a 400 written after a response that announced Connection: close": {"unparsable"},
-}
-
-
-def known_bug(case: Case, outcome: Outcome, worker_400: bool) -> str | None:
-    if worker_400 and host_with_bad_percent_encoding(case.data):
-        return "Host with a malformed %-encoding forwarded"
-    if "Data after `Connection: close`" in outcome.broken:
-        return "a 400 written after a response that announced Connection: close"
-    return None
-
-
 @dataclass
 class FuzzDrill:
     cases: int
@@ -686,7 +663,6 @@ class FuzzDrill:
     client_errors: dict[str, float]  # fleet_client_errors_total by reason over the drill
     reached_after_refusal: int  # requests the proxy refused (own 4xx) that a worker handled anyway
     heads_cut: int  # heads forwarded whose body the proxy then refused (streamed, never handled)
-    known: collections.Counter[str]
     violations: list[str]
     restarts: int
 
@@ -696,7 +672,7 @@ class FuzzDrill:
                 "fleet_requests_total": int(self.requests_metric),
                 "fleet_client_errors_total": {k: int(v) for k, v in sorted(self.client_errors.items())},
                 "refused yet handled by a worker": self.reached_after_refusal,
-                "heads forwarded then cut": self.heads_cut, "known bugs hit": dict(self.known),
+                "heads forwarded then cut": self.heads_cut,
                 "violations": len(self.violations), "worker restarts": self.restarts}
 
 
@@ -750,7 +726,6 @@ def fuzz_drill(fleet: Fleet, workers: int, seed: int, count: int, batch: int = 1
              and uri not in (b"/", b"*")]
     violations += [f"a request no case sent reached a worker: {uri[:80]!r}" for uri in stray]
     tally: collections.Counter[str] = collections.Counter()
-    known: collections.Counter[str] = collections.Counter()
     proxy_4xx = worker_responses = reached_after_refusal = heads_cut = unseen = 0
     for case, outcome in zip(cases, outcomes):
         relayed = [status for status, own in outcome.responses if not own]
@@ -760,36 +735,31 @@ def fuzz_drill(fleet: Fleet, workers: int, seed: int, count: int, batch: int = 1
         traceable = b"/fz/%d." % case.number in case.data and b"OPTIONS * " not in case.data
         if case.close_early:
             unseen += handled  # answered to a client that had already left
-        bug = known_bug(case, outcome, refused_by_worker > 0)
-        if bug:
-            known[bug] += 1
         proxy_4xx += sum(400 <= status < 500 for status in own)
         worker_responses += len(relayed)
         tally[outcome.ended if not outcome.responses else
               "+".join(f"{'proxy' if o else 'worker'} {s}" for s, o in outcome.responses[:2])] += 1
-        problems: list[tuple[str, str]] = []  # (kind, description)
+        problems: list[str] = []
         if any(status >= 500 for status, _ in outcome.responses):
-            problems.append(("5xx", f"5xx {outcome.responses}"))
+            problems.append(f"5xx {outcome.responses}")
         if outcome.broken:
-            problems.append(("unparsable", f"unparsable response stream ({outcome.broken})"))
+            problems.append(f"unparsable response stream ({outcome.broken})")
         if case.number in smuggled:
-            problems.append(("smuggled", "a request hidden in a body reached a worker"))
+            problems.append("a request hidden in a body reached a worker")
         if traceable and not case.close_early and handled != len(relayed) - refused_by_worker:
-            problems.append(("answer count", f"workers handled {handled} of its requests, the client got "
-                                             f"{len(relayed) - refused_by_worker} answers from workers"))
+            problems.append(f"workers handled {handled} of its requests, the client got "
+                            f"{len(relayed) - refused_by_worker} answers from workers")
         for index, (status, by_proxy) in enumerate(outcome.responses):
             # answers come in request order: the index-th answer is to request /fz/<case>.<index>
             if by_proxy and 400 <= status < 500 and (case.number, index) in complete_ids:
                 reached_after_refusal += 1
-                problems.append(("refused yet handled",
-                                 f"the proxy refused request {index} ({status}), yet a worker handled it"))
+                problems.append(f"the proxy refused request {index} ({status}), yet a worker handled it")
         heads_cut += max(0, heads_by_case[case.number] - handled)
         if refused_by_worker:
-            problems.append(("worker 400", "a worker refused (400) a request the proxy forwarded"))
-        unexplained = [text for kind, text in problems if not bug or kind not in KNOWN_BUGS[bug]]
-        if unexplained:
-            violations.append(f"case {case.number} ({case.kind}) {case.data[:120]!r}: {'; '.join(unexplained)} "
-                              f"-> {outcome}")
+            problems.append("a worker refused (400) a request the proxy forwarded")
+        if problems:
+            violations.append(f"case {case.number} ({case.kind}) {case.data[:120]!r}: "
+                              f"{'; '.join(problems)} -> {outcome}")
     requests_metric = metric(after, "fleet_requests_total") - metric(before, "fleet_requests_total") - (
         len(range(0, len(cases), batch)))  # the normal request after each batch
     # Every worker response the proxy relayed reached its client, except answers to requests
@@ -805,7 +775,7 @@ def fuzz_drill(fleet: Fleet, workers: int, seed: int, count: int, batch: int = 1
                           f"the clients saw ({len(cases)} connections)")
     restarts = sum(w["restarts"] for w in fleet.status()["workers"])
     return FuzzDrill(len(cases), seconds, tally, proxy_4xx, worker_responses, requests_metric, reasons,
-                     reached_after_refusal, heads_cut, known, violations, restarts)
+                     reached_after_refusal, heads_cut, violations, restarts)
 
 
 def client_connections(fleet: Fleet) -> list[Any]:
@@ -835,9 +805,8 @@ def test_hostile_requests_get_a_4xx_or_a_close_and_nothing_refused_reaches_a_wor
 
 # -- what the fuzz drill found, one test each ----------------------------------------------------
 #
-# Seven bugs the drill found were fixed in 6ed0b42; their tests stay as regression tests. The
-# ones still open are xfail(strict=True): such a test fails the suite once the bug is fixed, so
-# its marker (and its entry in KNOWN_BUGS) is removed then.
+# Nine proxy bugs, fixed in 6ed0b42 and 66ca621 while they were pinned here by
+# xfail(strict=True) tests; the tests stay as regression tests.
 
 @pytest.fixture(scope="module")
 def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
@@ -874,13 +843,10 @@ def test_answers_to_requests_ahead_of_a_refused_one_are_still_delivered(recorder
     assert outcome.responses == [(200, False), (400, True)] and not outcome.broken, outcome
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: bytes after a request that said 'Connection: close' (or an HTTP/1.0 request without "
-    "keep-alive) are still parsed: llhttp reports 'Data after `Connection: close`' and the proxy "
-    "writes '400 malformed request' after the response that announced the close, and counts a "
-    "client error. RFC 9112 9.6: no further request on that connection may be processed; the bytes "
-    "should be ignored (ClientConnection.data_received -> _reject, balancer/protocol.py)"))
 def test_nothing_is_answered_after_a_response_that_announced_close(recorder: Fleet) -> None:
+    # Found (after the first fixes): llhttp reports the bytes after a Connection: close request
+    # as an error, and the proxy wrote a 400 after the response that announced the close
+    # (RFC 9112 9.6: no further request on that connection may be processed).
     warm_pool(recorder)
     before = scrape(recorder.port)
     outcomes = [
@@ -905,12 +871,7 @@ def test_a_head_within_max_header_size_reaches_a_worker_not_a_5xx(recorder: Flee
     assert outcome.responses == [(200, False)] and retries == 0, (outcome, f"{retries:g} retries")
 
 
-@pytest.mark.parametrize("host", [
-    b"a b", b"a,b", b"a/b", b"\xc3\xa9vil.test",
-    pytest.param(b"%zz", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: a Host with a malformed percent-encoding is forwarded: balancer/head.py _VALID_HOST allows "
-        "'%' followed by anything, RFC 3986 pct-encoded is '%' HEXDIG HEXDIG; the worker answers 400"))),
-])
+@pytest.mark.parametrize("host", [b"a b", b"a,b", b"a/b", b"\xc3\xa9vil.test", b"%zz", b"[::1"])
 def test_an_invalid_host_value_is_refused_by_the_proxy(recorder: Fleet, host: bytes) -> None:
     # Found: invalid Host values went to the worker (RFC 9112 3.2 requires a 400).
     outcome = exchange(recorder, request(9010, host=host))
