@@ -293,6 +293,8 @@ def test_websocket_with_a_48kib_head_relays_both_ways_until_closed(fleet: Fleet)
     (b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 419430400\r\n\r\n", 413),
     (b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n", 431),
     (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405),
+    (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 400),  # a 4xx: the contract is no 5xx for bad input
+    (b"GET /\r\nHost: t\r\n\r\n", 400),  # HTTP/0.9
 ])
 def test_bad_requests_get_a_clear_status_and_the_proxy_keeps_serving(
         fleet: Fleet, request_bytes: bytes, status: int) -> None:

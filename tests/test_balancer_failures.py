@@ -99,6 +99,8 @@ def test_no_server_ready_is_503_with_retry_after() -> None:
         assert "(0 up)" in proc.output()
         status, headers, body = get(port)
         assert status == 503 and headers["retry-after"] == "1" and b"no worker" in body
+        # Counted where a 5xx-ratio alert looks, under worker="none".
+        assert scrape(port)[("fleet_requests_total", (("code", "503"), ("method", "GET"), ("worker", "none")))] == 1
 
 
 def test_use_xheaders_trusts_and_extends_forwarding_headers(backends: Fleet) -> None:

@@ -42,6 +42,8 @@ PAUSE_PENDING = 1
 PAUSE_UPSTREAM = 2
 PAUSE_PIPELINE = 4
 CONNECT_TIMEOUT = 5.0
+# The worker label of proxy answers that concern no worker (503 when none is ready).
+NO_WORKER = "none"
 
 _METHOD_NAMES: dict[bytes, str] = {}
 
@@ -335,6 +337,8 @@ class ClientConnection(asyncio.Protocol):
                 raise HeadError(421, "bad_host", "Host not allowed")
             if request.content_length is not None and request.content_length > proxy.max_body_size:
                 raise HeadError(413, "body_too_large", "request body too large")
+            if parser.get_http_version() not in ("1.1", "1.0"):
+                raise HeadError(400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported")
             if request.websocket and not proxy.origin_allowed(request.origin):
                 raise HeadError(403, "bad_origin", "Origin not allowed")
         except HeadError as rejection:
@@ -631,9 +635,15 @@ class ClientConnection(asyncio.Protocol):
         """An answer from the proxy itself; the connection closes after it (what follows in it
         cannot be trusted to be framed the way the client meant)."""
         exchange.status = status
+        if status >= 500:
+            # Counted like a worker's answer (nginx logs these with the upstream they concern),
+            # so a 5xx-ratio alert sees "no worker ready" too; worker="none" when none was chosen.
+            stats = exchange.upstream.stats if exchange.upstream is not None else self.proxy.stats.upstream(NO_WORKER)
+            elapsed = self.proxy.loop.time() - exchange.started if exchange.started else 0.0
+            stats.record_response(_method_name(exchange.request.method), status, elapsed)
         if not self.closed:
             self._write(heads.error_response(status, detail, extra=extra,
-                                                      head_only=exchange.request.method == b"HEAD"))
+                                             head_only=exchange.request.method == b"HEAD"))
         exchange.request.keep_alive = False
         exchange.responded = True
         self._finish(exchange)
