@@ -26,6 +26,13 @@ HOP_BY_HOP = frozenset({
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _DIGITS = frozenset(b"0123456789")
+# What forward_request does with a header, by lowercase name; absent: forwarded as it is.
+_HOP, _CONNECTION, _UPGRADE, _TRANSFER_ENCODING, _FORWARDING, _HOST, _CONTENT_LENGTH, _COOKIE, _ORIGIN = range(9)
+_REQUEST_SPECIAL: dict[bytes, int] = {
+    **{name: _HOP for name in HOP_BY_HOP}, **{name: _FORWARDING for name in FORWARDING},
+    b"connection": _CONNECTION, b"upgrade": _UPGRADE, b"transfer-encoding": _TRANSFER_ENCODING,
+    b"host": _HOST, b"content-length": _CONTENT_LENGTH, b"cookie": _COOKIE, b"origin": _ORIGIN,
+}
 # RFC 3986 host (reg-name or IP literal) and optional port; no comma (a merged list of hosts).
 _VALID_HOST = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9._~!$&'()*+;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
@@ -78,6 +85,9 @@ def parse_length(value: bytes) -> int:
     return int(text)
 
 
+_STANDARD_CONNECTION_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
+
+
 def connection_tokens(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
 
@@ -98,46 +108,50 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
     request.path = url if question < 0 else url[:question]
     request.http10 = http10
     request.keep_alive = keep_alive
-    out = [method, b" ", url, b" HTTP/1.1\r\n"]
-    append = out.append
     connection = b""
     upgrade_value = b""
     transfer_encoding: bytes | None = None
     forwarded: dict[bytes, bytes] = {}
-    kept: list[tuple[bytes, bytes, bytes]] = []
+    kept: list[tuple[bytes, bytes]] = []  # (lowercase name, "Name: value")
+    keep = kept.append
+    special = _REQUEST_SPECIAL.get
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP:
-            if lower == b"connection":
-                connection = connection + b"," + value if connection else value
-            elif lower == b"upgrade":
-                upgrade_value = value
-            elif lower == b"transfer-encoding":
-                transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
+        kind = special(lower)
+        if kind is None:
+            keep((lower, name + b": " + value))
             continue
-        if lower in FORWARDING:
+        if kind == _HOP:
+            continue
+        if kind == _CONNECTION:
+            connection = connection + b"," + value if connection else value
+        elif kind == _UPGRADE:
+            upgrade_value = value
+        elif kind == _TRANSFER_ENCODING:
+            transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
+        elif kind == _FORWARDING:
             if trust_xheaders:
                 previous = forwarded.get(lower)
                 forwarded[lower] = value if previous is None else previous + b", " + value
-            continue
-        if lower == b"host":
+        elif kind == _HOST:
             if request.host is not None:
                 raise HeadError(400, "bad_host", "more than one Host header")
             host_value = value.strip()
             if not _VALID_HOST.fullmatch(host_value):
                 raise HeadError(400, "bad_host", "invalid Host header")
             request.host = host_value
-        elif lower == b"content-length":
+            keep((lower, name + b": " + value))
+        elif kind == _CONTENT_LENGTH:
             length = parse_length(value)
             if request.content_length is not None and request.content_length != length:
                 raise HeadError(400, "bad_content_length", "conflicting Content-Length")
-            request.content_length = length
-            continue  # re-added once below, so duplicates that agree go out as one
-        elif lower == b"cookie":
+            request.content_length = length  # re-added once below: agreeing duplicates go out as one
+        elif kind == _COOKIE:
             request.affinity_cookie = value if request.affinity_cookie is None else request.affinity_cookie + b"; " + value
-        elif lower == b"origin":
+            keep((lower, name + b": " + value))
+        else:  # _ORIGIN
             request.origin = value
-        kept.append((lower, name, value))
+            keep((lower, name + b": " + value))
     if transfer_encoding is not None:
         if http10:
             # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
@@ -151,35 +165,37 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         if not http10:
             raise HeadError(400, "bad_host", "HTTP/1.1 request without Host")
         request.host = default_host
-        kept.append((b"host", b"Host", default_host))
-    tokens = connection_tokens(connection) - {b"host"} if connection else ()
-    if upgrade and upgrade_value.strip().lower() == b"websocket" and b"upgrade" in tokens:
-        request.websocket = True
-    for lower, name, value in kept:
-        if tokens and lower in tokens:
-            continue  # named in Connection: hop-by-hop for this message
-        append(name)
-        append(b": ")
-        append(value)
-        append(b"\r\n")
+        keep((b"host", b"Host: " + default_host))
+    out = [method + b" " + url + b" HTTP/1.1"]
+    append = out.append
+    if connection:
+        tokens = connection_tokens(connection) - {b"host"}
+        if upgrade and upgrade_value.strip().lower() == b"websocket" and b"upgrade" in tokens:
+            request.websocket = True
+        for lower, line in kept:
+            if lower not in tokens:  # a header named in Connection is hop-by-hop for this message
+                append(line)
+    else:
+        for _, line in kept:
+            append(line)
     if request.content_length is not None:
-        append(b"Content-Length: %d\r\n" % request.content_length)
+        append(b"Content-Length: %d" % request.content_length)
     elif request.chunked:
-        append(b"Transfer-Encoding: chunked\r\n")
+        append(b"Transfer-Encoding: chunked")
     host = request.host
     if trust_xheaders:
         previous_for = forwarded.get(b"x-forwarded-for")
-        append(b"X-Forwarded-For: " + (previous_for + b", " + client_ip if previous_for else client_ip) + b"\r\n")
-        append(b"X-Forwarded-Proto: " + forwarded.get(b"x-forwarded-proto", scheme) + b"\r\n")
-        append(b"X-Forwarded-Host: " + forwarded.get(b"x-forwarded-host", host) + b"\r\n")
-        append(b"X-Real-IP: " + forwarded.get(b"x-real-ip", client_ip) + b"\r\n")
+        append(b"X-Forwarded-For: " + (previous_for + b", " + client_ip if previous_for else client_ip))
+        append(b"X-Forwarded-Proto: " + forwarded.get(b"x-forwarded-proto", scheme))
+        append(b"X-Forwarded-Host: " + forwarded.get(b"x-forwarded-host", host))
+        append(b"X-Real-IP: " + forwarded.get(b"x-real-ip", client_ip))
     else:
         append(b"X-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + scheme
-               + b"\r\nX-Forwarded-Host: " + host + b"\r\nX-Real-IP: " + client_ip + b"\r\n")
+               + b"\r\nX-Forwarded-Host: " + host + b"\r\nX-Real-IP: " + client_ip)
     if request.websocket:
-        append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value.strip() + b"\r\n")
+        append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value.strip())
     append(b"\r\n")
-    request.forward = b"".join(out)
+    request.forward = b"\r\n".join(out)
     return request
 
 
@@ -196,7 +212,8 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     chunked_in = False
     connection = b""
     upgrade = b"websocket"
-    kept: list[tuple[bytes, bytes, bytes]] = []
+    kept: list[tuple[bytes, bytes]] = []  # (lowercase name, "Name: value")
+    keep = kept.append
     for name, value in headers:
         lower = name.lower()
         if lower in HOP_BY_HOP:
@@ -209,7 +226,7 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
             continue
         if lower == b"content-length":
             has_length = True
-        kept.append((lower, name, value))
+        keep((lower, name + b": " + value))
     if status == 101:
         framing = NO_BODY
         keep_alive = True
@@ -222,35 +239,36 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
         keep_alive = False
     else:
         framing = CHUNKED
-    tokens = connection_tokens(connection) if connection else ()
     if not reason:
         try:
             reason = HTTPStatus(status).phrase.encode()
         except ValueError:
             reason = b"Unknown"
-    out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    out = [b"HTTP/1.1 %d %s" % (status, reason)]
     append = out.append
-    for lower, name, value in kept:
-        if tokens and lower in tokens:
-            continue
-        if chunked_in and lower == b"content-length":
-            continue  # Transfer-Encoding wins (RFC 9112 6.3); the body is re-chunked
-        append(name)
-        append(b": ")
-        append(value)
-        append(b"\r\n")
+    tokens = connection_tokens(connection) - _STANDARD_CONNECTION_TOKENS if connection else None
+    if tokens or chunked_in:
+        for lower, line in kept:
+            if tokens and lower in tokens:
+                continue  # named in Connection: hop-by-hop for this message
+            if chunked_in and lower == b"content-length":
+                continue  # Transfer-Encoding wins (RFC 9112 6.3); the body is re-chunked
+            append(line)
+    else:
+        for _, line in kept:
+            append(line)
     if framing == CHUNKED:
-        append(b"Transfer-Encoding: chunked\r\n")
+        append(b"Transfer-Encoding: chunked")
     if set_cookie is not None and status != 101:
         append(set_cookie)
     if status == 101:
-        append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
+        append(b"Connection: upgrade\r\nUpgrade: " + upgrade)
     elif not keep_alive:
-        append(b"Connection: close\r\n")
+        append(b"Connection: close")
     elif http10_client:
-        append(b"Connection: keep-alive\r\n")
+        append(b"Connection: keep-alive")
     append(b"\r\n")
-    return b"".join(out), framing
+    return b"\r\n".join(out), framing
 
 
 def error_response(status: int, detail: str = "", *, close: bool = True, head_only: bool = False,

@@ -38,7 +38,7 @@ class Upstream:
         self.idle: list[Any] = []  # pooled keep-alive connections (balancer.upstream objects)
         # The Set-Cookie header a response from this worker carries to a client without affinity.
         self.cookie = (b"Set-Cookie: " + _COOKIE_KEY + upstream_id.encode()
-                       + b"; Path=/; HttpOnly; SameSite=Lax\r\n")
+                       + b"; Path=/; HttpOnly; SameSite=Lax")
 
     def available(self, now: float) -> bool:
         return self.ready and self.down_until <= now

@@ -328,17 +328,18 @@ class ClientConnection(asyncio.Protocol):
         proxy = self.proxy
         parser = self.parser
         self.in_head = False
+        version = parser.get_http_version()
+        upgrade = parser.should_upgrade()
         try:
+            if version != "1.1" and version != "1.0":
+                raise HeadError(400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported")
             request = heads.forward_request(
-                parser.get_method(), self._url, parser.get_http_version() == "1.0",
-                parser.should_keep_alive(), parser.should_upgrade(), self._headers,
-                self.client_ip, proxy.scheme, proxy.trust_xheaders, proxy.default_host)
+                parser.get_method(), self._url, version == "1.0", parser.should_keep_alive(), upgrade,
+                self._headers, self.client_ip, proxy.scheme, proxy.trust_xheaders, proxy.default_host)
             if proxy.allowed_hosts and not proxy.host_allowed(request.host or b""):
                 raise HeadError(421, "bad_host", "Host not allowed")
             if request.content_length is not None and request.content_length > proxy.max_body_size:
                 raise HeadError(413, "body_too_large", "request body too large")
-            if parser.get_http_version() not in ("1.1", "1.0"):
-                raise HeadError(400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported")
             if request.websocket and not proxy.origin_allowed(request.origin):
                 raise HeadError(403, "bad_origin", "Origin not allowed")
         except HeadError as rejection:
@@ -352,7 +353,7 @@ class ClientConnection(asyncio.Protocol):
         queue.append(exchange)
         if request.websocket:
             self._upgrading = exchange
-        elif parser.should_upgrade():
+        elif upgrade:
             request.keep_alive = False
         if len(queue) == 1:
             self._dispatch(exchange)
