@@ -347,8 +347,16 @@ def report(http: dict[str, Row], ws: dict[str, dict[str, float]], args: argparse
         lines.append(f"| {name} | {row.median('requests_per_second'):,.0f} | {row.median('p50_ms'):.2f} | "
                      f"{row.median('p99_ms'):.2f} | {sum(r.errors for r in row.rounds)} |")
     fleet = http["fleet"].median("requests_per_second")
-    lines += ["", f"fleet/nginx   = {fleet / http['nginx'].median('requests_per_second'):.2f}",
-              f"fleet/haproxy = {fleet / http['haproxy'].median('requests_per_second'):.2f}",
+
+    def per_round(other: str) -> str:
+        ratios = [f.requests_per_second / o.requests_per_second
+                  for f, o in zip(http["fleet"].rounds, http[other].rounds)]
+        return ", ".join(f"{r:.2f}" for r in ratios)
+
+    lines += ["", f"fleet/nginx   = {fleet / http['nginx'].median('requests_per_second'):.2f} "
+                  f"(per round: {per_round('nginx')})",
+              f"fleet/haproxy = {fleet / http['haproxy'].median('requests_per_second'):.2f} "
+              f"(per round: {per_round('haproxy')})",
               f"fleet with /metrics scraped every 1 s / fleet = "
               f"{http['fleet+scrape'].median('requests_per_second') / fleet:.2f}"]
     if ws:
