@@ -474,6 +474,8 @@ class ClientConnection(asyncio.Protocol):
 
     # -- the worker's answer -----------------------------------------------------------------
     def interim_response(self, status: int, reason: bytes) -> None:
+        if self.queue and self.queue[0].request.http10:
+            return  # HTTP/1.0 has no 1xx responses (RFC 9110 15.2)
         if not self.closed:
             self._write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason or b"Continue"))
 
