@@ -142,13 +142,11 @@ def test_keep_alive_client_uses_pooled_connections_to_workers(fleet: Fleet) -> N
             response = connection.getresponse()
             assert response.status == 200
             response.read()
-        client_port = connection.sock.getsockname()[1]
     finally:
         connection.close()
     ports = {fleet.base_port + i for i in range(3)}
     to_workers = [c for c in psutil.Process(fleet.proc.pid).net_connections("tcp")
                   if c.raddr and c.raddr.port in ports and c.status == psutil.CONN_ESTABLISHED]
-    assert client_port
     assert 1 <= len(to_workers) <= 3, to_workers  # one pooled connection per worker, reused
 
 

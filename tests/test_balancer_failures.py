@@ -12,8 +12,10 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -21,8 +23,8 @@ import pytest
 import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import FleetProcess, free_port, start_fleet, wait_until
-from test_balancer import BACKEND, get, raw, status_of, worker_of
+from support import FleetProcess, free_port, require_tool, start_fleet, wait_until
+from test_balancer import BACKEND, get, raw, status_of, worker_of, ws_connect
 from up_helpers import Fleet, up
 
 
@@ -176,32 +178,37 @@ def test_a_client_pinned_to_a_removed_worker_is_reassigned(tmp_path: Path) -> No
         assert headers["set-cookie"].startswith("fleet_affinity=w0;")
 
 
+def pinned_websocket(fleet: Fleet, worker: str) -> websocket.WebSocket:
+    """A WebSocket through the proxy to ``worker`` (by affinity cookie), checked with one echo."""
+    sock = ws_connect(fleet.port, cookie=worker)
+    sock.send("a")
+    assert sock.recv() == f"{worker}: a"
+    return sock
+
+
+def assert_closed_then_a_new_one_works(fleet: Fleet, sock: websocket.WebSocket) -> None:
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+        sock.recv()
+        sock.recv()
+    fresh = ws_connect(fleet.port)
+    fresh.send("b")
+    assert re.fullmatch(r"w[01]: b", fresh.recv())
+    fresh.close()
+
+
 def test_killed_worker_websockets_close_and_new_ones_open_elsewhere(tmp_path: Path) -> None:
     fleet = up(tmp_path, BACKEND, workers=2, proxy=True)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready: open", timeout=60)
-        sock = websocket.create_connection(f"ws://127.0.0.1:{fleet.port}/ws", timeout=10,
-                                           header=["Cookie: fleet_affinity=w1"])
-        sock.send("a")
-        assert sock.recv() == "w1: a"
+        sock = pinned_websocket(fleet, "w1")
         os.kill(fleet.worker("w1")["pid"], signal.SIGKILL)
-        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
-            sock.recv()
-            sock.recv()
-        fresh = websocket.create_connection(f"ws://127.0.0.1:{fleet.port}/ws", timeout=10)
-        fresh.send("b")
-        assert re.fullmatch(r"w[01]: b", fresh.recv())
-        fresh.close()
+        assert_closed_then_a_new_one_works(fleet, sock)
         wait_until(lambda: fleet.worker("w1")["state"] == "ready", 10, message="w1 back")
         wait_until(lambda: all(w["connections"] == 0 for w in fleet.status()["workers"]), 10,
                    message="websocket gauges back to 0")
 
 
 def test_https_and_unix_socket_listeners(backends: Fleet, tmp_path: Path) -> None:
-    import ssl
-
-    from support import require_tool
-
     openssl = require_tool("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
@@ -232,23 +239,12 @@ def test_https_and_unix_socket_listeners(backends: Fleet, tmp_path: Path) -> Non
 
 
 def test_reload_does_not_wait_for_open_websockets(tmp_path: Path) -> None:
-    import time
-
     fleet = up(tmp_path, BACKEND, "--graceful-timeout", "20", workers=2, proxy=True)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready: open", timeout=60)
-        sock = websocket.create_connection(f"ws://127.0.0.1:{fleet.port}/ws", timeout=10,
-                                           header=["Cookie: fleet_affinity=w0"])
-        sock.send("a")
-        assert sock.recv() == "w0: a"
+        sock = pinned_websocket(fleet, "w0")
         start = time.monotonic()
         result = fleet.cli("reload")
         assert result.returncode == 0, result.stderr
         assert time.monotonic() - start < 10  # not 2 x --graceful-timeout
-        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
-            sock.recv()
-            sock.recv()
-        fresh = websocket.create_connection(f"ws://127.0.0.1:{fleet.port}/ws", timeout=10)
-        fresh.send("b")
-        assert re.fullmatch(r"w[01]: b", fresh.recv())
-        fresh.close()
+        assert_closed_then_a_new_one_works(fleet, sock)

@@ -88,7 +88,8 @@ def test_websocket_upgrade_is_forwarded_as_an_upgrade() -> None:
 
 def response(status: int, headers: list[tuple[bytes, bytes]], **options: bool) -> tuple[bytes, int]:
     settings = {"head_request": False, "http10_client": False, "keep_alive": True} | options
-    return response_head(status, b"", headers, set_cookie=b"Set-Cookie: fleet_affinity=w1", **settings)
+    head, framing, _ = response_head(status, b"", headers, set_cookie=b"Set-Cookie: fleet_affinity=w1", **settings)
+    return head, framing
 
 
 def test_response_framing() -> None:

@@ -201,8 +201,9 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
 
 def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *,
                   head_request: bool, http10_client: bool, keep_alive: bool,
-                  set_cookie: bytes | None) -> tuple[bytes, int]:
-    """The head sent to the client for a worker's response, and how its body is framed.
+                  set_cookie: bytes | None) -> tuple[bytes, int, bool]:
+    """The head sent to the client for a worker's response, how its body is framed towards the
+    client, and whether the worker's body ends only when it closes the connection (no length).
 
     ``keep_alive`` is whether the client connection stays open after this response; an
     unframed body for an HTTP/1.0 client forces it closed (the caller reads that back from
@@ -268,7 +269,8 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     elif http10_client:
         append(b"Connection: keep-alive")
     append(b"\r\n")
-    return b"\r\n".join(out), framing
+    ends_at_close = framing in (CHUNKED, UNTIL_CLOSE) and not chunked_in
+    return b"\r\n".join(out), framing, ends_at_close
 
 
 def error_response(status: int, detail: str = "", *, close: bool = True, head_only: bool = False,

@@ -151,8 +151,7 @@ class ClientConnection(asyncio.Protocol):
         self._paused = 0
         self._write_paused = False
         self._upgrading: Exchange | None = None
-        self._tunnel_open = False
-        self._tunnel_upstream: Upstream | None = None
+        self._tunnel_upstream: Upstream | None = None  # whose websocket gauge this tunnel counts in
         # Writes to the client collected while one read from a worker is parsed, sent as one
         # write: a small response's head and body then cost one send() instead of two.
         self._batch: list[bytes] | None = None
@@ -180,14 +179,18 @@ class ClientConnection(asyncio.Protocol):
             tunnel.tunnel = None
             tunnel.close()
             self.end_tunnel()
-        for exchange in self.queue:
+        self._abandon(list(self.queue))
+        self.queue.clear()
+
+    def _abandon(self, exchanges: list[Exchange]) -> None:
+        """Give up on these requests; a worker connection mid-exchange cannot be reused."""
+        for exchange in exchanges:
             self._uncount(exchange)
             exchange.finished = True
             conn = exchange.conn
             if conn is not None:
                 exchange.conn = None
-                conn.close()  # mid-exchange: the worker's connection cannot be reused
-        self.queue.clear()
+                conn.close()
 
     def close(self) -> None:
         if not self.closed:
@@ -292,6 +295,7 @@ class ClientConnection(asyncio.Protocol):
                 self._reject(HeadError(431, "head_too_large", "request head too large"))
 
     def _hold(self, exchange: Exchange, data: bytes) -> None:
+        """Request bytes for the worker: sent now, or kept (bounded) until it is connected."""
         conn = exchange.conn
         if conn is not None and exchange.sent_at:
             conn.transport.write(data)
@@ -368,15 +372,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange.body_received > self.proxy.max_body_size:
             self._reject(HeadError(413, "body_too_large", "request body too large"), exchange)
             raise HttpParserStop()
-        data = heads.chunk(body) if exchange.request.chunked else body
-        conn = exchange.conn
-        if conn is not None and exchange.sent_at:
-            conn.transport.write(data)
-        else:
-            exchange.pending.append(data)
-            exchange.pending_size += len(data)
-            if exchange.pending_size > PENDING_LIMIT:
-                self._pause(PAUSE_PENDING)
+        self._hold(exchange, heads.chunk(body) if exchange.request.chunked else body)
 
     def on_message_complete(self) -> None:
         exchange = self.parsing
@@ -490,11 +486,9 @@ class ClientConnection(asyncio.Protocol):
         keep_alive = request.keep_alive and not proxy.closing and (request.websocket or status != 101)
         if request.websocket and status != 101:
             keep_alive = False  # the client may already send frames after its Upgrade head
-        head, framing = heads.response_head(
+        head, framing, conn.until_close = heads.response_head(
             status, reason, headers, head_request=request.method == b"HEAD",
             http10_client=request.http10, keep_alive=keep_alive, set_cookie=exchange.set_cookie)
-        if framing == UNTIL_CLOSE or framing == CHUNKED:
-            conn.until_close = not any(name.lower() == b"transfer-encoding" for name, _ in headers)
         exchange.framing = framing
         exchange.status = status
         exchange.responded = True
@@ -515,7 +509,7 @@ class ClientConnection(asyncio.Protocol):
     def response_complete(self, conn: UpstreamConnection, exchange: Exchange, reusable: bool) -> None:
         if exchange.framing == CHUNKED and not self.closed:
             self._write(LAST_CHUNK)
-            self.proxy.stats.bytes_sent += 5
+            self.proxy.stats.bytes_sent += len(LAST_CHUNK)
         exchange.conn = None
         conn.release(reusable and exchange.request_done)
         self._finish(exchange)
@@ -534,7 +528,6 @@ class ClientConnection(asyncio.Protocol):
         conn.exchange = None
         conn.tunnel = self
         self.tunnel = conn
-        self._tunnel_open = True
         assert exchange.upstream is not None
         exchange.upstream.stats.websockets += 1
         self._tunnel_upstream = exchange.upstream
@@ -546,9 +539,9 @@ class ClientConnection(asyncio.Protocol):
             conn.pause_reading()
 
     def end_tunnel(self) -> None:
-        if self._tunnel_open and self._tunnel_upstream is not None:
-            self._tunnel_open = False
+        if self._tunnel_upstream is not None:
             self._tunnel_upstream.stats.websockets -= 1
+            self._tunnel_upstream = None
         self.tunnel = None
         self.close()
 
@@ -675,25 +668,13 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         queue = self.queue
-        position = len(queue)
-        if exchange is not None:
-            for index, queued in enumerate(queue):
-                if queued is exchange:
-                    position = index
-                    break
-        for dropped in list(queue)[position:]:
-            self._uncount(dropped)
-            dropped.finished = True
-            if dropped.conn is not None:
-                dropped.conn.close()
-                dropped.conn = None
-        ahead = list(queue)[:position]
-        queue.clear()
-        queue.extend(ahead)
+        # Exchanges have no __eq__, so ``index`` finds this one by identity.
+        position = queue.index(exchange) if exchange is not None and exchange in queue else len(queue)
+        self._abandon([queue.pop() for _ in range(len(queue) - position)])
         self.parsing = None
         self._dead = True
         error = heads.error_response(rejection.status, rejection.detail)
-        if ahead:
+        if queue:  # answers still owed to requests ahead of this one
             self._deferred = error
             self._pause(PAUSE_PIPELINE)
             return

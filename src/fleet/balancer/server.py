@@ -140,10 +140,6 @@ class Balancer:
         for conn in idle:
             conn.close()
 
-    def load(self, upstream_id: str) -> int:
-        stats = self.stats.upstreams.get(upstream_id)
-        return stats.load if stats is not None else 0
-
     def active_requests(self, upstream_id: str) -> int:
         """In-flight HTTP requests only: what a drain waits for. An open WebSocket lives as long
         as its page, so waiting for it would stall every reload for --graceful-timeout."""

@@ -18,6 +18,7 @@ from fleet.balancer.server import Balancer
 from fleet.config import Config
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerInfo
+from fleet.supervisor.probe import probe_once
 
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
@@ -25,26 +26,6 @@ PROBE_TIMEOUT = 2.0
 
 def _say(message: str) -> None:
     print(f"fleet | {message}", flush=True)
-
-
-async def probe(host: str, port: int, health_path: str | None) -> bool:
-    """One health check: a TCP connect, or a GET of ``health_path`` answered with 2xx."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    try:
-        if health_path is None:
-            return True
-        writer.write(f"GET {health_path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
-                     f"User-Agent: fleet-health/{__version__}\r\n\r\n".encode())
-        line = await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT)
-        parts = line.split()
-        return len(parts) >= 2 and parts[1][:1] == b"2"
-    except (OSError, asyncio.TimeoutError):
-        return False
-    finally:
-        writer.close()
 
 
 class Prober:
@@ -58,7 +39,8 @@ class Prober:
         self.since: dict[str, float] = {}
 
     async def round(self) -> None:
-        results = await asyncio.gather(*(probe(host, port, self.health_path) for _, host, port in self.targets))
+        results = await asyncio.gather(*(probe_once(host, port, self.health_path, PROBE_TIMEOUT)
+                                         for _, host, port in self.targets))
         for (target_id, _, _), ok in zip(self.targets, results):
             if self.ready.get(target_id) != ok:
                 if target_id in self.ready or not ok:

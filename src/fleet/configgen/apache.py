@@ -17,6 +17,7 @@ from fleet.configgen.common import (
     comment_block,
     fleet_command_line,
     host_names,
+    https_redirect,
     listen_address,
     upstreams,
     whole_seconds,
@@ -177,11 +178,7 @@ def render(config: Config, deployment: Deployment) -> str:
     """The Apache configuration text for ``config``, loadable with ``apache2 -f FILE``."""
     state = deployment.state_path
     listen = listen_address(config.address, config.port)
-    redirect = (
-        deployment.redirect_port
-        if config.ssl_certfile and deployment.redirect_port and deployment.redirect_port != config.port
-        else None
-    )
+    redirect = https_redirect(config, deployment.redirect_port)
     user = deployment.user or (None if deployment.state_dir else "www-data")
     group = deployment.group or (None if deployment.state_dir else "www-data")
 
@@ -205,7 +202,7 @@ def render(config: Config, deployment: Deployment) -> str:
     out += [
         "",
         f"Listen {listen}",
-        *([f"Listen {listen_address(config.address, redirect)}"] if redirect else []),
+        *([f"Listen {listen_address(config.address, redirect[0])}"] if redirect else []),
         "",
         f"Timeout {whole_seconds(config.upstream_timeout)}",
         "KeepAlive On",
@@ -252,11 +249,11 @@ def render(config: Config, deployment: Deployment) -> str:
     out += _indent(_proxy_rules(config, deployment, https=bool(config.ssl_certfile)))
     out.append("</VirtualHost>")
     if redirect:
-        target_port = "" if config.port == 443 else f":{config.port}"
+        redirect_port, target_port = redirect
         out += [
             "",
             "# Plain HTTP only redirects to HTTPS.",
-            f"<VirtualHost {listen_address(config.address, redirect)}>",
+            f"<VirtualHost {listen_address(config.address, redirect_port)}>",
             "    ServerName localhost",
             "    RewriteEngine On",
             "    RewriteCond %{HTTP_HOST} ^([^:]+)",

@@ -60,6 +60,14 @@ def listen_address(address: str, port: int) -> str:
     return f"{address}:{port}"
 
 
+def https_redirect(config: Config, redirect_port: int | None) -> tuple[int, str] | None:
+    """With TLS, the plain-HTTP port that redirects to HTTPS and the ``:port`` suffix of the
+    redirect target (empty for 443); None when there is no redirect."""
+    if not config.ssl_certfile or not redirect_port or redirect_port == config.port:
+        return None
+    return redirect_port, "" if config.port == 443 else f":{config.port}"
+
+
 def nginx_size(size: int) -> str:
     """Bytes as nginx (and HAProxy) spell sizes: ``100m``, ``64k`` or a byte count."""
     for unit, suffix in ((GIB, "g"), (MIB, "m"), (KIB, "k")):

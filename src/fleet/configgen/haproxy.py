@@ -18,6 +18,7 @@ from fleet.configgen.common import (
     comment_block,
     fleet_command_line,
     host_names,
+    https_redirect,
     listen_address,
     seconds,
     upstreams,
@@ -149,14 +150,14 @@ def render(config: Config, deployment: Deployment) -> str:
         cookie = f" cookie {server.id}" if config.sticky else ""
         out.append(f"    server {server.id} {server.address}{cookie}")
 
-    redirect = deployment.redirect_port
-    if https and redirect and redirect != config.port:
-        target_port = "" if config.port == 443 else f":{config.port}"
+    redirect = https_redirect(config, deployment.redirect_port)
+    if redirect:
+        redirect_port, target_port = redirect
         out += [
             "",
             "# Plain HTTP only redirects to HTTPS.",
             "frontend fleet_redirect",
-            f"    bind {listen_address(config.address, redirect)}",
+            f"    bind {listen_address(config.address, redirect_port)}",
             f"    http-request redirect location https://%[req.hdr(Host),field(1,:)]{target_port}%[capture.req.uri] code 301",
         ]
     return _header(config, deployment) + "\n" + "\n".join(out) + "\n"

@@ -15,6 +15,7 @@ from fleet.configgen.common import (
     comment_block,
     fleet_command_line,
     host_names,
+    https_redirect,
     listen_address,
     nginx_size,
     seconds,
@@ -250,13 +251,14 @@ def render(config: Config, deployment: Deployment) -> str:
     http += ["    " + line for line in _proxy_location(config)]
     http.append("}")
 
-    if config.ssl_certfile and deployment.redirect_port and deployment.redirect_port != config.port:
-        target_port = "" if config.port == 443 else f":{config.port}"
+    redirect = https_redirect(config, deployment.redirect_port)
+    if redirect:
+        redirect_port, target_port = redirect
         http += [
             "",
             "# Plain HTTP only redirects to HTTPS.",
             "server {",
-            f"    listen {listen_address(config.address, deployment.redirect_port)};",
+            f"    listen {listen_address(config.address, redirect_port)};",
             "    server_name _;",
             f"    return 301 https://$host{target_port}$request_uri;",
             "}",
