@@ -29,9 +29,12 @@ from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.manager import Supervisor, SupervisorError
 from fleet.supervisor.process import Output
 from fleet.supervisor.usage import tree_cpu_percent, tree_rss
+from fleet.tasks import cancel_and_wait, run_loop
 
 # Exit code after a second Ctrl-C (stop at once), like a shell's 128 + SIGINT.
 EXIT_FORCED = 130
+# How long start-up may take to kill what it had spawned, once a stop interrupts it.
+START_ABORT_WAIT = 20.0
 MEMORY_CHECK_INTERVAL = 3.0
 
 
@@ -152,12 +155,12 @@ class Master:
         self._banner()
         started = asyncio.ensure_future(self.supervisor.start())
         if await self._stop_requested_before(started):
-            # Stopped while starting: nothing serves yet, so there is nothing to drain.
-            started.cancel()
-            try:
-                await started
-            except (asyncio.CancelledError, SupervisorError):
-                pass  # start() already killed what it had spawned
+            # Stopped while starting: nothing serves yet, so there is nothing to drain. start()
+            # kills what it had spawned when cancelled; that clean-up is not interrupted, but
+            # it is not waited for without bound either.
+            if await cancel_and_wait([started], START_ABORT_WAIT, recancel=False):
+                self.output.fleet("start-up did not end in time; killing the workers")
+            await self.supervisor.kill_now()
             await self._close_proxy()
             self.output.fleet("stopped before all workers were ready")
             return 0
@@ -186,7 +189,7 @@ class Master:
             pending: list[asyncio.Future[Any]] = [started, getter]
             await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
-                getter.cancel()
+                await cancel_and_wait([getter])
                 break
             event = getter.result()
             if event in {"int", "term"}:
@@ -252,7 +255,7 @@ class Master:
                 waiting.add(stopping)
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if stopping is not None and stopping.done():
-                getter.cancel()
+                await cancel_and_wait([getter])
                 stopping.result()
                 return 0
             event = getter.result()
@@ -263,7 +266,7 @@ class Master:
                     stopping = asyncio.ensure_future(self._graceful_stop())
                 elif event == "int":
                     self.output.fleet("second SIGINT: stopping at once")
-                    stopping.cancel()
+                    await cancel_and_wait([stopping])
                     await self._stop_now()
                     return EXIT_FORCED
             elif stopping is None and event == "hup":
@@ -325,8 +328,7 @@ class Master:
             await self.balancer.close()
 
     async def _close_all(self) -> None:
-        for task in list(self._background):
-            task.cancel()
+        await cancel_and_wait(list(self._background))
         if self.control is not None:
             await self.control.close()
         await self._close_proxy()
@@ -414,8 +416,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def run_up(config: Config) -> int:
     """Run ``fleet up`` until stopped; return the process exit code."""
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
-        return runner.run(Master(config).run())
+    master = Master(config)
+    return run_loop(master.run(), _new_loop, warn=lambda message: master.output.fleet(f"warning: {message}"))
 
 
 __all__ = ["Master", "run_up", "EXIT_FORCED"]

@@ -25,6 +25,7 @@ from fleet.balancer.protocol import ClientConnection, ProxyContext
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config
 from fleet.ports import in_use_error
+from fleet.tasks import cancel_and_wait
 
 SWEEP_INTERVAL = 1.0
 BACKLOG = 4096
@@ -176,7 +177,7 @@ class Balancer:
         """Close every connection, client and worker side, and the listeners."""
         self.context.closing = True
         if self._sweeper is not None:
-            self._sweeper.cancel()
+            await cancel_and_wait([self._sweeper])
             self._sweeper = None
         for server in self._servers:
             server.close()

@@ -19,6 +19,7 @@ from fleet.config import Config
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.probe import probe_once
+from fleet.tasks import cancel_and_wait
 
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
@@ -115,11 +116,15 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
         stop.clear()
         await balancer.stop_accepting()
         drain = asyncio.ensure_future(balancer.drain(config.graceful_timeout))
-        await asyncio.wait([drain, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        second_stop = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([drain, second_stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait([drain, second_stop])
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        probing.cancel()
+        await cancel_and_wait([probing])
         if listener is not None:
             listener.close()
         await balancer.close()
@@ -130,6 +135,6 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
 def run_balance(config: Config, targets: tuple[str, ...]) -> int:
     """Run ``fleet balance`` until INT/TERM; return the exit code."""
     from fleet.runner import _new_loop
+    from fleet.tasks import run_loop
 
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
-        return runner.run(_run(config, targets))
+    return run_loop(_run(config, targets), _new_loop, warn=lambda message: _say(f"warning: {message}"))

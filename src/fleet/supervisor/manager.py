@@ -35,6 +35,7 @@ from fleet.supervisor.policy import (
 from fleet.supervisor.probe import wait_ready
 from fleet.supervisor.process import LineRelay, Output, WorkerProcess
 from fleet.supervisor.watchdog import Watchdog
+from fleet.tasks import cancel_and_wait, wait_event
 
 S = WorkerState
 
@@ -43,6 +44,8 @@ S = WorkerState
 MIN_TERM_WAIT = 5.0
 # When a held worker fails at start-up before w0 has settled, how long to wait for w0.
 BOOT_SETTLE_SECONDS = 3.0
+# How long a slot task may take to record the exit of a killed process before it is cancelled.
+KILL_WAIT = 10.0
 
 
 class SupervisorError(RuntimeError):
@@ -149,10 +152,8 @@ class Supervisor:
                 return False
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except asyncio.TimeoutError:
-                return predicate()
+            # asyncio.wait, not wait_for: it never swallows a cancellation (fleet.tasks).
+            await asyncio.wait({waiter}, timeout=remaining)
         return True
 
     # -- start -----------------------------------------------------------------------------
@@ -292,10 +293,7 @@ class Supervisor:
             slot.next_start_at = time.time() + decision.delay
             slot.wake.clear()
             self._set_state(slot, S.BACKOFF)
-            try:
-                await asyncio.wait_for(slot.wake.wait(), decision.delay)
-            except asyncio.TimeoutError:
-                pass  # the backoff delay is over
+            await wait_event(slot.wake, decision.delay)  # woken early by an operation
             slot.next_start_at = None
             if slot.intent is Intent.STOP or self._stopping:
                 self._set_state(slot, S.STOPPED)
@@ -312,11 +310,13 @@ class Supervisor:
         )
         try:
             await asyncio.wait({exited, probe}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not probe.done():
-                probe.cancel()
+        except BaseException:
+            await cancel_and_wait([probe, exited])
+            raise
+        # Every task started here ends here: a probe left running would hold up shutdown.
+        await cancel_and_wait([probe])
         if not exited.done():
-            if probe.result():
+            if not probe.cancelled() and probe.result():
                 if slot.state is S.STARTING:
                     slot.ever_ready = True
                     proc.relay.release()
@@ -473,7 +473,9 @@ class Supervisor:
         await self._drain(slot, deadline)
         await self._terminate(slot, max(deadline - time.monotonic(), min(MIN_TERM_WAIT, graceful_timeout)))
         if slot.task is not None:
-            await slot.task
+            # Its process has exited: the task only records that. Bounded all the same.
+            _, pending = await asyncio.wait({slot.task}, timeout=KILL_WAIT)
+            await cancel_and_wait(pending)
 
     async def stop(self, graceful_timeout: float) -> None:
         """Graceful stop of every worker: drain, TERM, KILL stragglers after the timeout."""
@@ -492,7 +494,12 @@ class Supervisor:
                 slot.proc.signal_group(signal.SIGKILL)
         tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
         if tasks:
-            await asyncio.wait(tasks, timeout=10)
+            # The slot tasks end once their killed processes are reaped; one that does not
+            # (a process stuck in the kernel) is cancelled rather than waited for forever.
+            _, pending = await asyncio.wait(tasks, timeout=KILL_WAIT)
+            stuck = await cancel_and_wait(pending)
+            if stuck:
+                self.output.fleet(f"{len(stuck)} worker task(s) did not end after SIGKILL; abandoned")
         self._close_watchdog()
 
     def _close_watchdog(self) -> None:

@@ -1,6 +1,8 @@
 """Readiness: a worker is ready when its port accepts a connection, or ``--health-path`` answers 2xx.
 
-The probe only reads; it never decides what to do with a worker that is not ready.
+The probe only reads; it never decides what to do with a worker that is not ready. Its
+timeouts come from ``fleet.tasks`` (never ``asyncio.wait_for``), so cancelling a probe always
+ends it.
 """
 
 from __future__ import annotations
@@ -8,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+from fleet.tasks import with_timeout
+
 
 async def probe_once(host: str, port: int, health_path: str | None, timeout: float = 2.0) -> bool:
     """One attempt: True if ready now."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError):
+        reader, writer = await with_timeout(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
         return False
     try:
         if health_path is None:
@@ -23,10 +27,10 @@ async def probe_once(host: str, port: int, health_path: str | None, timeout: flo
             f"GET {health_path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: fleet-probe\r\n"
             f"Connection: close\r\n\r\n".encode("latin-1")
         )
-        status_line = await asyncio.wait_for(reader.readline(), timeout)
+        status_line = await with_timeout(reader.readline(), timeout)
         parts = status_line.split(None, 2)
         return len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].startswith(b"2")
-    except (OSError, asyncio.TimeoutError):
+    except (OSError, TimeoutError):
         return False
     finally:
         writer.close()

@@ -21,6 +21,8 @@ import signal
 import sys
 from typing import Callable, TextIO
 
+from fleet.tasks import cancel_and_wait
+
 PR_SET_PDEATHSIG = 1
 MAX_LINE = 64 * 1024  # longer partial lines are relayed in pieces
 
@@ -172,7 +174,10 @@ class WorkerProcess:
     async def finish_output(self, timeout: float = 2.0) -> None:
         """Wait for the last lines after the group is gone (the pipe closes with its last holder)."""
         try:
-            await asyncio.wait_for(asyncio.shield(self._pump), timeout)
-        except asyncio.TimeoutError:
-            self._pump.cancel()  # a descendant escaped the group and holds the pipe open
-        self.relay.close()
+            # Still open after the timeout: a descendant escaped the group and holds the pipe.
+            await asyncio.wait({self._pump}, timeout=timeout)
+        finally:
+            try:
+                await cancel_and_wait([self._pump])
+            finally:
+                self.relay.close()
