@@ -40,19 +40,33 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
+def _below_ephemeral() -> int:
+    """The first port the kernel hands out to outgoing connections (32768 on Linux by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port that is free now, for a listener fleet will bind (see ``free_port_range``)."""
+    return free_port_range(1, host)
 
 
 def free_port_range(count: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
-    """A base port such that base..base+count-1 are all free now (for --base-port)."""
+    """A base port such that base..base+count-1 are all free now (for --base-port).
+
+    Chosen below the kernel's ephemeral range: a port from that range can be taken between
+    this check and fleet's bind by any outgoing connection on the machine (a readiness probe,
+    a test client), which made start-up fail with "port already in use" under load.
+    """
     import random
 
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    ceiling = max(_below_ephemeral(), 12000)
     for _ in range(attempts):
-        base = rng.randrange(20000, 60000 - count)
+        base = rng.randrange(10000, ceiling - count)
         socks = []
         try:
             for offset in range(count):
