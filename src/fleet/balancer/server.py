@@ -49,7 +49,7 @@ class Balancer:
                  log: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.stats = stats if stats is not None else ProxyStats()
-        self.upstreams = UpstreamSet(self.stats)
+        self.upstreams = UpstreamSet(self.stats, secure_cookie=bool(config.ssl_certfile))
         access_log = None
         if config.access_log:
             access_log = log or (lambda line: print(f"fleet | {line}", flush=True))

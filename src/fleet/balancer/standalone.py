@@ -33,7 +33,8 @@ class Prober:
 
     def __init__(self, balancer: Balancer, targets: tuple[tuple[str, int], ...], health_path: str | None) -> None:
         self.balancer = balancer
-        self.targets = [(f"{host}:{port}", host, port) for host, port in targets]
+        self.targets = [(target_id(index), host, port) for index, (host, port) in enumerate(targets)]
+        self.addresses = {target_id(index): f"{host}:{port}" for index, (host, port) in enumerate(targets)}
         self.health_path = health_path
         self.ready: dict[str, bool] = {}
         self.since: dict[str, float] = {}
@@ -44,7 +45,7 @@ class Prober:
         for (target_id, _, _), ok in zip(self.targets, results):
             if self.ready.get(target_id) != ok:
                 if target_id in self.ready or not ok:
-                    _say(f"{target_id} is {'up' if ok else 'down'}")
+                    _say(f"{target_id} ({self.addresses[target_id]}) is {'up' if ok else 'down'}")
                 self.ready[target_id] = ok
                 self.since[target_id] = time.time()
                 self.balancer.set_ready(target_id, ok)
@@ -62,6 +63,12 @@ class Prober:
                 for i, (target_id, _, port) in enumerate(self.targets)]
 
 
+def target_id(index: int) -> str:
+    """The opaque id of the index-th target (``b0``, ``b1``, ... in command-line order): what
+    the affinity cookie, status and metrics labels carry, so no client sees a backend address."""
+    return f"b{index}"
+
+
 def split_target(target: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:80`` for IPv6), already validated by the CLI."""
     host, _, port = target.rpartition(":")
@@ -71,8 +78,8 @@ def split_target(target: str) -> tuple[str, int]:
 async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
     targets = tuple(split_target(spec) for spec in target_specs)
     balancer = Balancer(config)
-    for host, port in targets:
-        balancer.add_upstream(f"{host}:{port}", host, port, ready=False)
+    for index, (host, port) in enumerate(targets):
+        balancer.add_upstream(target_id(index), host, port, ready=False)
     try:
         await balancer.start()
     except PortInUseError as exc:
@@ -101,7 +108,7 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
     up = sum(prober.ready.values())
     scheme = "https" if config.ssl_certfile else "http"
     _say(f"fleet {__version__} balance (pid {os.getpid()}): {scheme}://{config.address}:{balancer.port} -> "
-         f"{', '.join(t for t, _, _ in prober.targets)} ({up} up)")
+         f"{', '.join(f'{t} {prober.addresses[t]}' for t, _, _ in prober.targets)} ({up} up)")
     probing = asyncio.ensure_future(prober.run())
 
     loop = asyncio.get_running_loop()
