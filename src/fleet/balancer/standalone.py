@@ -3,7 +3,7 @@
 Without a supervisor to say which server is ready, a health prober does: every
 ``PROBE_INTERVAL`` it connects to each server (or GETs ``--health-path`` and wants a 2xx) and
 marks it ready or down, logging each change. Passive health still applies between probes:
-a connect error takes a server out of rotation at once.
+a connect error takes a server out of rotation at once. SIGHUP reloads the TLS certificate.
 """
 
 from __future__ import annotations
@@ -107,6 +107,8 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
     await prober.round()
     up = sum(prober.ready.values())
     scheme = "https" if config.ssl_certfile else "http"
+    if balancer.redirect_port is not None:
+        _say(f"http://{config.address}:{balancer.redirect_port} redirects to https")
     _say(f"fleet {__version__} balance (pid {os.getpid()}): {scheme}://{config.address}:{balancer.port} -> "
          f"{', '.join(f'{t} {prober.addresses[t]}' for t, _, _ in prober.targets)} ({up} up)")
     probing = asyncio.ensure_future(prober.run())
@@ -116,6 +118,7 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _say(balancer.reload_tls() or "SIGHUP: nothing to reload (no TLS)"))
     try:
         await stop.wait()
         _say("graceful stop: finishing in-flight requests (Ctrl-C again stops at once)")
@@ -124,7 +127,7 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
         drain = asyncio.ensure_future(balancer.drain(config.graceful_timeout))
         await asyncio.wait([drain, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for sig in signals:
+        for sig in (*signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         probing.cancel()
         if listener is not None:
