@@ -32,6 +32,7 @@ def test_wildcards_match_one_label_each_and_star_matches_everything() -> None:
     assert Allowlist(["*"]).allows_origin(b"https://anything.test:1")
     assert Allowlist(["192.168.*.*"]).allows_host_header(b"192.168.4.5")
     assert Allowlist(["app.test:*"]).allows_host_header(b"app.test:1234")
+    assert not corp.allows_host_header(b"*.corp.example:5006")  # a pattern is not a host
 
 
 def test_hostile_origins_are_refused() -> None:

@@ -10,6 +10,8 @@ worker (or the other way round):
 - a name without a port means port 80, on both sides: the entry ``app.example.com`` matches
   ``Origin: http://app.example.com`` and ``https://app.example.com`` (Bokeh looks at the
   Origin's ``host[:port]`` only, not its scheme) but not ``https://app.example.com:8443``;
+- a ``*`` in the host itself (``Host: *.corp.example``) matches nothing (Bokeh's
+  ``match_host`` would let it match the pattern ``*.corp.example``; the fuzz drill found it);
 - ``NAME:*`` (any port) is matched too, but Bokeh's command line refuses it, so it is accepted
   for ``--allow-host`` only (``validate_origin_entry``).
 
@@ -114,6 +116,8 @@ class Allowlist:
     def allows(self, host: str) -> bool:
         """Bokeh's ``check_allowlist``: ``host`` is ``name[:port]``; no port means :80."""
         host = _with_port(host.strip().lower())
+        if "*" in host:
+            return False  # a literal "*" is a pattern, never a host (Bokeh would let it match)
         if host in self._exact:
             return True
         return any(match_host(host, pattern) for pattern in self._patterns)
