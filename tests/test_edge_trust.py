@@ -158,3 +158,35 @@ def test_websocket_origins_follow_bokehs_rules(backends: Fleet) -> None:
         assert status("http://a.corp.example:5006") == 101
         assert status("http://a.b.corp.example:5006") == 403
         assert status("null") == 403
+
+
+def _upgrade(port: int, host: str, origin: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET /bokeh_random/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {origin}\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_bokeh_wildcard_origins_pass_the_proxy_and_the_bokeh_worker_alike(tmp_path: Path) -> None:
+    bokeh_app = str(Path(__file__).resolve().parent.parent / "examples" / "bokeh_random")
+    port = free_port()
+    fleet = up(tmp_path, bokeh_app, "--allow-websocket-origin", f"*.corp.example:{port}",
+               workers=1, proxy=True, port=port)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready: open", timeout=90)
+        host = f"a.corp.example:{port}"
+        # allowed by the proxy and by Bokeh (the 101 is Bokeh's: Tornado's Server header)
+        accepted = _upgrade(port, host, f"http://{host}")
+        assert accepted.startswith(b"HTTP/1.1 101") and b"TornadoServer" in accepted
+        # one label too many: the proxy refuses, and so would the worker with the same list
+        assert _upgrade(port, host, f"http://a.b.corp.example:{port}").startswith(b"HTTP/1.1 403")
+        direct = _upgrade(fleet.base_port, host, f"http://a.b.corp.example:{port}")
+        assert direct.startswith(b"HTTP/1.1 403") and b"TornadoServer" in direct
+        assert _upgrade(port, host, f"https://a.corp.example:{port + 1}").startswith(b"HTTP/1.1 403")

@@ -138,3 +138,56 @@ def test_bad_trusted_proxy_is_a_clear_error() -> None:
         build_config({"trusted_proxy": ("example.com",)}, {}, {}, command="balance")
     config = build_config({}, {"FLEET_TRUSTED_PROXY": "10.0.0.0/8, ::1"}, {}, command="balance")
     assert config.trusted_proxy == ("10.0.0.0/8", "::1/128")
+
+
+def test_the_affinity_cookie_is_secure_under_tls_and_carries_an_opaque_id() -> None:
+    from fleet.balancer.policy import UpstreamSet
+    from fleet.balancer.stats import ProxyStats
+
+    plain = UpstreamSet(ProxyStats()).add("b0", "10.0.0.5", 80)
+    tls = UpstreamSet(ProxyStats(), secure_cookie=True).add("b0", "10.0.0.5", 80)
+    assert plain.cookie == b"Set-Cookie: fleet_affinity=b0; Path=/; HttpOnly; SameSite=Lax"
+    assert tls.cookie == plain.cookie + b"; Secure"
+
+
+def test_fleet_balance_targets_get_opaque_ids_in_order() -> None:
+    from fleet.balancer.standalone import target_id
+
+    assert [target_id(i) for i in range(3)] == ["b0", "b1", "b2"]
+
+
+def test_bokehs_ssl_password_name_is_accepted_and_fleets_wins() -> None:
+    assert build_config({}, {"BOKEH_SSL_PASSWORD": "b"}, {}, command="balance").ssl_password == "b"
+    both = {"BOKEH_SSL_PASSWORD": "b", "FLEET_SSL_PASSWORD": "f"}
+    assert build_config({}, both, {}, command="balance").ssl_password == "f"
+
+
+def test_tls_extras_need_tls() -> None:
+    with pytest.raises(ConfigError, match="--hsts needs TLS"):
+        build_config({"hsts": "60"}, {}, {}, command="balance")
+    with pytest.raises(ConfigError, match="--https-redirect-port needs TLS"):
+        build_config({"https_redirect_port": "8080"}, {}, {}, command="balance")
+    with pytest.raises(ConfigError, match="whole number of seconds"):
+        build_config({"hsts": "0", "ssl_certfile": "c", "ssl_keyfile": "k"}, {}, {}, command="balance")
+    config = build_config({"hsts": "2h", "ssl_certfile": "c", "ssl_keyfile": "k"}, {}, {}, command="balance")
+    assert config.hsts == 7200
+
+
+def test_worker_environment_drops_fleets_settings_and_tls_passwords() -> None:
+    from fleet.supervisor.command import worker_environment
+
+    parent = {"PATH": "/bin", "FLEET_SSL_PASSWORD": "x", "BOKEH_SSL_PASSWORD": "y", "FLEET_PORT": "80",
+              "BOKEH_SECRET_KEY": "kept: the app's own", "DATABASE_URL": "kept"}
+    env = worker_environment(parent, {"PORT": "5100", "FLEET_WORKER_ID": "w0"})
+    assert env == {"PATH": "/bin", "BOKEH_SECRET_KEY": "kept: the app's own", "DATABASE_URL": "kept",
+                   "PORT": "5100", "FLEET_WORKER_ID": "w0"}
+
+
+def test_workers_are_told_the_trusted_proxies() -> None:
+    from fleet.appspec import detect
+    from fleet.supervisor.command import worker_command
+
+    app = str(__import__("pathlib").Path(__file__).parent / "apps" / "backend.py")
+    config = build_config({"trusted_proxy": ("192.0.2.0/24",), "no_proxy": True}, {}, {}, command="up", app=app)
+    argv = worker_command(config, detect(app), 0, 1).argv
+    assert argv[argv.index("--trusted-proxy") + 1] == "192.0.2.0/24"
