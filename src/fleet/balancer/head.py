@@ -37,7 +37,8 @@ _DIGITS = frozenset(b"0123456789")
 # What forward_request does with a header, by lowercase name; absent: forwarded as it is.
 # _CLAIM: a forwarding claim fleet does not set itself (X-Scheme, Forwarded, ...): kept only
 # from a trusted proxy. Other ``X-Forwarded-*`` names are caught by their prefix.
-_HOP, _CONNECTION, _UPGRADE, _TRANSFER_ENCODING, _FORWARDING, _HOST, _CONTENT_LENGTH, _COOKIE, _ORIGIN, _CLAIM = range(10)
+(_HOP, _CONNECTION, _UPGRADE, _TRANSFER_ENCODING, _FORWARDING, _HOST, _CONTENT_LENGTH, _COOKIE, _ORIGIN,
+ _CLAIM) = range(10)
 _REQUEST_SPECIAL: dict[bytes, int] = {
     **{name: _HOP for name in HOP_BY_HOP}, **{name: _CLAIM for name in FORWARDING_HEADERS},
     **{name: _FORWARDING for name in FORWARDING},

@@ -82,7 +82,8 @@ class ProxyContext:
         self.allowed_hosts = Allowlist(config.allow_host)
         self.allowed_origins = Allowlist(config.allow_websocket_origin)
         # Strict-Transport-Security on every worker response over TLS (--hsts).
-        self.response_extra = b"Strict-Transport-Security: max-age=%d" % config.hsts if config.hsts and config.ssl_certfile else None
+        self.response_extra = (b"Strict-Transport-Security: max-age=%d" % config.hsts
+                               if config.hsts and config.ssl_certfile else None)
         self.access_log = access_log
 
     def host_allowed(self, host: bytes) -> bool:
