@@ -19,7 +19,7 @@ import psutil
 import pytest
 import websocket
 
-from support import FleetProcess, free_port, require_tool, start_fleet
+from support import FleetProcess, free_port, free_port_range, require_tool, start_fleet
 from test_balancer import BACKEND, raw, status_of
 from up_helpers import Fleet, run_cli, up
 
@@ -144,7 +144,7 @@ def test_tls_passwords_never_reach_workers_argv_or_generated_configs(tmp_path: P
     # Bokeh's name for the password is accepted alone.
     env = {**os.environ, "BOKEH_SSL_PASSWORD": PASSWORD, "FLEET_LOG_LEVEL": "info"}
     env.pop("FLEET_SSL_PASSWORD", None)
-    base, port = free_port(), free_port()
+    base, port = free_port_range(2), free_port()
     control = str(tmp_path / "fleet.sock")
     proc = start_fleet("up", BACKEND, "-n", "2", "--base-port", str(base), "--port", str(port),
                        "--control-socket", control, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
