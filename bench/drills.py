@@ -16,6 +16,9 @@ and report their figures instead of failing:
               tests/apps/recorder.py: outcomes, refusals, what reached workers, known bugs hit
   resources   --idle (5,000) idle connections + --websockets (2,000) WebSockets held through the
               proxy, then closed, --cycles (5) times: descriptors and RSS at baseline/peak/after
+  trust       --trust-cases (5,000) seeded forged forwarding headers, foreign absolute-form
+              authorities, hostile Hosts and Origins through the proxy in front of
+              tests/apps/header_echo.py: statuses, violations, refused cases that reached a worker
   soak        --requests (1,000,000) keep-alive GETs with wrk through ``fleet balance`` in front of
               three nginx ``return 200`` servers, proxy RSS and descriptors sampled every second
 
@@ -195,8 +198,23 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def trust(args: argparse.Namespace) -> dict[str, Any]:
+    import edge_drill
+
+    def body(fleet: Any, _: Path) -> dict[str, Any]:
+        drill = edge_drill.trust_drill(fleet.port, [fleet.base_port + i for i in range(3)],
+                                       seed=args.seed, count=args.trust_cases)
+        figures = drill.figures()
+        figures["verdict"] = "ok" if not drill.violations else "FAILED"
+        if drill.violations:
+            figures["first violations"] = [v[:400] for v in drill.violations[:10]]
+        return figures
+    return with_fleet(edge_drill.APP, *edge_drill.TRUST_OPTIONS)(body)
+
+
 DRILLS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "crash": crash, "crash-loop": crash_loop, "fuzz": fuzz, "resources": resources, "soak": soak,
+    "trust": trust,
 }
 
 
@@ -209,6 +227,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--crash-loop-restarts", type=int, default=7)
     parser.add_argument("--fuzz-cases", type=int, default=30000)
+    parser.add_argument("--trust-cases", type=int, default=5000)
     parser.add_argument("--idle", type=int, default=5000)
     parser.add_argument("--websockets", type=int, default=2000)
     parser.add_argument("--cycles", type=int, default=5)

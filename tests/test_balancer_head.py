@@ -9,11 +9,16 @@ from hypothesis import strategies as st
 from fleet.balancer.head import (
     CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, HeadError, error_response, forward_request, response_head,
 )
+from fleet.balancer.trust import TrustedProxies
+
+NOBODY = TrustedProxies()
+PEER = TrustedProxies(["10.0.0.9"])
 
 
 def forward(headers: list[tuple[bytes, bytes]], *, method: bytes = b"GET", url: bytes = b"/",
             http10: bool = False, upgrade: bool = False, trust: bool = False):  # type: ignore[no-untyped-def]
-    return forward_request(method, url, http10, True, upgrade, headers, b"10.0.0.9", b"http", trust,
+    return forward_request(method, url, http10, True, upgrade, headers, b"10.0.0.9", b"http",
+                           PEER if trust else NOBODY,
                            b"127.0.0.1:5006")
 
 

@@ -115,7 +115,7 @@ def test_nginx_follows_the_size_and_timeout_options() -> None:
                                         upstream_timeout="90", use_xheaders=True), TARGET))
     assert "large_client_header_buffers 4 128k;" in body
     assert "client_max_body_size 5m;" in body and "proxy_read_timeout 90s;" in body
-    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in body
+    assert "proxy_set_header X-Forwarded-For $fleet_forwarded_for;" in body  # --use-xheaders: trusted peers
 
 
 def test_nginx_serves_bokeh_static_files_only_for_a_bokeh_app() -> None:
@@ -124,7 +124,8 @@ def test_nginx_serves_bokeh_static_files_only_for_a_bokeh_app() -> None:
 
 
 def test_nginx_tls_adds_hsts_and_a_redirect_server() -> None:
-    cfg = config(port="443", ssl_certfile="/etc/tls/c.pem", ssl_keyfile="/etc/tls/k.pem")
+    cfg = config(port="443", ssl_certfile="/etc/tls/c.pem", ssl_keyfile="/etc/tls/k.pem",
+                 https_redirect_port="80", hsts="63072000")
     body = lines(render("nginx", cfg, TARGET))
     assert "listen 127.0.0.1:443 ssl;" in body
     assert "ssl_certificate /etc/tls/c.pem;" in body and "ssl_certificate_key /etc/tls/k.pem;" in body
@@ -184,7 +185,8 @@ def test_apache_loads_every_module_it_uses_from_the_modules_dir() -> None:
 
 
 def test_apache_tls_sets_proto_https_hsts_and_redirects_plain_http() -> None:
-    body = lines(render("apache", config(port="8443", ssl_certfile="/c.pem", ssl_keyfile="/k.pem"), TARGET))
+    body = lines(render("apache", config(port="8443", ssl_certfile="/c.pem", ssl_keyfile="/k.pem",
+                                         https_redirect_port="80", hsts="63072000"), TARGET))
     assert "SSLEngine on" in body and 'RequestHeader set X-Forwarded-Proto "https"' in body
     assert 'Header always set Strict-Transport-Security "max-age=63072000"' in body
     assert "Listen 127.0.0.1:80" in body and "RewriteRule ^/?(.*) https://%1:8443/$1 [R=301,L]" in body
@@ -335,3 +337,25 @@ def test_fleet_config_command_prints_or_writes_the_rendering(tmp_path: Path) -> 
     written = run_cli("config", "nginx", TORNADO_APP, "-n", "2", "--upstream", "10.1.1.1:80", "-o", str(target))
     assert written.returncode == 0 and written.stdout == ""
     assert "server 10.1.1.1:80 max_fails=1 fail_timeout=2s;  # w0" in target.read_text()
+
+
+def test_tls_without_hsts_or_redirect_options_has_neither() -> None:
+    cfg = config(ssl_certfile="/etc/tls/c.pem", ssl_keyfile="/etc/tls/k.pem")
+    for kind in ("nginx", "apache", "haproxy"):
+        text = render(kind, cfg, TARGET)
+        assert "Strict-Transport-Security" not in text and "redirect" not in text.lower().replace(
+            "redirects to", ""), kind
+
+
+def test_client_forwarding_claims_are_dropped_unless_a_trusted_proxy_sent_them() -> None:
+    plain = lines(render("nginx", config(), TARGET))
+    assert 'proxy_set_header X-Scheme "";' in plain and 'proxy_set_header Forwarded "";' in plain
+    trusted = lines(render("nginx", config(trusted_proxy=("10.0.0.0/8",)), TARGET))
+    assert "set_real_ip_from 10.0.0.0/8;" in trusted and "real_ip_recursive on;" in trusted
+    assert "proxy_set_header X-Scheme $fleet_claim_x_scheme;" in trusted
+    haproxy = lines(render("haproxy", config(trusted_proxy=("10.0.0.0/8",)), TARGET))
+    assert "http-request del-header X-Scheme unless { src 10.0.0.0/8 }" in haproxy
+    assert "http-request del-header X-Scheme" in lines(render("haproxy", config(), TARGET))
+    apache = lines(render("apache", config(trusted_proxy=("10.0.0.0/8",)), TARGET))
+    assert "RequestHeader unset X-Scheme \"expr=!(-R '10.0.0.0/8')\"" in apache
+    assert "RequestHeader unset X-Scheme early" in lines(render("apache", config(), TARGET))

@@ -87,7 +87,6 @@ def deployment(state_dir: Path, **overrides: Any) -> Deployment:
         "fleet_executable": shutil.which("fleet") or "/usr/local/bin/fleet",
         "working_directory": str(state_dir),
         "state_dir": str(state_dir),
-        "redirect_port": None,
         **RUN_AS,
     }
     values.update(overrides)
@@ -280,12 +279,13 @@ def test_proxy_serves_https_with_hsts_and_redirects_plain_http(
         kind: str, workers: Fleet, tmp_path: Path, certificate: tuple[str, str]) -> None:
     port, redirect_port = free_port(), free_port()
     cert, key = certificate
-    config = fleet_config(workers, port, ssl_certfile=cert, ssl_keyfile=key)
-    with running(kind, tmp_path, config, redirect_port=redirect_port):
+    config = fleet_config(workers, port, ssl_certfile=cert, ssl_keyfile=key,
+                          https_redirect_port=str(redirect_port), hsts="600")
+    with running(kind, tmp_path, config):
         wait_until(lambda: port_open(redirect_port), 5, message="the redirect listener")
         status, headers, body = _https(port)
         assert status == 200 and body.startswith(b"hello from w")
-        assert {k.lower(): v for k, v in headers.items()}["strict-transport-security"].startswith("max-age=")
+        assert {k.lower(): v for k, v in headers.items()}["strict-transport-security"] == "max-age=600"
 
         redirect = _raw_get(redirect_port, "/slow?seconds=0")
         assert redirect.status == 301
@@ -420,7 +420,8 @@ def test_every_variant_passes_the_servers_own_check(
     overrides: dict[str, Any] = {}
     if options.pop("tls", False):
         options["ssl_certfile"], options["ssl_keyfile"] = certificate
-        overrides["redirect_port"] = free_port()
+        options["https_redirect_port"] = str(free_port())
+        options["hsts"] = "63072000"
     if options.pop("static", False):
         pytest.importorskip("bokeh")
         from bokeh.util.paths import static_path

@@ -1087,3 +1087,17 @@ def test_5000_idle_connections_and_2000_websockets_then_descriptors_and_memory_r
             assert after.rss - base.rss <= RETAINED_PER_CONNECTION * 9000, (base, after)
         assert drill.afters[-1].rss <= drill.afters[1].rss + RSS_CYCLE_SLACK, drill.afters
         assert get(fleet.port)[0] == 200 and fleet.all_ready(3)
+
+
+# -- 5. trust: hostile forwarding headers, Hosts, Origins, absolute-form targets ----------------
+
+def test_forged_forwarding_headers_foreign_authorities_and_hostile_origins_never_get_through(tmp_path: Path) -> None:
+    from edge_drill import APP as TRUST_APP, TRUST_OPTIONS, trust_drill
+
+    fleet = start(tmp_path, TRUST_APP, *TRUST_OPTIONS, workers=2)
+    with fleet.proc:
+        drill = trust_drill(fleet.port, [fleet.base_port, fleet.base_port + 1], seed=20261127, count=600)
+        print("trust drill:", drill.figures())
+        assert not drill.violations, drill.violations[:5]
+        assert drill.refused_that_reached_a_worker == 0
+        assert all(drill.by_kind.get(kind, 0) > 50 for kind in ("forged", "absolute", "host", "origin"))

@@ -78,9 +78,14 @@ def _make_config(ctx: click.Context, command: str, **positional: Any) -> Config:
     config_file = ctx.params.get("config_file") or os.environ.get("FLEET_CONFIG")
     try:
         toml = load_toml(config_file, explicit=config_file is not None)
-        return build_config(typed, os.environ, toml, command=command, **positional)
+        config = build_config(typed, os.environ, toml, command=command, **positional)
     except ConfigError as exc:
         raise click.UsageError(str(exc), ctx) from None
+    if config.use_xheaders and command != "config":
+        click.echo("fleet | warning: --use-xheaders is deprecated; it now trusts the forwarding headers "
+                   "of loopback and private-network peers only. Name your proxies with --trusted-proxy "
+                   "CIDR instead.", err=True)
+    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -29,6 +29,10 @@ PROXY = frozenset({"up", "config", "balance"})
 CONTROL = frozenset({"up", "config", "balance", "status", "reload", "scale", "down"})
 
 
+# Where the TLS key's password comes from (never argv); neither reaches a worker.
+SSL_PASSWORD_ENV = ("FLEET_SSL_PASSWORD", "BOKEH_SSL_PASSWORD")
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names the setting and the source."""
 
@@ -112,6 +116,31 @@ def parse_url_path(value: str) -> str:
     if not text.startswith("/"):
         raise ValueError(f"a URL path must start with '/': {value!r}")
     return text
+
+
+def parse_trusted_proxy(value: str) -> str:
+    from fleet.balancer.trust import parse_cidr  # lazy: fleet.balancer imports this module
+
+    return parse_cidr(value)
+
+
+def parse_origin_entry(value: str) -> str:
+    from fleet.balancer.allow import validate_origin_entry
+
+    return validate_origin_entry(value)
+
+
+def parse_host_entry(value: str) -> str:
+    from fleet.balancer.allow import validate_host_entry
+
+    return validate_host_entry(value)
+
+
+def parse_hsts(value: str | int) -> int:
+    seconds = parse_duration(value)
+    if seconds < 1 or not float(seconds).is_integer():
+        raise ValueError(f"HSTS max-age must be a whole number of seconds, at least 1: {value!r}")
+    return int(seconds)
 
 
 def parse_log_level(value: str) -> str:
@@ -238,20 +267,42 @@ class Config:
         30.0, "--header-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
         help="Close a client that has not sent a whole request head within this time.",
     )
+    # -- trust, allowlists and TLS extras (issue 12, holes 4, 7, 10) -------------------------
     use_xheaders: bool = option(
         False, "--use-xheaders", is_flag=True, parse=parse_bool, commands=PROXY,
-        help="Trust and extend incoming X-Forwarded-* headers (fleet is behind another proxy).",
+        help="Deprecated: same as --trusted-proxy for loopback and private networks "
+             "(127.0.0.0/8, ::1, 10/8, 172.16/12, 192.168/16, fc00::/7, link-local).",
+    )
+    trusted_proxy: tuple[str, ...] = option(
+        (), "--trusted-proxy", multiple=True, parse=parse_trusted_proxy, metavar="CIDR",
+        commands=PROXY, default_factory=tuple, show_default="none",
+        help="A proxy in front of fleet whose X-Forwarded-For/-Proto/-Host and X-Real-IP are "
+             "believed and extended (repeatable; like nginx set_real_ip_from; 'unix:' for "
+             "--unix-socket peers). Everyone else's are replaced. With --no-proxy: whose "
+             "X-headers the workers honour besides loopback.",
     )
     allow_websocket_origin: tuple[str, ...] = option(
-        (), "--allow-websocket-origin", multiple=True, metavar="HOST[:PORT]", commands=PROXY,
-        default_factory=tuple,
-        help="Origin allowed to open WebSockets (repeatable): the proxy refuses others with 403. "
-             "Bokeh workers always also allow the proxy's own address.",
+        (), "--allow-websocket-origin", multiple=True, parse=parse_origin_entry, metavar="HOST[:PORT]",
+        commands=PROXY, default_factory=tuple,
+        help="Origin allowed to open WebSockets (repeatable), with Bokeh's rules: no port means "
+             ":80, '*' labels (*.example.com), '*' for any. The proxy refuses others with 403; "
+             "Bokeh workers get the same list. Default: the proxy's own address.",
     )
     allow_host: tuple[str, ...] = option(
-        (), "--allow-host", multiple=True, metavar="HOST[:PORT]", commands=PROXY,
-        default_factory=tuple,
-        help="Host header value accepted (repeatable); default: any.",
+        (), "--allow-host", multiple=True, parse=parse_host_entry, metavar="HOST[:PORT]",
+        commands=PROXY, default_factory=tuple,
+        help="Host header (or absolute-form authority) accepted (repeatable); same rules as "
+             "--allow-websocket-origin (no port means :80; HOST:* any port). Default: any.",
+    )
+    https_redirect_port: int | None = option(
+        None, "--https-redirect-port", parse=parse_port, metavar="PORT", commands=PROXY,
+        show_default="none",
+        help="With TLS: also listen for plain HTTP on this port and redirect (301/308) to https "
+             "on --port.",
+    )
+    hsts: int | None = option(
+        None, "--hsts", parse=parse_hsts, metavar="SECONDS", commands=PROXY, show_default="off",
+        help="With TLS: send Strict-Transport-Security: max-age=SECONDS (63072000 = 2 years).",
     )
     ssl_certfile: str | None = option(
         None, "--ssl-certfile", metavar="PATH", commands=PROXY,
@@ -259,7 +310,8 @@ class Config:
     )
     ssl_keyfile: str | None = option(
         None, "--ssl-keyfile", metavar="PATH", commands=PROXY,
-        help="Private key for --ssl-certfile (password from FLEET_SSL_PASSWORD).",
+        help="Private key for --ssl-certfile (password from $FLEET_SSL_PASSWORD or "
+             "$BOKEH_SSL_PASSWORD). SIGHUP / fleet reload re-reads certificate and key.",
     )
     log_dir: str | None = option(
         None, "--log-dir", metavar="DIR", help="Also write each worker's output to DIR/w<i>.log.",
@@ -297,6 +349,14 @@ class Config:
     # -- derived values ------------------------------------------------------------------
     def worker_port(self, index: int) -> int:
         return self.base_port + index
+
+    def trusted_proxies(self) -> tuple[str, ...]:
+        """--trusted-proxy, plus loopback and private networks for the deprecated --use-xheaders."""
+        if not self.use_xheaders:
+            return self.trusted_proxy
+        from fleet.balancer.trust import LOOPBACK, PRIVATE
+
+        return tuple(dict.fromkeys((*self.trusted_proxy, *LOOPBACK, *PRIVATE)))
 
     def worker_id(self, index: int) -> str:
         return f"w{index}"
@@ -389,8 +449,10 @@ def build_config(
             values[name] = tuple(positional[name]) if name == "app_args" else positional[name]
         elif name in toml_values:
             values[name] = tuple(toml_values[name]) if name == "app_args" else str(toml_values[name])
-    if "FLEET_SSL_PASSWORD" in env:
-        values["ssl_password"] = env["FLEET_SSL_PASSWORD"]
+    for name in SSL_PASSWORD_ENV:  # FLEET_ first; Bokeh's name is accepted too
+        if name in env:
+            values["ssl_password"] = env[name]
+            break
     config = Config(**values)
     validate(config, command)
     return config
@@ -416,6 +478,13 @@ def validate(config: Config, command: str) -> None:
             )
     if bool(config.ssl_certfile) != bool(config.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
+    if config.https_redirect_port is not None:
+        if not config.ssl_certfile:
+            raise ConfigError("--https-redirect-port needs TLS (--ssl-certfile/--ssl-keyfile)")
+        if config.https_redirect_port == config.port and config.port != 0:
+            raise ConfigError("--https-redirect-port must differ from --port")
+    if config.hsts is not None and not config.ssl_certfile:
+        raise ConfigError("--hsts needs TLS (--ssl-certfile/--ssl-keyfile): browsers ignore it over http")
     if config.metrics_port is not None and config.metrics_port == config.port and config.port != 0:
         raise ConfigError("--metrics-port must differ from --port (omit it to serve on --port)")
 

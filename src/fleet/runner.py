@@ -214,6 +214,8 @@ class Master:
     def _ready_banner(self) -> None:
         if self.balancer is not None:
             self.output.fleet(f"ready: open {self._public_url()}")
+            if self.balancer.redirect_port is not None:
+                self.output.fleet(f"http://{self.config.address}:{self.balancer.redirect_port} redirects to https")
         else:
             self.output.fleet(f"ready (no proxy): workers on {self.config.address}:{self.config.base_port}"
                               f"-{self.config.worker_port(self.config.workers - 1)}")
@@ -291,6 +293,10 @@ class Master:
 
     async def _reload(self) -> str:
         assert self.supervisor is not None
+        if self.balancer is not None:
+            tls = self.balancer.reload_tls()  # first: a rotated certificate matters at once
+            if tls is not None:
+                self.output.fleet(tls)
         self.output.fleet("rolling reload")
         count = await self.supervisor.reload()
         self.output.fleet(f"reloaded {count} workers")

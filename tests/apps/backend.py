@@ -46,7 +46,8 @@ class Slow(tornado.web.RequestHandler):
 class Headers(tornado.web.RequestHandler):
     def get(self) -> None:
         self.write({"worker": WORKER, "headers": [[k, v] for k, v in self.request.headers.get_all()],
-                    "remote_ip": self.request.remote_ip, "uri": self.request.uri})
+                    "remote_ip": self.request.remote_ip, "uri": self.request.uri,
+                    "protocol": self.request.protocol})
 
 
 class Download(tornado.web.RequestHandler):

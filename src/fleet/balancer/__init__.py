@@ -5,6 +5,16 @@ move the bytes, ``server`` owns the listeners, ``stats`` the counters, ``standal
 ``fleet balance``.
 """
 
-from fleet.balancer.server import Balancer
+from typing import Any
 
 __all__ = ["Balancer"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Balancer`` is imported on first use: workers import only the pure ``balancer.trust``,
+    and must not pay for the proxy's modules at every start."""
+    if name == "Balancer":
+        from fleet.balancer.server import Balancer
+
+        return Balancer
+    raise AttributeError(f"module 'fleet.balancer' has no attribute {name!r}")

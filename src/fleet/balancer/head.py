@@ -10,8 +10,12 @@ without a socket. The rules follow RFC 9110/9112 and what nginx does as a revers
   ``Trailer``, ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Connection``) are not forwarded;
   bodies are re-framed on each side (a chunked body is re-chunked, an unframed response is
   sent chunked to an HTTP/1.1 client);
-- ``X-Forwarded-For/-Proto/-Host`` and ``X-Real-IP`` are set from the connection, replacing
-  what the client sent unless ``--use-xheaders`` says an earlier proxy is trusted.
+- forwarding claims (``X-Forwarded-*``, ``Forwarded``, ``X-Real-IP``, ``X-Scheme``, ...: see
+  ``balancer.trust``) from a peer that is not a ``--trusted-proxy`` are dropped, and fleet sets
+  its own ``X-Forwarded-For/-Proto/-Host`` and ``X-Real-IP``; a trusted proxy's are kept and
+  extended, with ``X-Real-IP`` the address resolved through the trusted hops;
+- an absolute-form target (``GET http://host/path``) is checked and forwarded in origin-form,
+  its authority replacing ``Host`` (RFC 9112 3.2.2).
 """
 
 from __future__ import annotations
@@ -19,17 +23,25 @@ from __future__ import annotations
 import re
 from http import HTTPStatus
 
+from fleet.balancer.trust import FORWARDING_HEADERS, TrustedProxies
+
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
     b"transfer-encoding", b"upgrade",
 })
+# The forwarding headers fleet sets itself (any other forwarding claim is dropped unless the
+# peer is a trusted proxy: ``balancer.trust.is_forwarding_header``).
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _DIGITS = frozenset(b"0123456789")
 # What forward_request does with a header, by lowercase name; absent: forwarded as it is.
-_HOP, _CONNECTION, _UPGRADE, _TRANSFER_ENCODING, _FORWARDING, _HOST, _CONTENT_LENGTH, _COOKIE, _ORIGIN = range(9)
+# _CLAIM: a forwarding claim fleet does not set itself (X-Scheme, Forwarded, ...): kept only
+# from a trusted proxy. Other ``X-Forwarded-*`` names are caught by their prefix.
+(_HOP, _CONNECTION, _UPGRADE, _TRANSFER_ENCODING, _FORWARDING, _HOST, _CONTENT_LENGTH, _COOKIE, _ORIGIN,
+ _CLAIM) = range(10)
 _REQUEST_SPECIAL: dict[bytes, int] = {
-    **{name: _HOP for name in HOP_BY_HOP}, **{name: _FORWARDING for name in FORWARDING},
+    **{name: _HOP for name in HOP_BY_HOP}, **{name: _CLAIM for name in FORWARDING_HEADERS},
+    **{name: _FORWARDING for name in FORWARDING},
     b"connection": _CONNECTION, b"upgrade": _UPGRADE, b"transfer-encoding": _TRANSFER_ENCODING,
     b"host": _HOST, b"content-length": _CONTENT_LENGTH, b"cookie": _COOKIE, b"origin": _ORIGIN,
 }
@@ -58,7 +70,7 @@ class Request:
     """What the proxy needs to know about one request head, and the head it forwards."""
 
     __slots__ = ("method", "host", "affinity_cookie", "origin", "content_length", "chunked",
-                 "websocket", "forward", "keep_alive", "http10", "path")
+                 "websocket", "forward", "keep_alive", "http10", "path", "client")
 
     def __init__(self) -> None:
         self.method = b""
@@ -72,6 +84,9 @@ class Request:
         self.forward = b""
         self.keep_alive = True
         self.http10 = False
+        # The client's address, resolved through trusted proxies (``balancer.trust``): what
+        # every rule about "who is this client" and the access log use.
+        self.client = b""
 
 
 def parse_length(value: bytes) -> int:
@@ -92,15 +107,39 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
 
 
+def split_absolute_target(url: bytes) -> tuple[bytes, bytes]:
+    """``http://Host:80/path?q`` -> (``Host:80``, ``/path?q``): an absolute-form target's
+    authority and the origin-form target the worker gets (RFC 9112 3.2.2). Raises ``HeadError``
+    for a missing or malformed authority, or one with userinfo (``http://user@host/``)."""
+    start = url.index(b"://") + 3
+    end = len(url)
+    for mark in (b"/", b"?", b"#"):
+        found = url.find(mark, start)
+        if 0 <= found < end:
+            end = found
+    authority = url[start:end]
+    if not authority or b"@" in authority or not _VALID_HOST.fullmatch(authority) or authority.startswith(b":"):
+        raise HeadError(400, "bad_request_target", "malformed authority in the request target")
+    target = url[end:]
+    if not target.startswith(b"/"):
+        target = b"/" + target
+    return authority, target
+
+
 def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, upgrade: bool,
                     headers: list[tuple[bytes, bytes]], client_ip: bytes, scheme: bytes,
-                    trust_xheaders: bool, default_host: bytes) -> Request:
+                    trusted: TrustedProxies, default_host: bytes) -> Request:
     """Check a parsed request head and build the head to send to the worker (HTTP/1.1,
-    keep-alive to the worker, forwarding headers set). Raises ``HeadError``."""
+    keep-alive to the worker, forwarding headers set). Raises ``HeadError``.
+
+    ``client_ip`` is the connection's peer; forwarding headers are believed only when it is in
+    ``trusted`` (``--trusted-proxy``)."""
     if method == b"CONNECT":
         raise HeadError(405, "bad_method", "CONNECT is not supported by a reverse proxy")
-    if not url or not (url[0] == 47 or url.startswith((b"http://", b"https://"))
-                       or (url == b"*" and method == b"OPTIONS")):  # 47: "/"
+    authority: bytes | None = None
+    if url.startswith((b"http://", b"https://")):
+        authority, url = split_absolute_target(url)
+    elif not url or not (url[0] == 47 or (url == b"*" and method == b"OPTIONS")):  # 47: "/"
         raise HeadError(400, "bad_request_target", "malformed request target")
     request = Request()
     request.method = method
@@ -108,6 +147,7 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
     request.path = url if question < 0 else url[:question]
     request.http10 = http10
     request.keep_alive = keep_alive
+    peer_trusted = bool(trusted) and trusted.is_trusted(client_ip)
     connection = b""
     upgrade_value = b""
     transfer_encoding: bytes | None = None
@@ -119,6 +159,8 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         lower = name.lower()
         kind = special(lower)
         if kind is None:
+            if lower.startswith(b"x-forwarded-") and not peer_trusted:
+                continue  # a forwarding claim from a client: dropped (balancer.trust)
             keep((lower, name + b": " + value))
             continue
         if kind == _HOP:
@@ -130,9 +172,12 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         elif kind == _TRANSFER_ENCODING:
             transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
         elif kind == _FORWARDING:
-            if trust_xheaders:
+            if peer_trusted:
                 previous = forwarded.get(lower)
                 forwarded[lower] = value if previous is None else previous + b", " + value
+        elif kind == _CLAIM:
+            if peer_trusted:
+                keep((lower, name + b": " + value))
         elif kind == _HOST:
             if request.host is not None:
                 raise HeadError(400, "bad_host", "more than one Host header")
@@ -140,7 +185,8 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
             if not _VALID_HOST.fullmatch(host_value):
                 raise HeadError(400, "bad_host", "invalid Host header")
             request.host = host_value
-            keep((lower, name + b": " + value))
+            if authority is None:
+                keep((lower, name + b": " + value))
         elif kind == _CONTENT_LENGTH:
             length = parse_length(value)
             if request.content_length is not None and request.content_length != length:
@@ -161,9 +207,14 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         if transfer_encoding.strip().lower() != b"chunked":
             raise HeadError(400, "bad_transfer_encoding", "only Transfer-Encoding: chunked is accepted")
         request.chunked = True
-    if request.host is None:
-        if not http10:
-            raise HeadError(400, "bad_host", "HTTP/1.1 request without Host")
+    if request.host is None and not http10:
+        raise HeadError(400, "bad_host", "HTTP/1.1 request without Host")
+    if authority is not None:
+        # RFC 9112 3.2.2: the target's authority replaces Host (checked against --allow-host
+        # like a Host header would be, by the caller).
+        request.host = authority
+        keep((b"host", b"Host: " + authority))
+    elif request.host is None:
         request.host = default_host
         keep((b"host", b"Host: " + default_host))
     out = [method + b" " + url + b" HTTP/1.1"]
@@ -183,15 +234,18 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
     elif request.chunked:
         append(b"Transfer-Encoding: chunked")
     host = request.host
-    if trust_xheaders:
+    if peer_trusted:
         previous_for = forwarded.get(b"x-forwarded-for")
+        client = trusted.resolve(client_ip, previous_for, forwarded.get(b"x-real-ip"))
         append(b"X-Forwarded-For: " + (previous_for + b", " + client_ip if previous_for else client_ip))
         append(b"X-Forwarded-Proto: " + forwarded.get(b"x-forwarded-proto", scheme))
         append(b"X-Forwarded-Host: " + forwarded.get(b"x-forwarded-host", host))
-        append(b"X-Real-IP: " + forwarded.get(b"x-real-ip", client_ip))
+        append(b"X-Real-IP: " + client)
     else:
+        client = client_ip
         append(b"X-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + scheme
                + b"\r\nX-Forwarded-Host: " + host + b"\r\nX-Real-IP: " + client_ip)
+    request.client = client
     if request.websocket:
         append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value.strip())
     append(b"\r\n")
@@ -201,13 +255,13 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
 
 def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *,
                   head_request: bool, http10_client: bool, keep_alive: bool,
-                  set_cookie: bytes | None) -> tuple[bytes, int, bool]:
+                  set_cookie: bytes | None, extra: bytes | None = None) -> tuple[bytes, int, bool]:
     """The head sent to the client for a worker's response, how its body is framed towards the
     client, and whether the worker's body ends only when it closes the connection (no length).
 
     ``keep_alive`` is whether the client connection stays open after this response; an
     unframed body for an HTTP/1.0 client forces it closed (the caller reads that back from
-    the returned framing).
+    the returned framing). ``extra`` is one more header line (HSTS).
     """
     has_length = False
     chunked_in = False
@@ -262,6 +316,8 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
         append(b"Transfer-Encoding: chunked")
     if set_cookie is not None and status != 101:
         append(set_cookie)
+    if extra is not None:
+        append(extra)
     if status == 101:
         append(b"Connection: upgrade\r\nUpgrade: " + upgrade)
     elif not keep_alive:

@@ -28,7 +28,8 @@ class Upstream:
 
     __slots__ = ("id", "host", "port", "ready", "down_until", "stats", "idle", "cookie")
 
-    def __init__(self, upstream_id: str, host: str, port: int, stats: UpstreamStats, ready: bool) -> None:
+    def __init__(self, upstream_id: str, host: str, port: int, stats: UpstreamStats, ready: bool,
+                 secure_cookie: bool = False) -> None:
         self.id = upstream_id
         self.host = host
         self.port = port
@@ -37,8 +38,9 @@ class Upstream:
         self.stats = stats
         self.idle: list[Any] = []  # pooled keep-alive connections (balancer.upstream objects)
         # The Set-Cookie header a response from this worker carries to a client without affinity.
+        # The id is opaque (w0, b1), never an address: a client learns nothing about the backends.
         self.cookie = (b"Set-Cookie: " + _COOKIE_KEY + upstream_id.encode()
-                       + b"; Path=/; HttpOnly; SameSite=Lax")
+                       + b"; Path=/; HttpOnly; SameSite=Lax" + (b"; Secure" if secure_cookie else b""))
 
     def available(self, now: float) -> bool:
         return self.ready and self.down_until <= now
@@ -50,8 +52,9 @@ class Upstream:
 class UpstreamSet:
     """The upstreams of one balancer and the least-connections choice among them."""
 
-    def __init__(self, stats: ProxyStats) -> None:
+    def __init__(self, stats: ProxyStats, secure_cookie: bool = False) -> None:
         self._stats = stats
+        self._secure_cookie = secure_cookie  # the proxy serves TLS: the affinity cookie is Secure
         self._by_id: dict[str, Upstream] = {}
         self._order: list[Upstream] = []
         self._rotation = 0
@@ -71,7 +74,8 @@ class UpstreamSet:
             existing.host, existing.port, existing.ready = host, port, ready
             existing.down_until = 0.0
             return existing
-        upstream = Upstream(upstream_id, host, port, self._stats.upstream(upstream_id), ready)
+        upstream = Upstream(upstream_id, host, port, self._stats.upstream(upstream_id), ready,
+                            self._secure_cookie)
         self._by_id[upstream_id] = upstream
         self._order.append(upstream)
         return upstream

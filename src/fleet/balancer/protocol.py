@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import httptools
 
 from fleet.balancer import head as heads
+from fleet.balancer.allow import Allowlist
 from fleet.balancer.head import CHUNKED, IDEMPOTENT, LAST_CHUNK, LENGTH, UNTIL_CLOSE, HeadError, Request
 from fleet.balancer.policy import Upstream, UpstreamSet, affinity_from_cookie
 from fleet.balancer.stats import ProxyStats
+from fleet.balancer.trust import TrustedProxies
 from fleet.balancer.upstream import WRITE_HIGH_WATER, UpstreamConnection
 
 if TYPE_CHECKING:
@@ -74,33 +76,21 @@ class ProxyContext:
         self.client_timeout = config.client_timeout
         self.header_timeout = config.header_timeout
         self.sticky = config.sticky
-        self.trust_xheaders = config.use_xheaders
+        self.trust = TrustedProxies(config.trusted_proxies())
         self.scheme = b"https" if config.ssl_certfile else b"http"
         self.default_host = f"{config.address}:{config.port}".encode()
-        self.allowed_hosts = frozenset(h.lower().encode() for h in config.allow_host)
-        self.allowed_origins = frozenset(_origin_host(o.encode()) for o in config.allow_websocket_origin)
+        self.allowed_hosts = Allowlist(config.allow_host)
+        self.allowed_origins = Allowlist(config.allow_websocket_origin)
+        # Strict-Transport-Security on every worker response over TLS (--hsts).
+        self.response_extra = (b"Strict-Transport-Security: max-age=%d" % config.hsts
+                               if config.hsts and config.ssl_certfile else None)
         self.access_log = access_log
 
     def host_allowed(self, host: bytes) -> bool:
-        if not self.allowed_hosts:
-            return True
-        host = host.lower()
-        return host in self.allowed_hosts or host.rsplit(b":", 1)[0] in self.allowed_hosts
+        return not self.allowed_hosts or self.allowed_hosts.allows_host_header(host)
 
     def origin_allowed(self, origin: bytes | None) -> bool:
-        if not self.allowed_origins or origin is None:
-            return True
-        host = _origin_host(origin)
-        return host in self.allowed_origins or host.rsplit(b":", 1)[0] in self.allowed_origins
-
-
-def _origin_host(origin: bytes) -> bytes:
-    """``http://Example.com:5006`` -> ``example.com:5006``; a bare ``host[:port]`` stays as is."""
-    origin = origin.strip().lower()
-    scheme_end = origin.find(b"://")
-    if scheme_end >= 0:
-        origin = origin[scheme_end + 3:]
-    return origin.rstrip(b"/")
+        return not self.allowed_origins or origin is None or self.allowed_origins.allows_origin(origin)
 
 
 class Exchange:
@@ -339,7 +329,7 @@ class ClientConnection(asyncio.Protocol):
                 raise HeadError(400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported")
             request = heads.forward_request(
                 parser.get_method(), self._url, version == "1.0", parser.should_keep_alive(), upgrade,
-                self._headers, self.client_ip, proxy.scheme, proxy.trust_xheaders, proxy.default_host)
+                self._headers, self.client_ip, proxy.scheme, proxy.trust, proxy.default_host)
             if proxy.allowed_hosts and not proxy.host_allowed(request.host or b""):
                 raise HeadError(421, "bad_host", "Host not allowed")
             if request.content_length is not None and request.content_length > proxy.max_body_size:
@@ -488,7 +478,8 @@ class ClientConnection(asyncio.Protocol):
             keep_alive = False  # the client may already send frames after its Upgrade head
         head, framing, conn.until_close = heads.response_head(
             status, reason, headers, head_request=request.method == b"HEAD",
-            http10_client=request.http10, keep_alive=keep_alive, set_cookie=exchange.set_cookie)
+            http10_client=request.http10, keep_alive=keep_alive, set_cookie=exchange.set_cookie,
+            extra=proxy.response_extra)
         exchange.framing = framing
         exchange.status = status
         exchange.responded = True
@@ -689,7 +680,7 @@ class ClientConnection(asyncio.Protocol):
         elapsed = (self.proxy.loop.time() - exchange.started) * 1000 if exchange.started else 0.0
         assert self.proxy.access_log is not None
         self.proxy.access_log(
-            f'{self.client_ip.decode()} "{_method_name(request.method)} {request.path.decode("latin-1")}" '
+            f'{request.client.decode()} "{_method_name(request.method)} {request.path.decode("latin-1")}" '
             f'{exchange.status} {upstream} {elapsed:.1f}ms')
 
     # -- timeouts, from the balancer's sweep -------------------------------------------------

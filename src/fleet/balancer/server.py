@@ -7,6 +7,11 @@ touches request bytes lives in ``balancer.protocol`` and ``balancer.upstream``.
 
 ``start`` binds before anything else happens, so a port in use fails fast and names its owner;
 ``port`` is the port actually bound (port 0 works in tests).
+
+TLS: one ``SSLContext`` for every listener; ``reload_tls`` (SIGHUP, ``fleet reload``) loads the
+certificate and key again into that same context, so new handshakes use the new certificate
+while open connections (WebSockets included) carry on. ``--https-redirect-port`` adds a
+plain-HTTP listener that only redirects (``balancer.redirect``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import ssl
 import stat
 from typing import Any, Callable
 
+from fleet.balancer.allow import Allowlist
 from fleet.balancer.policy import UpstreamSet
+from fleet.balancer.redirect import RedirectConnection
 from fleet.balancer.protocol import ClientConnection, ProxyContext
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config
@@ -50,7 +57,7 @@ class Balancer:
                  log: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.stats = stats if stats is not None else ProxyStats()
-        self.upstreams = UpstreamSet(self.stats)
+        self.upstreams = UpstreamSet(self.stats, secure_cookie=bool(config.ssl_certfile))
         access_log = None
         if config.access_log:
             access_log = log or (lambda line: print(f"fleet | {line}", flush=True))
@@ -59,6 +66,8 @@ class Balancer:
         self._servers: list[Any] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._unix_path: str | None = None
+        self._tls: ssl.SSLContext | None = None
+        self.redirect_port: int | None = None
 
     # -- listeners ---------------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -68,7 +77,20 @@ class Balancer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
         context.set_alpn_protocols(["http/1.1"])
+        self._tls = context
         return context
+
+    def reload_tls(self) -> str | None:
+        """Read --ssl-certfile/--ssl-keyfile again. Returns None when there is no TLS, else a
+        message for the log; a certificate that cannot be loaded leaves the old one serving."""
+        config = self.config
+        if self._tls is None or not config.ssl_certfile:
+            return None
+        try:
+            self._tls.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return f"TLS certificate NOT reloaded, the previous one stays in use: {exc}"
+        return f"TLS certificate reloaded from {config.ssl_certfile}"
 
     async def start(self) -> None:
         """Bind the port (and unix socket) and start serving. Raises ``PortInUseError``."""
@@ -86,6 +108,14 @@ class Balancer:
             raise
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
+        if config.https_redirect_port is not None:
+            try:
+                await self._start_redirect(loop)
+            except OSError as exc:
+                await self.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise in_use_error(config.address, config.https_redirect_port) from None
+                raise
         if config.unix_socket:
             try:
                 await self._start_unix(loop, factory, context)
@@ -93,6 +123,17 @@ class Balancer:
                 await self.close()
                 raise
         self._sweeper = loop.create_task(self._sweep())
+
+    async def _start_redirect(self, loop: asyncio.AbstractEventLoop) -> None:
+        config = self.config
+        assert config.https_redirect_port is not None and self.port is not None
+        allowed = Allowlist(config.allow_host)
+        public_port = self.port
+        server = await loop.create_server(
+            lambda: RedirectConnection(public_port, allowed, config.max_header_size, config.header_timeout),
+            host=config.address, port=config.https_redirect_port, reuse_address=True, backlog=BACKLOG)
+        self._servers.append(server)
+        self.redirect_port = server.sockets[0].getsockname()[1]
 
     async def _start_unix(self, loop: asyncio.AbstractEventLoop, factory: Any, context: Any) -> None:
         path = self.config.unix_socket

@@ -3,7 +3,7 @@
 Without a supervisor to say which server is ready, a health prober does: every
 ``PROBE_INTERVAL`` it connects to each server (or GETs ``--health-path`` and wants a 2xx) and
 marks it ready or down, logging each change. Passive health still applies between probes:
-a connect error takes a server out of rotation at once.
+a connect error takes a server out of rotation at once. SIGHUP reloads the TLS certificate.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class Prober:
 
     def __init__(self, balancer: Balancer, targets: tuple[tuple[str, int], ...], health_path: str | None) -> None:
         self.balancer = balancer
-        self.targets = [(f"{host}:{port}", host, port) for host, port in targets]
+        self.targets = [(target_id(index), host, port) for index, (host, port) in enumerate(targets)]
+        self.addresses = {target_id(index): f"{host}:{port}" for index, (host, port) in enumerate(targets)}
         self.health_path = health_path
         self.ready: dict[str, bool] = {}
         self.since: dict[str, float] = {}
@@ -45,7 +46,7 @@ class Prober:
         for (target_id, _, _), ok in zip(self.targets, results):
             if self.ready.get(target_id) != ok:
                 if target_id in self.ready or not ok:
-                    _say(f"{target_id} is {'up' if ok else 'down'}")
+                    _say(f"{target_id} ({self.addresses[target_id]}) is {'up' if ok else 'down'}")
                 self.ready[target_id] = ok
                 self.since[target_id] = time.time()
                 self.balancer.set_ready(target_id, ok)
@@ -63,6 +64,12 @@ class Prober:
                 for i, (target_id, _, port) in enumerate(self.targets)]
 
 
+def target_id(index: int) -> str:
+    """The opaque id of the index-th target (``b0``, ``b1``, ... in command-line order): what
+    the affinity cookie, status and metrics labels carry, so no client sees a backend address."""
+    return f"b{index}"
+
+
 def split_target(target: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:80`` for IPv6), already validated by the CLI."""
     host, _, port = target.rpartition(":")
@@ -72,8 +79,8 @@ def split_target(target: str) -> tuple[str, int]:
 async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
     targets = tuple(split_target(spec) for spec in target_specs)
     balancer = Balancer(config)
-    for host, port in targets:
-        balancer.add_upstream(f"{host}:{port}", host, port, ready=False)
+    for index, (host, port) in enumerate(targets):
+        balancer.add_upstream(target_id(index), host, port, ready=False)
     try:
         await balancer.start()
     except PortInUseError as exc:
@@ -101,8 +108,10 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
     await prober.round()
     up = sum(prober.ready.values())
     scheme = "https" if config.ssl_certfile else "http"
+    if balancer.redirect_port is not None:
+        _say(f"http://{config.address}:{balancer.redirect_port} redirects to https")
     _say(f"fleet {__version__} balance (pid {os.getpid()}): {scheme}://{config.address}:{balancer.port} -> "
-         f"{', '.join(t for t, _, _ in prober.targets)} ({up} up)")
+         f"{', '.join(f'{t} {prober.addresses[t]}' for t, _, _ in prober.targets)} ({up} up)")
     probing = asyncio.ensure_future(prober.run())
 
     loop = asyncio.get_running_loop()
@@ -110,6 +119,7 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _say(balancer.reload_tls() or "SIGHUP: nothing to reload (no TLS)"))
     try:
         await stop.wait()
         _say("graceful stop: finishing in-flight requests (Ctrl-C again stops at once)")
@@ -122,7 +132,7 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
         finally:
             await cancel_and_wait([drain, second_stop])
     finally:
-        for sig in signals:
+        for sig in (*signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await cancel_and_wait([probing])
         if listener is not None:

@@ -13,7 +13,8 @@ from fleet.config import Config
 from fleet.configgen.common import (
     AFFINITY_COOKIE,
     CONNECT_TIMEOUT_SECONDS,
-    HSTS_VALUE,
+    CLIENT_CLAIMS,
+    hsts_value,
     comment_block,
     fleet_command_line,
     host_names,
@@ -104,22 +105,30 @@ def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[st
         f"ProxyTimeout {whole_seconds(config.upstream_timeout)}",
     ]
     proto = "https" if https else "http"
-    if config.use_xheaders:
+    trusted = config.trusted_proxies()
+    if trusted:
+        peers = " || ".join(f"-R '{network}'" for network in trusted if network != "unix:") or "false"
         lines += [
-            "# --use-xheaders: mod_proxy appends to the incoming X-Forwarded-For/-Host.",
+            "# --trusted-proxy: mod_proxy appends to the incoming X-Forwarded-For/-Host; a peer",
+            "# outside the list has its forwarding headers dropped first.",
+            *(f'RequestHeader unset {header} "expr=!({peers})"'
+              for header in ("X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Server",
+                             "X-Forwarded-Proto", *CLIENT_CLAIMS)),
             f'RequestHeader setifempty X-Forwarded-Proto "{proto}"',
         ]
     else:
         lines += [
-            "# A client's own X-Forwarded-* are dropped; mod_proxy then adds For/Host afresh.",
+            "# A client's own forwarding headers are dropped; mod_proxy then adds For/Host afresh.",
             "RequestHeader unset X-Forwarded-For early",
             "RequestHeader unset X-Forwarded-Host early",
             "RequestHeader unset X-Forwarded-Server early",
+            *(f"RequestHeader unset {header} early" for header in CLIENT_CLAIMS),
             f'RequestHeader set X-Forwarded-Proto "{proto}"',
         ]
     lines.append('RequestHeader set X-Real-IP "expr=%{REMOTE_ADDR}"')
-    if https:
-        lines.append(f'Header always set Strict-Transport-Security "{HSTS_VALUE}"')
+    hsts = hsts_value(config)
+    if hsts:
+        lines.append(f'Header always set Strict-Transport-Security "{hsts}"')
     if config.sticky:
         lines += [
             "# The affinity cookie (fleet's --sticky): a client stays on the worker that answered it.",
@@ -178,7 +187,7 @@ def render(config: Config, deployment: Deployment) -> str:
     """The Apache configuration text for ``config``, loadable with ``apache2 -f FILE``."""
     state = deployment.state_path
     listen = listen_address(config.address, config.port)
-    redirect = https_redirect(config, deployment.redirect_port)
+    redirect = https_redirect(config)
     user = deployment.user or (None if deployment.state_dir else "www-data")
     group = deployment.group or (None if deployment.state_dir else "www-data")
 

@@ -20,8 +20,10 @@ CONNECT_TIMEOUT_SECONDS = 5
 # every 37 s by default, so an hour only ends connections that are really dead.
 TUNNEL_TIMEOUT_SECONDS = 3600
 
-# HSTS for two years, as the Mozilla "intermediate" TLS guidance recommends.
-HSTS_VALUE = "max-age=63072000"
+# Forwarding claims a client may not make (fleet's balancer.trust drops them from untrusted
+# peers); the generated configs drop them too, besides replacing X-Forwarded-For/-Proto/-Host.
+CLIENT_CLAIMS = ("X-Scheme", "Forwarded", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl",
+                 "X-Url-Scheme", "Front-End-Https", "X-Client-IP")
 
 AFFINITY_COOKIE = "fleet_affinity"
 
@@ -60,12 +62,20 @@ def listen_address(address: str, port: int) -> str:
     return f"{address}:{port}"
 
 
-def https_redirect(config: Config, redirect_port: int | None) -> tuple[int, str] | None:
-    """With TLS, the plain-HTTP port that redirects to HTTPS and the ``:port`` suffix of the
-    redirect target (empty for 443); None when there is no redirect."""
+def https_redirect(config: Config) -> tuple[int, str] | None:
+    """``--https-redirect-port`` (with TLS): the plain-HTTP port that redirects to HTTPS and the
+    ``:port`` suffix of the redirect target (empty for 443); None when there is no redirect."""
+    redirect_port = config.https_redirect_port
     if not config.ssl_certfile or not redirect_port or redirect_port == config.port:
         return None
     return redirect_port, "" if config.port == 443 else f":{config.port}"
+
+
+def hsts_value(config: Config) -> str | None:
+    """The Strict-Transport-Security value for ``--hsts SECONDS`` (TLS only), else None."""
+    if not config.ssl_certfile or not config.hsts:
+        return None
+    return f"max-age={config.hsts}"
 
 
 def nginx_size(size: int) -> str:

@@ -39,8 +39,6 @@ class Deployment:
     # service user (www-data, haproxy) for system locations, no switch with a state_dir.
     user: str | None = None
     group: str | None = None
-    # With TLS, a plain-HTTP listener on this port redirects to https://; None: no redirect.
-    redirect_port: int | None = 80
     apache_modules_dir: str = "/usr/lib/apache2/modules"
     # Why there is no /static/ location although APP might be a Bokeh app (shown as a comment).
     note: str | None = None

@@ -13,7 +13,8 @@ from fleet.config import KIB, Config
 from fleet.configgen.common import (
     AFFINITY_COOKIE,
     CONNECT_TIMEOUT_SECONDS,
-    HSTS_VALUE,
+    CLIENT_CLAIMS,
+    hsts_value,
     TUNNEL_TIMEOUT_SECONDS,
     comment_block,
     fleet_command_line,
@@ -106,13 +107,14 @@ def render(config: Config, deployment: Deployment) -> str:
     out.append(bind)
     if config.unix_socket:
         out.append(f"    bind unix@{config.unix_socket} mode 666")
-    if not config.use_xheaders:
-        out += [
-            "    # A client's own X-Forwarded-* are dropped (fleet without --use-xheaders).",
-            "    http-request del-header X-Forwarded-For",
-            "    http-request del-header X-Forwarded-Host",
-            "    http-request del-header X-Forwarded-Proto",
-        ]
+    trusted = [network for network in config.trusted_proxies() if network != "unix:"]
+    condition = f" unless {{ src {' '.join(trusted)} }}" if trusted else ""
+    out += [
+        "    # A client's own forwarding headers are dropped" + (" unless it is a --trusted-proxy."
+                                                              if trusted else "."),
+        *(f"    http-request del-header {header}{condition}"
+          for header in ("X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", *CLIENT_CLAIMS)),
+    ]
     proto_value = "https" if https else "http"
     if https and config.unix_socket:
         proto_value = "%[ssl_fc,iif(https,http)]"
@@ -125,8 +127,9 @@ def render(config: Config, deployment: Deployment) -> str:
     allowed = host_names(config.allow_host)
     if allowed:
         out.append(f"    http-request deny deny_status 421 unless {{ req.hdr(Host),field(1,:) -i {' '.join(allowed)} }}")
-    if https:
-        out.append(f'    http-response set-header Strict-Transport-Security "{HSTS_VALUE}"')
+    hsts = hsts_value(config)
+    if hsts:
+        out.append(f'    http-response set-header Strict-Transport-Security "{hsts}"')
     out += [
         "    default_backend fleet_workers",
         "",
@@ -150,7 +153,7 @@ def render(config: Config, deployment: Deployment) -> str:
         cookie = f" cookie {server.id}" if config.sticky else ""
         out.append(f"    server {server.id} {server.address}{cookie}")
 
-    redirect = https_redirect(config, deployment.redirect_port)
+    redirect = https_redirect(config)
     if redirect:
         redirect_port, target_port = redirect
         out += [

@@ -11,7 +11,8 @@ from __future__ import annotations
 from fleet.config import Config
 from fleet.configgen.common import (
     CONNECT_TIMEOUT_SECONDS,
-    HSTS_VALUE,
+    CLIENT_CLAIMS,
+    hsts_value,
     comment_block,
     fleet_command_line,
     host_names,
@@ -105,19 +106,27 @@ def _tls_lines(config: Config) -> list[str]:
     return lines
 
 
+def _claim_variable(header: str) -> str:
+    return "$fleet_claim_" + header.lower().replace("-", "_")
+
+
 def _proxy_location(config: Config) -> list[str]:
-    if config.use_xheaders:
+    if config.trusted_proxies():
+        # Believed and extended from a --trusted-proxy peer only (maps in the http block).
         forwarded = [
-            "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+            "proxy_set_header X-Forwarded-For $fleet_forwarded_for;",
             "proxy_set_header X-Forwarded-Proto $fleet_forwarded_proto;",
             "proxy_set_header X-Forwarded-Host $fleet_forwarded_host;",
+            *(f"proxy_set_header {header} {_claim_variable(header)};" for header in CLIENT_CLAIMS),
         ]
     else:
-        # Without --use-xheaders a client's own X-Forwarded-* are replaced, never trusted.
+        # Without --trusted-proxy a client's own forwarding headers are replaced or dropped
+        # (an empty value removes the header), never trusted.
         forwarded = [
             "proxy_set_header X-Forwarded-For $remote_addr;",
             "proxy_set_header X-Forwarded-Proto $scheme;",
             "proxy_set_header X-Forwarded-Host $http_host;",
+            *(f'proxy_set_header {header} "";' for header in CLIENT_CLAIMS),
         ]
     return [
         "location / {",
@@ -201,18 +210,41 @@ def render(config: Config, deployment: Deployment) -> str:
         "    '' '';",
         "}",
     ]
-    if config.use_xheaders:
+    trusted = config.trusted_proxies()
+    if trusted:
+        networks = [network for network in trusted if network != "unix:"]
         http += [
-            "# --use-xheaders: a trusted proxy in front already set these; keep its values.",
-            "map $http_x_forwarded_proto $fleet_forwarded_proto {",
-            "    default $http_x_forwarded_proto;",
-            "    '' $scheme;",
+            "# --trusted-proxy: only these peers may say who the client is (the real address is",
+            "# resolved from X-Forwarded-For right to left, as fleet does) and which scheme/host",
+            "# it used; everyone else's forwarding headers are replaced.",
+            *(f"set_real_ip_from {network};" for network in trusted),
+            "real_ip_header X-Forwarded-For;",
+            "real_ip_recursive on;",
+            "geo $realip_remote_addr $fleet_trusted_peer {",
+            "    default 0;",
+            *(f"    {network} 1;" for network in networks),
             "}",
-            "map $http_x_forwarded_host $fleet_forwarded_host {",
-            "    default $http_x_forwarded_host;",
-            "    '' $http_host;",
+            'map "$fleet_trusted_peer:$http_x_forwarded_for" $fleet_forwarded_for {',
+            "    default $realip_remote_addr;",
+            '    "~^1:(?<fleet_xff>.+)$" "$fleet_xff, $realip_remote_addr";',
+            "}",
+            'map "$fleet_trusted_peer:$http_x_forwarded_proto" $fleet_forwarded_proto {',
+            "    default $scheme;",
+            '    "~^1:(?<fleet_xfp>.+)$" $fleet_xfp;',
+            "}",
+            'map "$fleet_trusted_peer:$http_x_forwarded_host" $fleet_forwarded_host {',
+            "    default $http_host;",
+            '    "~^1:(?<fleet_xfh>.+)$" $fleet_xfh;',
             "}",
         ]
+        for header in CLIENT_CLAIMS:
+            name = header.lower().replace("-", "_")
+            http += [
+                f'map "$fleet_trusted_peer:$http_{name}" {_claim_variable(header)} {{',
+                '    default "";',
+                f'    "~^1:(?<fleet_{name}>.+)$" $fleet_{name};',
+                "}",
+            ]
     http += [
         "",
         "upstream fleet_workers {",
@@ -242,8 +274,9 @@ def render(config: Config, deployment: Deployment) -> str:
         f"    server_name {' '.join(allowed) if allowed else '_'};",
         *("    " + line for line in _tls_lines(config)),
     ]
-    if config.ssl_certfile:
-        http.append(f'    add_header Strict-Transport-Security "{HSTS_VALUE}" always;')
+    hsts = hsts_value(config)
+    if hsts:
+        http.append(f'    add_header Strict-Transport-Security "{hsts}" always;')
     http.append("")
     http += ["    " + line for line in _static_location(deployment)]
     if deployment.bokeh_static_dir:
@@ -251,7 +284,7 @@ def render(config: Config, deployment: Deployment) -> str:
     http += ["    " + line for line in _proxy_location(config)]
     http.append("}")
 
-    redirect = https_redirect(config, deployment.redirect_port)
+    redirect = https_redirect(config)
     if redirect:
         redirect_port, target_port = redirect
         http += [

@@ -4,15 +4,21 @@ An APP worker is ``python -m fleet.worker APP`` with the WebSocket origins a Bok
 behind the proxy; a ``--cmd`` worker is ``/bin/sh -c CMD`` with ``{port}`` replaced (``$PORT``
 works too, through the environment). Every worker gets ``PORT``, ``FLEET_WORKER_ID`` and
 ``FLEET_WORKERS``.
+
+A worker's environment is fleet's minus what is fleet's alone (``worker_environment``): the TLS
+key password (``FLEET_SSL_PASSWORD``, ``BOKEH_SSL_PASSWORD``: the proxy terminates TLS, a
+worker never needs it) and every other ``FLEET_*`` setting. The app's own variables (a
+database URL, Bokeh's ``BOKEH_SECRET_KEY``) pass through. Secrets never go in argv.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Mapping
 
 from fleet.appspec import AppSpec
-from fleet.config import Config
+from fleet.config import SSL_PASSWORD_ENV, Config
 
 _LOOPBACK_OR_ANY = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""}
 
@@ -22,7 +28,16 @@ WORKER_HEAD_HEADROOM = 16 * 1024
 @dataclass(frozen=True)
 class WorkerCommand:
     argv: tuple[str, ...]
-    env: dict[str, str]  # added to fleet's own environment
+    env: dict[str, str]  # added to fleet's environment as ``worker_environment`` filters it
+
+
+def worker_environment(parent: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment of a worker: ``parent`` without fleet's own settings and secrets,
+    plus ``extra`` (PORT, FLEET_WORKER_ID, ...)."""
+    env = {name: value for name, value in parent.items()
+           if not name.startswith("FLEET_") and name not in SSL_PASSWORD_ENV}
+    env.update(extra)
+    return env
 
 
 def worker_host(config: Config) -> str:
@@ -72,6 +87,8 @@ def worker_command(config: Config, spec: AppSpec | None, index: int, workers: in
     argv = [python, "-m", "fleet.worker", "--address", worker_host(config),
             "--max-header-size", str(config.max_header_size + WORKER_HEAD_HEADROOM),
             "--max-body-size", str(config.max_body_size)]
+    for network in config.trusted_proxies():
+        argv += ["--trusted-proxy", network]
     if spec.kind.value == "bokeh":
         for origin in websocket_origins(config):
             argv += ["--allow-websocket-origin", origin]

@@ -21,6 +21,7 @@ import signal
 import sys
 from typing import Callable, TextIO
 
+from fleet.supervisor.command import worker_environment
 from fleet.tasks import cancel_and_wait
 
 PR_SET_PDEATHSIG = 1
@@ -117,8 +118,7 @@ class WorkerProcess:
 
     @classmethod
     async def spawn(cls, argv: tuple[str, ...], extra_env: dict[str, str], relay: LineRelay) -> "WorkerProcess":
-        env = dict(os.environ)
-        env.update(extra_env)
+        env = worker_environment(os.environ, extra_env)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,

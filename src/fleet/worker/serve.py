@@ -2,7 +2,8 @@
 
 Tornado apps listen on ``--address:PORT``; Bokeh apps run in a ``bokeh.server.server.Server``
 at ``/<name>`` with the WebSocket origins the supervisor passes (the proxy's public address),
-and both trust ``X-Forwarded-*`` headers because the proxy in front of them sets them.
+and both honour ``X-Forwarded-*`` / ``X-Real-IP`` / ``X-Scheme``, but only from fleet's own proxy
+(loopback) and ``--trusted-proxy`` peers (``fleet.worker.guard``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--allow-websocket-origin", action="append", default=[],
                         help="Bokeh: allowed WebSocket origin HOST[:PORT] (repeatable)")
+    parser.add_argument("--trusted-proxy", action="append", default=[],
+                        help="CIDR besides 127.0.0.1/::1 whose X-headers are honoured (repeatable)")
     parser.add_argument("--max-header-size", type=int, default=None,
                         help="largest request head the HTTP server accepts (bytes)")
     parser.add_argument("--max-body-size", type=int, default=None,
@@ -51,7 +54,10 @@ def _boot_error(message: str) -> int:
 
 
 async def _serve(args: argparse.Namespace, port: int) -> int:
+    from fleet.worker import guard
     from fleet.worker.load import LoadError, load_bokeh, load_tornado
+
+    guard.install(args.trusted_proxy)
 
     try:
         spec = detect(args.app)
