@@ -96,7 +96,7 @@ def test_connect_error_marks_the_server_down_and_retries_elsewhere(backends: Fle
 
 
 def test_no_server_ready_is_503_with_retry_after() -> None:
-    proc, port = balance(f"127.0.0.1:{free_port()}")
+    proc, port = balance(f"127.0.0.1:{free_port()}", options=("--queue-timeout", "0"))
     with proc:
         assert "(0 up)" in proc.output()
         status, headers, body = get(port)

@@ -68,7 +68,8 @@ class ProxyCollector(Collector):
         yield from (requests, duration, active, websockets, connect_errors)
 
         yield CounterMetricFamily(
-            "fleet_retries", "Requests sent again to another worker after a connect error.",
+            "fleet_retries", "Requests sent again to a worker after a failed attempt (connect error, "
+            "connection closed before any answer to an idempotent request).",
             value=stats.retries,
         )
         client_errors = CounterMetricFamily(
@@ -81,6 +82,15 @@ class ProxyCollector(Collector):
             "fleet_bytes_received", "Bytes received from clients.", value=stats.bytes_received
         )
         yield CounterMetricFamily("fleet_bytes_sent", "Bytes sent to clients.", value=stats.bytes_sent)
+        yield GaugeMetricFamily(
+            "fleet_queue_length", "Requests waiting for a worker (none ready, or all at --worker-max-conns).",
+            value=stats.queued,
+        )
+        queue_wait = HistogramMetricFamily(
+            "fleet_queue_wait_seconds", "Time requests spent waiting for a worker (served or timed out).",
+        )
+        queue_wait.add_metric([], _cumulative_buckets(stats.queue_wait_counts), stats.queue_wait_sum)
+        yield queue_wait
 
 
 def _cumulative_buckets(counts: Sequence[int]) -> list[tuple[str, float]]:

@@ -1,9 +1,15 @@
 """``Balancer``: the proxy's listeners and its public interface for the rest of fleet.
 
 The runner (``fleet up``) and ``fleet balance`` drive it the same way: ``add_upstream`` /
-``set_ready`` / ``remove_upstream`` as workers come and go, ``add_local_route`` for
+``set_ready`` / ``set_draining`` / ``remove_upstream`` as workers come and go, ``wait_idle``
+to learn when a draining worker has nothing left in flight, ``add_local_route`` for
 ``/metrics``, and on shutdown ``stop_accepting`` -> ``drain`` -> ``close``. Everything that
-touches request bytes lives in ``balancer.protocol`` and ``balancer.upstream``.
+touches request bytes lives in ``balancer.protocol`` and the modules it uses.
+
+The listeners accept connections themselves (``add_reader`` on the listening socket) rather
+than through ``loop.create_server``, so that past ``--max-connections`` they can stop
+accepting, as HAProxy's ``maxconn`` does: further clients wait in the kernel's backlog
+instead of being accepted and answered 503, and accepting resumes below the limit.
 
 ``start`` binds before anything else happens, so a port in use fails fast and names its owner;
 ``port`` is the port actually bound (port 0 works in tests).
@@ -20,14 +26,17 @@ import ssl
 import stat
 from typing import Any, Callable
 
+from fleet.balancer import pool
+from fleet.balancer.context import CachedRoute, ProxyContext
 from fleet.balancer.policy import UpstreamSet
-from fleet.balancer.protocol import ClientConnection, ProxyContext
+from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config
 from fleet.ports import in_use_error
 
 SWEEP_INTERVAL = 1.0
 BACKLOG = 4096
+ACCEPTS_PER_WAKE = 64  # connections accepted per readiness event (fairness with the rest)
 
 
 def raise_open_files_limit() -> int:
@@ -49,13 +58,17 @@ class Balancer:
                  log: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.stats = stats if stats is not None else ProxyStats()
-        self.upstreams = UpstreamSet(self.stats)
+        self.upstreams = UpstreamSet(self.stats, config.worker_max_conns)
         access_log = None
         if config.access_log:
             access_log = log or (lambda line: print(f"fleet | {line}", flush=True))
         self.context = ProxyContext(config, self.stats, self.upstreams, access_log)
+        self.context.on_connection_lost = self._below_limit
         self.port: int | None = None
-        self._servers: list[Any] = []
+        self._listeners: list[socket.socket] = []
+        self._accepting = False
+        self._handshakes = 0  # accepted sockets not yet a ClientConnection (TLS handshake)
+        self._ssl: ssl.SSLContext | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._unix_path: str | None = None
 
@@ -74,26 +87,84 @@ class Balancer:
         config = self.config
         loop = asyncio.get_running_loop()
         raise_open_files_limit()
-        context = self._ssl_context()
-        factory = lambda: ClientConnection(self.context)  # noqa: E731
+        self._ssl = self._ssl_context()
         try:
-            server = await loop.create_server(factory, host=config.address, port=config.port,
-                                              reuse_address=True, backlog=BACKLOG, ssl=context)
+            listener = _tcp_listener(config.address, config.port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise in_use_error(config.address, config.port) from None
             raise
-        self._servers.append(server)
-        self.port = server.sockets[0].getsockname()[1]
+        self._listeners.append(listener)
+        self.port = listener.getsockname()[1]
         if config.unix_socket:
             try:
-                await self._start_unix(loop, factory, context)
+                self._start_unix()
             except OSError:
                 await self.close()
                 raise
+        self._resume_accepting()
         self._sweeper = loop.create_task(self._sweep())
 
-    async def _start_unix(self, loop: asyncio.AbstractEventLoop, factory: Any, context: Any) -> None:
+    # -- accepting, within --max-connections ---------------------------------------------------
+    def _resume_accepting(self) -> None:
+        if self._accepting or self.context.closing:
+            return
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.add_reader(listener.fileno(), self._accept, listener)
+        self._accepting = True
+
+    def _pause_accepting(self) -> None:
+        if not self._accepting:
+            return
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.remove_reader(listener.fileno())
+        self._accepting = False
+
+    def _connections(self) -> int:
+        return len(self.context.clients) + self._handshakes
+
+    def _below_limit(self) -> None:
+        limit = self.config.max_connections
+        if not self._accepting and (not limit or self._connections() < limit) and self._listeners:
+            self._resume_accepting()
+
+    def _accept(self, listener: socket.socket) -> None:
+        limit = self.config.max_connections
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPTS_PER_WAKE):
+            if limit and self._connections() >= limit:
+                self._pause_accepting()  # the rest wait in the backlog, as with HAProxy maxconn
+                return
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting until a connection ends (no busy loop).
+                    self.stats.client_error("accept_" + errno.errorcode[exc.errno].lower())
+                    self._pause_accepting()
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._handshakes += 1
+            loop.create_task(self._serve(sock))
+
+    async def _serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: ClientConnection(self.context), sock, ssl=self._ssl)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
+            sock.close()  # a failed TLS handshake: nothing to serve
+        finally:
+            self._handshakes -= 1
+            self._below_limit()
+
+    def _start_unix(self) -> None:
         path = self.config.unix_socket
         assert path
         if os.path.exists(path):
@@ -106,8 +177,15 @@ class Balancer:
                     os.unlink(path)  # stale: nobody listens there
                 else:
                     raise OSError(errno.EADDRINUSE, f"unix socket {path} is already in use")
-        server = await loop.create_unix_server(factory, path=path, backlog=BACKLOG, ssl=context)
-        self._servers.append(server)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(BACKLOG)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listeners.append(listener)
         self._unix_path = path
 
     async def _sweep(self) -> None:
@@ -122,23 +200,47 @@ class Balancer:
     # -- upstreams -----------------------------------------------------------------------------
     def add_upstream(self, upstream_id: str, host: str, port: int, ready: bool = False) -> None:
         self.upstreams.add(upstream_id, host, port, ready)
+        if ready:
+            self.context.wake()
 
     def set_ready(self, upstream_id: str, ready: bool) -> None:
         upstream = self.upstreams.set_ready(upstream_id, ready)
         if upstream is not None and not ready:
-            self._close_idle(upstream)
+            pool.close_idle(upstream)  # its pooled connections would only fail later requests
+        if ready:
+            self.context.wake()
+
+    def set_draining(self, upstream_id: str, draining: bool = True) -> None:
+        """No new clients for this worker; requests whose affinity cookie names it still go
+        to it while it is ready (a reconnecting page finds its session there)."""
+        self.upstreams.set_draining(upstream_id, draining)
+        if not draining:
+            self.context.wake()
 
     def remove_upstream(self, upstream_id: str) -> None:
         upstream = self.upstreams.remove(upstream_id)
         if upstream is not None:
-            self._close_idle(upstream)
+            pool.close_idle(upstream)
+            upstream.notify_if_idle()
 
-    @staticmethod
-    def _close_idle(upstream: Any) -> None:
-        """A worker going away: its pooled connections would only fail later requests."""
-        idle, upstream.idle = upstream.idle, []
-        for conn in idle:
-            conn.close()
+    async def wait_idle(self, upstream_id: str, timeout: float | None) -> bool:
+        """Resolves when the worker has no in-flight HTTP request and no open WebSocket (True),
+        or after ``timeout`` seconds (False). A worker fleet does not know is idle."""
+        upstream = self.upstreams.get(upstream_id)
+        if upstream is None:
+            stats = self.stats.upstreams.get(upstream_id)
+            return stats is None or (stats.active_requests <= 0 and stats.websockets <= 0)
+        if upstream.stats.active_requests <= 0 and upstream.stats.websockets <= 0:
+            return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        upstream.idle_waiters.append(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            if future in upstream.idle_waiters:
+                upstream.idle_waiters.remove(future)
 
     def active_requests(self, upstream_id: str) -> int:
         """In-flight HTTP requests only: what a drain waits for. An open WebSocket lives as long
@@ -147,18 +249,25 @@ class Balancer:
         return stats.active_requests if stats is not None else 0
 
     def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]]) -> None:
-        """Serve ``path`` from the proxy itself (``/metrics``); other paths go to workers."""
-        self.context.local_routes[path.encode()] = handler
+        """Serve ``path`` from the proxy itself (``/metrics``); other paths go to workers.
+        Only clients inside ``--metrics-allow`` see it (others get 404); the answer is
+        rendered at most once a second."""
+        self.context.local_routes[path.encode()] = CachedRoute(handler, asyncio.get_running_loop())
 
     # -- shutdown ------------------------------------------------------------------------------
     def in_flight(self) -> int:
-        return sum(len(client.queue) for client in self.context.clients)
+        return sum(client.in_flight() for client in self.context.clients)
+
+    def _close_listeners(self) -> None:
+        self._pause_accepting()
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
 
     async def stop_accepting(self) -> None:
         """Close the listeners; keep-alive connections between requests are closed too."""
         self.context.closing = True
-        for server in self._servers:
-            server.close()
+        self._close_listeners()
         for client in list(self.context.clients):
             client.close_if_idle()
 
@@ -178,15 +287,13 @@ class Balancer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for server in self._servers:
-            server.close()
-        self._servers = []
+        self._close_listeners()
         for client in list(self.context.clients):
             client.close()
             if client.tunnel is not None:
                 client.tunnel.close()
         for upstream in self.upstreams:
-            self._close_idle(upstream)
+            pool.close_idle(upstream)
         if self._unix_path is not None:
             try:
                 os.unlink(self._unix_path)
@@ -194,3 +301,20 @@ class Balancer:
                 pass
             self._unix_path = None
         await asyncio.sleep(0)  # let transports run their close callbacks
+
+
+def _tcp_listener(address: str, port: int) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket (IPv6 when ``address`` is one)."""
+    info = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    listener = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if info[0] == socket.AF_INET6:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        listener.bind(info[4])
+        listener.listen(BACKLOG)
+        listener.setblocking(False)
+    except OSError:
+        listener.close()
+        raise
+    return listener
