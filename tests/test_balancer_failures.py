@@ -45,6 +45,7 @@ def balance(*targets: str, options: tuple[str, ...] = ()) -> tuple[FleetProcess,
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    time.sleep(1.0)  # /metrics is rendered at most once a second: this render is newer than the test's last act
     status, _, body = get(port, "/metrics")
     assert status == 200
     samples = {}

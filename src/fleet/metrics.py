@@ -13,7 +13,8 @@ Names follow the design's table (``_total`` counters, seconds, bytes, a ``worker
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Iterator, Sequence
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
@@ -197,7 +198,8 @@ def metrics_route(registry: CollectorRegistry) -> Callable[[], tuple[int, str, b
     return handler
 
 
-async def serve_separately(registry: CollectorRegistry, address: str, port: int, path: str) -> "MetricsListener":
+async def serve_separately(registry: CollectorRegistry, address: str, port: int, path: str,
+                           allow: Iterable[str] | None = None) -> "MetricsListener":
     """``--metrics-port``: serve metrics on a listener of their own, on the same event loop.
 
     On the loop (not prometheus-client's threaded server) because the collectors read dicts
@@ -208,10 +210,20 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
 
     from fleet.ports import in_use_error
 
+    from fleet.balancer.context import AddressRules, client_address
+
+    rules = AddressRules(allow) if allow is not None else None
+    cache: list[Any] = [-1e18, b""]  # rendered at most once a second, as on the proxy port
+
     class MetricsHandler(tornado.web.RequestHandler):
         def get(self) -> None:
+            if rules is not None and not rules.allows(client_address(self.request.remote_ip or "")):
+                raise tornado.web.HTTPError(404)
+            now = time.monotonic()
+            if now - cache[0] >= 1.0:
+                cache[:] = [now, render(registry)]
             self.set_header("Content-Type", CONTENT_TYPE)
-            self.write(render(registry))
+            self.write(cache[1])
 
     app = tornado.web.Application([(path, MetricsHandler)])
     server = tornado.httpserver.HTTPServer(app)

@@ -193,6 +193,10 @@ class ClientConnection(Forwarding):
 
     # httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self._dead or self.closed:
+            # The connection is being closed (a refusal, a built-in route's error): what the
+            # client pipelined after that is not read, let alone sent to a worker.
+            raise HttpParserStop()
         self.parsing = Exchange(self.proxy.loop.time())
         self._url = b""
         self._headers = []

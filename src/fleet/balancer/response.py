@@ -303,9 +303,11 @@ class ClientBase(asyncio.Protocol):
         assert request is not None
         handler = exchange.local
         if handler is False or request.websocket:
+            self.proxy.stats.client_error("builtin_not_found")
             self._answer(exchange, 404, "")
             return
         if request.method not in (b"GET", b"HEAD"):
+            self.proxy.stats.client_error("bad_method")
             self._answer(exchange, 405, "only GET and HEAD", extra=b"Allow: GET, HEAD\r\n")
             return
         status, content_type, body = handler()  # type: ignore[operator]

@@ -90,7 +90,7 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
         if config.metrics_port is not None:
             try:
                 listener = await metrics.serve_separately(registry, config.address, config.metrics_port,
-                                                          config.metrics_path)
+                                                          config.metrics_path, allow=config.metrics_allow)
             except OSError as exc:
                 await balancer.close()
                 _say(f"error: {exc}")
