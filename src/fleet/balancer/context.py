@@ -91,6 +91,14 @@ class CachedRoute:
 class ProxyContext:
     """What every connection of one balancer shares: settings, upstreams, counters, routes."""
 
+    # Slots: past 30 instance attributes CPython 3.11 loses its fast attribute access, and
+    # every request reads several of these.
+    __slots__ = ("loop", "stats", "upstreams", "clients", "local_routes", "closing", "max_header_size",
+                 "max_header_count", "max_trailer_size", "max_body_size", "min_body_rate", "upstream_timeout",
+                 "client_timeout", "header_timeout", "limits", "max_buffered_request", "queue_timeout", "sticky",
+                 "trust_xheaders", "scheme", "default_host", "allowed_hosts", "allowed_origins", "metrics_allow",
+                 "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting")
+
     def __init__(self, config: "Config", stats: ProxyStats, upstreams: UpstreamSet,
                  access_log: Callable[[str], None] | None = None) -> None:
         self.loop = asyncio.get_running_loop()

@@ -27,8 +27,8 @@ from typing import Any
 import httptools
 
 from fleet.balancer import head as heads
-from fleet.balancer.context import BUILTIN_PREFIX, ProxyContext
-from fleet.balancer.exchange import Exchange, State, timeout_of
+from fleet.balancer.context import BUILTIN_PREFIX, PINNED_WAIT, ProxyContext
+from fleet.balancer.exchange import AWAITING_HEAD, CONNECTING, Exchange, PIPELINED, QUEUED, RELAYING, SENDING, UPGRADING, timeout_of
 from fleet.balancer.flow import PEER_FULL, PIPELINE, ReadFlow
 from fleet.balancer.forward import Forwarding
 from fleet.balancer.head import LAST_CHUNK, HeadError
@@ -40,6 +40,14 @@ PIPELINE_LIMIT = 64
 
 
 class ClientConnection(Forwarding):
+    # Slots: more than 30 instance attributes would leave CPython 3.11 without its fast
+    # attribute access (shared-key instance dicts stop there), on every byte's path.
+    __slots__ = ("proxy", "transport", "flow", "parser", "queue", "parsing", "tunnel", "tunnel_exchange",
+                 "client_ip", "peer", "closed", "buffered", "lingering", "linger_bytes", "idle_since",
+                 "_counted_ip", "_url", "_headers", "_head_size", "_trailing", "_trailer_size", "_raw_head",
+                 "_rejection", "_write_paused", "_upgrading", "_batch", "_reads", "_reads_seen", "_progress_at",
+                 "_relay_reads", "_eof", "_dead", "_deferred")
+
     def __init__(self, proxy: ProxyContext) -> None:
         self.proxy = proxy
         self.transport: Any = None
@@ -60,7 +68,7 @@ class ClientConnection(Forwarding):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
-        self._header_count = 0
+        self._trailing = False  # the head is done: header fields now are trailers
         self._trailer_size = 0
         self._raw_head = 0
         self._rejection: HeadError | None = None
@@ -201,8 +209,7 @@ class ClientConnection(Forwarding):
         self._url = b""
         self._headers = []
         self._head_size = 0
-        self._header_count = 0
-        self._trailer_size = 0
+        self._trailing = False
         self._raw_head = 0
 
     def on_url(self, url: bytes) -> None:
@@ -210,19 +217,18 @@ class ClientConnection(Forwarding):
         self._grow_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        parsing = self.parsing
-        if parsing is not None and parsing.request is not None:
+        if self._trailing:
             # A trailer field of a chunked body: not forwarded, only bounded.
             self._trailer_size += len(name) + len(value) + 4
             if self._trailer_size > self.proxy.max_trailer_size:
                 self._rejection = HeadError(431, "trailers_too_large", "request trailers too large")
                 raise self._rejection
             return
-        self._header_count += 1
-        if self._header_count > self.proxy.max_header_count:
+        headers = self._headers
+        headers.append((name, value))
+        if len(headers) > self.proxy.max_header_count:
             self._rejection = HeadError(431, "too_many_headers", "too many header fields")
             raise self._rejection
-        self._headers.append((name, value))
         self._grow_head(len(name) + len(value) + 4)
 
     def _grow_head(self, size: int) -> None:
@@ -264,7 +270,9 @@ class ClientConnection(Forwarding):
         if exchange is None:
             exchange = self.parsing = Exchange(proxy.loop.time())
         exchange.request = request
-        exchange.move(State.PIPELINED, proxy.loop.time())
+        self._trailing = True
+        self._trailer_size = 0
+        exchange.move(PIPELINED, exchange.since)  # PIPELINED has no timeout of its own
         path = request.path
         routes = proxy.local_routes
         if (routes and path in routes) or path.startswith(BUILTIN_PREFIX):
@@ -307,8 +315,8 @@ class ClientConnection(Forwarding):
         exchange.request_done = True
         if request.chunked:
             self._hold(exchange, LAST_CHUNK)
-        if exchange.state is State.SENDING:
-            exchange.move(State.AWAITING_HEAD, self.proxy.loop.time())  # --upstream-timeout from here
+        if exchange.state is SENDING:
+            exchange.move(AWAITING_HEAD, self.proxy.loop.time())  # --upstream-timeout from here
         if not request.keep_alive:
             # RFC 9112 9.6: nothing after a Connection: close request is processed (llhttp
             # would report the bytes as an error, which must not become an answer).
@@ -357,7 +365,9 @@ class ClientConnection(Forwarding):
             return
         exchange = queue[0]
         state = exchange.state
-        if state is State.RELAYING:
+        if state is SENDING and self._progress_at == now:
+            exchange.since = now  # body bytes came in since the last sweep
+        if state is RELAYING:
             conn = exchange.conn
             reads = conn.reads if conn is not None else -1
             if reads != self._relay_reads:
@@ -365,13 +375,23 @@ class ClientConnection(Forwarding):
                 exchange.since = now
                 return
         limit = timeout_of(state, proxy.limits)
+        if state is QUEUED and exchange.affinity is not None and now - exchange.queued_at >= PINNED_WAIT:
+            # A pinned request's wait for its own worker is over: any worker will do now.
+            if self.try_dispatch_queued(exchange):
+                self._leave_queue(exchange)
+                return
         if limit is None or now - exchange.since <= limit:
             return
-        if state is State.QUEUED:
+        if state is QUEUED:
             self.queue_timed_out(exchange, now)
-        elif state is State.AWAITING_HEAD or state is State.UPGRADING or state is State.CONNECTING:
+        elif state is AWAITING_HEAD or state is UPGRADING or state is CONNECTING:
             self.upstream_timed_out(exchange)
-        elif state is State.RELAYING:
+        elif state is SENDING:
+            if self.flow.paused(PEER_FULL):
+                self.upstream_timed_out(exchange)  # the worker stopped taking the body
+            else:
+                self._reject(HeadError(408, "body_timeout", "request body not received in time"), exchange)
+        elif state is RELAYING:
             proxy.stats.client_error("relay_timeout")
             self._abandon([exchange])
             self.close()
@@ -381,8 +401,8 @@ class ClientConnection(Forwarding):
         --min-body-rate once --client-timeout has passed (Apache mod_reqtimeout MinRate)."""
         proxy = self.proxy
         if self.flow.reasons:
-            # Not read because of the proxy (a worker or the buffer is full): not the client's fault.
-            self._progress_at = now
+            # Not read because of the proxy (a worker or the buffer is full): not the client's
+            # fault (the SENDING state's own timeout still bounds it).
             if exchange.body_started:
                 exchange.body_started += 1.0
             return False

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet.balancer import head as heads
 from fleet.balancer.context import ProxyContext
-from fleet.balancer.exchange import Exchange, State
+from fleet.balancer.exchange import DONE, Exchange, QUEUED, RELAYING, TUNNEL, UPGRADING
 from fleet.balancer.flow import PEER_FULL, PIPELINE, UPGRADE, BUFFERED, ReadFlow
 from fleet.balancer.head import CHUNKED, LAST_CHUNK, UNTIL_CLOSE, HeadError
 
@@ -44,6 +44,8 @@ def method_name(method: bytes) -> str:
 
 
 class ClientBase(asyncio.Protocol):
+    __slots__ = ()
+
     proxy: ProxyContext
     transport: Any
     flow: ReadFlow
@@ -155,7 +157,7 @@ class ClientBase(asyncio.Protocol):
         exchange.framing = framing
         exchange.status = status
         if status != 101:
-            exchange.move(State.RELAYING, now)
+            exchange.move(RELAYING, now)
         if not keep_alive or framing == UNTIL_CLOSE:
             request.keep_alive = False
         proxy.stats.bytes_sent += len(head)
@@ -181,10 +183,10 @@ class ClientBase(asyncio.Protocol):
     def upgraded(self, conn: UpstreamConnection, exchange: Exchange, rest: bytes) -> None:
         """The worker answered 101: from now on this connection is a byte pipe to it."""
         self._uncount(exchange)
-        if self.closed or exchange.state is not State.UPGRADING:
+        if self.closed or exchange.state is not UPGRADING:
             conn.close()
             return
-        exchange.move(State.TUNNEL, self.proxy.loop.time())
+        exchange.move(TUNNEL, self.proxy.loop.time())
         exchange.conn = None
         self.queue.clear()
         self._upgrading = None
@@ -207,7 +209,7 @@ class ClientBase(asyncio.Protocol):
         exchange = self.tunnel_exchange
         if exchange is not None:
             self.tunnel_exchange = None
-            exchange.move(State.DONE, self.proxy.loop.time())
+            exchange.move(DONE, self.proxy.loop.time())
             upstream = exchange.upstream
             if upstream is not None:
                 upstream.stats.websockets -= 1
@@ -232,11 +234,11 @@ class ClientBase(asyncio.Protocol):
         now = self.proxy.loop.time()
         for exchange in exchanges:
             self._uncount(exchange)
-            if exchange.state is State.QUEUED:
+            if exchange.state is QUEUED:
                 self._leave_queue(exchange)
             self._release_held(exchange)
-            if exchange.state is not State.DONE:
-                exchange.move(State.DONE, now)
+            if exchange.state is not DONE:
+                exchange.move(DONE, now)
             conn = exchange.conn
             if conn is not None:
                 exchange.conn = None
@@ -247,8 +249,8 @@ class ClientBase(asyncio.Protocol):
         if exchange.pending_size:
             self._release_held(exchange)  # a body nobody read (a built-in route's)
         proxy = self.proxy
-        if exchange.state is not State.DONE:
-            exchange.move(State.DONE, proxy.loop.time())
+        if exchange.state is not DONE:
+            exchange.move(DONE, exchange.since)  # DONE has no timeout: no clock read
         if proxy.access_log is not None:
             self._log(exchange)
         queue = self.queue
@@ -268,9 +270,11 @@ class ClientBase(asyncio.Protocol):
             return
         # A pause for that exchange's worker socket ends with it (the pooled connection no
         # longer reports to this client).
-        self.flow.resume(PEER_FULL)
+        if self.flow.reasons:
+            self.flow.resume(PEER_FULL)
         if queue:
-            self.flow.resume(PIPELINE)
+            if not self._dead:
+                self.flow.resume(PIPELINE)
             self._dispatch(queue[0])
             return
         self.idle_since = proxy.loop.time()
@@ -283,7 +287,7 @@ class ClientBase(asyncio.Protocol):
         request = exchange.request
         assert request is not None
         exchange.status = status
-        if exchange.state is State.QUEUED:
+        if exchange.state is QUEUED:
             self._leave_queue(exchange)
         if status >= 500:
             # Counted like a worker's answer (nginx logs these with the upstream they concern),
@@ -332,7 +336,7 @@ class ClientBase(asyncio.Protocol):
         position = queue.index(exchange) if exchange is not None and exchange in queue else len(queue)
         responded = exchange is not None and exchange.responded
         self._abandon([queue.pop() for _ in range(len(queue) - position)])
-        if exchange is not None and exchange.state is not State.DONE:
+        if exchange is not None and exchange.state is not DONE:
             self._abandon([exchange])
         self.parsing = None
         self._upgrading = None

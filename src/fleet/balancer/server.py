@@ -89,13 +89,12 @@ class Balancer:
         raise_open_files_limit()
         self._ssl = self._ssl_context()
         try:
-            listener = _tcp_listener(config.address, config.port)
+            self._listeners = _tcp_listeners(config.address, config.port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise in_use_error(config.address, config.port) from None
             raise
-        self._listeners.append(listener)
-        self.port = listener.getsockname()[1]
+        self.port = self._listeners[0].getsockname()[1]
         if config.unix_socket:
             try:
                 self._start_unix()
@@ -303,18 +302,29 @@ class Balancer:
         await asyncio.sleep(0)  # let transports run their close callbacks
 
 
-def _tcp_listener(address: str, port: int) -> socket.socket:
-    """A bound, listening, non-blocking TCP socket (IPv6 when ``address`` is one)."""
-    info = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    listener = socket.socket(info[0], socket.SOCK_STREAM)
+def _tcp_listeners(address: str, port: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking TCP sockets on every address ``address`` resolves to
+    (``localhost``: 127.0.0.1 and ::1), as ``loop.create_server`` would; port 0 picks one port."""
+    listeners: list[socket.socket] = []
+    seen: set[Any] = set()
     try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if info[0] == socket.AF_INET6:
-            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        listener.bind(info[4])
-        listener.listen(BACKLOG)
-        listener.setblocking(False)
+        for family, _, _, _, sockaddr in socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE):
+            if (family, sockaddr[0]) in seen:
+                continue
+            seen.add((family, sockaddr[0]))
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(listeners) > 1:
+                sockaddr = (sockaddr[0], listeners[0].getsockname()[1], *sockaddr[2:])
+            listener.bind(sockaddr)
+            listener.listen(BACKLOG)
+            listener.setblocking(False)
     except OSError:
-        listener.close()
+        for listener in listeners:
+            listener.close()
         raise
-    return listener
+    return listeners

@@ -72,9 +72,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.until_close = False
         self.interim = False
         request = exchange.request
-        assert request is not None
-        self.head_request = request.method == b"HEAD"
-        if request.websocket:
+        self.head_request = request.method == b"HEAD"  # type: ignore[union-attr]
+        if request.websocket:  # type: ignore[union-attr]
             self.carried_upgrade = True
         self.reason = b""
         self.headers = []
@@ -99,7 +98,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.client = None
         self.exchange = None
         if reusable and not self.closed and not self.carried_upgrade and pool.put_idle(self.proxy, self):
-            self.flow.resume(PEER_FULL)
+            if self.flow.reasons:
+                self.flow.resume(PEER_FULL)
             self.reused = True
         else:
             self.close()

@@ -219,6 +219,9 @@ def render(config: Config, deployment: Deployment) -> str:
         f"RequestReadTimeout header={whole_seconds(config.header_timeout)} "
         f"body={whole_seconds(config.client_timeout)}"
         + (f",MinRate={config.min_body_rate}" if config.min_body_rate else ""),
+        "# No Apache directive here for fleet's --max-connections (size MaxRequestWorkers with the",
+        "# MPM), --max-connections-per-ip (mod_qos), --queue-timeout and --worker-max-conns (Apache",
+        "# does not queue per worker), --websocket-idle-timeout (ProxyWebsocketIdleTimeout, 2.4.49+).",
     ]
     if config.access_log:
         out.append(f'CustomLog "{state("access.log", "/var/log/apache2/fleet-access.log")}" '
