@@ -5,18 +5,25 @@ so a test controls exactly when a request or a WebSocket ends)."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from typing import Awaitable, Callable
 
 from fleet.balancer import Balancer
 from fleet.config import Config
 
 
+KILLED: dict[int, Callable[[], None]] = {}  # port -> "kill -9" of that backend
+
+
 async def backend(name: str) -> tuple[asyncio.AbstractServer, int, list[asyncio.Event]]:
-    """``GET /`` answers its name; ``GET /hold`` answers when the test sets the next event;
+    """``GET /`` answers its name; ``GET /hold-<its name>`` answers when the test sets the next event;
     an Upgrade gets 101 and an echo until the client closes."""
     releases: list[asyncio.Event] = []
+    writers: set[asyncio.StreamWriter] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -25,7 +32,7 @@ async def backend(name: str) -> tuple[asyncio.AbstractServer, int, list[asyncio.
                     while data := await reader.read(65536):
                         writer.write(data)
                     break
-                if head.startswith(b"GET /hold"):
+                if head.startswith(b"GET /hold-" + name.encode() + b" "):
                     release = asyncio.Event()
                     releases.append(release)
                     await release.wait()
@@ -37,7 +44,19 @@ async def backend(name: str) -> tuple[asyncio.AbstractServer, int, list[asyncio.
             writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1], releases
+    port = server.sockets[0].getsockname()[1]
+
+    def kill() -> None:
+        """What kill -9 does to a server's sockets: no more listening, every connection reset."""
+        server.close()
+        for writer in list(writers):
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+    KILLED[port] = kill
+    return server, port, releases
 
 
 async def get(port: int, path: str = "/", cookie: str | None = None) -> bytes:
@@ -52,7 +71,7 @@ async def get(port: int, path: str = "/", cookie: str | None = None) -> bytes:
 def run(test: Callable[[Balancer, list[tuple[int, list[asyncio.Event]]]], Awaitable[None]]) -> None:
     async def main() -> None:
         servers = [await backend(f"w{i}") for i in range(2)]
-        balancer = Balancer(Config(port=0, address="127.0.0.1", queue_timeout=2.0))
+        balancer = Balancer(Config(port=0, address="127.0.0.1", **({"queue_timeout": 2.0} if "queue_timeout" in Config.__dataclass_fields__ else {})))
         await balancer.start()
         try:
             for index, (_, port, _) in enumerate(servers):
@@ -86,7 +105,7 @@ def test_wait_idle_resolves_when_the_last_request_and_websocket_end() -> None:
         assert port is not None
         releases = servers[0][1]
         assert await balancer.wait_idle("w0", 0.1)  # nothing in flight
-        held = asyncio.ensure_future(get(port, "/hold", cookie="w0"))
+        held = asyncio.ensure_future(get(port, "/hold-w0", cookie="w0"))
         while not releases:
             await asyncio.sleep(0.01)
         assert not await balancer.wait_idle("w0", 0.2)  # a request is in flight: times out
@@ -120,6 +139,29 @@ def test_a_request_queued_while_no_worker_is_ready_goes_to_the_first_that_become
         balancer.set_ready("w1", True)
         assert await asyncio.wait_for(pending, 5) == b"w1"
         assert balancer.stats.queued == 0 and sum(balancer.stats.queue_wait_counts) == 1
+
+    run(test)
+
+
+def test_gets_in_flight_on_pooled_connections_of_a_killed_worker_go_to_the_other_one() -> None:
+    """A worker killed with requests in flight on reused keep-alive connections: every one of
+    them was unanswered and is a GET, so each is sent to the other worker; none fails. A failure
+    on a reused connection counts as a try of that worker and empties its pool, so a retry never
+    walks the dead worker's other pooled connections until the retry budget is gone."""
+    async def test(balancer: Balancer, servers: list[tuple[int, list[asyncio.Event]]]) -> None:
+        port = balancer.port
+        assert port is not None
+        (w0_port, w0_holds), _ = servers
+        # Several pooled connections to w0, all reused by the requests that follow.
+        for _ in range(3):
+            assert await asyncio.gather(*(get(port, cookie="w0") for _ in range(16))) == [b"w0"] * 16
+        held = [asyncio.ensure_future(get(port, "/hold-w0", cookie="w0")) for _ in range(4)]
+        while len(w0_holds) < 4:
+            await asyncio.sleep(0.01)
+        KILLED[w0_port]()  # 4 requests in flight, 12 more pooled connections: all reset
+        answers = await asyncio.wait_for(asyncio.gather(*held), 10)
+        assert answers == [b"w1"] * 4
+        assert balancer.stats.retries >= 4
 
     run(test)
 
