@@ -59,8 +59,10 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 METRICS_TTL = 1.0
 
 
-def scrape(port: int) -> Samples:
-    time.sleep(METRICS_TTL)
+def scrape(port: int, fresh: bool = True) -> Samples:
+    """Every sample of /metrics; ``fresh``: rendered after everything the test did so far."""
+    if fresh:
+        time.sleep(METRICS_TTL)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request("GET", "/metrics", headers={"Connection": "close"})
@@ -278,7 +280,7 @@ def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "w2", restarts: 
                 break
             if len(status_latency) % 25 == 0:
                 asked = time.monotonic()
-                scrape(fleet.port)
+                scrape(fleet.port, fresh=False)
                 metrics_latency.append(time.monotonic() - asked)
             time.sleep(0.02)  # polling interval of the observation loop
         else:
