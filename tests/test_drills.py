@@ -310,13 +310,14 @@ def test_crash_looping_worker_backs_off_is_reported_and_recovers_while_the_rest_
     with fleet.proc:
         drill = crash_loop_drill(fleet, tmp_path, "w2", restarts=6)
         print("crash-loop drill:", drill.figures())
-        # Backoff: each announced delay doubles; the observed gaps between restarts grow too
-        # (each gap is a delay plus the ~0.3 s a worker takes to start and die).
+        # Backoff: each announced delay doubles; the observed gaps between restarts grow too.
         assert drill.delays[-4:] == [d * 2 for d in drill.delays[-5:-1]], drill.delays
-        # (A worker's start time varies by a few tenths of a second on a busy machine.)
+        # Each gap is a delay plus the time a worker takes to start and die: ~0.3 s on an idle
+        # machine, 1.5 s on a loaded one. Judged by differences, which that time cancels out
+        # of (a ratio of gaps failed under load): over these gaps the delays grow by 3 s.
         gaps = drill.restart_gaps
-        assert len(gaps) >= 4 and gaps[-1] > 4 * gaps[0], gaps
-        assert all(later > earlier - 0.3 for earlier, later in zip(gaps, gaps[1:])), gaps
+        assert len(gaps) >= 4 and gaps[-1] - gaps[0] > 2.0, gaps
+        assert all(later > earlier - 0.5 for earlier, later in zip(gaps, gaps[1:])), gaps
         # Reported, never silent: control socket (`fleet status --json`) and /metrics.
         assert drill.status_json["crash_looping"] is True
         assert drill.status_json["state"] in ("backoff", "starting")
