@@ -26,13 +26,16 @@ DOWN_SECONDS = 2.0
 class Upstream:
     """One worker (or backend server) as the balancer sees it."""
 
-    __slots__ = ("id", "host", "port", "ready", "down_until", "stats", "idle", "cookie")
+    __slots__ = ("id", "host", "port", "ready", "draining", "down_until", "stats", "idle", "cookie")
 
     def __init__(self, upstream_id: str, host: str, port: int, stats: UpstreamStats, ready: bool) -> None:
         self.id = upstream_id
         self.host = host
         self.port = port
         self.ready = ready
+        # STAND-IN (generations branch, replaced by the core rewrite at merge): a draining
+        # upstream takes no new clients, only requests whose affinity cookie names it.
+        self.draining = False
         self.down_until = 0.0  # monotonic time until which a connect error keeps it out
         self.stats = stats
         self.idle: list[Any] = []  # pooled keep-alive connections (balancer.upstream objects)
@@ -81,14 +84,24 @@ class UpstreamSet:
         if upstream is not None:
             self._order.remove(upstream)
             upstream.ready = False
+            upstream.draining = False
         return upstream
 
     def set_ready(self, upstream_id: str, ready: bool) -> Upstream | None:
         upstream = self._by_id.get(upstream_id)
         if upstream is not None:
             upstream.ready = ready
+            upstream.draining = False
             if ready:
                 upstream.down_until = 0.0  # the supervisor's probe beats passive health
+        return upstream
+
+    def set_draining(self, upstream_id: str) -> Upstream | None:
+        """STAND-IN (generations branch): out of the least-connections choice, still pinned-to."""
+        upstream = self._by_id.get(upstream_id)
+        if upstream is not None:
+            upstream.ready = False
+            upstream.draining = True
         return upstream
 
     def mark_down(self, upstream: Upstream, now: float) -> None:
@@ -100,7 +113,8 @@ class UpstreamSet:
         available one with the least load (in-flight requests + open WebSockets), ties rotated."""
         if affinity is not None:
             preferred = self._by_id.get(affinity)
-            if preferred is not None and preferred.available(now) and preferred not in exclude:
+            if (preferred is not None and (preferred.available(now) or (
+                    preferred.draining and preferred.down_until <= now)) and preferred not in exclude):
                 return preferred
         order = self._order
         count = len(order)

@@ -129,6 +129,28 @@ class Balancer:
         if upstream is not None and not ready:
             self._close_idle(upstream)
 
+    # STAND-IN (generations branch): minimal set_draining / wait_idle so the supervisor's
+    # reload can be tested end to end; the core rewrite provides the real ones (wait_idle as
+    # a future resolved by the request/WebSocket counters) and replaces these at merge.
+    def set_draining(self, upstream_id: str) -> None:
+        """No new unpinned clients for ``upstream_id``; requests pinned to it still reach it."""
+        upstream = self.upstreams.set_draining(upstream_id)
+        if upstream is not None:
+            self._close_idle(upstream)
+
+    async def wait_idle(self, upstream_id: str, timeout: float | None) -> bool:
+        """True once ``upstream_id`` has no in-flight HTTP request and no open WebSocket;
+        False at the timeout. STAND-IN: polls the counters (the real one waits on a future)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            stats = self.stats.upstreams.get(upstream_id)
+            if stats is None or stats.active_requests + stats.websockets == 0:
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
     def remove_upstream(self, upstream_id: str) -> None:
         upstream = self.upstreams.remove(upstream_id)
         if upstream is not None:
