@@ -188,7 +188,7 @@ def test_proxy_reaches_every_worker_echoes_websockets_and_passes_big_heads(
             status, _, body = get(port)
             assert status == 200, body
             seen.add(worker_of(body))
-        assert seen == {"w0", "w1", "w2"}
+        assert seen == {"g1w0", "g1w1", "g1w2"}
         # A 40 KB header line, like Bokeh's session token, passes (nginx's default is 8k).
         status, _, body = get(port, headers={"X-Token": "t" * 40_000})
         assert status == 200 and body.startswith(b"hello from w")
@@ -228,7 +228,7 @@ def test_proxy_sends_new_requests_to_the_least_busy_workers(kind: str, workers: 
             holder.join(timeout=15)
         assert slow["reply"][0] == 200 and worker_of(slow["reply"][2]) == busy
         assert busy not in quick, (busy, quick)
-        assert set(quick) == {"w0", "w1", "w2"} - {busy}
+        assert set(quick) == {"g1w0", "g1w1", "g1w2"} - {busy}
 
 
 @pytest.mark.parametrize("kind", SERVERS)
@@ -237,7 +237,7 @@ def test_proxy_keeps_serving_while_fleet_restarts_a_killed_worker(kind: str, wor
     with running(kind, tmp_path, fleet_config(workers, port)):
         for _ in range(6):
             assert get(port)[0] == 200  # pooled connections to every worker now exist
-        before = workers.worker("w1")
+        before = workers.worker("g1w1")
         os.kill(before["pid"], signal.SIGKILL)
         # From its death on (a request in flight at that instant may fail, as with fleet's own proxy).
         wait_until(lambda: not alive(before["pid"]), 5, interval=0.01, message="w1 gone")
@@ -247,10 +247,10 @@ def test_proxy_keeps_serving_while_fleet_restarts_a_killed_worker(kind: str, wor
             status, _, body = get(port)
             answers.append((status, body))
         assert all(status == 200 for status, _ in answers), answers
-        wait_until(lambda: workers.worker("w1")["pid"] != before["pid"] and workers.worker("w1")["state"] == "ready",
+        wait_until(lambda: workers.worker("g1w1")["pid"] != before["pid"] and workers.worker("g1w1")["state"] == "ready",
                    10, message="w1 restarted by fleet")
         # ...and the restarted worker is back in the proxy's rotation.
-        wait_until(lambda: worker_of(get(port)[2]) == "w1", 15, interval=0.1, message=f"{kind} using w1 again")
+        wait_until(lambda: worker_of(get(port)[2]) == "g1w1", 15, interval=0.1, message=f"{kind} using w1 again")
 
 
 def _https(port: int, path: str = "/") -> tuple[int, dict[str, str], bytes]:

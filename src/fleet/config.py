@@ -97,6 +97,13 @@ def parse_positive_int(value: str | int) -> int:
     return number
 
 
+def parse_count(value: str | int) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must not be negative: {value}")
+    return number
+
+
 def parse_hostport(value: str) -> str:
     """Validate ``HOST:PORT`` (``[::1]:80`` for IPv6) and return it unchanged."""
     text = str(value).strip()
@@ -178,7 +185,23 @@ class Config:
     )
     base_port: int = option(
         5100, "--base-port", parse=parse_port,
-        help="Port of worker 0; worker i listens on base-port + i.",
+        help="Port of worker 0 of the first generation; worker i listens on base-port + i.",
+    )
+    surge_base_port: int | None = option(
+        None, "--surge-base-port", parse=parse_port,
+        show_default="base-port + max(100, workers), moved past --port",
+        help="The second port block: generations alternate between --base-port and this "
+             "(a reload starts the new workers here while the old ones drain). Unused with "
+             "--no-proxy, which restarts workers one at a time on the same ports.",
+    )
+    reload_batch: int = option(
+        1, "--reload-batch", parse=parse_positive_int,
+        help="How many new workers a reload starts at a time (each start imports the app).",
+    )
+    drain_timeout: float = option(
+        3600.0, "--drain-timeout", parse=parse_duration, metavar="SECONDS",
+        help="How long a replaced worker keeps serving its in-flight requests and open "
+             "WebSockets before SIGTERM (0: at once).",
     )
     unix_socket: str | None = option(
         None, "--unix-socket", metavar="PATH", commands=PROXY,
@@ -186,7 +209,9 @@ class Config:
     )
     no_proxy: bool = option(
         False, "--no-proxy", is_flag=True, parse=parse_bool,
-        help="Run only the supervised workers (for an external nginx/Apache/HAProxy).",
+        help="Run only the supervised workers (for an external nginx/Apache/HAProxy). Ports stay "
+             "fixed, so a reload restarts workers one at a time on their own ports (no blue/green "
+             "generations, no draining of open WebSockets).",
     )
     metrics_path: str = option(
         "/metrics", "--metrics-path", parse=parse_url_path, commands=PROXY,
@@ -266,7 +291,25 @@ class Config:
     )
     max_memory: int | None = option(
         None, "--max-memory", parse=parse_size, metavar="SIZE",
-        help="Restart (gracefully) a worker whose process tree uses more memory than this.",
+        help="Soft limit: replace a worker whose process tree uses more memory than this "
+             "(a new worker starts, the old one drains).",
+    )
+    max_memory_hard: int | None = option(
+        None, "--max-memory-hard", parse=parse_size, metavar="SIZE",
+        help="Hard limit: kill at once a worker whose process tree uses more memory than this.",
+    )
+    max_requests: int = option(
+        0, "--max-requests", parse=parse_count, metavar="N",
+        help="Replace a worker after it answered about N requests (counted by the proxy; "
+             "not with --no-proxy). 0: off.",
+    )
+    max_requests_jitter: int = option(
+        0, "--max-requests-jitter", parse=parse_count, metavar="N",
+        help="Add 0..N (random, per worker) to --max-requests so workers do not recycle together.",
+    )
+    max_age: float = option(
+        0.0, "--max-age", parse=parse_duration, metavar="SECONDS",
+        help="Replace a worker that has been ready this long. 0: off.",
     )
     control_socket: str | None = option(
         None, "--control-socket", metavar="PATH", commands=CONTROL,
@@ -295,11 +338,22 @@ class Config:
     ssl_password: str | None = None
 
     # -- derived values ------------------------------------------------------------------
-    def worker_port(self, index: int) -> int:
-        return self.base_port + index
+    def worker_port(self, index: int, block: int = 0) -> int:
+        """Port of worker ``index`` in port block 0 (``--base-port``) or 1 (``--surge-base-port``)."""
+        return (self.base_port if block == 0 else self.surge_base()) + index
 
-    def worker_id(self, index: int) -> str:
-        return f"w{index}"
+    def worker_id(self, index: int, generation: int = 1) -> str:
+        """``g<generation>w<index>``: unique across generations, no ``.`` (Bokeh splits signed
+        session ids at the first dot)."""
+        from fleet.supervisor.generations import worker_id
+
+        return worker_id(generation, index)
+
+    def surge_base(self) -> int:
+        """``--surge-base-port``, or a default that overlaps neither the base block nor --port."""
+        if self.surge_base_port is not None:
+            return self.surge_base_port
+        return default_surge_base(self.base_port, self.workers, self.port)
 
     def control_socket_path(self, environ: Mapping[str, str] | None = None) -> str:
         """The control socket: explicit, else under $XDG_RUNTIME_DIR, else the cwd."""
@@ -315,6 +369,20 @@ class Config:
         scheme = "https" if self.ssl_certfile else "http"
         host = "localhost" if self.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.address
         return f"{scheme}://{host}:{self.port}"
+
+
+def default_surge_base(base_port: int, workers: int, proxy_port: int) -> int:
+    """``base + max(100, workers)``, moved past the proxy port if that falls in the block, and
+    below the base block if the block would pass 65535."""
+    span = max(100, workers)
+    surge = base_port + span
+    if surge <= proxy_port < surge + workers:
+        surge = proxy_port + 1
+    if surge + workers - 1 > 65535:
+        surge = max(1, base_port - span)
+        if surge <= proxy_port < surge + workers:
+            surge = max(1, proxy_port - workers)
+    return surge
 
 
 def option_fields() -> list[Any]:
@@ -414,10 +482,37 @@ def validate(config: Config, command: str) -> None:
                 f"--port {config.port} falls inside the worker ports "
                 f"{config.base_port}-{last_port}; choose another --port or --base-port"
             )
+        if not config.no_proxy:
+            _validate_surge_block(config)
+        if config.max_requests and config.no_proxy:
+            raise ConfigError("--max-requests needs the built-in proxy (it counts the requests); "
+                              "with --no-proxy use --max-age or --max-memory")
+        if config.max_requests_jitter and not config.max_requests:
+            raise ConfigError("--max-requests-jitter needs --max-requests")
+        if config.max_memory and config.max_memory_hard and config.max_memory_hard <= config.max_memory:
+            raise ConfigError("--max-memory-hard must be larger than --max-memory (the soft limit)")
     if bool(config.ssl_certfile) != bool(config.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
     if config.metrics_port is not None and config.metrics_port == config.port and config.port != 0:
         raise ConfigError("--metrics-port must differ from --port (omit it to serve on --port)")
+
+
+def _validate_surge_block(config: Config) -> None:
+    surge = config.surge_base()
+    base, count = config.base_port, config.workers
+    last = surge + count - 1
+    flag = "--surge-base-port" if config.surge_base_port is not None else "the default surge block"
+    if last > 65535:
+        raise ConfigError(f"{flag} {surge} with {count} workers needs ports up to {last}, past 65535")
+    if surge <= base + count - 1 and base <= last:
+        raise ConfigError(f"{flag} {surge}-{last} overlaps the --base-port block "
+                          f"{base}-{base + count - 1}; the two blocks must be apart")
+    if surge <= config.port <= last:
+        raise ConfigError(f"--port {config.port} falls inside the surge block {surge}-{last}; "
+                          f"choose another --port or --surge-base-port")
+    if config.metrics_port is not None and (surge <= config.metrics_port <= last
+                                            or base <= config.metrics_port < base + count):
+        raise ConfigError(f"--metrics-port {config.metrics_port} falls inside the worker ports")
 
 
 def load_toml(path: str | None, *, explicit: bool) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from typing import Any, Awaitable, Callable
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
-# Seconds the CLI waits for an answer. reload and scale answer when they are done, which
-# takes a graceful timeout per worker at worst.
+# Seconds the CLI waits for an answer. reload answers once the new generation is ready (the
+# drain goes on in the background); scale answers when it is done.
 _TIMEOUTS = {"status": 15.0, "down": 15.0}
 _LONG_TIMEOUT = 3600.0
 _MAX_LINE = 1 << 20
@@ -180,13 +180,14 @@ def format_status(reply: dict[str, Any]) -> str:
     """The ``fleet status`` table (one row per worker) with a one-line summary above it."""
     workers = reply.get("workers", [])
     now = reply.get("time", time.time())
-    header = ("WORKER", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "CONNS", "REQUESTS", "CPU%", "RSS")
+    header = ("WORKER", "GEN", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "CONNS", "REQUESTS", "CPU%", "RSS")
     rows = [header]
     for w in workers:
         state = w.get("state", "?") + (" (crash-looping)" if w.get("crash_looping") else "")
         started = w.get("started_at")
         rows.append((
             str(w.get("id", "?")),
+            str(w.get("generation", "-")),
             str(w.get("pid") or "-"),
             str(w.get("port", "-")),
             state,
@@ -202,6 +203,9 @@ def format_status(reply: dict[str, Any]) -> str:
     proxy = reply.get("proxy") or "no proxy"
     lines.append(f"fleet pid {reply.get('pid', '?')}: {reply.get('app', '?')}, "
                  f"{len(workers)}/{reply.get('desired', len(workers))} workers, {proxy}")
+    last = reply.get("last_reload")
+    if last and not last.get("ok"):
+        lines.append(f"last reload FAILED: {last.get('message', '?')}")
     for row in rows:
         lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     return "\n".join(lines)

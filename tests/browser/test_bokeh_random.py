@@ -70,7 +70,7 @@ def test_three_browsers_at_once_each_plot_their_own_points(
     # Each open page keeps a WebSocket on its worker, so least connections sends the next new
     # visitor to a worker without one, and the affinity cookie keeps its WebSocket there too.
     served = [page.served_by() for page in pages]
-    assert sorted(served) == ["w0", "w1", "w2"]
+    assert sorted(served) == ["g1w0", "g1w1", "g1w2"]
     assert [page.affinity() for page in pages] == served
 
     clicks = [1, 2, 3]
