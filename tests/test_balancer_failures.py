@@ -192,7 +192,7 @@ def assert_closed_then_a_new_one_works(fleet: Fleet, sock: websocket.WebSocket) 
         sock.recv()
     fresh = ws_connect(fleet.port)
     fresh.send("b")
-    assert re.fullmatch(r"w[01]: b", fresh.recv())
+    assert re.fullmatch(r"g\d+w[01]: b", fresh.recv())
     fresh.close()
 
 
@@ -238,8 +238,8 @@ def test_https_and_unix_socket_listeners(backends: Fleet, tmp_path: Path) -> Non
     assert not unix_path.exists()
 
 
-def test_reload_does_not_wait_for_open_websockets(tmp_path: Path) -> None:
-    fleet = up(tmp_path, BACKEND, "--graceful-timeout", "20", workers=2, proxy=True)
+def test_reload_with_drain_timeout_0_cuts_open_websockets_at_once(tmp_path: Path) -> None:
+    fleet = up(tmp_path, BACKEND, "--graceful-timeout", "20", "--drain-timeout", "0", workers=2, proxy=True)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready: open", timeout=60)
         sock = pinned_websocket(fleet, "g1w0")

@@ -20,6 +20,7 @@ import os
 import socket
 import stat
 import time
+import traceback
 from typing import Any, Awaitable, Callable
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -100,6 +101,9 @@ class ControlServer:
                     reply = await self._handler(command, args)
                 except ControlError as exc:
                     reply = {"ok": False, "error": str(exc)}
+                except Exception as exc:  # a fleet bug: answer it, never leave the CLI guessing
+                    traceback.print_exc()
+                    reply = {"ok": False, "error": f"internal error in fleet: {exc!r} (see fleet's output)"}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):

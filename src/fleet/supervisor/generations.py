@@ -133,7 +133,9 @@ class ReloadPlan:
         return [placements[i:i + self.batch_size] for i in range(0, len(placements), self.batch_size)]
 
     def next_batch(self) -> list[Placement] | None:
-        """The next batch to start, or None when every batch has been started."""
+        """The next batch to start, or None once every worker is ready (SWITCHED)."""
+        if self.phase is _P.SWITCHED:
+            return None
         if self.phase is not _P.STARTING:
             raise InvalidReloadStep(f"no batch to start in phase {self.phase.value}")
         batches = self.batches()

@@ -98,6 +98,7 @@ class WorkerLives:
         self.output = output or Output()
         self._current: dict[int, Worker] = {}  # index -> the worker that serves it
         self._replaced: dict[str, Worker] = {}  # id -> a worker still draining or stopping
+        self._pending: dict[str, Worker] = {}  # id -> started by an operation, not serving yet
         self._starting_up = False
         self._watchdog: Watchdog | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -123,11 +124,11 @@ class WorkerLives:
     def workers(self) -> list[WorkerInfo]:
         """Snapshots of the serving workers (by index), then of the replaced ones still alive."""
         current = [self._info(w) for _, w in sorted(self._current.items())]
-        replaced = sorted((self._info(w) for w in self._replaced.values()), key=lambda i: (i.generation, i.index))
-        return current + replaced
+        others = [*self._pending.values(), *self._replaced.values()]
+        return current + sorted((self._info(w) for w in others), key=lambda i: (i.generation, i.index))
 
     def _all(self) -> list[Worker]:
-        return [*self._current.values(), *self._replaced.values()]
+        return [*self._current.values(), *self._pending.values(), *self._replaced.values()]
 
     def _set_state(self, worker: Worker, new: WorkerState) -> None:
         worker.state = transition(worker.state, new)

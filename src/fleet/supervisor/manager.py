@@ -73,7 +73,16 @@ class Supervisor(WorkerLives):
                                   hold_output=hold_output, request_limit=limit)
         if self._stopping:
             worker.intent = Intent.STOP
+        self._pending[worker.id] = worker  # listed (and stopped with fleet) until it serves
         return worker
+
+    def _serve(self, worker: Worker) -> Worker | None:
+        """``worker`` now serves its index; returns the one it replaces, if any."""
+        self._pending.pop(worker.id, None)
+        old = self._current.get(worker.index)
+        self._current[worker.index] = worker
+        self._changed(worker)  # its snapshot says current now
+        return old
 
     def _check_ports(self, placements: list[Placement]) -> None:
         host = worker_host(self.config)
@@ -129,7 +138,7 @@ class Supervisor(WorkerLives):
             # Only the first worker talks at once while fleet starts: if the app is broken,
             # every worker prints the same traceback, and the user should read it once.
             for p in placements:
-                self._current[p.index] = self._add(p, 1, trial=False, hold_output=p.index > 0)
+                self._serve(self._add(p, 1, trial=False, hold_output=p.index > 0))
             failed = await self._settle(list(self._current.values()), None)
             if failed is not None:
                 raise SupervisorError(f"worker {failed.id} failed to start: {failed.failure}")
@@ -179,9 +188,7 @@ class Supervisor(WorkerLives):
                     plan.rolled_back()
                     raise self._reload_failed(plan, notes)
                 plan.batch_ready([w.index for w in new])
-            old = [self._current[w.index] for w in started]
-            for worker in started:
-                self._current[worker.index] = worker
+            old = [w for w in map(self._serve, started) if w is not None]
             old_generations = sorted({w.generation for w in old})
             self._drains.begin(old, self.config.drain_timeout)
             message = (f"generation {plan.generation} ready ({len(started)} workers on ports "
@@ -207,6 +214,8 @@ class Supervisor(WorkerLives):
         """Stop workers of a failed generation; any request they took is let finish first."""
         await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout, wait=True)
                                for w in workers))
+        for worker in workers:
+            self._pending.pop(worker.id, None)
 
     async def _reload_in_place(self) -> str:
         """--no-proxy: restart each worker on its own port, one at a time (nothing can steer
@@ -286,7 +295,7 @@ class Supervisor(WorkerLives):
                 await self._discard([new])
                 raise SupervisorError(f"recycle of {worker.id} failed: {failed.failure}; "
                                       f"{worker.id} keeps serving")
-            self._current[worker.index] = new
+            self._serve(new)
             self._drains.begin([worker], self.config.drain_timeout)
             return "\n".join([*notes, f"{worker.id} replaced by {new.id} ({reason.value})"])
 
@@ -310,7 +319,7 @@ class Supervisor(WorkerLives):
                 self.output.fleet(f"scaling up to {workers} workers (generation {self.generation})")
                 added = [self._add(p, self.generation, trial=False) for p in placements]
                 for worker in added:
-                    self._current[worker.index] = worker
+                    self._serve(worker)
                 await self._wait_for(lambda: all(w.state is not S.STARTING for w in added),
                                      self.config.start_timeout + 5)
             elif workers < len(current):
