@@ -100,7 +100,7 @@ def test_new_websockets_go_to_workers_with_fewer_open_ones(fleet: Fleet) -> None
     try:
         for sock in pinned:
             sock.send("pin")
-            assert sock.recv() == "w0: pin"
+            assert sock.recv() == "g1w0: pin"
         wait_until(lambda: fleet.worker("g1w0")["connections"] == 4, 10, message="4 websockets on w0")
         fresh = [ws_connect(fleet.port) for _ in range(4)]
         try:

@@ -62,7 +62,7 @@ def test_balance_skips_a_dead_server_and_uses_it_once_it_answers(backends: Fleet
         assert "(2 up)" in proc.output()
         for _ in range(20):
             status, _, body = get(port)
-            assert status == 200 and body.startswith(b"hello from w")
+            assert status == 200 and body.startswith(b"hello from g1w")
         (tmp_path / "index.html").write_text("late server\n")
         late = subprocess.Popen([sys.executable, "-m", "http.server", str(dead), "--bind", "127.0.0.1"],
                                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -232,7 +232,7 @@ def test_https_and_unix_socket_listeners(backends: Fleet, tmp_path: Path) -> Non
             answer = b""
             while chunk := wrapped.recv(65536):
                 answer += chunk
-        assert answer.startswith(b"HTTP/1.1 200") and b"hello from w" in answer
+        assert answer.startswith(b"HTTP/1.1 200") and b"hello from g1w" in answer
         proc.signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     assert not unix_path.exists()

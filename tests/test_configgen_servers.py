@@ -191,7 +191,7 @@ def test_proxy_reaches_every_worker_echoes_websockets_and_passes_big_heads(
         assert seen == {"g1w0", "g1w1", "g1w2"}
         # A 40 KB header line, like Bokeh's session token, passes (nginx's default is 8k).
         status, _, body = get(port, headers={"X-Token": "t" * 40_000})
-        assert status == 200 and body.startswith(b"hello from w")
+        assert status == 200 and body.startswith(b"hello from g1w")
 
         ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=5,
                                          header=["X-Token: " + "s" * 40_000])
@@ -284,7 +284,7 @@ def test_proxy_serves_https_with_hsts_and_redirects_plain_http(
     with running(kind, tmp_path, config, redirect_port=redirect_port):
         wait_until(lambda: port_open(redirect_port), 5, message="the redirect listener")
         status, headers, body = _https(port)
-        assert status == 200 and body.startswith(b"hello from w")
+        assert status == 200 and body.startswith(b"hello from g1w")
         assert {k.lower(): v for k, v in headers.items()}["strict-transport-security"].startswith("max-age=")
 
         redirect = _raw_get(redirect_port, "/slow?seconds=0")
@@ -322,7 +322,7 @@ def test_proxy_also_listens_on_the_unix_socket(kind: str, workers: Fleet, tmp_pa
     sock = str(tmp_path / "fleet.sock")
     with running(kind, tmp_path, fleet_config(workers, port, unix_socket=sock)):
         status, body = _unix_get(sock)
-        assert status == 200 and body.startswith(b"hello from w")
+        assert status == 200 and body.startswith(b"hello from g1w")
         assert get(port)[0] == 200
 
 
