@@ -205,8 +205,12 @@ def format_status(reply: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     proxy = reply.get("proxy") or "no proxy"
+    serving = [w for w in workers if w.get("current", True)]
+    draining = len(workers) - len(serving)
     lines.append(f"fleet pid {reply.get('pid', '?')}: {reply.get('app', '?')}, "
-                 f"{len(workers)}/{reply.get('desired', len(workers))} workers, {proxy}")
+                 f"{len(serving)}/{reply.get('desired', len(serving))} workers"
+                 f"{f' (+{draining} replaced, draining or stopping)' if draining else ''}"
+                 f"{', generation ' + str(reply['generation']) if reply.get('generation') else ''}, {proxy}")
     last = reply.get("last_reload")
     if last and not last.get("ok"):
         lines.append(f"last reload FAILED: {last.get('message', '?')}")
