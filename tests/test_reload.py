@@ -4,15 +4,17 @@ changing nothing, and workers recycled through the same drain."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import websocket
 
-from support import EXAMPLES, wait_until
+from support import EXAMPLES, free_port_range, wait_until
 from test_drills import LoadGenerator, get, metric, scrape
-from up_helpers import Fleet, up
+from up_helpers import Fleet, family, living, up
 
 TORNADO_APP = EXAMPLES / "tornado_hello.py"
 BROKEN = "raise ImportError('deploy_went_wrong_for_fleet_test')\n"
@@ -160,3 +162,30 @@ def test_max_requests_recycles_a_worker_through_a_new_one_without_failing_a_requ
         assert metric(samples, "fleet_worker_recycles_total", reason="max_requests") >= 1
         assert metric(samples, "fleet_worker_restarts_total") == 0  # a recycle is not a crash
         assert rows(fleet)["g2w0"]["port"] == fleet.surge_port
+
+
+def test_fleet_down_while_a_generation_drains_stops_every_worker_and_leaves_nothing(tmp_path: Path) -> None:
+    fleet, _ = start(tmp_path, workers=1)
+    with fleet.proc:
+        sock, _ = ws_open(fleet)
+        assert fleet.cli("reload").returncode == 0
+        started = family(fleet.proc.pid)
+        assert len({w["pid"] for w in fleet.status()["workers"]}) == 2  # g1w0 draining, g2w0 serving
+        assert fleet.cli("down").returncode == 0
+        assert fleet.proc.wait(timeout=60) == 0
+        wait_until(lambda: not living(started), 5, message="every fleet process gone")
+        assert "did not exit" not in fleet.proc.output() and "abandoned" not in fleet.proc.output()
+        sock.close()
+
+
+def test_a_taken_port_in_the_surge_block_stops_the_start_and_names_it(tmp_path: Path) -> None:
+    surge = free_port_range(2)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", surge + 1))
+        holder.listen()
+        fleet = up(tmp_path, str(TORNADO_APP), workers=2, proxy=True, surge=surge)
+        with fleet.proc:
+            assert fleet.proc.wait(timeout=60) == 1
+            output = fleet.proc.output()
+            assert f"127.0.0.1:{surge + 1} is already in use by pid {os.getpid()}" in output
+            assert not re.search(r"g1w\d:\d+ ready", output)  # no worker was started

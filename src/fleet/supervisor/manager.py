@@ -334,8 +334,8 @@ class Supervisor(WorkerLives):
         """Graceful stop of every worker: TERM (the proxy has drained HTTP already), KILL
         stragglers after ``graceful_timeout``. Drains in progress are cut short."""
         self._stopping = True
+        workers = self._all()  # before the drains end: an ended drain forgets its worker
         await self._drains.cancel()
-        workers = self._all()
         for worker in workers:
             worker.intent = Intent.STOP
             worker.wake.set()
@@ -346,8 +346,8 @@ class Supervisor(WorkerLives):
     async def kill_now(self) -> None:
         """Stop at once: SIGKILL every worker group and wait for the worker tasks to finish."""
         self._stopping = True
-        await self._drains.cancel()
         workers = self._all()
+        await self._drains.cancel()
         for worker in workers:
             worker.intent = Intent.STOP
             worker.wake.set()
