@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import websocket
@@ -189,3 +191,26 @@ def test_a_taken_port_in_the_surge_block_stops_the_start_and_names_it(tmp_path: 
             output = fleet.proc.output()
             assert f"127.0.0.1:{surge + 1} is already in use by pid {os.getpid()}" in output
             assert not re.search(r"g1w\d:\d+ ready", output)  # no worker was started
+
+
+def test_fleet_down_while_a_reload_starts_its_workers_ends_the_reload_and_leaves_nothing(tmp_path: Path) -> None:
+    server = f"{sys.executable} -m http.server --bind 127.0.0.1 {{port}}"
+    fleet = up(tmp_path, "--cmd", f"test -e slow && sleep 60; exec {server}", workers=2, proxy=True)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready: open", timeout=60)
+        (tmp_path / "slow").write_text("new workers hang at start\n")
+        reload = subprocess.Popen([sys.executable, "-m", "fleet", "reload", "--control-socket", fleet.control],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: any(w["generation"] == 2 and w["pid"] for w in fleet.status()["workers"]), 20,
+                       message="generation 2 starting")
+            started = family(fleet.proc.pid)
+            assert fleet.cli("down").returncode == 0
+            assert fleet.proc.wait(timeout=60) == 0
+            _, err = reload.communicate(timeout=30)
+        finally:
+            if reload.poll() is None:
+                reload.kill()
+                reload.wait()
+        assert reload.returncode == 1 and "reload failed: generation 2 could not start" in err, err
+        wait_until(lambda: not living(started), 5, message="every fleet process gone")

@@ -91,18 +91,18 @@ class Master:
 
     # -- supervisor -> balancer -------------------------------------------------------------
     def _on_change(self, info: WorkerInfo) -> None:
-        self._slots[info.id] = info.slot
         balancer = self.balancer
-        if balancer is None:
-            return
         if info.state in ("stopped", "failed"):
-            if info.id in self._upstreams and not self.stopping:
+            if balancer is not None and info.id in self._upstreams and not self.stopping:
                 balancer.remove_upstream(info.id)
                 self._upstreams.discard(info.id)
                 # Forget a removed worker: its counters would otherwise be exported forever.
                 self.stats.upstreams.pop(info.id, None)
                 self._slots.pop(info.id, None)
             return
+        if balancer is None:
+            return
+        self._slots[info.id] = info.slot
         if info.id not in self._upstreams:
             balancer.add_upstream(info.id, "127.0.0.1", info.port, ready=info.ready)
             self._upstreams.add(info.id)

@@ -40,9 +40,9 @@ class Drains:
             self._tasks[worker.id] = task
             task.add_done_callback(lambda _t, wid=worker.id: self._tasks.pop(wid, None))
 
-    async def drain_and_stop(self, worker: Worker, timeout: float, *, wait: bool = False) -> None:
-        """Set ``worker`` draining, wait until idle (at most ``timeout``), TERM it, wait for
-        its exit. ``wait``: also when it is not draining (a stop of a starting worker)."""
+    async def drain_and_stop(self, worker: Worker, timeout: float) -> None:
+        """Set ``worker`` draining (if ready), wait until idle (at most ``timeout``), TERM it,
+        wait for its exit. A worker that is not ready (starting, in backoff) is just stopped."""
         sup = self._sup
         sup._replaced[worker.id] = worker
         worker.intent = Intent.STOP

@@ -98,22 +98,27 @@ class Supervisor(WorkerLives):
     async def _settle(self, workers: list[Worker], timeout: float | None) -> Worker | None:
         """Wait until every worker is ready or one failed; the failed one (its output shown
         once: the first worker's if it fails the same way, else the failed one's)."""
+        # STOPPED: fleet stops meanwhile (a stop ends every worker, new ones included).
+        ended = (S.FAILED, S.STOPPED)
         await self._wait_for(lambda: all(w.state is S.READY for w in workers)
-                             or any(w.state is S.FAILED for w in workers), timeout)
-        failed = [w for w in workers if w.state is S.FAILED]
+                             or any(w.state in ended for w in workers), timeout)
+        failed = [w for w in workers if w.state in ended]
+        for worker in failed:
+            if worker.state is S.STOPPED:
+                worker.failure = worker.failure or "stopped: fleet is stopping"
         if not failed and all(w.state is S.READY for w in workers):
             return None
         lead = workers[0]
-        if failed and lead.state not in (S.READY, S.FAILED):
+        if failed and lead.state not in (S.READY, *ended):
             # The lead's output is live: if it is failing the same way, its traceback is the
             # one to show; give it a moment to settle before choosing whose to print.
-            await self._wait_for(lambda: lead.state in (S.READY, S.FAILED), BOOT_SETTLE_SECONDS)
-            failed = [w for w in workers if w.state is S.FAILED]
+            await self._wait_for(lambda: lead.state in (S.READY, *ended), BOOT_SETTLE_SECONDS)
+            failed = [w for w in workers if w.state in ended]
         if not failed:  # not settled within the timeout
             first = next(w for w in workers if w.state is not S.READY)
             first.failure = first.failure or f"not ready within {timeout:g} s (state {first.state.value})"
         else:
-            first = lead if lead.state is S.FAILED else min(failed, key=lambda w: w.index)
+            first = lead if lead.state in ended else min(failed, key=lambda w: w.index)
         for worker in workers:
             if worker.relay is not None:
                 worker.relay.release(discard=worker is not first)
@@ -212,7 +217,7 @@ class Supervisor(WorkerLives):
 
     async def _discard(self, workers: list[Worker]) -> None:
         """Stop workers of a failed generation; any request they took is let finish first."""
-        await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout, wait=True)
+        await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout)
                                for w in workers))
         for worker in workers:
             self._pending.pop(worker.id, None)
@@ -326,7 +331,7 @@ class Supervisor(WorkerLives):
                 self.desired = workers
                 self.output.fleet(f"scaling down to {workers} workers")
                 removed = [self._current.pop(i) for i in current[workers:]]
-                await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout, wait=True)
+                await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout)
                                        for w in removed))
 
     # -- stop ------------------------------------------------------------------------------
