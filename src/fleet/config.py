@@ -196,7 +196,9 @@ class Config:
     )
     reload_batch: int = option(
         1, "--reload-batch", parse=parse_positive_int,
-        help="How many new workers a reload starts at a time (each start imports the app).",
+        help="How many new workers a reload starts at a time (each start imports the app). The "
+             "old generation serves meanwhile and drains once all are ready: while it drains, a "
+             "reload costs up to one more worker's memory per worker.",
     )
     drain_timeout: float = option(
         3600.0, "--drain-timeout", parse=parse_duration, metavar="SECONDS",
@@ -287,7 +289,8 @@ class Config:
         help="Private key for --ssl-certfile (password from FLEET_SSL_PASSWORD).",
     )
     log_dir: str | None = option(
-        None, "--log-dir", metavar="DIR", help="Also write each worker's output to DIR/w<i>.log.",
+        None, "--log-dir", metavar="DIR",
+        help="Also write each worker's output to DIR/w<i>.log (DIR/s<i>.log in the surge port block).",
     )
     max_memory: int | None = option(
         None, "--max-memory", parse=parse_size, metavar="SIZE",

@@ -120,7 +120,7 @@ def _option_value_args(f: Any, value: Any) -> list[str]:
         return [long_flag] if value else []
     if meta["multiple"]:
         return [arg for item in value for arg in (long_flag, str(item))]
-    if f.name in {"max_body_size", "max_header_size", "max_memory"}:
+    if f.name in {"max_body_size", "max_header_size", "max_memory", "max_memory_hard"}:
         return [long_flag, fleet_size(value)]
     if isinstance(value, float):
         return [long_flag, seconds(value)]
