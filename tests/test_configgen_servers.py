@@ -222,7 +222,7 @@ def test_proxy_sends_new_requests_to_the_least_busy_workers(kind: str, workers: 
             busy_port = wait_until(lambda: upstream_ports(proxy.pid, worker_ports), 5,
                                    message="the slow request in flight")
             assert isinstance(busy_port, set) and len(busy_port) == 1
-            busy = f"w{busy_port.pop() - workers.base_port}"
+            busy = f"g1w{busy_port.pop() - workers.base_port}"
             quick = [worker_of(get(port)[2]) for _ in range(6)]
         finally:
             holder.join(timeout=15)
