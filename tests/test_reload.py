@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import websocket
 
 from support import EXAMPLES, free_port_range, wait_until
@@ -214,3 +215,27 @@ def test_fleet_down_while_a_reload_starts_its_workers_ends_the_reload_and_leaves
                 reload.wait()
         assert reload.returncode == 1 and "reload failed: generation 2 could not start" in err, err
         wait_until(lambda: not living(started), 5, message="every fleet process gone")
+
+
+@pytest.mark.parametrize("tail, reason", [
+    ("import os\nos._exit(1)\n", r"exited 3 times before becoming ready \(last exit code 1\)"),
+    ("import time\ntime.sleep(3600)\n", r"not ready within --start-timeout 8 s"),
+])
+def test_a_new_generation_that_crash_loops_or_never_gets_ready_changes_nothing(
+        tmp_path: Path, tail: str, reason: str) -> None:
+    fleet, app = start(tmp_path, "--start-timeout", "8")
+    with fleet.proc:
+        before = {w["id"]: w["pid"] for w in fleet.status()["workers"]}
+        app.write_text(app.read_text() + tail)
+        load = LoadGenerator(fleet.port, clients=4)
+        try:
+            result = fleet.cli("reload")
+        finally:
+            outcome = load.stop()
+        assert result.returncode == 1
+        assert re.search(r"reload failed: generation 2 could not start \(g2w0 failed to start: " + reason,
+                         result.stderr), result.stderr
+        assert outcome.failed == 0, (outcome.statuses, outcome.errors)
+        wait_until(lambda: {w["id"]: w["pid"] for w in fleet.status()["workers"]} == before, 15,
+                   message="only generation 1 left, unchanged")
+        assert {served_by(fleet) for _ in range(6)} == {"g1w0", "g1w1"}
