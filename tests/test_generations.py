@@ -51,8 +51,9 @@ def test_a_reload_places_each_index_in_the_other_block_in_batches() -> None:
     assert plan.batch_ready([0, 1]) is P.STARTING
     assert plan.next_batch() == [Placement(2, 0)]
     assert plan.batch_ready([2]) is P.SWITCHED
+    assert plan.next_batch() is None
     with pytest.raises(InvalidReloadStep):
-        plan.next_batch()
+        ReloadPlan(3, {0: 0}, batch_size=1).next_batch()  # not begun
 
 
 def test_an_older_drain_on_the_target_ports_is_ended_first() -> None:
