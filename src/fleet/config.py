@@ -268,6 +268,13 @@ class Config:
         None, "--max-memory", parse=parse_size, metavar="SIZE",
         help="Restart (gracefully) a worker whose process tree uses more memory than this.",
     )
+    worker_timeout: float = option(
+        60.0, "--worker-timeout", parse=parse_duration, metavar="SECONDS",
+        help="Kill and replace a ready worker whose event loop is blocked longer than this "
+             "(0: off). APP workers prove it from inside their loop; --cmd workers only through "
+             "--health-path (a 2xx within the timeout); a --cmd worker without --health-path "
+             "has no hang detection.",
+    )
     control_socket: str | None = option(
         None, "--control-socket", metavar="PATH", commands=CONTROL,
         show_default="$XDG_RUNTIME_DIR/fleet-<port>.sock, else ./.fleet-<port>.sock",
@@ -414,6 +421,9 @@ def validate(config: Config, command: str) -> None:
                 f"--port {config.port} falls inside the worker ports "
                 f"{config.base_port}-{last_port}; choose another --port or --base-port"
             )
+    if 0 < config.worker_timeout < 1:
+        raise ConfigError(f"--worker-timeout {config.worker_timeout:g}: use 0 (off) or at least 1 "
+                          f"second (a busy but healthy event loop would be killed)")
     if bool(config.ssl_certfile) != bool(config.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
     if config.metrics_port is not None and config.metrics_port == config.port and config.port != 0:

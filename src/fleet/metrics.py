@@ -13,7 +13,7 @@ Names follow the design's table (``_total`` counters, seconds, bytes, a ``worker
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
@@ -121,9 +121,11 @@ def tree_usage(pid: int) -> tuple[float, int] | None:
 class WorkerCollector(Collector):
     """Exports the supervisor's view of each worker, plus psutil readings taken now."""
 
-    def __init__(self, workers: Callable[[], Iterable[WorkerInfo]], desired: Callable[[], int]) -> None:
+    def __init__(self, workers: Callable[[], Iterable[WorkerInfo]], desired: Callable[[], int],
+                 loop_lags: Callable[[], Mapping[str, float]] | None = None) -> None:
         self._workers = workers
         self._desired = desired
+        self._loop_lags = loop_lags
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("fleet_worker_up", "1 if the worker is ready for traffic.", labels=["worker"])
@@ -157,6 +159,16 @@ class WorkerCollector(Collector):
                 cpu.add_metric([info.id], usage[0])
                 rss.add_metric([info.id], usage[1])
         yield from (up, restarts, crash_looping, cpu, rss, start_time)
+        if self._loop_lags is not None:
+            lag = GaugeMetricFamily(
+                "fleet_worker_event_loop_lag_seconds",
+                "How late the worker's event loop ran its heartbeat (grows while the loop is "
+                "blocked); APP workers with --worker-timeout only.",
+                labels=["worker"],
+            )
+            for worker_id, seconds in sorted(self._loop_lags().items()):
+                lag.add_metric([worker_id], seconds)
+            yield lag
         yield GaugeMetricFamily("fleet_workers_desired", "Workers fleet is asked to run.", value=self._desired())
 
 
@@ -164,13 +176,14 @@ def make_registry(
     stats: ProxyStats | None = None,
     workers: Callable[[], Iterable[WorkerInfo]] | None = None,
     desired: Callable[[], int] | None = None,
+    loop_lags: Callable[[], Mapping[str, float]] | None = None,
 ) -> CollectorRegistry:
     """A fresh registry with the proxy and/or worker collectors (no global default registry)."""
     registry = CollectorRegistry(auto_describe=False)
     if stats is not None:
         registry.register(ProxyCollector(stats))
     if workers is not None:
-        registry.register(WorkerCollector(workers, desired or (lambda: 0)))
+        registry.register(WorkerCollector(workers, desired or (lambda: 0), loop_lags))
     return registry
 
 

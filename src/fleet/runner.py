@@ -232,7 +232,8 @@ class Master:
         assert self.supervisor is not None
         supervisor = self.supervisor
         registry = metrics.make_registry(self.stats if self.balancer is not None else None,
-                                         supervisor.workers, lambda: supervisor.desired)
+                                         supervisor.workers, lambda: supervisor.desired,
+                                         supervisor.loop_lags)  # hook: issue 13 loop lag gauge
         if config.metrics_port is not None:
             self._metrics_listener = await metrics.serve_separately(
                 registry, config.address, config.metrics_port, config.metrics_path)

@@ -13,6 +13,7 @@ asks ``load(worker_id)`` for in-flight requests while draining.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 import signal
@@ -24,6 +25,7 @@ from fleet.appspec import AppSpec
 from fleet.config import Config
 from fleet.ports import PortInUseError, check_free
 from fleet.supervisor.command import probe_host, worker_command, worker_host
+from fleet.supervisor.heartbeat import Liveness
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.policy import (
     RUNNING_STATES,
@@ -34,6 +36,7 @@ from fleet.supervisor.policy import (
 )
 from fleet.supervisor.probe import wait_ready
 from fleet.supervisor.process import LineRelay, Output, WorkerProcess
+from fleet.supervisor.reaper import Reaper
 from fleet.supervisor.watchdog import Watchdog
 from fleet.tasks import cancel_and_wait, wait_event
 
@@ -107,6 +110,11 @@ class Supervisor:
         self._starting_up = False
         self._stopping = False
         self._watchdog: Watchdog | None = None
+        # --- reaper/heartbeat hooks (issue 13: descendants die with fleet; hung workers) ---
+        self._reaper: Reaper | None = None
+        self._liveness = Liveness(config.worker_timeout, config.health_path, probe_host(config),
+                                  self.output.fleet)
+        # --- end hooks ---
         self._waiters: list[asyncio.Future[None]] = []
         self._ops = asyncio.Lock()  # one reload/scale/restart at a time
 
@@ -171,6 +179,7 @@ class Supervisor:
             except PortInUseError as exc:
                 raise SupervisorError(str(exc)) from None
         self._watchdog = Watchdog()
+        self._reaper = self._start_reaper(self._watchdog)  # hook: subreaper + escaped groups
         self._starting_up = True
         try:
             for index in range(self.desired):
@@ -228,10 +237,17 @@ class Supervisor:
         slot.spawns += 1
         slot.started_at = time.time()
         slot.started_mono = time.monotonic()
+        # hook: a heartbeat file for APP workers (--worker-timeout)
+        extras = self._liveness.prepare(slot.id, beats=self.config.cmd is None)
         try:
-            slot.proc = await WorkerProcess.spawn(command.argv, command.env, relay)
+            with self._reaper.spawning() if self._reaper else contextlib.nullcontext():  # hook
+                slot.proc = await WorkerProcess.spawn(command.argv, {**command.env, **extras.env}, relay,
+                                                      pass_fds=extras.pass_fds)
+                if self._reaper is not None:
+                    self._reaper.own(slot.proc.pid, slot.proc.pgid)  # hook: not an orphan
         except OSError as exc:
             relay.close()
+            self._liveness.forget(slot.id)  # hook
             self.output.fleet(f"{slot.label} cannot execute {command.argv[0]}: {exc.strerror}")
             return 127
         if self._watchdog is not None:
@@ -323,6 +339,8 @@ class Supervisor:
                     self._set_state(slot, S.READY)
                     self.output.fleet(f"{slot.label} ready (pid {proc.pid}, "
                                       f"{time.monotonic() - slot.started_mono:.1f} s)")
+                    # hook: from now on it must prove it is alive (--worker-timeout)
+                    self._liveness.watch(slot.id, slot.label, slot.port, lambda: self._kill_hung(slot, proc))
                     await self._watch_stability(slot, exited)
             elif slot.state is S.STARTING:
                 what = f"a 2xx from {self.config.health_path}" if self.config.health_path else "connections"
@@ -351,6 +369,9 @@ class Supervisor:
         returncode = await (exited if exited is not None else proc.wait())
         # The leader is gone; its children must not keep the port or the output pipe.
         proc.signal_group(signal.SIGKILL)
+        self._liveness.forget(slot.id)  # hook
+        if self._reaper is not None:
+            self._reaper.worker_exited(proc.pid)  # hook: the groups that escaped it go too
         if self._watchdog is not None:
             self._watchdog.remove(proc.pgid)
         await proc.finish_output()
@@ -482,6 +503,7 @@ class Supervisor:
         self._stopping = True
         slots = list(self._slots.values())
         await asyncio.gather(*(self._retire(slot, graceful_timeout) for slot in slots))
+        await self._end_descendants()  # hook: after the workers
         self._close_watchdog()
 
     async def kill_now(self) -> None:
@@ -500,7 +522,38 @@ class Supervisor:
             stuck = await cancel_and_wait(pending)
             if stuck:
                 self.output.fleet(f"{len(stuck)} worker task(s) did not end after SIGKILL; abandoned")
+        await self._end_descendants()  # hook: after the workers
         self._close_watchdog()
+
+    # --- reaper/heartbeat hooks (issue 13) -------------------------------------------------
+    def _start_reaper(self, watchdog: Watchdog) -> Reaper:
+        def label(pid: int) -> str:
+            return next((s.label for s in self._slots.values() if s.proc is not None and s.proc.pid == pid),
+                        f"pid {pid}")
+
+        reaper = Reaper(watchdog.add, watchdog.remove, self.output.fleet, label)
+        reaper.own(watchdog.pid)
+        reaper.start()
+        return reaper
+
+    def _kill_hung(self, slot: _Slot, proc: WorkerProcess) -> None:
+        """``--worker-timeout`` passed without a sign of life: kill it; the restart policy acts."""
+        if slot.proc is not proc:
+            return
+        if slot.state in (S.READY, S.DRAINING):
+            self._set_state(slot, S.STOPPING)  # no new requests for it from now on
+        proc.signal_group(signal.SIGKILL)
+
+    def loop_lags(self) -> dict[str, float]:
+        """Event loop lag of each ready APP worker (``fleet_worker_event_loop_lag_seconds``)."""
+        return self._liveness.lags()
+
+    async def _end_descendants(self) -> None:
+        await self._liveness.close()
+        if self._reaper is not None:
+            reaper, self._reaper = self._reaper, None
+            await reaper.kill_all()
+    # --- end hooks ---
 
     def _close_watchdog(self) -> None:
         if self._watchdog is not None:
