@@ -1,0 +1,115 @@
+"""``--worker-timeout``: a worker whose event loop is blocked is killed and replaced; a busy but
+healthy one never is; a ``--cmd`` worker is judged by ``--health-path``."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from support import ROOT, http_get, wait_until
+from up_helpers import up
+
+PY = sys.executable
+STUCK_APP = str(ROOT / "tests" / "apps" / "stuck.py")
+
+
+def metric(fleet_port: int, name: str, worker: str) -> float | None:
+    body = http_get(f"http://127.0.0.1:{fleet_port}/metrics")[2].decode()
+    match = re.search(rf'^{name}{{worker="{worker}"}} (\S+)$', body, re.M)
+    return float(match.group(1)) if match else None
+
+
+def block_in_background(url: str) -> threading.Thread:
+    """GET ``url`` (it never answers: the worker is killed), without holding up the test."""
+
+    def request() -> None:
+        try:
+            urllib.request.urlopen(url, timeout=30).read()
+        except OSError:
+            pass  # the worker was killed mid-request: expected
+
+    thread = threading.Thread(target=request, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_worker_blocked_in_time_sleep_is_replaced_within_the_timeout_plus_2_s(tmp_path: Path) -> None:
+    fleet = up(tmp_path, STUCK_APP, "--worker-timeout", "3", workers=2, proxy=True)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready: open", timeout=60)
+        wait_until(lambda: metric(fleet.port, "fleet_worker_event_loop_lag_seconds", "w0") is not None, 5,
+                   message="lag gauge")
+        before = fleet.worker("w0")
+        blocked_at = time.monotonic()
+        request = block_in_background(f"http://127.0.0.1:{fleet.base_port}/block?seconds=3600")
+        # While it is stuck the gauge grows (the master computes it from the missing beats).
+        wait_until(lambda: (metric(fleet.port, "fleet_worker_event_loop_lag_seconds", "w0") or 0) > 1.0, 3,
+                   message="lag over 1 s")
+        wait_until(lambda: fleet.worker("w0")["pid"] not in (None, before["pid"])
+                   and fleet.worker("w0")["state"] == "ready", 3 + 2 + 1, interval=0.05,
+                   message="w0 replaced and ready")
+        assert time.monotonic() - blocked_at <= 3 + 2
+        line = fleet.proc.wait_for_output(
+            rf"w0:{fleet.base_port} event loop blocked for ([\d.]+) s \(--worker-timeout 3\): killing it", 1)
+        assert 3 < float(line.group(1)) < 4.5
+        after = fleet.worker("w0")
+        assert after["restarts"] == 1 and after["last_exit"] == -signal.SIGKILL
+        assert fleet.worker("w1")["restarts"] == 0
+        assert http_get(f"http://127.0.0.1:{fleet.port}/")[0] == 200
+        request.join(timeout=5)
+
+
+def test_healthy_worker_under_load_is_never_killed(tmp_path: Path) -> None:
+    fleet = up(tmp_path, STUCK_APP, "--worker-timeout", "2", workers=1, proxy=True)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready: open", timeout=60)
+        pid = fleet.worker("w0")["pid"]
+        stop = time.monotonic() + 8  # four timeouts of back-to-back requests, 50 ms of CPU each
+        answered = [0] * 4
+        failures: list[str] = []
+
+        def load(slot: int) -> None:
+            while time.monotonic() < stop:
+                status = http_get(f"http://127.0.0.1:{fleet.port}/busy?ms=50", timeout=10)[0]
+                if status == 200:
+                    answered[slot] += 1
+                else:
+                    failures.append(str(status))
+
+        threads = [threading.Thread(target=load, args=(slot,)) for slot in range(4)]
+        for thread in threads:
+            thread.start()
+        lags = []
+        while time.monotonic() < stop:
+            lags.append(metric(fleet.port, "fleet_worker_event_loop_lag_seconds", "w0") or 0.0)
+            time.sleep(0.5)
+        for thread in threads:
+            thread.join(timeout=20)
+        assert not failures and sum(answered) > 50
+        assert "killing it" not in fleet.proc.output()
+        assert fleet.worker("w0")["pid"] == pid and fleet.worker("w0")["restarts"] == 0
+        assert max(lags) < 2.0
+
+
+def test_cmd_worker_that_stops_answering_its_health_path_is_replaced(tmp_path: Path) -> None:
+    fleet = up(tmp_path, "--cmd", f"exec {PY} -m http.server --bind 127.0.0.1 {{port}}",
+               "--health-path", "/", "--worker-timeout", "2", workers=1)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+        before = fleet.worker("w0")
+        # Stopped, the server still accepts connections (the kernel does) but never answers.
+        os.killpg(before["pid"], signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        fleet.proc.wait_for_output(
+            rf"w0:{fleet.base_port} no 2xx answer from / for [\d.]+ s \(--worker-timeout 2\): killing it", 6)
+        wait_until(lambda: fleet.worker("w0")["pid"] not in (None, before["pid"])
+                   and fleet.worker("w0")["state"] == "ready", 10, message="w0 replaced and ready")
+        assert time.monotonic() - stopped_at <= 2 + 3
+        assert fleet.worker("w0")["last_exit"] == -signal.SIGKILL
+        assert http_get(f"http://127.0.0.1:{fleet.base_port}/")[0] == 200
