@@ -112,7 +112,7 @@ SUBREAPER_SCRIPT = textwrap.dedent("""
         time.sleep(0.8)  # the loop is blocked: both are zombies now, neither reaped yet
         master, procs = snapshot(os.getpid())
         print("zombies", sorted(p.pid == worker.pid for p in procs if p.zombie and p.ppid == os.getpid()))
-        reaper.scan()
+        reaper.scan_now()
         done, _ = await asyncio.wait({asyncio.ensure_future(worker.wait())}, timeout=5)
         print("exit", done.pop().result() if done else None)
         master, procs = snapshot(os.getpid())

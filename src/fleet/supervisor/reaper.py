@@ -119,32 +119,55 @@ def plan(procs: list[Proc], master: Proc, workers: Mapping[int, int], others: fr
 
 
 def snapshot(master_pid: int) -> tuple[Proc, list[Proc]]:
-    """The master and its descendants now (processes that vanish meanwhile are left out)."""
-    master = _read(psutil.Process(master_pid))
-    assert master is not None
-    procs: list[Proc] = []
-    try:
-        children = psutil.Process(master_pid).children(recursive=True)
-    except psutil.Error:
-        return master, procs
-    for child in children:
-        proc = _read(child)
-        if proc is not None:
-            procs.append(proc)
-    return master, procs
+    """The master and its descendants now (processes that vanish meanwhile are left out).
+
+    Blocking (one read per process on the machine): run it off the event loop.
+    """
+    table = _proc_table() if os.path.isdir("/proc/self") else _psutil_table()
+    if master_pid not in table:
+        raise ProcessLookupError(master_pid)
+    children: dict[int, list[int]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    found: list[Proc] = []
+    pending = list(children.get(master_pid, ()))
+    while pending:
+        pid = pending.pop()
+        found.append(table[pid])
+        pending.extend(children.get(pid, ()))
+    return table[master_pid], found
 
 
-def _read(process: psutil.Process) -> Proc | None:
-    try:
-        with process.oneshot():
-            zombie = process.status() == psutil.STATUS_ZOMBIE
-            ppid = process.ppid()
-            name = process.name()
-        if zombie:
-            return Proc(process.pid, ppid, -1, -1, True, name)
-        return Proc(process.pid, ppid, os.getpgid(process.pid), os.getsid(process.pid), False, name)
-    except (psutil.Error, ProcessLookupError, PermissionError):
-        return None
+def _proc_table() -> dict[int, Proc]:
+    """Every process from ``/proc/*/stat``: one read each gives parent, group, session, state."""
+    table: dict[int, Proc] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                data = stat.read()
+            end = data.rindex(b")")  # the command name may itself contain ") "
+            state, ppid, pgid, sid = data[end + 2:].split(b" ", 4)[:4]
+            comm = data[data.index(b"(") + 1:end].decode("utf-8", "replace")
+            table[int(name)] = Proc(int(name), int(ppid), int(pgid), int(sid), state in (b"Z", b"X"), comm)
+        except (OSError, ValueError):
+            continue  # exited while we listed, or not ours to read
+    return table
+
+
+def _psutil_table() -> dict[int, Proc]:
+    """Where there is no /proc (macOS): the same table through psutil (no subreaper there)."""
+    table: dict[int, Proc] = {}
+    for process in psutil.process_iter(["ppid", "status", "name"]):
+        try:
+            zombie = process.info["status"] == psutil.STATUS_ZOMBIE
+            pgid, sid = (-1, -1) if zombie else (os.getpgid(process.pid), os.getsid(process.pid))
+            table[process.pid] = Proc(process.pid, process.info["ppid"], pgid, sid, zombie,
+                                      process.info["name"] or "")
+        except (psutil.Error, OSError):
+            continue
+    return table
 
 
 class Reaper:
@@ -160,6 +183,7 @@ class Reaper:
         self._workers: dict[int, int] = {}  # worker pid -> its process group
         self._others: set[int] = set()
         self._spawning = 0
+        self._epoch = 0  # bumped whenever the set of the master's own children may change
         self._groups: dict[int, int | None] = {}  # registered group -> owning worker pid (None: unknown)
         self.subreaper = become_subreaper()
         self._task: asyncio.Task[None] | None = None
@@ -167,6 +191,7 @@ class Reaper:
     # -- what the master spawns on purpose ----------------------------------------------------
     def own(self, pid: int, pgid: int | None = None) -> None:
         """Declare a child of the master (a worker with its group, or a helper such as the watchdog)."""
+        self._epoch += 1
         if pgid is None:
             self._others.add(pid)
         else:
@@ -175,10 +200,12 @@ class Reaper:
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
         self._spawning += 1
+        self._epoch += 1
         try:
             yield
         finally:
             self._spawning -= 1
+            self._epoch += 1
 
     # -- scanning -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -187,15 +214,22 @@ class Reaper:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(SCAN_INTERVAL)
-            self.scan()
+            epoch = self._epoch
+            try:
+                # Reading /proc costs about 20 ms on a slow kernel: never on the event loop.
+                master, procs = await asyncio.to_thread(snapshot, self._pid)
+            except (OSError, psutil.Error) as exc:
+                self._say(f"warning: cannot list fleet's processes: {exc}")
+                continue
+            if epoch == self._epoch:  # else a worker was spawned or exited meanwhile: next time
+                self.apply(master, procs)
 
-    def scan(self) -> None:
-        """One pass: reap zombie orphans, register new escaped groups, forget vanished ones."""
-        try:
-            master, procs = snapshot(self._pid)
-        except psutil.Error as exc:
-            self._say(f"warning: cannot list fleet's processes: {exc}")
-            return
+    def scan_now(self) -> None:
+        """One pass on the calling thread (at stop, and in tests)."""
+        self.apply(*snapshot(self._pid))
+
+    def apply(self, master: Proc, procs: list[Proc]) -> None:
+        """Act on a snapshot: reap zombie orphans, register new escaped groups, forget vanished ones."""
         decided = plan(procs, master, self._workers, frozenset(self._others), self._groups,
                        self._spawning > 0)
         for pid in decided.reap:
@@ -224,10 +258,12 @@ class Reaper:
     # -- ending -------------------------------------------------------------------------------
     def worker_exited(self, pid: int) -> None:
         """A worker's process ended: its escaped groups go with it."""
+        self._epoch += 1
         self._workers.pop(pid, None)
         self._kill([pgid for pgid, owner in self._groups.items() if owner == pid])
 
     def disown(self, pid: int) -> None:
+        self._epoch += 1
         self._others.discard(pid)
 
     def _kill(self, pgids: list[int]) -> None:
@@ -246,11 +282,11 @@ class Reaper:
             from fleet.tasks import cancel_and_wait
 
             await cancel_and_wait([task])
-        self.scan()  # an orphan born since the last scan is registered (and then killed) too
+        self.scan_now()  # an orphan born since the last scan is registered (and then killed) too
         self._kill(list(self._groups))
         deadline = asyncio.get_running_loop().time() + KILL_REAP_WAIT
         while asyncio.get_running_loop().time() < deadline:
-            master, procs = snapshot(self._pid)
+            master, procs = await asyncio.to_thread(snapshot, self._pid)
             zombies = plan(procs, master, self._workers, frozenset(self._others), {}, False).reap
             if not zombies and not any(p.ppid == self._pid and p.pid not in self._workers
                                        and p.pid not in self._others for p in procs):
