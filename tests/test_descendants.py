@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
@@ -28,7 +29,21 @@ _counter = itertools.count()
 
 def marker() -> str:
     """A sleep duration no other process on the machine has in its argv."""
-    return f"4321.{os.getpid()}{next(_counter):03d}{time.monotonic_ns() % 1000:03d}"
+    mark = f"4321.{os.getpid()}{next(_counter):03d}{time.monotonic_ns() % 1000:03d}"
+    _marks.append(mark)
+    return mark
+
+
+_marks: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_sleeper_left() -> Iterator[None]:
+    """A failing test must not leave its sleeper behind (fleet's own job, checked by the tests)."""
+    yield
+    while _marks:
+        for process in sleepers(_marks.pop()):
+            process.kill()
 
 
 def sleepers(mark: str) -> list[psutil.Process]:
@@ -44,21 +59,28 @@ def sleepers(mark: str) -> list[psutil.Process]:
 
 
 def start_with_escaped_child(tmp_path: Path, kind: str, mark: str) -> Fleet:
-    """A ready fleet with one sleeper outside every worker's process group."""
+    """A ready fleet with one sleeper outside every worker's process group (stopped on failure)."""
     if kind == "setsid-child":
         fleet = up(tmp_path, "--cmd", f"setsid sleep {mark} & exec {PY} -m http.server --bind 127.0.0.1 {{port}}")
-        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
-        # Found below its live worker: it will go with that worker, and with a killed master.
-        fleet.proc.wait_for_output(r"w0:\d+: pid \d+ \(sleep\) left the worker's process group", timeout=10)
     else:
         fleet = up(tmp_path, STUCK_APP)
+    try:
         fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
-        assert http_get(f"http://127.0.0.1:{fleet.base_port}/orphan?arg={mark}")[0] == 200
-        # Its parent shell is gone: without the subreaper it would belong to init, unseen.
-        fleet.proc.wait_for_output(r"pid \d+ \(sleep\) was orphaned below fleet", timeout=10)
-        [sleeper] = sleepers(mark)
-        assert sleeper.ppid() == fleet.proc.pid
-    assert len(sleepers(mark)) == 1
+        if kind == "setsid-child":
+            # Found below its live worker: it will go with that worker, and with a killed master.
+            fleet.proc.wait_for_output(r"w0:\d+: pid \d+ \(sleep\) left the worker's process group", timeout=10)
+        else:
+            assert http_get(f"http://127.0.0.1:{fleet.base_port}/orphan?arg={mark}")[0] == 200
+            # Its parent shell is gone: without the subreaper it would belong to init, unseen.
+            fleet.proc.wait_for_output(r"pid \d+ \(sleep\) was orphaned below fleet", timeout=10)
+            [sleeper] = sleepers(mark)
+            assert sleeper.ppid() == fleet.proc.pid
+        assert len(sleepers(mark)) == 1
+    except BaseException:
+        fleet.proc.stop()
+        for process in sleepers(mark):
+            process.kill()
+        raise
     return fleet
 
 
@@ -82,6 +104,18 @@ def test_escaped_descendant_is_gone_after_kill_9_of_the_master(tmp_path: Path, k
         killed_at = time.monotonic()
         wait_until(lambda: not sleepers(mark), 2.0, interval=0.02, message=f"sleep {mark} gone")
         assert time.monotonic() - killed_at <= 2.0
+
+
+def test_setsid_child_spawned_just_before_kill_9_of_the_master_is_gone_too(tmp_path: Path) -> None:
+    # No scan has (probably) seen it yet: the watchdog finds it by its FLEET_FAMILY marker.
+    mark = marker()
+    fleet = up(tmp_path, STUCK_APP)
+    with fleet.proc:
+        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+        assert http_get(f"http://127.0.0.1:{fleet.base_port}/spawn?arg={mark}")[0] == 200
+        os.kill(fleet.proc.pid, signal.SIGKILL)
+        assert len(sleepers(mark)) <= 1
+        wait_until(lambda: not sleepers(mark), 2.0, interval=0.02, message=f"sleep {mark} gone")
 
 
 def test_setsid_child_goes_with_its_worker_when_the_worker_dies(tmp_path: Path) -> None:

@@ -241,8 +241,9 @@ class Supervisor:
         extras = self._liveness.prepare(slot.id, beats=self.config.cmd is None)
         try:
             with self._reaper.spawning() if self._reaper else contextlib.nullcontext():  # hook
-                slot.proc = await WorkerProcess.spawn(command.argv, {**command.env, **extras.env}, relay,
-                                                      pass_fds=extras.pass_fds)
+                family = self._watchdog.family_env() if self._watchdog else {}  # hook: FLEET_FAMILY
+                slot.proc = await WorkerProcess.spawn(command.argv, {**command.env, **extras.env, **family},
+                                                      relay, pass_fds=extras.pass_fds)
                 if self._reaper is not None:
                     self._reaper.own(slot.proc.pid, slot.proc.pgid)  # hook: not an orphan
         except OSError as exc:

@@ -39,6 +39,8 @@ from typing import Callable, Iterator, Mapping
 
 import psutil
 
+from fleet.tasks import cancel_and_wait
+
 PR_SET_CHILD_SUBREAPER = 36
 SCAN_INTERVAL = 1.0
 # After kill_all, how long to wait for the killed orphans to become reapable zombies.
@@ -262,10 +264,6 @@ class Reaper:
         self._workers.pop(pid, None)
         self._kill([pgid for pgid, owner in self._groups.items() if owner == pid])
 
-    def disown(self, pid: int) -> None:
-        self._epoch += 1
-        self._others.discard(pid)
-
     def _kill(self, pgids: list[int]) -> None:
         for pgid in pgids:
             try:
@@ -279,8 +277,6 @@ class Reaper:
         """After the workers: kill every escaped group left, reap the killed orphans, stop scanning."""
         if self._task is not None:
             task, self._task = self._task, None
-            from fleet.tasks import cancel_and_wait
-
             await cancel_and_wait([task])
         self.scan_now()  # an orphan born since the last scan is registered (and then killed) too
         self._kill(list(self._groups))
