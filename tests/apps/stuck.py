@@ -26,6 +26,7 @@ class Hello(tornado.web.RequestHandler):
 
 class Block(tornado.web.RequestHandler):
     def get(self) -> None:
+        print("blocking the event loop", flush=True)  # the test's clock starts at this line
         time.sleep(float(self.get_argument("seconds", "3600")))  # on the event loop, on purpose
         self.write("unblocked\n")
 

@@ -27,7 +27,7 @@ from fleet.supervisor.probe import probe_once
 from fleet.tasks import cancel_and_wait
 from fleet.worker.heartbeat import ENV_FD, ENV_INTERVAL
 
-CHECK_INTERVAL = 1.0  # at most; ten checks per timeout below 10 s, so a hang is seen promptly
+CHECK_INTERVAL = 1.0  # at most; twenty checks per timeout below 20 s, so a hang is seen promptly
 # Below this a busy but healthy loop (a garbage collection, a slow import) would be killed.
 MIN_WORKER_TIMEOUT = 1.0
 # A --health-path probe never runs longer than this (the timeout check still uses the last 2xx).
@@ -163,7 +163,7 @@ class Liveness:
     # -- checking ------------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(min(CHECK_INTERVAL, self.timeout / 10))
+            await asyncio.sleep(min(CHECK_INTERVAL, self.timeout / 20))
             self.check(time.monotonic())
 
     def check(self, now: float) -> None:
