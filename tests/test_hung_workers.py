@@ -50,21 +50,23 @@ def test_worker_blocked_in_time_sleep_is_replaced_within_the_timeout_plus_2_s(tm
         fleet.proc.wait_for_output(rf"w0:{fleet.base_port} \| blocking the event loop", 10)
         blocked_at = time.monotonic()
         # While it is stuck the gauge grows (the master computes it from the missing beats).
+        # (A scrape reads every worker's process tree on the master's loop: not too often.)
         wait_until(lambda: (metric(fleet.port, "fleet_worker_event_loop_lag_seconds", "w0") or 0) > 1.0, 3,
-                   message="lag over 1 s")
+                   interval=0.3, message="lag over 1 s")
         line = fleet.proc.wait_for_output(
             rf"w0:{fleet.base_port} event loop blocked for ([\d.]+) s \(--worker-timeout 3\): killing it", 3 + 2)
         killed_after = time.monotonic() - blocked_at
         assert 3 <= float(line.group(1)) < 4.5 and killed_after <= 3 + 1, (killed_after, fleet.proc.output())
-        wait_until(lambda: fleet.worker("w0")["pid"] not in (None, before["pid"])
-                   and fleet.worker("w0")["state"] == "ready", 20, interval=0.05, message="w0 replaced and ready")
+        # Watched on fleet's output, not with `fleet status` polls: each status call reads every
+        # worker's process tree with psutil on the master's loop, which would slow what is measured.
+        ready = fleet.proc.wait_for_output(
+            rf"w0:{fleet.base_port} ready \(pid (?!{before['pid']}\b)\d+, ([\d.]+) s\)", 20)
         replaced_after = time.monotonic() - blocked_at
         # The bound is --worker-timeout + 2 s. What fleet cannot speed up is the new worker's own
-        # start (Python, tornado, the app: 1.1 s on the idle dev machine, more when other jobs
-        # load its 2 cores), so the part of that start beyond 1.2 s is allowed on top.
-        startup = float(fleet.proc.wait_for_output(
-            rf"w0:{fleet.base_port} ready \(pid {fleet.worker('w0')['pid']}, ([\d.]+) s\)", 5).group(1))
-        timeline = [line for line in fleet.proc.output().splitlines() if line.startswith(f"fleet | w0:")]
+        # start (Python, tornado, the app: 0.6-1.1 s on the idle dev machine, more when other
+        # jobs load its 2 cores), so the part of that start beyond 1.2 s is allowed on top.
+        startup = float(ready.group(1))
+        timeline = [line for line in fleet.proc.output().splitlines() if line.startswith("fleet | w0:")]
         assert replaced_after <= 3 + 2 + max(0.0, startup - 1.2), (killed_after, replaced_after, timeline)
         after = fleet.worker("w0")
         assert after["restarts"] == 1 and after["last_exit"] == -signal.SIGKILL
