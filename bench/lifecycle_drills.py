@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import sys
@@ -35,7 +36,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import test_descendants as descendants  # noqa: E402
 import test_hung_workers as hung  # noqa: E402
-from support import http_get, wait_until  # noqa: E402
+from support import alive, http_get, wait_until  # noqa: E402
 from up_helpers import up  # noqa: E402
 
 
@@ -51,21 +52,28 @@ def hang(args: argparse.Namespace) -> dict[str, Any]:
         fleet = up(Path(tmp), hung.STUCK_APP, "--worker-timeout", "3", workers=2, proxy=True)
         with fleet.proc:
             fleet.proc.wait_for_output(r"ready: open", timeout=60)
-            for round_ in range(args.rounds):
-                before = fleet.worker("w0")["pid"]
-                lines = fleet.proc.output().count("killing it")
-                started = time.monotonic()
+            for _ in range(args.rounds):
+                # Up longer than the restart policy's stable_after (5 s): each kill is then a
+                # first death, restarted after 0.1 s, not a crash loop with growing backoff.
+                time.sleep(5.5)
+                offset = len(fleet.proc.output())
+
+                def seen(pattern: str) -> bool:
+                    return re.search(pattern, fleet.proc.output()[offset:]) is not None
+
                 hung.block_in_background(f"http://127.0.0.1:{fleet.base_port}/block?seconds=3600")
-                wait_until(lambda: fleet.proc.output().count("killing it") > lines, 30, interval=0.01)
+                # Fleet's output only (no status polls: they load the master's loop).
+                wait_until(lambda: seen("blocking the event loop"), 10, interval=0.005)
+                started = time.monotonic()
+                wait_until(lambda: seen("killing it"), 30, interval=0.005)
                 killed.append(time.monotonic() - started)
-                wait_until(lambda: fleet.worker("w0")["pid"] not in (None, before)
-                           and fleet.worker("w0")["state"] == "ready", 30, interval=0.02)
+                wait_until(lambda: seen(rf"w0:{fleet.base_port} ready \(pid"), 30, interval=0.005)
                 ready.append(time.monotonic() - started)
             restarts = fleet.worker("w0")["restarts"]
             lags, answered, kills_under_load = load(fleet, seconds=8)
     return {
-        "blocked -> 'killing it' line": spread(killed),
-        "blocked -> new w0 ready": spread(ready),
+        "loop blocked -> 'killing it' line": spread(killed),
+        "loop blocked -> new w0 ready": spread(ready),
         "w0 restarts": restarts,
         "under load (4 clients, 50 ms CPU each)": f"{answered} requests, {kills_under_load} killed, "
                                                   f"loop lag gauge max {max(lags):.3f} s",
@@ -105,13 +113,14 @@ def escape(args: argparse.Namespace) -> dict[str, Any]:
                 with tempfile.TemporaryDirectory(prefix="fleet-drill-") as tmp:
                     fleet = descendants.start_with_escaped_child(Path(tmp), kind, mark)
                     with fleet.proc:
+                        pids = [process.pid for process in descendants.sleepers(mark)]
                         started = time.monotonic()
                         if how == "kill -9":
                             os.kill(fleet.proc.pid, signal.SIGKILL)
                         else:
                             fleet.cli("down")
                         try:
-                            wait_until(lambda: not descendants.sleepers(mark), 10, interval=0.01)
+                            wait_until(lambda: not any(alive(pid) for pid in pids), 10, interval=0.005)
                             gone.append(time.monotonic() - started)
                         except AssertionError:
                             survivors += 1
