@@ -52,7 +52,9 @@ def free_port_range(count: int, host: str = "127.0.0.1", attempts: int = 200) ->
 
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(attempts):
-        base = rng.randrange(20000, 60000 - count)
+        # Below Linux's ephemeral range (32768-60999): an outgoing connection anywhere on the
+        # machine could otherwise take a port between this check and the worker's bind.
+        base = rng.randrange(20000, 32768 - count)
         socks = []
         try:
             for offset in range(count):
