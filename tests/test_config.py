@@ -83,11 +83,19 @@ def test_ssl_password_comes_only_from_env() -> None:
         ({"websocket_idle_timeout": "forever"}, "--websocket-idle-timeout"),
         ({"queue_timeout": "-1"}, "--queue-timeout"),
         ({"worker_max_conns": "1.5"}, "--worker-max-conns"),
+        ({"worker_timeout": "0.5"}, r"--worker-timeout 0.5: use 0 \(off\) or at least 1 second"),
+        ({"worker_timeout": "soon"}, "--worker-timeout"),
     ],
 )
 def test_bad_values_name_the_option(cli: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config(cli, {}, {}, app="app.py")
+
+
+def test_worker_timeout_defaults_to_60_s_and_0_turns_it_off() -> None:
+    assert build_config({}, {}, {}, app="app.py").worker_timeout == 60.0
+    assert build_config({"worker_timeout": "0"}, {}, {}, app="app.py").worker_timeout == 0.0
+    assert build_config({}, {"FLEET_WORKER_TIMEOUT": "2m"}, {}, app="app.py").worker_timeout == 120.0
 
 
 def test_bad_env_value_names_the_variable() -> None:

@@ -101,3 +101,14 @@ def test_tree_usage_of_a_gone_process_is_none() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert tree_usage(proc.pid) is None
+
+
+def test_event_loop_lag_is_exported_per_worker_when_fleet_watches_loops() -> None:
+    workers = [worker(0), worker(1)]
+    lags = {"w0": 0.004, "w1": 2.5}
+    families = scrape(make_registry(workers=lambda: workers, desired=lambda: 2, loop_lags=lambda: lags))
+    gauge = families["fleet_worker_event_loop_lag_seconds"]
+    assert sample(gauge, "fleet_worker_event_loop_lag_seconds", worker="w0") == 0.004
+    assert sample(gauge, "fleet_worker_event_loop_lag_seconds", worker="w1") == 2.5
+    # --worker-timeout 0 (or fleet balance): no loop is watched, no family
+    assert "fleet_worker_event_loop_lag_seconds" not in scrape(make_registry(workers=lambda: workers))

@@ -319,6 +319,13 @@ class Config:
         0.0, "--max-age", parse=parse_duration, metavar="SECONDS",
         help="Replace a worker that has been ready this long. 0: off.",
     )
+    worker_timeout: float = option(
+        60.0, "--worker-timeout", parse=parse_duration, metavar="SECONDS",
+        help="Kill and replace a ready worker whose event loop is blocked longer than this "
+             "(0: off). APP workers prove it from inside their loop; --cmd workers only through "
+             "--health-path (a 2xx within the timeout); a --cmd worker without --health-path "
+             "has no hang detection.",
+    )
     control_socket: str | None = option(
         None, "--control-socket", metavar="PATH", commands=CONTROL,
         show_default="$XDG_RUNTIME_DIR/fleet-<port>.sock, else ./.fleet-<port>.sock",
@@ -509,6 +516,9 @@ def validate(config: Config, command: str) -> None:
             raise ConfigError("--max-requests-jitter needs --max-requests")
         if config.max_memory and config.max_memory_hard and config.max_memory_hard <= config.max_memory:
             raise ConfigError("--max-memory-hard must be larger than --max-memory (the soft limit)")
+    if 0 < config.worker_timeout < 1:
+        raise ConfigError(f"--worker-timeout {config.worker_timeout:g}: use 0 (off) or at least 1 "
+                          f"second (a busy but healthy event loop would be killed)")
     if bool(config.ssl_certfile) != bool(config.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
     if config.https_redirect_port is not None:

@@ -144,10 +144,12 @@ class WorkerCollector(Collector):
     """Exports the supervisor's view of each worker, plus psutil readings taken now."""
 
     def __init__(self, workers: Callable[[], Iterable[WorkerInfo]], desired: Callable[[], int],
-                 recycles: Callable[[], Mapping[str, int]] | None = None) -> None:
+                 recycles: Callable[[], Mapping[str, int]] | None = None,
+                 loop_lags: Callable[[], Mapping[str, float]] | None = None) -> None:
         self._workers = workers
         self._desired = desired
         self._recycles = recycles or (lambda: {})
+        self._loop_lags = loop_lags
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("fleet_worker_up", "1 if the worker is ready for traffic.", labels=["worker"])
@@ -178,7 +180,8 @@ class WorkerCollector(Collector):
             "fleet_worker_draining", "1 while the worker drains (replaced, finishing its connections).",
             labels=["worker"],
         )
-        for info in sorted(self._workers(), key=lambda w: w.label):
+        infos = sorted(self._workers(), key=lambda w: w.label)
+        for info in infos:
             worker = info.label
             up.add_metric([worker], 1.0 if info.ready else 0.0)
             restarts.add_metric([worker], info.restarts)
@@ -199,6 +202,18 @@ class WorkerCollector(Collector):
         for reason, count in sorted(self._recycles().items()):
             recycles.add_metric([reason], count)
         yield recycles
+        if self._loop_lags is not None:
+            lag = GaugeMetricFamily(
+                "fleet_worker_event_loop_lag_seconds",
+                "How late the worker's event loop ran its heartbeat (grows while the loop is "
+                "blocked); APP workers with --worker-timeout only.",
+                labels=["worker"],
+            )
+            slots = {info.id: info.label for info in infos}
+            for worker_id, seconds in sorted(self._loop_lags().items()):
+                if worker_id in slots:
+                    lag.add_metric([slots[worker_id]], seconds)
+            yield lag
         yield GaugeMetricFamily("fleet_workers_desired", "Workers fleet is asked to run.", value=self._desired())
 
 
@@ -209,6 +224,7 @@ def make_registry(
     *,
     recycles: Callable[[], Mapping[str, int]] | None = None,
     label: Callable[[str], str] | None = None,
+    loop_lags: Callable[[], Mapping[str, float]] | None = None,
 ) -> CollectorRegistry:
     """A fresh registry with the proxy and/or worker collectors (no global default registry).
     ``label`` maps a proxy upstream id to its ``worker`` label (the slot)."""
@@ -216,7 +232,7 @@ def make_registry(
     if stats is not None:
         registry.register(ProxyCollector(stats, label))
     if workers is not None:
-        registry.register(WorkerCollector(workers, desired or (lambda: 0), recycles))
+        registry.register(WorkerCollector(workers, desired or (lambda: 0), recycles, loop_lags))
     return registry
 
 

@@ -249,7 +249,8 @@ class Master:
         supervisor = self.supervisor
         registry = metrics.make_registry(self.stats if self.balancer is not None else None,
                                          supervisor.workers, lambda: supervisor.desired,
-                                         recycles=lambda: supervisor.recycles, label=self.slot_of)
+                                         recycles=lambda: supervisor.recycles, label=self.slot_of,
+                                         loop_lags=supervisor.loop_lags)
         if config.metrics_port is not None:
             self._metrics_listener = await metrics.serve_separately(
                 registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,

@@ -2,7 +2,9 @@
 
 systemd sends SIGTERM to fleet alone (``KillMode=mixed``) so fleet drains in-flight requests and
 stops its workers itself within --graceful-timeout; only what is left after ``TimeoutStopSec``
-is killed. ``systemctl reload`` is fleet's rolling restart (SIGHUP). A pure function of Config
+is killed. The unit's cgroup holds every descendant, whatever it did with ``setsid``, so under
+systemd nothing outlives the service even without fleet's own subreaper and watchdog.
+``systemctl reload`` is fleet's rolling restart (SIGHUP). A pure function of Config
 and Deployment.
 """
 
@@ -64,6 +66,8 @@ def render(config: Config, deployment: Deployment) -> str:
         f"ExecStart={exec_start(config, deployment)}",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
+        "# SIGTERM to fleet alone: it drains and stops its workers. What is left in the unit's",
+        "# cgroup when fleet exits (even a process that left its group with setsid) gets SIGKILL.",
         "KillMode=mixed",
         f"TimeoutStopSec={whole_seconds(config.graceful_timeout) + STOP_MARGIN_SECONDS}",
         "Restart=on-failure",

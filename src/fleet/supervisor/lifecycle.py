@@ -14,6 +14,7 @@ fleet stops, the worker is scaled away or it has been replaced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 import signal
@@ -26,10 +27,12 @@ from fleet.config import Config
 from fleet.ports import PortInUseError, check_free
 from fleet.supervisor.command import probe_host, worker_command, worker_host
 from fleet.supervisor.generations import slot_label, worker_id
+from fleet.supervisor.heartbeat import Liveness
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.policy import RUNNING_STATES, RestartPolicy, WorkerState, is_boot_error, transition
 from fleet.supervisor.probe import wait_ready
 from fleet.supervisor.process import LineRelay, Output, WorkerProcess
+from fleet.supervisor.reaper import Reaper
 from fleet.supervisor.watchdog import Watchdog
 from fleet.tasks import cancel_and_wait, wait_event
 
@@ -102,6 +105,11 @@ class WorkerLives:
         self._starting_up = False
         self._watchdog: Watchdog | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        self.recycles: dict[str, int] = {}  # reason -> count (fleet_worker_recycles_total)
+        # Descendants die with fleet (subreaper) and hung workers are replaced (--worker-timeout).
+        self._reaper: Reaper | None = None
+        self._liveness = Liveness(config.worker_timeout, config.health_path, probe_host(config),
+                                  self.output.fleet)
 
     # -- snapshots -------------------------------------------------------------------------
     def _info(self, worker: Worker) -> WorkerInfo:
@@ -186,10 +194,18 @@ class WorkerLives:
         worker.spawns += 1
         worker.started_at = time.time()
         worker.started_mono = time.monotonic()
+        # A heartbeat file for APP workers (--worker-timeout); FLEET_FAMILY for the watchdog.
+        extras = self._liveness.prepare(worker.id, beats=self.config.cmd is None)
         try:
-            worker.proc = await WorkerProcess.spawn(command.argv, command.env, relay)
+            with self._reaper.spawning() if self._reaper else contextlib.nullcontext():
+                family = self._watchdog.family_env() if self._watchdog else {}
+                worker.proc = await WorkerProcess.spawn(command.argv, {**command.env, **extras.env, **family},
+                                                        relay, pass_fds=extras.pass_fds)
+                if self._reaper is not None:
+                    self._reaper.own(worker.proc.pid, worker.proc.pgid)  # a worker, not an orphan
         except OSError as exc:
             relay.close()
+            self._liveness.forget(worker.id)
             self.output.fleet(f"{worker.label} cannot execute {command.argv[0]}: {exc.strerror}")
             return 127
         if self._watchdog is not None:
@@ -288,6 +304,9 @@ class WorkerLives:
                     self._set_state(worker, S.READY)
                     self.output.fleet(f"{worker.label} ready (pid {proc.pid}, "
                                       f"{time.monotonic() - worker.started_mono:.1f} s)")
+                    # From now on it must prove it is alive (--worker-timeout).
+                    self._liveness.watch(worker.id, worker.label, worker.port,
+                                         lambda: self._kill_hung(worker, proc))
                     await self._watch_stability(worker, exited)
             elif worker.state is S.STARTING:
                 what = f"a 2xx from {self.config.health_path}" if self.config.health_path else "connections"
@@ -316,10 +335,46 @@ class WorkerLives:
         returncode = await exited
         # The leader is gone; its children must not keep the port or the output pipe.
         proc.signal_group(signal.SIGKILL)
+        self._liveness.forget(worker.id)
+        if self._reaper is not None:
+            self._reaper.worker_exited(proc.pid)  # the groups that escaped it go too
         if self._watchdog is not None:
             self._watchdog.remove(proc.pgid)
         await proc.finish_output()
         return returncode
+
+    # -- descendants and hung workers (subreaper, --worker-timeout) -------------------------
+    def _start_reaper(self, watchdog: Watchdog) -> Reaper:
+        def label(pid: int) -> str:
+            return next((w.label for w in self._all() if w.proc is not None and w.proc.pid == pid),
+                        f"pid {pid}")
+
+        reaper = Reaper(watchdog.add, watchdog.remove, self.output.fleet, label)
+        reaper.own(watchdog.pid)
+        reaper.start()
+        return reaper
+
+    def _kill_hung(self, worker: Worker, proc: WorkerProcess) -> None:
+        """--worker-timeout passed without a sign of life: kill it now; a serving worker is
+        restarted on its port at once (a recycle, reason ``hung``), a draining one just ends."""
+        if worker.proc is not proc:
+            return
+        if worker.intent is Intent.RUN:
+            worker.intent = Intent.RESTART
+            self.recycles["hung"] = self.recycles.get("hung", 0) + 1
+        if worker.state in (S.READY, S.DRAINING):
+            self._set_state(worker, S.STOPPING)  # no new requests for it from now on
+        proc.signal_group(signal.SIGKILL)
+
+    def loop_lags(self) -> dict[str, float]:
+        """Event loop lag of each ready APP worker (``fleet_worker_event_loop_lag_seconds``)."""
+        return self._liveness.lags()
+
+    async def _end_descendants(self) -> None:
+        await self._liveness.close()
+        if self._reaper is not None:
+            reaper, self._reaper = self._reaper, None
+            await reaper.kill_all()
 
     # -- stopping one process --------------------------------------------------------------
     async def _terminate(self, worker: Worker, term_wait: float) -> None:

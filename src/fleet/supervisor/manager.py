@@ -56,7 +56,6 @@ class Supervisor(WorkerLives):
         self._wait_idle = wait_idle  # None: no proxy, nothing to drain through
         self.generation = 0  # the last generation number used
         self.last_reload: dict[str, object] | None = None  # for fleet status
-        self.recycles: dict[str, int] = {}  # reason -> count (fleet_worker_recycles_total)
         self._stopping = False
         self._ops = asyncio.Lock()  # one reload/scale/recycle at a time
         self._drains = Drains(self)
@@ -137,6 +136,7 @@ class Supervisor(WorkerLives):
         if self._wait_idle is not None:
             self._check_ports([Placement(index, 1) for index in range(self.desired)])
         self._watchdog = Watchdog()
+        self._reaper = self._start_reaper(self._watchdog)  # subreaper + escaped groups
         self._starting_up = True
         self.generation = 1
         try:
@@ -346,6 +346,7 @@ class Supervisor(WorkerLives):
             worker.wake.set()
         await asyncio.gather(*(self._terminate(w, graceful_timeout) for w in workers))
         await self._join(workers)
+        await self._end_descendants()  # after the workers
         self._close_watchdog()
 
     async def kill_now(self) -> None:
@@ -359,6 +360,7 @@ class Supervisor(WorkerLives):
             if worker.proc is not None:
                 worker.proc.signal_group(signal.SIGKILL)
         await self._join(workers)
+        await self._end_descendants()  # after the workers
         self._close_watchdog()
 
     async def _join(self, workers: list[Worker]) -> None:

@@ -117,7 +117,8 @@ class WorkerProcess:
         self._pump = asyncio.ensure_future(self._relay_output(proc.stdout))
 
     @classmethod
-    async def spawn(cls, argv: tuple[str, ...], extra_env: dict[str, str], relay: LineRelay) -> "WorkerProcess":
+    async def spawn(cls, argv: tuple[str, ...], extra_env: dict[str, str], relay: LineRelay,
+                    pass_fds: tuple[int, ...] = ()) -> "WorkerProcess":
         env = worker_environment(os.environ, extra_env)
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -127,6 +128,7 @@ class WorkerProcess:
             env=env,
             start_new_session=True,
             preexec_fn=_child_setup(os.getpid()),
+            pass_fds=pass_fds,  # the heartbeat file (fleet.worker.heartbeat)
         )
         return cls(proc, relay)
 

@@ -6,6 +6,13 @@ process with a pipe: the master writes ``+PGID`` for each worker group it spawns
 when it has reaped one. End of file on the pipe means the master is gone (the kernel closes
 the write end whatever killed it): the watchdog SIGKILLs every recorded group and exits.
 
+A process that left its worker's group (``setsid``) is registered by the master's reaper
+(``fleet.supervisor.reaper``) once a scan has seen it, about a second later. For one that
+escaped just before the master died, every worker also carries ``FLEET_FAMILY=<token>`` in its
+environment, which its descendants inherit: after the groups, the watchdog kills every process
+of this user whose initial environment (``/proc/PID/environ``) holds the token. Jenkins finds a
+build's escaped processes the same way.
+
 It runs in its own session and ignores INT/TERM/HUP, so a Ctrl-C in the terminal or a
 ``kill -- -PGID`` aimed at the master's group cannot take it down before it has done its job.
 This module imports only the standard library: it is started with ``python -m``.
@@ -14,9 +21,12 @@ This module imports only the standard library: it is started with ``python -m``.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
+
+FAMILY_ENV = "FLEET_FAMILY"
 
 
 def reap_all(groups: set[int]) -> None:
@@ -27,7 +37,28 @@ def reap_all(groups: set[int]) -> None:
             pass  # already gone: the graceful path reaped it, or it exited by itself
 
 
+def kill_family(token: bytes, proc_dir: str = "/proc") -> list[int]:
+    """SIGKILL every process whose initial environment carries ``FLEET_FAMILY=token``; their pids."""
+    if not token or not os.path.isdir(proc_dir):
+        return []
+    needle = b"\0" + FAMILY_ENV.encode() + b"=" + token + b"\0"
+    killed = []
+    for name in os.listdir(proc_dir):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(os.path.join(proc_dir, name, "environ"), "rb") as environ:
+                if needle not in b"\0" + environ.read() + b"\0":
+                    continue
+            os.kill(int(name), signal.SIGKILL)
+            killed.append(int(name))
+        except (OSError, ValueError):
+            continue  # gone, or another user's process (not readable, not ours)
+    return killed
+
+
 def main() -> int:
+    token = os.environ.pop(FAMILY_ENV, "").encode()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     groups: set[int] = set()
@@ -47,6 +78,7 @@ def main() -> int:
         elif line.startswith(b"-"):
             groups.discard(pgid)
     reap_all(groups)
+    kill_family(token)
     return 0
 
 
@@ -54,8 +86,11 @@ class Watchdog:
     """The master's handle on its watchdog process."""
 
     def __init__(self) -> None:
+        # Given to every worker (``family_env``); the watchdog kills what still carries it.
+        self.token = secrets.token_hex(16)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "fleet.supervisor.watchdog"],
+            env={**os.environ, FAMILY_ENV: self.token},
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=None,
             start_new_session=True, close_fds=True,
         )
@@ -73,6 +108,10 @@ class Watchdog:
             self._broken = True
             sys.stderr.write("fleet | warning: the orphan watchdog is gone; workers' children "
                              "may outlive a killed master\n")
+
+    def family_env(self) -> dict[str, str]:
+        """The environment marker every worker (and so its descendants) inherits."""
+        return {FAMILY_ENV: self.token}
 
     def add(self, pgid: int) -> None:
         self._send(f"+{pgid}")

@@ -18,6 +18,7 @@ from typing import Callable
 
 from fleet.appspec import AppError, AppKind, detect
 from fleet.supervisor.policy import BOOT_ERROR
+from fleet.worker.heartbeat import Heartbeat
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -53,7 +54,7 @@ def _boot_error(message: str) -> int:
     return BOOT_ERROR
 
 
-async def _serve(args: argparse.Namespace, port: int) -> int:
+async def _serve(args: argparse.Namespace, port: int, heartbeat: Heartbeat | None = None) -> int:
     from fleet.worker import guard
     from fleet.worker.load import LoadError, load_bokeh, load_tornado
 
@@ -97,6 +98,9 @@ async def _serve(args: argparse.Namespace, port: int) -> int:
     except BaseException:  # noqa: BLE001 - any exception from user code is a boot error
         return _boot_error(traceback.format_exc())
 
+    # --worker-timeout: beat from inside this loop; a blocked loop stops beating.
+    if heartbeat is not None:
+        heartbeat.start()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     # The supervisor sends TERM after the proxy drained this worker; stop listening and exit 0
@@ -104,6 +108,8 @@ async def _serve(args: argparse.Namespace, port: int) -> int:
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     loop.add_signal_handler(signal.SIGINT, stopped.set)
     await stopped.wait()
+    if heartbeat is not None:
+        heartbeat.stop()
     stop_server()
     return 0
 
@@ -114,4 +120,6 @@ def main(argv: list[str]) -> int:
         port = int(os.environ["PORT"])
     except (KeyError, ValueError):
         return _boot_error("fleet.worker: PORT must be set to the port to listen on")
-    return asyncio.run(_serve(args, port))
+    # Taken before the app loads: its subprocesses must not inherit the heartbeat.
+    heartbeat = Heartbeat.from_environ()
+    return asyncio.run(_serve(args, port, heartbeat))
