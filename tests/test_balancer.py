@@ -91,7 +91,7 @@ def test_requests_avoid_the_worker_held_busy_by_slow_requests(fleet: Fleet) -> N
         thread.start()
     wait_until(lambda: fleet.worker("g1w0")["connections"] == 3, 10, message="3 held requests on g1w0")
     seen = [worker_of(get(fleet.port)[2]) for _ in range(12)]
-    assert fleet.worker("w0")["connections"] == 3, "the held requests ended before the check was over"
+    assert fleet.worker("g1w0")["connections"] == 3, "the held requests ended before the check was over"
     for thread in holders:
         thread.join(timeout=15)
     assert "g1w0" not in seen and set(seen) == {"g1w1", "g1w2"}, seen

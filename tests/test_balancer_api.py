@@ -216,9 +216,9 @@ def test_killing_a_worker_under_keep_alive_load_fails_no_get(tmp_path: "Path") -
         try:
             wait_until(lambda: counts["ok"] > 100, 20, message="load running")
             for _ in range(2):
-                victim = fleet.worker("w0")["pid"]
+                victim = fleet.worker("g1w0")["pid"]
                 os.kill(victim, signal.SIGKILL)
-                wait_until(lambda: fleet.worker("w0")["pid"] not in (None, victim) and fleet.all_ready(2), 30,
+                wait_until(lambda: fleet.worker("g1w0")["pid"] not in (None, victim) and fleet.all_ready(2), 30,
                            message="w0 back")
                 served = counts["ok"]
                 wait_until(lambda: counts["ok"] > served + 100, 20, message="load goes on")

@@ -173,7 +173,7 @@ def test_pipelined_metrics_requests_are_each_answered_in_order_and_cheaply(recor
         took = time.monotonic() - began
         assert statuses(response) == [200] * (count + 1)
         assert response.count(b"# TYPE fleet_requests_total counter") == count
-        assert response.rstrip().endswith(b"ok from w0")
+        assert response.rstrip().endswith(b"ok from g1w0")
         assert took < 10, took  # rendered once a second, not 1,500 times (each walks psutil)
 
 

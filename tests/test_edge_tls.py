@@ -153,7 +153,7 @@ def test_tls_passwords_never_reach_workers_argv_or_generated_configs(tmp_path: P
         proc.wait_for_output(r"ready: open https://", timeout=60)
         connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=insecure())
         connection.request("GET", "/")
-        assert connection.getresponse().read().startswith(b"hello from w")
+        assert connection.getresponse().read().startswith(b"hello from g1w")
         connection.close()
         workers = [child for child in psutil.Process(proc.pid).children(recursive=True)
                    if "fleet.worker" in " ".join(child.cmdline())]
@@ -162,7 +162,7 @@ def test_tls_passwords_never_reach_workers_argv_or_generated_configs(tmp_path: P
             environ = _environ(worker.pid)
             assert PASSWORD.encode() not in environ
             assert b"BOKEH_SSL_PASSWORD=" not in environ and b"FLEET_LOG_LEVEL=" not in environ
-            assert b"FLEET_WORKER_ID=w" in environ
+            assert b"FLEET_WORKER_ID=g1w" in environ
             assert PASSWORD not in " ".join(worker.cmdline())
         assert PASSWORD not in " ".join(psutil.Process(proc.pid).cmdline())
         # a rotated (encrypted) certificate is picked up by `fleet reload`
