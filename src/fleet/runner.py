@@ -20,9 +20,10 @@ import time
 from typing import Any
 
 from fleet import __version__
-from fleet.appspec import AppError, AppSpec, detect
+from fleet.appspec import AppError, AppKind, AppSpec, detect_apps
+from fleet.bokeh_settings import app_paths
 from fleet.balancer.stats import ProxyStats
-from fleet.config import Config
+from fleet.config import Config, ConfigError, replace
 from fleet.control import ControlError, ControlServer, claim
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerInfo
@@ -51,7 +52,8 @@ class Master:
     def __init__(self, config: Config, output: Output | None = None) -> None:
         self.config = config
         self.output = output or Output()
-        self.spec: AppSpec | None = None
+        self.spec: AppSpec | None = None  # the first APP (the only one unless all are Bokeh apps)
+        self.specs: tuple[AppSpec, ...] = ()
         self.stats = ProxyStats()
         self.balancer: Any = None
         self.supervisor: Supervisor | None = None
@@ -111,8 +113,12 @@ class Master:
         if config.cmd is None:
             assert config.app is not None
             try:
-                self.spec = detect(config.app)
-            except AppError as exc:
+                paths = app_paths(config)
+                self.specs = detect_apps(paths)
+                self.spec = self.specs[0]
+                # --glob is expanded once: every worker, now or after a restart, serves the same apps.
+                self.config = config = replace(config, app=paths[0], extra_apps=tuple(paths[1:]), glob=False)
+            except (AppError, ConfigError) as exc:
                 return self._error(str(exc))
         control_path = config.control_socket_path()
         try:
@@ -199,13 +205,16 @@ class Master:
 
     def _banner(self) -> None:
         config = self.config
-        what = f"--cmd {config.cmd!r}" if config.cmd else f"{config.app} ({self.spec.kind.value if self.spec else '?'} app)"
+        apps = ", ".join(spec.name for spec in self.specs) or config.app
+        what = f"--cmd {config.cmd!r}" if config.cmd else f"{apps} ({self.spec.kind.value if self.spec else '?'} app)"
         last = config.worker_port(config.workers - 1)
         ports = f"port {config.base_port}" if config.workers == 1 else f"ports {config.base_port}-{last}"
         self.output.fleet(f"fleet {__version__} (pid {os.getpid()}): {config.workers} workers of {what} on {ports}")
 
     def _public_url(self) -> str:
         path = self.spec.url_path if self.spec is not None else "/"
+        if self.spec is not None and self.spec.kind is AppKind.BOKEH and self.config.prefix:
+            path = self.config.prefix + path
         port = self.balancer.port if self.balancer is not None else self.config.port
         scheme = "https" if self.config.ssl_certfile else "http"
         host = "localhost" if self.config.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.config.address
@@ -214,6 +223,8 @@ class Master:
     def _ready_banner(self) -> None:
         if self.balancer is not None:
             self.output.fleet(f"ready: open {self._public_url()}")
+            for spec in self.specs[1:]:
+                self.output.fleet(f"also: {self._public_url().rsplit('/', 1)[0]}{spec.url_path}")
             if self.balancer.redirect_port is not None:
                 self.output.fleet(f"http://{self.config.address}:{self.balancer.redirect_port} redirects to https")
         else:
