@@ -69,8 +69,10 @@ def with_run_secrets(config: Config, environ: Mapping[str, str],
     """
     env: dict[str, str] = {}
     warnings: list[str] = []
-    if config.session_ids is not None:
-        env[SIGN_SESSIONS_ENV] = "true" if config.session_ids != "unsigned" else "false"
+    # Never "false": bokeh.settings hands the text back and some of Bokeh's defaults read any
+    # non-empty value as true. --session-ids unsigned reaches the worker in its settings.
+    if config.session_ids in {"signed", "external-signed"}:
+        env[SIGN_SESSIONS_ENV] = "true"
     if signs_sessions(config, environ) and not environ.get(SECRET_KEY_ENV):
         env[SECRET_KEY_ENV] = make_secret()
         warnings.append(

@@ -64,7 +64,9 @@ def server_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     for name in _SAME_NAME:
         if settings.get(name) is not None:
             kwargs[name] = settings[name]
-    kwargs["sign_sessions"] = bokeh_env.sign_sessions()
+    signed = bokeh_env.sign_sessions()  # some Bokeh versions hand back the env's text as is
+    kwargs["sign_sessions"] = signed.strip().lower() in {"1", "true", "yes", "on"} \
+        if isinstance(signed, str) else bool(signed)
     kwargs["secret_key"] = bokeh_env.secret_key_bytes()
     kwargs["generate_session_ids"] = True
     mode = settings.get("session_ids")
