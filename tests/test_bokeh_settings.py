@@ -64,6 +64,13 @@ def test_split_app_args_keeps_every_word(words: list[str]) -> None:
         assert (own, app_args) == (words, [])
 
 
+@pytest.mark.parametrize("flag", ["--dev", "--show", "--log-file=x.log", "--use-config"])
+def test_bokeh_options_fleet_does_not_take_say_why(flag: str) -> None:
+    with pytest.raises(click.UsageError, match="bokeh serve option fleet does not take"):
+        parsed("a.py", flag)
+    assert parsed("a.py", "--args", flag).app_args == (flag,)  # an app's own argument is its business
+
+
 def test_expand_multi_value_leaves_other_words_alone() -> None:
     words = ["a.py", "--prefix", "/x", "--include-headers", "H1", "H2", "--glob"]
     assert expand_multi_value(words) == ["a.py", "--prefix", "/x", "--include-headers", "H1",

@@ -35,9 +35,13 @@ class AppCommand(click.Command):
     """``APP... [--args ARGS...]`` as ``bokeh serve`` reads it (``fleet.cli_grammar``)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        from fleet.cli_grammar import expand_multi_value, split_app_args
+        from fleet.cli_grammar import NotApplicable, expand_multi_value, refuse_not_applicable, split_app_args
 
         own, app_args = split_app_args(args)
+        try:
+            refuse_not_applicable(own)
+        except NotApplicable as exc:
+            raise click.UsageError(str(exc), ctx) from None
         rest = super().parse_args(ctx, expand_multi_value(own))
         ctx.params["app_args"] = tuple(app_args)
         return rest

@@ -18,6 +18,28 @@ MULTI_VALUE_OPTIONS = frozenset({
     "--include-headers", "--exclude-headers", "--include-cookies", "--exclude-cookies",
 })
 
+# ``bokeh serve`` options that have no fleet counterpart, and what to do instead: a Bokeh
+# user's command line must fail with the reason, not with click's bare "No such option".
+NOT_APPLICABLE = {
+    "--dev": "fleet runs production workers; for live reloading use `bokeh serve --dev`, "
+             "and `fleet reload` to roll out new code",
+    "--show": "open the URL fleet prints when it is ready",
+    "--log-format": "fleet prefixes each worker's lines itself (w1:5101 | ...); use --log-dir for files",
+    "--log-file": "use --log-dir DIR (one file per worker)",
+    "--use-config": "put fleet settings in fleet.toml, Bokeh's own in BOKEH_* environment variables",
+}
+
+
+class NotApplicable(ValueError):
+    """A ``bokeh serve`` option fleet does not take; the message says what to use instead."""
+
+
+def refuse_not_applicable(args: Sequence[str]) -> None:
+    for word in args:
+        flag = word.partition("=")[0]
+        if flag in NOT_APPLICABLE:
+            raise NotApplicable(f"{flag} is a bokeh serve option fleet does not take: {NOT_APPLICABLE[flag]}")
+
 
 def split_app_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """(fleet's own words, the apps' arguments)."""
@@ -49,4 +71,7 @@ def expand_multi_value(args: Sequence[str]) -> list[str]:
     return expanded
 
 
-__all__ = ["MULTI_VALUE_OPTIONS", "expand_multi_value", "split_app_args"]
+__all__ = [
+    "MULTI_VALUE_OPTIONS", "NOT_APPLICABLE", "NotApplicable", "expand_multi_value",
+    "refuse_not_applicable", "split_app_args",
+]
