@@ -284,3 +284,12 @@ def test_server_kwargs_follow_bokeh_serve() -> None:
     # no --session-ids: $BOKEH_SIGN_SESSIONS decides, as with bokeh serve
     assert _server_kwargs_in_a_fresh_process({}, {"BOKEH_SIGN_SESSIONS": "true",
                                                   "BOKEH_SECRET_KEY": "k" * 40})["sign_sessions"] is True
+
+
+def test_generated_configs_serve_bokehjs_under_the_prefix() -> None:
+    config = parsed("nginx", BOKEH_APP, "--prefix", "/dash", command="config")
+    deployment = Deployment(bokeh_static_dir="/opt/bokeh/static")
+    assert "location /dash/static/ {" in render("nginx", config, deployment)
+    apache = render("apache", config, deployment)
+    assert 'Alias "/dash/static/" "/opt/bokeh/static/"' in apache and 'ProxyPass "/dash/static/" !' in apache
+    assert "--prefix /dash" in render("systemd", config, deployment)

@@ -150,14 +150,14 @@ def _proxy_location(config: Config) -> list[str]:
     ]
 
 
-def _static_location(deployment: Deployment) -> list[str]:
+def _static_location(config: Config, deployment: Deployment) -> list[str]:
     if not deployment.bokeh_static_dir:
         return []
     static_dir = deployment.bokeh_static_dir.rstrip("/")
     return [
         "# Bokeh's JavaScript and CSS, straight from the installed bokeh package",
         "# (python -c 'from bokeh.util.paths import static_path; print(static_path())').",
-        "location /static/ {",
+        f"location {config.prefix or ''}/static/ {{",  # Bokeh serves BokehJS under --prefix
         f"    alias {static_dir}/;",
         *("    " + line for line in _STATIC_TYPES),
         "    default_type application/octet-stream;",
@@ -278,7 +278,7 @@ def render(config: Config, deployment: Deployment) -> str:
     if hsts:
         http.append(f'    add_header Strict-Transport-Security "{hsts}" always;')
     http.append("")
-    http += ["    " + line for line in _static_location(deployment)]
+    http += ["    " + line for line in _static_location(config, deployment)]
     if deployment.bokeh_static_dir:
         http.append("")
     http += ["    " + line for line in _proxy_location(config)]
