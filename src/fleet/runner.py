@@ -401,7 +401,7 @@ class Master:
             workers.append(row)
         return {
             "ok": True, "pid": os.getpid(), "time": time.time(), "version": __version__,
-            "app": self.config.cmd and f"--cmd {self.config.cmd}" or self.config.app,
+            "app": self.config.cmd and f"--cmd {self.config.cmd}" or " ".join(self.config.apps()),
             "desired": self.supervisor.desired,
             "proxy": self._public_url() if self.balancer is not None else None,
             "workers": workers,
