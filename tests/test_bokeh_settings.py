@@ -293,3 +293,12 @@ def test_generated_configs_serve_bokehjs_under_the_prefix() -> None:
     apache = render("apache", config, deployment)
     assert 'Alias "/dash/static/" "/opt/bokeh/static/"' in apache and 'ProxyPass "/dash/static/" !' in apache
     assert "--prefix /dash" in render("systemd", config, deployment)
+
+
+def test_worker_reads_apps_and_args_like_fleet_up() -> None:
+    from fleet.worker.serve import parse_args
+
+    args = parse_args(["--address", "127.0.0.1", "--bokeh-settings", '{"prefix": "/d"}', "a.py", "b/",
+                       "--args", "--address", "x", "--args"])
+    assert args.apps == ["a.py", "b/"] and args.app == "a.py"
+    assert args.app_args == ["--address", "x", "--args"] and args.address == "127.0.0.1"
