@@ -45,6 +45,7 @@ def balance(*targets: str, options: tuple[str, ...] = ()) -> tuple[FleetProcess,
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    time.sleep(1.0)  # /metrics is rendered at most once a second: this render is newer than the test's last act
     status, _, body = get(port, "/metrics")
     assert status == 200
     samples = {}
@@ -98,7 +99,7 @@ def test_connect_error_marks_the_server_down_and_retries_elsewhere(backends: Fle
 
 
 def test_no_server_ready_is_503_with_retry_after() -> None:
-    proc, port = balance(f"127.0.0.1:{free_port()}")
+    proc, port = balance(f"127.0.0.1:{free_port()}", options=("--queue-timeout", "0"))
     with proc:
         assert "(0 up)" in proc.output()
         status, headers, body = get(port)

@@ -53,7 +53,16 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 # -- helpers shared by the drills ----------------------------------------------------------------
 
-def scrape(port: int) -> Samples:
+# The proxy renders /metrics at most once a second; a scrape one second after the last thing a
+# test did is always rendered after it (the cached render is either older than that action,
+# hence expired by now, or newer).
+METRICS_TTL = 1.0
+
+
+def scrape(port: int, fresh: bool = True) -> Samples:
+    """Every sample of /metrics; ``fresh``: rendered after everything the test did so far."""
+    if fresh:
+        time.sleep(METRICS_TTL)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request("GET", "/metrics", headers={"Connection": "close"})
@@ -271,7 +280,7 @@ def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "w2", restarts: 
                 break
             if len(status_latency) % 25 == 0:
                 asked = time.monotonic()
-                scrape(fleet.port)
+                scrape(fleet.port, fresh=False)
                 metrics_latency.append(time.monotonic() - asked)
             time.sleep(0.02)  # polling interval of the observation loop
         else:
@@ -408,8 +417,35 @@ CHUNK_SIZES = [b"zz", b"-1", b"0x3", b"+3", b"3 ", b" 3", b"3\t", b"3;", b"3;a=b
 def hostile_request(rng: random.Random, n: int, i: int) -> tuple[str, bytes, bool]:
     """One adversarial request: (kind, bytes, close_early)."""
     kind = rng.choice(["method", "target", "version", "eol", "header", "host", "length", "chunked",
-                       "transfer-encoding", "size", "partial", "smuggle", "garbage", "mutate", "valid"])
+                       "transfer-encoding", "size", "partial", "smuggle", "garbage", "mutate", "valid",
+                       "upgrade", "trailers", "builtin", "header-count"])
     body = payload(rng)
+    if kind == "upgrade":
+        # Bytes after an Upgrade head must wait for a 101 the recorder never sends: the hidden
+        # request reaches no worker; a non-GET Upgrade is refused.
+        inner = b"GET /smuggled/%d HTTP/1.1\r\nHost: fuzz.test\r\n\r\n" % n
+        upgrade = [b"Upgrade: websocket", b"Connection: Upgrade", b"Sec-WebSocket-Version: 13",
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+        method = rng.choice([b"GET", b"GET", b"POST", b"PUT"])
+        length = [b"Content-Length: %d" % len(inner)] if method != b"GET" and rng.random() < 0.5 else []
+        return kind, request(n, i, method=method, close=False, headers=upgrade + length) + inner, False
+    if kind == "trailers":
+        # Trailer fields near --max-trailer-size (8 KiB): accepted (not forwarded) or 431.
+        size = near_limit(rng, 8 * 1024)
+        fields = b"".join(b"X-T%d: %s\r\n" % (k, b"t" * 90) for k in range(size // 100 + 1))
+        data = request(n, i, method=b"POST", headers=[b"Transfer-Encoding: chunked"])
+        return kind, data + b"5\r\nhello\r\n0\r\n" + fields + b"\r\n", False
+    if kind == "builtin":
+        # Built-in routes answered by the proxy, pipelined ahead of a request for a worker.
+        local = rng.choice([b"/metrics", b"/_fleet/", b"/_fleet/status", b"/metrics?x=1"])
+        method = rng.choice([b"GET", b"GET", b"POST"])  # not HEAD: ResponseReader cannot tell its answer has no body
+        first = request(n, 0, method=method, target=local, close=False,
+                        headers=[b"Content-Length: 0"] if method == b"POST" else [])
+        return kind, first + request(n, 1), False
+    if kind == "header-count":
+        # Header fields around --max-header-count (100, Host and Connection included).
+        fields = [b"X-F%d: v" % k for k in range(rng.randint(90, 110))]
+        return kind, request(n, i, headers=fields), False
     if kind == "method":
         method = rng.choice(METHODS)
         target = b"fuzz.test:443" if method == b"CONNECT" else None

@@ -110,6 +110,34 @@ def parse_positive_int(value: str | int) -> int:
     return number
 
 
+def parse_count(value: str | int) -> int:
+    """A whole number, 0 or more (0 usually means "off")."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise ValueError(f"must not be negative: {value}")
+    return number
+
+
+def parse_network(value: str) -> str:
+    """A CIDR network (``10.0.0.0/8``, ``fc00::/7``) or one address; returned normalised."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(str(value).strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"not an IP network or address: {value!r} (use e.g. 10.0.0.0/8, ::1)") from None
+
+
+# Loopback and private networks: where a Prometheus next to fleet scrapes from.
+DEFAULT_METRICS_ALLOW = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                         "fc00::/7", "fe80::/10")
+
+
 def parse_hostport(value: str) -> str:
     """Validate ``HOST:PORT`` (``[::1]:80`` for IPv6) and return it unchanged."""
     text = str(value).strip()
@@ -317,6 +345,61 @@ class Config:
     hsts: int | None = option(
         None, "--hsts", parse=parse_hsts, metavar="SECONDS", commands=PROXY, show_default="off",
         help="With TLS: send Strict-Transport-Security: max-age=SECONDS (63072000 = 2 years).",
+    )
+    metrics_allow: tuple[str, ...] = option(
+        DEFAULT_METRICS_ALLOW, "--metrics-allow", multiple=True, parse=parse_network, metavar="CIDR",
+        commands=PROXY, show_default="loopback and private networks",
+        help="Networks whose clients may see the built-in routes (/metrics, /_fleet/...) on the "
+             "proxy port (repeatable; replaces the default). Others get 404, as for a path that "
+             "does not exist. Use 0.0.0.0/0 and ::/0 to allow everyone.",
+    )
+    max_connections: int = option(
+        10000, "--max-connections", parse=parse_count, metavar="N", commands=PROXY,
+        help="Open client connections at most; past it the proxy stops accepting (clients wait "
+             "in the listen backlog, like HAProxy maxconn) until one closes. 0: no limit.",
+    )
+    max_connections_per_ip: int = option(
+        0, "--max-connections-per-ip", parse=parse_count, metavar="N", commands=PROXY,
+        show_default="0: no limit",
+        help="Open connections per client address; more are closed at once (like nginx "
+             "limit_conn). Off by default: behind another proxy every client has its address.",
+    )
+    max_header_count: int = option(
+        100, "--max-header-count", parse=parse_positive_int, metavar="N", commands=PROXY,
+        help="Most header fields in a request head (431 above), like Apache LimitRequestFields.",
+    )
+    max_trailer_size: int = option(
+        8 * KIB, "--max-trailer-size", parse=parse_size, metavar="SIZE", commands=PROXY,
+        show_default="8KiB",
+        help="Largest trailer section of a chunked request body (431 above). Trailers are not "
+             "forwarded to workers.",
+    )
+    max_buffered_request: int = option(
+        256 * KIB, "--max-buffered-request", parse=parse_size, metavar="SIZE", commands=PROXY,
+        show_default="256KiB",
+        help="Request bytes held per connection while they cannot go to a worker yet (waiting "
+             "for one, or pipelined behind another request); past it the client is not read.",
+    )
+    min_body_rate: int = option(
+        500, "--min-body-rate", parse=parse_count, metavar="BYTES_PER_S", commands=PROXY,
+        help="After --client-timeout seconds of a request body, it must have averaged at least "
+             "this many bytes/s (408 otherwise), like Apache mod_reqtimeout MinRate. 0: off.",
+    )
+    websocket_idle_timeout: float = option(
+        3600.0, "--websocket-idle-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
+        help="Close a WebSocket with no byte either way for this long (keep above Bokeh's "
+             "--keep-alive ping interval).",
+    )
+    queue_timeout: float = option(
+        10.0, "--queue-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
+        help="When no worker can take a request (none ready, or all at --worker-max-conns), it "
+             "waits this long for one, then gets 503 (HAProxy timeout queue). 0: 503 at once.",
+    )
+    worker_max_conns: int = option(
+        0, "--worker-max-conns", parse=parse_count, metavar="N", commands=PROXY,
+        show_default="0: no cap",
+        help="In-flight HTTP requests per worker at most (WebSockets do not count); more wait "
+             "in the queue (HAProxy server maxconn).",
     )
     ssl_certfile: str | None = option(
         None, "--ssl-certfile", metavar="PATH", commands=PROXY,

@@ -13,7 +13,8 @@ Names follow the design's table (``_total`` counters, seconds, bytes, a ``worker
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Iterator, Sequence
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
@@ -68,7 +69,8 @@ class ProxyCollector(Collector):
         yield from (requests, duration, active, websockets, connect_errors)
 
         yield CounterMetricFamily(
-            "fleet_retries", "Requests sent again to another worker after a connect error.",
+            "fleet_retries", "Requests sent again to a worker after a failed attempt (connect error, "
+            "connection closed before any answer to an idempotent request).",
             value=stats.retries,
         )
         client_errors = CounterMetricFamily(
@@ -81,6 +83,15 @@ class ProxyCollector(Collector):
             "fleet_bytes_received", "Bytes received from clients.", value=stats.bytes_received
         )
         yield CounterMetricFamily("fleet_bytes_sent", "Bytes sent to clients.", value=stats.bytes_sent)
+        yield GaugeMetricFamily(
+            "fleet_queue_length", "Requests waiting for a worker (none ready, or all at --worker-max-conns).",
+            value=stats.queued,
+        )
+        queue_wait = HistogramMetricFamily(
+            "fleet_queue_wait_seconds", "Time requests spent waiting for a worker (served or timed out).",
+        )
+        queue_wait.add_metric([], _cumulative_buckets(stats.queue_wait_counts), stats.queue_wait_sum)
+        yield queue_wait
 
 
 def _cumulative_buckets(counts: Sequence[int]) -> list[tuple[str, float]]:
@@ -187,7 +198,9 @@ def metrics_route(registry: CollectorRegistry) -> Callable[[], tuple[int, str, b
     return handler
 
 
-async def serve_separately(registry: CollectorRegistry, address: str, port: int, path: str) -> "MetricsListener":
+async def serve_separately(registry: CollectorRegistry, address: str, port: int, path: str,
+                           allow: Iterable[str] | None = None,
+                           trusted_proxies: Iterable[str] = ()) -> "MetricsListener":
     """``--metrics-port``: serve metrics on a listener of their own, on the same event loop.
 
     On the loop (not prometheus-client's threaded server) because the collectors read dicts
@@ -198,10 +211,24 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
 
     from fleet.ports import in_use_error
 
+    from fleet.balancer.context import AddressRules, client_address
+    from fleet.balancer.trust import TrustedProxies
+
+    rules = AddressRules(allow) if allow is not None else None
+    trust = TrustedProxies(trusted_proxies)
+    cache: list[Any] = [-1e18, b""]  # rendered at most once a second, as on the proxy port
+
     class MetricsHandler(tornado.web.RequestHandler):
         def get(self) -> None:
+            headers = [(name.encode("latin-1"), value.encode("latin-1"))
+                       for name, value in self.request.headers.get_all()]
+            if rules is not None and not rules.allows(client_address(trust, self.request.remote_ip or "", headers)):
+                raise tornado.web.HTTPError(404)
+            now = time.monotonic()
+            if now - cache[0] >= 1.0:
+                cache[:] = [now, render(registry)]
             self.set_header("Content-Type", CONTENT_TYPE)
-            self.write(render(registry))
+            self.write(cache[1])
 
     app = tornado.web.Application([(path, MetricsHandler)])
     server = tornado.httpserver.HTTPServer(app)

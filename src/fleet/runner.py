@@ -248,7 +248,8 @@ class Master:
                                          supervisor.workers, lambda: supervisor.desired)
         if config.metrics_port is not None:
             self._metrics_listener = await metrics.serve_separately(
-                registry, config.address, config.metrics_port, config.metrics_path)
+                registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,
+                trusted_proxies=config.trusted_proxies())
         elif self.balancer is not None and hasattr(self.balancer, "add_local_route"):
             self.balancer.add_local_route(config.metrics_path, metrics.metrics_route(registry))
 
