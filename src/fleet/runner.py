@@ -146,6 +146,8 @@ class Master:
             except OSError as exc:
                 await self.balancer.close()
                 return self._error(f"cannot listen on {config.address}:{config.port}: {exc.strerror or exc}")
+            if self.spec is not None and self.spec.kind is AppKind.BOKEH:
+                self.balancer.serve_bokeh(self._bokeh_static_roots())
             for index in range(config.workers):
                 self.balancer.add_upstream(config.worker_id(index), "127.0.0.1", config.worker_port(index))
                 self._upstreams.add(config.worker_id(index))
@@ -202,6 +204,19 @@ class Master:
                 return True
             self.output.fleet(f"SIG{event.upper()} ignored while fleet is starting")
         return False
+
+    def _bokeh_static_roots(self) -> list[Any]:
+        """BokehJS under the prefix, and each directory app's ``static/``, for the proxy."""
+        from fleet.balancer.static_files import bokeh_roots
+
+        try:
+            from bokeh.util.paths import static_path
+            bokeh_static: str | None = str(static_path())
+        except ImportError:  # the workers will say so; the proxy just forwards /static/
+            bokeh_static = None
+        apps = [(spec.name, os.path.join(spec.path, "static")) for spec in self.specs
+                if spec.path is not None and os.path.isdir(spec.path)]
+        return bokeh_roots(self.config.prefix, bokeh_static, apps)
 
     def _banner(self) -> None:
         config = self.config

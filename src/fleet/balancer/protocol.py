@@ -279,6 +279,8 @@ class ClientConnection(Timeouts):
             # answer the 404 an unknown path gets.
             route = routes.get(path)
             exchange.local = route if route is not None and proxy.builtin_allowed(request.client.decode('latin-1')) else False
+        elif proxy.bokeh is not None and proxy.bokeh.static is not None:
+            exchange.local = proxy.bokeh.static_hit(request)  # None: a worker's request
         queue = self.queue
         queue.append(exchange)
         if request.websocket:
