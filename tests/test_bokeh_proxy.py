@@ -92,3 +92,26 @@ def test_static_files_come_from_the_proxy(tmp_path: Path) -> None:
         assert worker_requests(fleet) == before  # none of these reached a worker
         http_get(f"{base}/static/extensions/none.js")  # Bokeh's runtime extensions: the workers'
         assert worker_requests(fleet) == before + 1
+
+
+def test_pipelined_static_requests_from_a_slow_reader_all_arrive_in_order(tmp_path: Path) -> None:
+    """Answers wait while the client's socket is full (one file at a time), then all arrive."""
+    import socket
+
+    fleet = start(tmp_path, BOKEH_APP, workers=1)
+    with fleet.proc:
+        size = len(http_get(f"http://127.0.0.1:{fleet.port}/static/js/bokeh.min.js")[2])
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        client.settimeout(10)
+        client.connect(("127.0.0.1", fleet.port))
+        count = 12
+        client.sendall(b"GET /static/js/bokeh.min.js?v=1 HTTP/1.1\r\nHost: localhost\r\n\r\n" * count)
+        received = bytearray()
+        expected = count * size
+        while received.count(b"HTTP/1.1 200 OK") < count or len(received) < expected:
+            chunk = client.recv(1 << 20)
+            assert chunk, f"closed after {len(received)} bytes"
+            received += chunk
+        client.close()
+        assert received.count(b"HTTP/1.1 200 OK") == count and len(received) < expected + count * 400

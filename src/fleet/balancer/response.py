@@ -62,6 +62,7 @@ class ClientBase(asyncio.Protocol):
     linger_bytes: int
     _batch: list[bytes] | None
     _write_paused: bool
+    _static_wait: Any
     _upgrading: Exchange | None
     _eof: bool
     _dead: bool
@@ -332,6 +333,10 @@ class ClientBase(asyncio.Protocol):
         """BokehJS or an app's ``static/`` file from the proxy's memory (``balancer.static_files``)."""
         request = exchange.request
         assert request is not None and self.proxy.bokeh is not None
+        if self._write_paused:
+            # A pipelining client that does not read gets one file at a time, not 64 at once.
+            self._static_wait = (exchange, hit)
+            return
         close = not request.keep_alive or self.proxy.closing
         status, response = self.proxy.bokeh.static_response(hit, request, keep_alive=not close)
         exchange.status = status
