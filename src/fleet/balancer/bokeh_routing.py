@@ -21,6 +21,8 @@ from fleet.balancer.static_files import StaticFiles, not_modified, response_head
 if TYPE_CHECKING:
     from fleet.balancer.head import Request
     from fleet.balancer.policy import UpstreamSet
+    from fleet.balancer.static_files import Root
+    from fleet.config import Config
 
 
 class StaticHit:
@@ -28,7 +30,7 @@ class StaticHit:
 
     __slots__ = ("root", "tail", "versioned")
 
-    def __init__(self, root: object, tail: bytes, versioned: bool) -> None:
+    def __init__(self, root: "Root", tail: bytes, versioned: bool) -> None:
         self.root = root
         self.tail = tail
         self.versioned = versioned
@@ -63,7 +65,7 @@ class BokehRouting:
     def static_response(self, hit: StaticHit, request: "Request", keep_alive: bool) -> tuple[int, bytes]:
         """(status, whole response) for a static hit: 200, 304 or 404."""
         assert self.static is not None
-        entry = self.static.lookup(hit.root, hit.tail)  # type: ignore[arg-type]
+        entry = self.static.lookup(hit.root, hit.tail)
         if entry is None:
             body = b"not found\n"
             head = (b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -81,11 +83,10 @@ def _has_version(query: bytes) -> bool:
     return query.startswith(b"v=") or b"&v=" in query
 
 
-def routing_for(config: object, static_roots: Iterable[object] | None) -> BokehRouting:
+def routing_for(config: "Config", static_roots: "Iterable[Root]") -> BokehRouting:
     """The routing of a Bokeh fleet: session affinity follows ``--sticky``."""
-    roots = list(static_roots or ())
-    return BokehRouting(StaticFiles(roots) if roots else None,  # type: ignore[arg-type]
-                        by_session=bool(getattr(config, "sticky", True)))
+    roots = list(static_roots)
+    return BokehRouting(StaticFiles(roots) if roots else None, by_session=config.sticky)
 
 
 __all__ = ["BokehRouting", "StaticHit", "routing_for"]
