@@ -118,7 +118,7 @@ def _events(config: Config) -> str:
             if config.max_connections else "\n") + f"events {{\n    worker_connections {connections};\n}}\n"
 
 
-def _proxy_location(config: Config) -> list[str]:
+def _proxy_location(config: Config, path: str = "/") -> list[str]:
     if config.trusted_proxies():
         # Believed and extended from a --trusted-proxy peer only (maps in the http block).
         forwarded = [
@@ -137,7 +137,7 @@ def _proxy_location(config: Config) -> list[str]:
             *(f'proxy_set_header {header} "";' for header in CLIENT_CLAIMS),
         ]
     return [
-        "location / {",
+        f"location {path} {{",
         "    proxy_pass http://fleet_workers;",
         "    proxy_http_version 1.1;",
         "    proxy_set_header Host $http_host;",
@@ -298,6 +298,9 @@ def render(config: Config, deployment: Deployment) -> str:
         http.append(f'    add_header Strict-Transport-Security "{hsts}" always;')
     http.append("")
     http += ["    " + line for line in _static_location(config, deployment)]
+    if deployment.bokeh_static_dir:
+        # Bokeh's runtime extensions are not on disk: the workers serve them (longest prefix wins).
+        http += ["    " + line for line in _proxy_location(config, f"{config.prefix or ''}/static/extensions/")]
     if deployment.bokeh_static_dir:
         http.append("")
     http += ["    " + line for line in _proxy_location(config)]
