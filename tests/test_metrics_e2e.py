@@ -50,7 +50,7 @@ def test_requests_total_rises_by_exactly_n_for_the_worker_that_served_them() -> 
         before = scrape(metrics)
         requests = 25
         for _ in range(requests):
-            status, _, body = http_get(f"http://127.0.0.1:{port}/", headers={"Cookie": "fleet_affinity=w1"})
+            status, _, body = http_get(f"http://127.0.0.1:{port}/", headers={"Cookie": "fleet_affinity=g1w1"})
             assert status == 200
         key = dict(worker="w1", method="GET", code="200")
         # /metrics is rendered at most once a second: poll until the render is newer.

@@ -93,13 +93,20 @@ class Forwarding(ClientBase):
             upstream = proxy.upstreams.choose(now)  # the common case, without _choose's call
         else:
             upstream = self._choose(exchange, now)
+            if upstream is None and (exchange.tried or exchange.stale):
+                # Every worker it could go to has failed it. One still up may have failed it for
+                # a reason now gone (a pooled connection of a killed worker), and a worker that
+                # died comes back as a new process under its id: what was tried only orders the
+                # choice. The attempts stay bounded by retry_decision's tries and time budget.
+                exchange.tried = []
+                exchange.stale = []
+                upstream = self._choose(exchange, now)
         if upstream is not None:
             self._assign(exchange, upstream, now)
             return
-        if exchange.tried:
-            self._answer(exchange, 503, "no worker could be reached", extra=b"Retry-After: 1\r\n")
-        elif proxy.queue_timeout <= 0 or len(proxy.waiting) >= QUEUE_LIMIT:
-            self._answer(exchange, 503, "no worker is ready", extra=b"Retry-After: 1\r\n")
+        if proxy.queue_timeout <= 0 or len(proxy.waiting) >= QUEUE_LIMIT:
+            detail = "no worker could be reached" if exchange.retries else "no worker is ready"
+            self._answer(exchange, 503, detail, extra=b"Retry-After: 1\r\n")
         else:
             exchange.move(QUEUED, now)
             exchange.queued_at = now

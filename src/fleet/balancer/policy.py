@@ -115,6 +115,9 @@ class UpstreamSet:
             upstream.ready = ready
             if ready:
                 upstream.down_until = 0.0  # the supervisor's probe beats passive health
+            else:
+                upstream.draining = False  # a worker going away is no longer draining; if it
+                # comes back under the same id (a crash restart) it takes new clients again
         return upstream
 
     def mark_down(self, upstream: Upstream, now: float) -> None:

@@ -254,7 +254,9 @@ class Balancer:
     def set_draining(self, upstream_id: str, draining: bool = True) -> None:
         """No new clients for this worker; requests whose affinity cookie names it still go
         to it while it is ready (a reconnecting page finds its session there)."""
-        self.upstreams.set_draining(upstream_id, draining)
+        upstream = self.upstreams.set_draining(upstream_id, draining)
+        if upstream is not None and draining:
+            pool.close_idle(upstream)  # pinned requests are few: no need to keep its pool warm
         if not draining:
             self.context.wake()
 

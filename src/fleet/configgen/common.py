@@ -129,7 +129,8 @@ def _option_value_args(f: Any, value: Any) -> list[str]:
         return [long_flag] if value else []
     if meta["multiple"]:
         return [arg for item in value for arg in (long_flag, str(item))]
-    if f.name in {"max_body_size", "max_header_size", "max_memory", "max_trailer_size", "max_buffered_request"}:
+    if f.name in {"max_body_size", "max_header_size", "max_memory", "max_memory_hard", "max_trailer_size",
+                  "max_buffered_request"}:
         return [long_flag, fleet_size(value)]
     if isinstance(value, float):
         return [long_flag, seconds(value)]
