@@ -24,7 +24,7 @@ def test_app_worker_runs_fleet_worker_with_app_args() -> None:
     config = Config(app=app, app_args=("--flag", "x"), workers=1)
     command = worker_command(config, detect(app), 0, 1)
     assert command.argv[:3] == (sys.executable, "-m", "fleet.worker")
-    assert command.argv[-4:] == (app, "--", "--flag", "x")
+    assert command.argv[-4:] == (app, "--args", "--flag", "x")
     assert "--allow-websocket-origin" not in command.argv  # only Bokeh apps need origins
 
 

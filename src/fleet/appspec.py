@@ -1,14 +1,17 @@
 """What kind of app APP is, decided from the path and source text alone (pure: never imports it).
 
 - a directory with ``main.py`` (or ``main.ipynb``): a Bokeh app directory, served at ``/<name>``
-  like ``bokeh serve``;
+  like ``bokeh serve`` (its ``static/``, ``templates/``, ``theme.yaml`` and ``app_hooks.py`` are
+  Bokeh's business);
+- a ``.ipynb`` notebook: a Bokeh app (Bokeh runs its code cells; needs ``nbconvert``);
 - a ``.py`` script that imports bokeh and calls ``curdoc()`` without defining a Tornado app: a
   Bokeh script, served at ``/<name>``;
 - any other ``.py`` file, or ``module:attr``: a Tornado app (a ``tornado.web.Application``
   instance or a ``make_app()`` returning one). Which attribute to use is found by the worker
   when it imports the app (``fleet.worker.load``), not here.
 
-A missing or unusable APP raises ``AppError`` with a message meant for the user.
+Several APPs (``fleet up a.py b/ c.ipynb``, ``detect_apps``) must all be Bokeh apps with distinct
+names, as ``bokeh serve`` needs. A missing or unusable APP raises ``AppError`` with a message meant for the user.
 """
 
 from __future__ import annotations
@@ -69,13 +72,36 @@ def detect(app: str, cwd: str | None = None) -> AppSpec:
         raise AppError(f"APP directory {app!r} has no main.py (a Bokeh app directory needs one)")
     if not os.path.exists(path):
         raise AppError(
-            f"APP not found: {app!r} (expected a .py file, a Bokeh app directory or module:attr)"
+            f"APP not found: {app!r} (expected a .py file, a .ipynb notebook, a Bokeh app directory "
+            f"or module:attr; arguments for the app go after --args)"
         )
+    if path.endswith(".ipynb"):
+        return AppSpec(AppKind.BOKEH, path, None, None, name=name)  # Bokeh's NotebookHandler
     if not path.endswith(".py"):
-        raise AppError(f"APP {app!r} is not a .py file, a directory or module:attr")
+        raise AppError(f"APP {app!r} is not a .py file, a .ipynb notebook, a directory or module:attr")
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             source = handle.read()
     except OSError as exc:
         raise AppError(f"cannot read APP {app!r}: {exc.strerror}") from None
     return AppSpec(classify_source(source), path, None, None, name=name)
+
+
+def detect_apps(apps: list[str] | tuple[str, ...], cwd: str | None = None) -> tuple[AppSpec, ...]:
+    """Classify every APP; several must all be Bokeh apps with distinct ``/<name>`` paths."""
+    specs = tuple(detect(app, cwd) for app in apps)
+    if len(specs) > 1:
+        others = [app for app, spec in zip(apps, specs) if spec.kind is not AppKind.BOKEH]
+        if others:
+            raise AppError(
+                f"several APPs are served together only when all are Bokeh apps; {others[0]!r} is "
+                f"not (a Bokeh script must import bokeh and call curdoc()). To pass arguments to "
+                f"the app, put them after --args: fleet up {apps[0]} --args {' '.join(apps[1:])}"
+            )
+        seen: dict[str, str] = {}
+        for app, spec in zip(apps, specs):
+            if spec.name in seen:
+                raise AppError(f"APPs {seen[spec.name]!r} and {app!r} would both be served at "
+                               f"/{spec.name}; rename one")
+            seen[spec.name] = app
+    return specs

@@ -30,6 +30,22 @@ from fleet.config import (
 
 _METAVARS = {parse_port: "PORT", parse_positive_int: "N"}
 
+
+class AppCommand(click.Command):
+    """``APP... [--args ARGS...]`` as ``bokeh serve`` reads it (``fleet.cli_grammar``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from fleet.cli_grammar import NotApplicable, expand_multi_value, refuse_not_applicable, split_app_args
+
+        own, app_args = split_app_args(args)
+        try:
+            refuse_not_applicable(own)
+        except NotApplicable as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        rest = super().parse_args(ctx, expand_multi_value(own))
+        ctx.params["app_args"] = tuple(app_args)
+        return rest
+
 CONFIG_KINDS = ("nginx", "apache", "haproxy", "systemd")
 
 
@@ -81,6 +97,15 @@ def _make_config(ctx: click.Context, command: str, **positional: Any) -> Config:
         config = build_config(typed, os.environ, toml, command=command, **positional)
     except ConfigError as exc:
         raise click.UsageError(str(exc), ctx) from None
+    if command == "up" and config.app and not config.cmd:
+        from fleet.bokeh_settings import with_run_secrets
+
+        config, warnings = with_run_secrets(config, os.environ)
+        for warning in warnings:
+            click.echo(f"fleet | warning: {warning}", err=True)
+    if config.cookie_secret and command != "config":
+        click.echo("fleet | warning: --cookie-secret on the command line shows in `ps`; set "
+                   "BOKEH_COOKIE_SECRET in the environment instead (workers get it only there).", err=True)
     if config.use_xheaders and command != "config":
         click.echo("fleet | warning: --use-xheaders is deprecated; it now trusts the forwarding headers "
                    "of loopback and private-network peers only. Name your proxies with --trusted-proxy "
@@ -100,17 +125,17 @@ def main() -> None:
     """
 
 
-@main.command(context_settings={"ignore_unknown_options": False})
-@click.argument("app", required=False)
-@click.argument("app_args", nargs=-1, type=click.UNPROCESSED)
+@main.command(cls=AppCommand, context_settings={"ignore_unknown_options": False})
+@click.argument("app", nargs=-1, metavar="APP... [--args ARGS...]")
 @_config_options("up")
 @click.pass_context
-def up(ctx: click.Context, app: str | None, app_args: tuple[str, ...], **_: Any) -> None:
+def up(ctx: click.Context, app: tuple[str, ...], app_args: tuple[str, ...] = (), **_: Any) -> None:
     """Start the workers of APP and the proxy in front of them.
 
-    APP is a Bokeh app script or directory, a Python file or module:attr providing a
-    tornado.web.Application (or make_app()), or use --cmd for any server command.
-    Arguments after `--` go to the app.
+    APP is a Bokeh app script, directory or notebook (several may be given, like `bokeh
+    serve a.py b/ c.ipynb`: each at /<name> under --prefix), a Python file or module:attr
+    providing a tornado.web.Application (or make_app()), or use --cmd for any server
+    command. Everything after --args (or --) goes to the app(s) as sys.argv[1:].
     """
     config = _make_config(ctx, "up", app=app, app_args=app_args)
     from fleet.runner import run_up
@@ -136,15 +161,15 @@ def balance(ctx: click.Context, servers: tuple[str, ...], **_: Any) -> None:
     sys.exit(run_balance(config, targets))
 
 
-@main.command("config")
+@main.command("config", cls=AppCommand)
 @click.argument("kind", type=click.Choice(CONFIG_KINDS))
-@click.argument("app", required=False)
-@click.argument("app_args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("app", nargs=-1, metavar="APP... [--args ARGS...]")
 @click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
 @_config_options("config")
 @click.pass_context
 def config_cmd(
-    ctx: click.Context, kind: str, app: str | None, app_args: tuple[str, ...], output: str | None, **_: Any
+    ctx: click.Context, kind: str, app: tuple[str, ...], output: str | None,
+    app_args: tuple[str, ...] = (), **_: Any
 ) -> None:
     """Print the nginx/Apache/HAProxy/systemd configuration equivalent to `fleet up`."""
     config = _make_config(ctx, "config", app=app, app_args=app_args)

@@ -78,7 +78,7 @@ class ControlDispatch:
             workers.append(row)
         return {
             "ok": True, "pid": os.getpid(), "time": time.time(), "version": __version__,
-            "app": master.config.cmd and f"--cmd {master.config.cmd}" or master.config.app,
+            "app": master.config.cmd and f"--cmd {master.config.cmd}" or " ".join(master.config.apps()),
             "desired": supervisor.desired,
             "generation": supervisor.generation,
             "last_reload": supervisor.last_reload,

@@ -21,10 +21,11 @@ import time
 from typing import Any, Coroutine
 
 from fleet import __version__
-from fleet.appspec import AppError, AppSpec, detect
+from fleet.appspec import AppError, AppKind, AppSpec, detect_apps
 from fleet.balancer.server import Balancer
+from fleet.bokeh_settings import app_paths
 from fleet.balancer.stats import ProxyStats
-from fleet.config import Config
+from fleet.config import Config, ConfigError, replace
 from fleet.control import ControlError, ControlServer, claim
 from fleet.dispatch import ControlDispatch
 from fleet.ports import PortInUseError
@@ -63,7 +64,8 @@ class Master:
     def __init__(self, config: Config, output: Output | None = None) -> None:
         self.config = config
         self.output = output or Output()
-        self.spec: AppSpec | None = None
+        self.spec: AppSpec | None = None  # the first APP (the only one unless all are Bokeh apps)
+        self.specs: tuple[AppSpec, ...] = ()
         self.stats = ProxyStats()
         self.balancer: Balancer | None = None
         self.supervisor: Supervisor | None = None
@@ -124,8 +126,12 @@ class Master:
         if config.cmd is None:
             assert config.app is not None
             try:
-                self.spec = detect(config.app)
-            except AppError as exc:
+                paths = app_paths(config)
+                self.specs = detect_apps(paths)
+                self.spec = self.specs[0]
+                # --glob is expanded once: every worker, now or after a restart, serves the same apps.
+                self.config = config = replace(config, app=paths[0], extra_apps=tuple(paths[1:]), glob=False)
+            except (AppError, ConfigError) as exc:
                 return self._error(str(exc))
         control_path = config.control_socket_path()
         try:
@@ -150,6 +156,8 @@ class Master:
             except OSError as exc:
                 await self.balancer.close()
                 return self._error(f"cannot listen on {config.address}:{config.port}: {exc.strerror or exc}")
+            if self.spec is not None and self.spec.kind is AppKind.BOKEH:
+                self.balancer.serve_bokeh(self._bokeh_static_roots())
 
         self.supervisor = Supervisor(config, self.spec, on_change=self._on_change,
                                      wait_idle=self.balancer.wait_idle if self.balancer is not None else None,
@@ -210,9 +218,23 @@ class Master:
             self.output.fleet(f"{event.value} ignored while fleet is starting")
         return False
 
+    def _bokeh_static_roots(self) -> list[Any]:
+        """BokehJS under the prefix, and each directory app's ``static/``, for the proxy."""
+        from fleet.balancer.static_files import bokeh_roots
+
+        try:
+            from bokeh.util.paths import static_path
+            bokeh_static: str | None = str(static_path())
+        except ImportError:  # the workers will say so; the proxy just forwards /static/
+            bokeh_static = None
+        apps = [(spec.name, os.path.join(spec.path, "static")) for spec in self.specs
+                if spec.path is not None and os.path.isdir(spec.path)]
+        return bokeh_roots(self.config.prefix, bokeh_static, apps)
+
     def _banner(self) -> None:
         config = self.config
-        what = f"--cmd {config.cmd!r}" if config.cmd else f"{config.app} ({self.spec.kind.value if self.spec else '?'} app)"
+        apps = ", ".join(spec.name for spec in self.specs) or config.app
+        what = f"--cmd {config.cmd!r}" if config.cmd else f"{apps} ({self.spec.kind.value if self.spec else '?'} app)"
         last = config.worker_port(config.workers - 1)
         ports = f"port {config.base_port}" if config.workers == 1 else f"ports {config.base_port}-{last}"
         if not config.no_proxy:
@@ -222,6 +244,8 @@ class Master:
 
     def public_url(self) -> str:
         path = self.spec.url_path if self.spec is not None else "/"
+        if self.spec is not None and self.spec.kind is AppKind.BOKEH and self.config.prefix:
+            path = self.config.prefix + path
         port = self.balancer.port if self.balancer is not None else self.config.port
         scheme = "https" if self.config.ssl_certfile else "http"
         host = "localhost" if self.config.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.config.address
@@ -230,6 +254,8 @@ class Master:
     def _ready_banner(self) -> None:
         if self.balancer is not None:
             self.output.fleet(f"ready: open {self.public_url()}")
+            for spec in self.specs[1:]:
+                self.output.fleet(f"also: {self.public_url().rsplit('/', 1)[0]}{spec.url_path}")
             if self.balancer.redirect_port is not None:
                 self.output.fleet(f"http://{self.config.address}:{self.balancer.redirect_port} redirects to https")
         else:

@@ -66,12 +66,16 @@ return {source: source.data.x.length, drawn: Math.min(...glyphs)};
 _BUTTON = _VIEW_OF + "return viewOf('add').button_el;"
 
 
-def start_chromium(chromium: str, chromedriver: str, profile: Path) -> webdriver.Chrome:
+def start_chromium(chromium: str, chromedriver: str, profile: Path,
+                   block_third_party_cookies: bool = False) -> webdriver.Chrome:
     """A headless Chromium with its own fresh profile (so its own cookie jar)."""
     options = Options()
     options.binary_location = chromium
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    if block_third_party_cookies:  # what many browsers do by default now
+        options.add_experimental_option("prefs", {"profile.block_third_party_cookies": True,
+                                                  "profile.cookie_controls_mode": 1})
     options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(chromedriver), options=options)

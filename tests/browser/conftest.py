@@ -30,8 +30,9 @@ def browsers(tmp_path: Path) -> Iterator[Callable[[], Chrome]]:
     chromedriver = require_tool("chromedriver")
     drivers: list[Chrome] = []
 
-    def start() -> Chrome:
-        driver = start_chromium(chromium, chromedriver, tmp_path / f"chromium-profile-{len(drivers)}")
+    def start(block_third_party_cookies: bool = False) -> Chrome:
+        driver = start_chromium(chromium, chromedriver, tmp_path / f"chromium-profile-{len(drivers)}",
+                                block_third_party_cookies)
         drivers.append(driver)
         return driver
 

@@ -19,6 +19,7 @@ from fleet.balancer.stats import ProxyStats
 from fleet.balancer.trust import TrustedProxies, resolve_from_headers
 
 if TYPE_CHECKING:
+    from fleet.balancer.bokeh_routing import BokehRouting
     from fleet.balancer.exchange import Exchange
     from fleet.balancer.protocol import ClientConnection
     from fleet.config import Config
@@ -101,7 +102,7 @@ class ProxyContext:
                  "max_header_count", "max_trailer_size", "max_body_size", "min_body_rate", "upstream_timeout",
                  "client_timeout", "header_timeout", "limits", "max_buffered_request", "queue_timeout", "sticky",
                  "trust", "response_extra", "scheme", "default_host", "allowed_hosts", "allowed_origins", "metrics_allow",
-                 "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting")
+                 "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting", "bokeh")
 
     def __init__(self, config: "Config", stats: ProxyStats, upstreams: UpstreamSet,
                  access_log: Callable[[str], None] | None = None) -> None:
@@ -128,6 +129,8 @@ class ProxyContext:
         self.max_buffered_request = config.max_buffered_request
         self.queue_timeout = config.queue_timeout
         self.sticky = config.sticky
+        # A fleet of Bokeh apps: affinity by session id, static files (Balancer.serve_bokeh).
+        self.bokeh: BokehRouting | None = None
         self.trust = TrustedProxies(config.trusted_proxies())
         self.scheme = b"https" if config.ssl_certfile else b"http"
         self.default_host = f"{config.address}:{config.port}".encode()

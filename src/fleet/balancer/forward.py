@@ -84,7 +84,10 @@ class Forwarding(ClientBase):
         now = proxy.loop.time()
         if not exchange.started:
             exchange.started = now
-            if proxy.sticky and request.affinity_cookie is not None:
+            bokeh = proxy.bokeh
+            if bokeh is not None and bokeh.by_session:  # the Bokeh session's worker first
+                exchange.affinity = bokeh.affinity(request, proxy.upstreams, now)
+            if exchange.affinity is None and proxy.sticky and request.affinity_cookie is not None:
                 exchange.affinity = affinity_from_cookie(request.affinity_cookie)
         if exchange.affinity is None and not exchange.tried and not exchange.stale:
             upstream = proxy.upstreams.choose(now)  # the common case, without _choose's call

@@ -38,12 +38,15 @@ _DIGITS = frozenset(b"0123456789")
 # _CLAIM: a forwarding claim fleet does not set itself (X-Scheme, Forwarded, ...): kept only
 # from a trusted proxy. Other ``X-Forwarded-*`` names are caught by their prefix.
 (_HOP, _CONNECTION, _UPGRADE, _TRANSFER_ENCODING, _FORWARDING, _HOST, _CONTENT_LENGTH, _COOKIE, _ORIGIN,
- _CLAIM) = range(10)
+ _CLAIM, _WS_PROTOCOL, _SESSION_ID, _IF_NONE_MATCH, _IF_MODIFIED_SINCE) = range(14)
 _REQUEST_SPECIAL: dict[bytes, int] = {
     **{name: _HOP for name in HOP_BY_HOP}, **{name: _CLAIM for name in FORWARDING_HEADERS},
     **{name: _FORWARDING for name in FORWARDING},
     b"connection": _CONNECTION, b"upgrade": _UPGRADE, b"transfer-encoding": _TRANSFER_ENCODING,
     b"host": _HOST, b"content-length": _CONTENT_LENGTH, b"cookie": _COOKIE, b"origin": _ORIGIN,
+    # Remembered and forwarded as they are (Bokeh session affinity, the proxy's static files).
+    b"sec-websocket-protocol": _WS_PROTOCOL, b"bokeh-session-id": _SESSION_ID,
+    b"if-none-match": _IF_NONE_MATCH, b"if-modified-since": _IF_MODIFIED_SINCE,
 }
 # RFC 3986 host (reg-name or IP literal) and optional port; no comma (a merged list of hosts).
 _VALID_HOST = re.compile(
@@ -70,7 +73,8 @@ class Request:
     """What the proxy needs to know about one request head, and the head it forwards."""
 
     __slots__ = ("method", "host", "affinity_cookie", "origin", "content_length", "chunked",
-                 "websocket", "forward", "keep_alive", "http10", "path", "client")
+                 "websocket", "forward", "keep_alive", "http10", "path", "client", "query",
+                 "bokeh_protocol", "bokeh_session", "if_none_match", "if_modified_since")
 
     def __init__(self) -> None:
         self.method = b""
@@ -87,6 +91,12 @@ class Request:
         # The client's address, resolved through trusted proxies (``balancer.trust``): what
         # every rule about "who is this client" and the access log use.
         self.client = b""
+        self.query = b""
+        # What names a Bokeh session (balancer.bokeh_session) and asks for a 304 (static files).
+        self.bokeh_protocol: bytes | None = None
+        self.bokeh_session: bytes | None = None
+        self.if_none_match: bytes | None = None
+        self.if_modified_since: bytes | None = None
 
 
 def parse_length(value: bytes) -> int:
@@ -145,6 +155,8 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
     request.method = method
     question = url.find(b"?")
     request.path = url if question < 0 else url[:question]
+    if question >= 0:
+        request.query = url[question + 1:]
     request.http10 = http10
     request.keep_alive = keep_alive
     peer_trusted = bool(trusted) and trusted.is_trusted(client_ip)
@@ -195,8 +207,18 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         elif kind == _COOKIE:
             request.affinity_cookie = value if request.affinity_cookie is None else request.affinity_cookie + b"; " + value
             keep((lower, name + b": " + value))
-        else:  # _ORIGIN
+        elif kind == _ORIGIN:
             request.origin = value
+            keep((lower, name + b": " + value))
+        else:  # remembered, then forwarded unchanged
+            if kind == _WS_PROTOCOL:
+                request.bokeh_protocol = value
+            elif kind == _SESSION_ID:
+                request.bokeh_session = value
+            elif kind == _IF_NONE_MATCH:
+                request.if_none_match = value
+            else:
+                request.if_modified_since = value
             keep((lower, name + b": " + value))
     if transfer_encoding is not None:
         if http10:

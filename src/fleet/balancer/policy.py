@@ -36,7 +36,7 @@ class Upstream:
                  "idle_waiters")
 
     def __init__(self, upstream_id: str, host: str, port: int, stats: UpstreamStats, ready: bool,
-                 secure_cookie: bool = False) -> None:
+                 secure_cookie: bool = False, cookie_path: str = "/") -> None:
         self.id = upstream_id
         self.host = host
         self.port = port
@@ -49,7 +49,8 @@ class Upstream:
         # The Set-Cookie header a response from this worker carries to a client without affinity.
         # The id is opaque (w0, b1), never an address: a client learns nothing about the backends.
         self.cookie = (b"Set-Cookie: " + _COOKIE_KEY + upstream_id.encode()
-                       + b"; Path=/; HttpOnly; SameSite=Lax" + (b"; Secure" if secure_cookie else b""))
+                       + b"; Path=" + cookie_path.encode() + b"; HttpOnly; SameSite=Lax"
+                       + (b"; Secure" if secure_cookie else b""))
 
     def available(self, now: float) -> bool:
         return self.ready and self.down_until <= now
@@ -69,10 +70,12 @@ class Upstream:
 class UpstreamSet:
     """The upstreams of one balancer and the least-connections choice among them."""
 
-    def __init__(self, stats: ProxyStats, worker_max_conns: int = 0, secure_cookie: bool = False) -> None:
+    def __init__(self, stats: ProxyStats, worker_max_conns: int = 0, secure_cookie: bool = False,
+                 cookie_path: str = "/") -> None:
         self._stats = stats
         self.worker_max_conns = worker_max_conns  # 0: no cap
         self._secure_cookie = secure_cookie  # the proxy serves TLS: the affinity cookie is Secure
+        self._cookie_path = cookie_path  # Bokeh's --prefix: the cookie is the prefix's apps'
         self._by_id: dict[str, Upstream] = {}
         self._order: list[Upstream] = []
         self._rotation = 0
@@ -94,7 +97,7 @@ class UpstreamSet:
             existing.draining = False
             return existing
         upstream = Upstream(upstream_id, host, port, self._stats.upstream(upstream_id), ready,
-                            self._secure_cookie)
+                            self._secure_cookie, self._cookie_path)
         self._by_id[upstream_id] = upstream
         self._order.append(upstream)
         return upstream

@@ -46,7 +46,7 @@ class ClientConnection(Timeouts):
                  "client_ip", "peer", "closed", "buffered", "lingering", "linger_bytes", "idle_since",
                  "_counted_ip", "_url", "_headers", "_head_size", "_trailing", "_trailer_size", "_raw_head",
                  "_rejection", "_write_paused", "_upgrading", "_batch", "_reads", "_reads_seen", "_progress_at",
-                 "_relay_reads", "_eof", "_dead", "_deferred")
+                 "_relay_reads", "_eof", "_dead", "_deferred", "_static_wait")
 
     def __init__(self, proxy: ProxyContext) -> None:
         self.proxy = proxy
@@ -73,6 +73,7 @@ class ClientConnection(Timeouts):
         self._raw_head = 0
         self._rejection: HeadError | None = None
         self._write_paused = False
+        self._static_wait: Any = None  # a static answer waiting for the client to read (bound)
         self._upgrading: Exchange | None = None
         self._batch: list[bytes] | None = None
         self._reads = 0  # data_received calls, for the sweep's progress checks
@@ -138,6 +139,11 @@ class ClientConnection(Timeouts):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._static_wait is not None:
+            exchange, hit = self._static_wait
+            self._static_wait = None
+            self._serve_static(exchange, hit)
+            return
         conn = self.tunnel or (self.queue[0].conn if self.queue else None)
         if conn is not None:
             conn.resume_reading()
@@ -279,6 +285,8 @@ class ClientConnection(Timeouts):
             # answer the 404 an unknown path gets.
             route = routes.get(path)
             exchange.local = route if route is not None and proxy.builtin_allowed(request.client.decode('latin-1')) else False
+        elif proxy.bokeh is not None and proxy.bokeh.static is not None:
+            exchange.local = proxy.bokeh.static_hit(request)  # None: a worker's request
         queue = self.queue
         queue.append(exchange)
         if request.websocket:

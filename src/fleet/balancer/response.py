@@ -16,6 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from fleet.balancer import head as heads
+from fleet.balancer.bokeh_routing import StaticHit
 from fleet.balancer.context import ProxyContext
 from fleet.balancer.exchange import DONE, Exchange, QUEUED, RELAYING, TUNNEL, UPGRADING
 from fleet.balancer.flow import PEER_FULL, PIPELINE, UPGRADE, BUFFERED, ReadFlow
@@ -61,6 +62,7 @@ class ClientBase(asyncio.Protocol):
     linger_bytes: int
     _batch: list[bytes] | None
     _write_paused: bool
+    _static_wait: Any
     _upgrading: Exchange | None
     _eof: bool
     _dead: bool
@@ -307,6 +309,9 @@ class ClientBase(asyncio.Protocol):
         request = exchange.request
         assert request is not None
         handler = exchange.local
+        if isinstance(handler, StaticHit):
+            self._serve_static(exchange, handler)
+            return
         if handler is False or request.websocket:
             self.proxy.stats.client_error("builtin_not_found")
             self._answer(exchange, 404, "")
@@ -320,6 +325,23 @@ class ClientBase(asyncio.Protocol):
         response = heads.local_response(status, content_type, body, close=close, http10=request.http10,
                                         head_only=request.method == b"HEAD")
         exchange.status = status
+        self.proxy.stats.bytes_sent += len(response)
+        self._write(response)
+        self._finish(exchange)
+
+    def _serve_static(self, exchange: Exchange, hit: StaticHit) -> None:
+        """BokehJS or an app's ``static/`` file from the proxy's memory (``balancer.static_files``)."""
+        request = exchange.request
+        assert request is not None and self.proxy.bokeh is not None
+        if self._write_paused:
+            # A pipelining client that does not read gets one file at a time, not 64 at once.
+            self._static_wait = (exchange, hit)
+            return
+        close = not request.keep_alive or self.proxy.closing
+        status, response = self.proxy.bokeh.static_response(hit, request, keep_alive=not close)
+        exchange.status = status
+        if close:
+            request.keep_alive = False
         self.proxy.stats.bytes_sent += len(response)
         self._write(response)
         self._finish(exchange)

@@ -29,7 +29,7 @@ import resource
 import socket
 import ssl
 import stat
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from fleet.balancer import pool
 from fleet.balancer.allow import Allowlist
@@ -67,7 +67,8 @@ class Balancer:
         self.config = config
         self.stats = stats if stats is not None else ProxyStats()
         self.upstreams = UpstreamSet(self.stats, config.worker_max_conns,
-                                     secure_cookie=bool(config.ssl_certfile))
+                                     secure_cookie=bool(config.ssl_certfile),
+                                     cookie_path=config.prefix or "/")
         access_log = None
         if config.access_log:
             access_log = log or (lambda line: print(f"fleet | {line}", flush=True))
@@ -289,6 +290,13 @@ class Balancer:
         as its page, so waiting for it would stall every reload for --graceful-timeout."""
         stats = self.stats.upstreams.get(upstream_id)
         return stats.active_requests if stats is not None else 0
+
+    def serve_bokeh(self, static_roots: Iterable[Any]) -> None:
+        """A fleet of Bokeh apps: route by Bokeh session id (with --sticky) and answer
+        ``static_roots`` (``static_files.bokeh_roots``) from memory (``balancer.bokeh_routing``)."""
+        from fleet.balancer.bokeh_routing import routing_for
+
+        self.context.bokeh = routing_for(self.config, static_roots)
 
     def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]]) -> None:
         """Serve ``path`` from the proxy itself (``/metrics``); other paths go to workers.

@@ -152,7 +152,7 @@ def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[st
         'RewriteRule ^/?(.*) "balancer://fleet_ws/$1" [P,L]',
     ]
     if deployment.bokeh_static_dir:
-        lines.append('ProxyPass "/static/" !')
+        lines.append(f'ProxyPass "{config.prefix or ""}/static/" !')
     lines += [
         'ProxyPass "/" "balancer://fleet_http/" nocanon',
         'ProxyPassReverse "/" "balancer://fleet_http/"',
@@ -160,13 +160,13 @@ def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[st
     return lines
 
 
-def _static(deployment: Deployment) -> list[str]:
+def _static(config: Config, deployment: Deployment) -> list[str]:
     if not deployment.bokeh_static_dir:
         return []
     static_dir = deployment.bokeh_static_dir.rstrip("/")
     return [
         "# Bokeh's JavaScript and CSS, straight from the installed bokeh package.",
-        f'Alias "/static/" "{static_dir}/"',
+        f'Alias "{config.prefix or ""}/static/" "{static_dir}/"',  # BokehJS lives under --prefix
         f'<Directory "{static_dir}">',
         "    Require all granted",
         "</Directory>",
@@ -264,7 +264,7 @@ def render(config: Config, deployment: Deployment) -> str:
     # Defined inside the virtual host: a balancer of the main server reaches a virtual host as
     # a copy with the default method (byrequests), not bybusyness.
     out += _indent([*_balancer("fleet_http", "http", config), *_balancer("fleet_ws", "ws", config), ""])
-    out += _indent(_static(deployment))
+    out += _indent(_static(config, deployment))
     out += _indent(_proxy_rules(config, deployment, https=bool(config.ssl_certfile)))
     out.append("</VirtualHost>")
     if redirect:

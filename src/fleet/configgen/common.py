@@ -145,11 +145,10 @@ def fleet_arguments(config: Config, command: str = "up", **overrides: Any) -> li
     """
     config = replace(config, **overrides)
     args: list[str] = []
-    if config.app:
-        args.append(config.app)
+    args += config.apps()
     for f in option_fields():
-        if command not in f.metadata["commands"]:
-            continue
+        if command not in f.metadata["commands"] or f.metadata["secret"]:
+            continue  # a secret travels in the environment (EnvironmentFile), never in a config
         value = getattr(config, f.name)
         if f.name == "workers":
             args += ["-n", str(value)]
@@ -158,7 +157,7 @@ def fleet_arguments(config: Config, command: str = "up", **overrides: Any) -> li
             continue
         args += _option_value_args(f, value)
     if config.app_args:
-        args += ["--", *config.app_args]
+        args += ["--args", *config.app_args]
     return args
 
 

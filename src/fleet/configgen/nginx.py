@@ -118,7 +118,7 @@ def _events(config: Config) -> str:
             if config.max_connections else "\n") + f"events {{\n    worker_connections {connections};\n}}\n"
 
 
-def _proxy_location(config: Config) -> list[str]:
+def _proxy_location(config: Config, path: str = "/") -> list[str]:
     if config.trusted_proxies():
         # Believed and extended from a --trusted-proxy peer only (maps in the http block).
         forwarded = [
@@ -137,7 +137,7 @@ def _proxy_location(config: Config) -> list[str]:
             *(f'proxy_set_header {header} "";' for header in CLIENT_CLAIMS),
         ]
     return [
-        "location / {",
+        f"location {path} {{",
         "    proxy_pass http://fleet_workers;",
         "    proxy_http_version 1.1;",
         "    proxy_set_header Host $http_host;",
@@ -158,14 +158,14 @@ def _proxy_location(config: Config) -> list[str]:
     ]
 
 
-def _static_location(deployment: Deployment) -> list[str]:
+def _static_location(config: Config, deployment: Deployment) -> list[str]:
     if not deployment.bokeh_static_dir:
         return []
     static_dir = deployment.bokeh_static_dir.rstrip("/")
     return [
         "# Bokeh's JavaScript and CSS, straight from the installed bokeh package",
         "# (python -c 'from bokeh.util.paths import static_path; print(static_path())').",
-        "location /static/ {",
+        f"location {config.prefix or ''}/static/ {{",  # Bokeh serves BokehJS under --prefix
         f"    alias {static_dir}/;",
         *("    " + line for line in _STATIC_TYPES),
         "    default_type application/octet-stream;",
@@ -297,7 +297,10 @@ def render(config: Config, deployment: Deployment) -> str:
     if hsts:
         http.append(f'    add_header Strict-Transport-Security "{hsts}" always;')
     http.append("")
-    http += ["    " + line for line in _static_location(deployment)]
+    http += ["    " + line for line in _static_location(config, deployment)]
+    if deployment.bokeh_static_dir:
+        # Bokeh's runtime extensions are not on disk: the workers serve them (longest prefix wins).
+        http += ["    " + line for line in _proxy_location(config, f"{config.prefix or ''}/static/extensions/")]
     if deployment.bokeh_static_dir:
         http.append("")
     http += ["    " + line for line in _proxy_location(config)]

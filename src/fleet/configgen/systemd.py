@@ -74,8 +74,15 @@ def render(config: Config, deployment: Deployment) -> str:
         "RestartSec=2",
         "Environment=PYTHONUNBUFFERED=1",
     ]
+    needs = []
     if config.ssl_keyfile:
-        lines.append("# An encrypted key's password: FLEET_SSL_PASSWORD=... in a root-only file.")
+        needs.append("an encrypted key's password: FLEET_SSL_PASSWORD=...")
+    if config.session_ids in {"signed", "external-signed"}:
+        needs.append("signed Bokeh sessions: BOKEH_SECRET_KEY=... (fleet secret)")
+    if config.cookie_secret or config.auth_module:
+        needs.append("Bokeh's secure cookies: BOKEH_COOKIE_SECRET=... (fleet secret)")
+    if needs:
+        lines += [f"# {need} in a root-only file." for need in needs]
         lines.append("EnvironmentFile=-/etc/fleet/secrets")
     lines.append("# Run as an unprivileged account that can read WorkingDirectory, e.g.: User=fleet")
     lines += [

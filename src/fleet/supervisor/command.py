@@ -1,6 +1,6 @@
 """What a worker executes: argv and environment for worker ``index`` (pure, no I/O).
 
-An APP worker is ``python -m fleet.worker APP`` with the WebSocket origins a Bokeh app needs
+An APP worker is ``python -m fleet.worker APP... --args ARGS...`` with the WebSocket origins a Bokeh app needs
 behind the proxy; a ``--cmd`` worker is ``/bin/sh -c CMD`` with ``{port}`` replaced (``$PORT``
 works too, through the environment). Every worker gets ``PORT``, ``FLEET_WORKER_ID`` and
 ``FLEET_WORKERS``.
@@ -8,11 +8,13 @@ works too, through the environment). Every worker gets ``PORT``, ``FLEET_WORKER_
 A worker's environment is fleet's minus what is fleet's alone (``worker_environment``): the TLS
 key password (``FLEET_SSL_PASSWORD``, ``BOKEH_SSL_PASSWORD``: the proxy terminates TLS, a
 worker never needs it) and every other ``FLEET_*`` setting. The app's own variables (a
-database URL, Bokeh's ``BOKEH_SECRET_KEY``) pass through. Secrets never go in argv.
+database URL, Bokeh's ``BOKEH_SECRET_KEY``) pass through, and a Bokeh worker gets the secrets
+fleet decided for the run (``fleet.bokeh_settings.with_run_secrets``). Secrets never go in argv.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Mapping
@@ -94,7 +96,14 @@ def worker_command(config: Config, spec: AppSpec | None, index: int, workers: in
     for network in config.trusted_proxies():
         argv += ["--trusted-proxy", network]
     if spec.kind.value == "bokeh":
+        from fleet.bokeh_settings import app_paths, worker_settings
+
         for origin in websocket_origins(config):
             argv += ["--allow-websocket-origin", origin]
-    argv += [spec.path or config.app, "--", *config.app_args]
+        argv += ["--bokeh-settings", worker_settings(config)]
+        env.update(config.bokeh_environment)  # secrets: environment only, never argv
+        apps = [os.path.abspath(path) for path in app_paths(config)]
+    else:
+        apps = [spec.path or config.app]
+    argv += [*apps, "--args", *config.app_args]
     return WorkerCommand(tuple(argv), env)

@@ -1,7 +1,8 @@
 """Serve the loaded app on ``PORT`` until SIGTERM; exit ``BOOT_ERROR`` if it cannot load.
 
 Tornado apps listen on ``--address:PORT``; Bokeh apps run in a ``bokeh.server.server.Server``
-at ``/<name>`` with the WebSocket origins the supervisor passes (the proxy's public address),
+at ``[prefix]/<name>`` (``fleet.worker.bokeh``: bokeh serve's options, several apps) with the
+WebSocket origins the supervisor passes (the proxy's public address),
 and both honour ``X-Forwarded-*`` / ``X-Real-IP`` / ``X-Scheme``, but only from fleet's own proxy
 (loopback) and ``--trusted-proxy`` peers (``fleet.worker.guard``).
 """
@@ -22,9 +23,12 @@ from fleet.worker.heartbeat import Heartbeat
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``[options] APP... [--args ARGS...]``: everything after ``--args`` goes to the app(s)."""
+    own, app_args = (argv[:argv.index("--args")], argv[argv.index("--args") + 1:]) \
+        if "--args" in argv else (argv, [])
     parser = argparse.ArgumentParser(prog="python -m fleet.worker", description=__doc__)
-    parser.add_argument("app", help="the APP given to `fleet up`")
-    parser.add_argument("app_args", nargs="*", help="arguments for the app (after --)")
+    parser.add_argument("apps", nargs="+", metavar="APP",
+                        help="the APP(s) given to `fleet up` (several only for Bokeh apps)")
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--allow-websocket-origin", action="append", default=[],
                         help="Bokeh: allowed WebSocket origin HOST[:PORT] (repeatable)")
@@ -34,7 +38,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="largest request head the HTTP server accepts (bytes)")
     parser.add_argument("--max-body-size", type=int, default=None,
                         help="largest request body the HTTP server accepts (bytes)")
-    return parser.parse_args(argv)
+    parser.add_argument("--bokeh-settings", default="{}",
+                        help="Bokeh: bokeh serve's options as JSON (fleet.bokeh_settings); no secrets")
+    args = parser.parse_args(own)
+    args.app_args = app_args
+    args.app = args.apps[0]
+    return args
 
 
 def _http_server_options(args: argparse.Namespace) -> dict[str, int]:
@@ -56,7 +65,7 @@ def _boot_error(message: str) -> int:
 
 async def _serve(args: argparse.Namespace, port: int, heartbeat: Heartbeat | None = None) -> int:
     from fleet.worker import guard
-    from fleet.worker.load import LoadError, load_bokeh, load_tornado
+    from fleet.worker.load import LoadError, load_tornado
 
     guard.install(args.trusted_proxy)
 
@@ -66,16 +75,13 @@ async def _serve(args: argparse.Namespace, port: int, heartbeat: Heartbeat | Non
         return _boot_error(f"fleet.worker: {exc}")
     try:
         if spec.kind is AppKind.BOKEH:
-            from bokeh.server.server import Server
+            from fleet.worker.bokeh import build_server, parse_settings
 
-            application = load_bokeh(spec, list(args.app_args))
-            server = Server(
-                {spec.url_path: application},
-                port=port,
-                address=args.address,
-                allow_websocket_origin=list(args.allow_websocket_origin) or None,
-                use_xheaders=True,
+            server = build_server(
+                list(args.apps), list(args.app_args), parse_settings(args.bokeh_settings),
+                port=port, address=args.address, origins=list(args.allow_websocket_origin),
                 http_server_kwargs=_http_server_options(args),
+                worker_id=os.environ.get("FLEET_WORKER_ID"),
             )
             server.start()
             stop_server: Callable[[], None] = server.stop

@@ -1,0 +1,92 @@
+"""The proxy's Bokeh duties: affinity by session id, and static files from memory.
+
+``BokehRouting`` is what ``ProxyContext.bokeh`` holds for a fleet of Bokeh apps (None for
+anything else, so other apps pay nothing):
+
+- ``affinity``: the worker a request's Bokeh session belongs to (``balancer.bokeh_session``):
+  the worker that made the id while it can serve (draining or not, as with the cookie), else
+  the rendezvous choice among the available, non-draining workers. None: no session named
+  (or an undecodable token), and the caller falls back to the cookie, then least connections.
+- ``static_hit`` / ``static_response``: ``<prefix>/static/`` (BokehJS, minus ``extensions/``)
+  and each directory app's ``static/``, answered by the proxy (``balancer.static_files``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from fleet.balancer.bokeh_session import maker_of, rendezvous, session_id_of
+from fleet.balancer.static_files import StaticFiles, not_modified, response_head
+
+if TYPE_CHECKING:
+    from fleet.balancer.head import Request
+    from fleet.balancer.policy import UpstreamSet
+    from fleet.balancer.static_files import Root
+    from fleet.config import Config
+
+
+class StaticHit:
+    """A request the proxy answers from its static files (``Exchange.local``)."""
+
+    __slots__ = ("root", "tail", "versioned")
+
+    def __init__(self, root: "Root", tail: bytes, versioned: bool) -> None:
+        self.root = root
+        self.tail = tail
+        self.versioned = versioned
+
+
+class BokehRouting:
+    __slots__ = ("static", "by_session")
+
+    def __init__(self, static: StaticFiles | None, by_session: bool) -> None:
+        self.static = static
+        self.by_session = by_session
+
+    def affinity(self, request: "Request", upstreams: "UpstreamSet", now: float) -> str | None:
+        session_id = session_id_of(request.bokeh_protocol, request.bokeh_session, request.query)
+        if session_id is None:
+            return None
+        maker = maker_of(session_id, (upstream.id for upstream in upstreams))
+        if maker is not None:
+            upstream = upstreams.get(maker)
+            if upstream is not None and upstream.available(now):
+                return maker
+        return rendezvous(session_id, [u.id for u in upstreams if u.available(now) and not u.draining])
+
+    def static_hit(self, request: "Request") -> StaticHit | None:
+        if self.static is None or request.method not in (b"GET", b"HEAD") or request.websocket:
+            return None
+        found = self.static.root_for(request.path)
+        if found is None:
+            return None
+        return StaticHit(found[0], found[1], versioned=_has_version(request.query))
+
+    def static_response(self, hit: StaticHit, request: "Request", keep_alive: bool) -> tuple[int, bytes]:
+        """(status, whole response) for a static hit: 200, 304 or 404."""
+        assert self.static is not None
+        entry = self.static.lookup(hit.root, hit.tail)
+        if entry is None:
+            body = b"not found\n"
+            head = (b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                    b"Content-Length: %d\r\n" % len(body)
+                    + (b"Connection: keep-alive" if keep_alive else b"Connection: close") + b"\r\n\r\n")
+            return 404, head + (b"" if request.method == b"HEAD" else body)
+        status = 304 if not_modified(entry, request.if_none_match, request.if_modified_since) else 200
+        head = response_head(entry, status=status, versioned=hit.versioned, keep_alive=keep_alive)
+        if status == 304 or request.method == b"HEAD":
+            return status, head
+        return status, head + entry.body
+
+
+def _has_version(query: bytes) -> bool:
+    return query.startswith(b"v=") or b"&v=" in query
+
+
+def routing_for(config: "Config", static_roots: "Iterable[Root]") -> BokehRouting:
+    """The routing of a Bokeh fleet: session affinity follows ``--sticky``."""
+    roots = list(static_roots)
+    return BokehRouting(StaticFiles(roots) if roots else None, by_session=config.sticky)
+
+
+__all__ = ["BokehRouting", "StaticHit", "routing_for"]

@@ -1,0 +1,171 @@
+"""Static files the proxy answers itself: BokehJS's ``/static/`` and each app's ``static/``.
+
+The Bokeh deployment guide has nginx serve these from disk so workers spend no time on
+JavaScript bundles; fleet's proxy does the same. uvloop has no ``sendfile`` for transports and
+TLS could not use it anyway, so files are read once into memory (they are few, and
+immutable for a run: BokehJS is versioned, an app's ``static/`` belongs to its code) and
+answered from there, bounded by ``MAX_FILE`` each and ``MAX_CACHE`` in all; a bigger file is
+left to the workers.
+
+- Routes: ``<prefix>/static/...`` from Bokeh's static directory, except
+  ``<prefix>/static/extensions/...`` (Bokeh's runtime extension directories: workers);
+  ``<prefix>/<app>/static/...`` from that directory app's ``static/``.
+- Safety: the path is percent-decoded once; ``..``, empty or dot segments, backslashes, NUL and
+  symlinks out of the root are refused (404, so nothing is revealed), checked on the real path.
+- Caching: ``ETag`` (size and mtime) and ``Last-Modified``; ``If-None-Match`` /
+  ``If-Modified-Since`` give 304; ``HEAD`` gets the head only. A ``?v=`` (BokehJS's version
+  hash) makes the answer ``immutable`` for a year, as Bokeh's own static handler does.
+
+Pure except ``StaticFiles.lookup``, which reads the disk the first time a file is asked for.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Iterable
+from urllib.parse import unquote_to_bytes
+
+MAX_FILE = 8 * 1024 * 1024
+MAX_CACHE = 64 * 1024 * 1024
+LONG_CACHE = b"public, max-age=31536000, immutable"
+SHORT_CACHE = b"public, max-age=0, must-revalidate"
+
+_TYPES = {
+    ".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8", ".json": "application/json", ".map": "application/json",
+    ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".woff": "font/woff",
+    ".woff2": "font/woff2", ".html": "text/html; charset=utf-8", ".txt": "text/plain; charset=utf-8",
+}
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    body: bytes
+    etag: bytes  # quoted
+    last_modified: bytes  # HTTP date
+    mtime: int  # whole seconds
+    content_type: bytes
+
+
+@dataclass(frozen=True)
+class Root:
+    url_prefix: bytes  # b"/dash/static/", b"/dash/gallery/static/"
+    directory: str  # real path
+    excluded: tuple[bytes, ...] = ()  # relative paths under url_prefix left to the workers
+
+
+def safe_relative(encoded: bytes) -> str | None:
+    """The relative file path of a URL tail, or None when it could escape or is odd."""
+    try:
+        text = unquote_to_bytes(encoded).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text or "\\" in text or "\0" in text or text.startswith("/"):
+        return None
+    parts = text.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    return "/".join(parts)
+
+
+def content_type(path: str) -> bytes:
+    extension = os.path.splitext(path)[1].lower()
+    known = _TYPES.get(extension) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return known.encode("ascii")
+
+
+def not_modified(entry: StaticFile, if_none_match: bytes | None, if_modified_since: bytes | None) -> bool:
+    """RFC 9110 13.1: If-None-Match decides when present; else If-Modified-Since."""
+    if if_none_match is not None:
+        tags = {tag.strip().removeprefix(b"W/") for tag in if_none_match.split(b",")}
+        return b"*" in tags or entry.etag in tags
+    if if_modified_since is not None:
+        try:
+            since = parsedate_to_datetime(if_modified_since.decode("latin-1")).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+        return entry.mtime <= since
+    return False
+
+
+def response_head(entry: StaticFile, *, status: int, versioned: bool, keep_alive: bool) -> bytes:
+    """The response head for a file (200 with its length, or 304), without the body."""
+    lines = [b"HTTP/1.1 200 OK" if status == 200 else b"HTTP/1.1 304 Not Modified",
+             b"ETag: " + entry.etag, b"Last-Modified: " + entry.last_modified,
+             b"Cache-Control: " + (LONG_CACHE if versioned else SHORT_CACHE)]
+    if status == 200:
+        lines += [b"Content-Type: " + entry.content_type, b"Content-Length: %d" % len(entry.body)]
+    lines.append(b"Connection: keep-alive" if keep_alive else b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class StaticFiles:
+    """The roots the proxy serves, and the files read so far (bounded)."""
+
+    def __init__(self, roots: Iterable[Root]) -> None:
+        # Longest prefix first: an app's /dash/gallery/static/ before /dash/static/ never
+        # overlap, but a prefix-less /static/ must not swallow /static2/.
+        self.roots = sorted(roots, key=lambda root: len(root.url_prefix), reverse=True)
+        self._cache: dict[str, StaticFile] = {}
+        self._cached_bytes = 0
+
+    def root_for(self, path: bytes) -> tuple[Root, bytes] | None:
+        """(root, tail) when ``path`` is one of ours; None leaves the request to the workers."""
+        for root in self.roots:
+            if path.startswith(root.url_prefix):
+                tail = path[len(root.url_prefix):]
+                if any(tail.startswith(excluded) for excluded in root.excluded):
+                    return None
+                return root, tail
+        return None
+
+    def lookup(self, root: Root, tail: bytes) -> StaticFile | None:
+        """The file for ``tail`` under ``root``; None: not found (or refused, or too big)."""
+        relative = safe_relative(tail)
+        if relative is None:
+            return None
+        path = os.path.realpath(os.path.join(root.directory, relative))
+        if os.path.commonpath([path, root.directory]) != root.directory:
+            return None  # a symlink out of the root
+        cached = self._cache.get(path)
+        if cached is not None:
+            return cached
+        try:
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if not os.path.isfile(path) or stat.st_size > MAX_FILE:
+                    return None
+                body = handle.read(MAX_FILE + 1)
+        except OSError:
+            return None
+        mtime = int(stat.st_mtime)
+        entry = StaticFile(body=body, etag=b'"%x-%x"' % (len(body), stat.st_mtime_ns),
+                           last_modified=formatdate(mtime, usegmt=True).encode("ascii"),
+                           mtime=mtime, content_type=content_type(path))
+        if self._cached_bytes + len(body) <= MAX_CACHE:
+            self._cache[path] = entry
+            self._cached_bytes += len(body)
+        return entry
+
+
+def bokeh_roots(prefix: str | None, bokeh_static: str | None,
+                app_static: Iterable[tuple[str, str]]) -> list[Root]:
+    """The roots of a Bokeh fleet: BokehJS at ``<prefix>/static/`` (minus ``extensions/``) and
+    each directory app's ``static/`` at ``<prefix>/<name>/static/``."""
+    base = (prefix or "").encode()
+    roots = []
+    if bokeh_static:
+        roots.append(Root(base + b"/static/", os.path.realpath(bokeh_static), (b"extensions/",)))
+    for name, directory in app_static:
+        if os.path.isdir(directory):
+            roots.append(Root(base + b"/" + name.encode() + b"/static/", os.path.realpath(directory)))
+    return roots
+
+
+__all__ = [
+    "LONG_CACHE", "MAX_CACHE", "MAX_FILE", "Root", "StaticFile", "StaticFiles", "bokeh_roots",
+    "not_modified", "response_head", "safe_relative",
+]
