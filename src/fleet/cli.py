@@ -78,6 +78,7 @@ def _make_config(ctx: click.Context, command: str, **positional: Any) -> Config:
     config_file = ctx.params.get("config_file") or os.environ.get("FLEET_CONFIG")
     try:
         toml = load_toml(config_file, explicit=config_file is not None)
+        ctx.meta["fleet.toml"] = toml
         config = build_config(typed, os.environ, toml, command=command, **positional)
     except ConfigError as exc:
         raise click.UsageError(str(exc), ctx) from None
@@ -159,16 +160,63 @@ def config_cmd(
         click.echo(text, nl=False)
 
 
+def _port_selected(ctx: click.Context) -> bool:
+    """A port names a fleet when it was given: on the command line, in $FLEET_PORT or fleet.toml."""
+    return (ctx.get_parameter_source("port") == ParameterSource.COMMANDLINE
+            or "FLEET_PORT" in os.environ or "port" in ctx.meta.get("fleet.toml", {}))
+
+
+def _socket_of(ctx: click.Context, command: str, config: Config) -> str:
+    from fleet.control import ControlError
+    from fleet.discovery import find_socket
+
+    try:
+        return find_socket(config.control_socket, config.name,
+                           config.port if _port_selected(ctx) else None)
+    except ControlError as exc:
+        click.echo(f"fleet {command}: {exc}", err=True)
+        sys.exit(1)
+
+
 def _control(ctx: click.Context, command: str, **args: Any) -> Any:
     config = _make_config(ctx, command)
     from fleet.control import ControlError, request
 
-    path = config.control_socket_path()
+    path = _socket_of(ctx, command, config)
     try:
         return request(path, command, **args)
     except ControlError as exc:
         click.echo(f"fleet {command}: {exc}", err=True)
         sys.exit(1)
+
+
+@main.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ls(as_json: bool) -> None:
+    """List the running fleets of this user: name, pid, port, app, workers, uptime."""
+    from fleet.control import ControlError
+    from fleet.discovery import check_private, runtime_dir, scan
+    from fleet.fleetlist import format_fleets
+
+    directory = runtime_dir()
+    try:
+        if os.path.lexists(directory):
+            check_private(directory)
+        found = scan(directory)
+    except ControlError as exc:
+        click.echo(f"fleet ls: {exc}", err=True)
+        sys.exit(1)
+    for path in found.removed:
+        click.echo(f"fleet ls: removed stale socket {path}", err=True)
+    for path in found.unreachable:
+        click.echo(f"fleet ls: no answer from {path} (starting, busy or an older fleet)", err=True)
+    if as_json:
+        click.echo(json.dumps({"directory": directory,
+                               "fleets": [entry.__dict__ for entry in found.fleets]}, indent=2))
+    elif not found.fleets:
+        click.echo(f"no fleet running (looked in {directory})")
+    else:
+        click.echo(format_fleets(found.fleets))
 
 
 @main.command()

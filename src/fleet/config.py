@@ -26,7 +26,7 @@ GIB = 1024 * MIB
 # options as up"); ``balance`` takes only what the proxy needs.
 UP = frozenset({"up", "config"})
 PROXY = frozenset({"up", "config", "balance"})
-CONTROL = frozenset({"up", "config", "balance", "status", "reload", "scale", "down"})
+CONTROL = frozenset({"up", "config", "balance", "status", "reload", "scale", "down", "logs"})
 
 
 # Where the TLS key's password comes from (never argv); neither reaches a worker.
@@ -141,6 +141,12 @@ def parse_hsts(value: str | int) -> int:
     if seconds < 1 or not float(seconds).is_integer():
         raise ValueError(f"HSTS max-age must be a whole number of seconds, at least 1: {value!r}")
     return int(seconds)
+
+
+def parse_fleet_name(value: str) -> str:
+    from fleet.discovery import valid_name
+
+    return valid_name(str(value))
 
 
 def parse_log_level(value: str) -> str:
@@ -322,8 +328,14 @@ class Config:
     )
     control_socket: str | None = option(
         None, "--control-socket", metavar="PATH", commands=CONTROL,
-        show_default="$XDG_RUNTIME_DIR/fleet-<port>.sock, else ./.fleet-<port>.sock",
-        help="Unix socket for fleet status/reload/scale/down.",
+        show_default="$XDG_RUNTIME_DIR/fleet/<name>.sock, else /tmp/fleet-<uid>/<name>.sock",
+        help="Unix socket for fleet status/reload/scale/down/logs (overrides --name and discovery).",
+    )
+    name: str | None = option(
+        None, "--name", parse=parse_fleet_name, metavar="NAME", commands=CONTROL,
+        show_default="the port (port0-<pid> for --port 0)",
+        help="Name of the fleet: `fleet up` serves the control socket <name>.sock; the other "
+             "commands pick the running fleet of that name.",
     )
     log_level: str = option(
         "info", "--log-level", parse=parse_log_level, commands=PROXY,
@@ -360,16 +372,6 @@ class Config:
 
     def worker_id(self, index: int) -> str:
         return f"w{index}"
-
-    def control_socket_path(self, environ: Mapping[str, str] | None = None) -> str:
-        """The control socket: explicit, else under $XDG_RUNTIME_DIR, else the cwd."""
-        if self.control_socket:
-            return self.control_socket
-        environ = os.environ if environ is None else environ
-        runtime = environ.get("XDG_RUNTIME_DIR")
-        if runtime and os.path.isdir(runtime):
-            return os.path.join(runtime, f"fleet-{self.port}.sock")
-        return os.path.abspath(f".fleet-{self.port}.sock")
 
     def public_url(self) -> str:
         scheme = "https" if self.ssl_certfile else "http"

@@ -24,6 +24,8 @@ from fleet.appspec import AppError, AppSpec, detect
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config
 from fleet.control import ControlError, ControlServer, claim
+from fleet.control_ops import OperationsControl
+from fleet.discovery import default_name, server_socket_path
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.manager import Supervisor, SupervisorError
@@ -114,8 +116,8 @@ class Master:
                 self.spec = detect(config.app)
             except AppError as exc:
                 return self._error(str(exc))
-        control_path = config.control_socket_path()
         try:
+            control_path = server_socket_path(config.control_socket, config.name, config.port)  # ops
             claim(control_path)
         except ControlError as exc:
             return self._error(str(exc))
@@ -171,7 +173,8 @@ class Master:
             return self._error(str(exc))
 
         try:
-            self.control = ControlServer(control_path, self._control)
+            self.control = ControlServer(control_path, OperationsControl(  # ops: info, logs
+                self, self._control, config.name or default_name(config.port, os.getpid())))
             await self.control.start()
         except (ControlError, OSError) as exc:
             await self.supervisor.kill_now()

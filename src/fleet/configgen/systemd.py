@@ -12,6 +12,7 @@ import os
 import shlex
 
 from fleet.config import Config
+from fleet.discovery import default_name
 from fleet.configgen.common import comment_block, fleet_arguments, fleet_command_line, whole_seconds
 from fleet.configgen.deployment import Deployment
 
@@ -34,10 +35,11 @@ def exec_start(config: Config, deployment: Deployment) -> str:
 
 
 def control_socket(config: Config, deployment: Deployment) -> str:
-    """Where the service's control socket ends up (a system service has no $XDG_RUNTIME_DIR)."""
+    """Where the service's control socket ends up: the unit sets XDG_RUNTIME_DIR=/run and
+    RuntimeDirectory=fleet, so fleet's discovery directory is /run/fleet (0700, the service's)."""
     if config.control_socket:
         return os.path.join(deployment.working_directory, config.control_socket)
-    return os.path.join(deployment.working_directory, f".fleet-{config.port}.sock")
+    return f"/run/fleet/{config.name or default_name(config.port, 0)}.sock"
 
 
 def render(config: Config, deployment: Deployment) -> str:
@@ -50,7 +52,8 @@ def render(config: Config, deployment: Deployment) -> str:
         "Install:  cp fleet.service /etc/systemd/system/ && systemctl daemon-reload",
         "          systemctl enable --now fleet",
         "Then:     systemctl reload fleet  (rolling restart)   journalctl -u fleet -f  (output)",
-        f"Control:  fleet status --control-socket {control_socket(config, deployment)}",
+        f"Control:  sudo fleet status --control-socket {control_socket(config, deployment)}",
+        "          (or as the User= account: XDG_RUNTIME_DIR=/run fleet status)",
     ])
     lines = [
         "[Unit]",
@@ -69,6 +72,10 @@ def render(config: Config, deployment: Deployment) -> str:
         "Restart=on-failure",
         "RestartSec=2",
         "Environment=PYTHONUNBUFFERED=1",
+        "# The control socket goes to /run/fleet/ (created for User=, removed at stop).",
+        "Environment=XDG_RUNTIME_DIR=/run",
+        "RuntimeDirectory=fleet",
+        "RuntimeDirectoryMode=0700",
     ]
     if config.ssl_keyfile:
         lines.append("# An encrypted key's password: FLEET_SSL_PASSWORD=... in a root-only file.")
