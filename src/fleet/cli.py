@@ -263,6 +263,45 @@ def down(ctx: click.Context, **_: Any) -> None:
 
 
 @main.command()
+@click.argument("worker", required=False)
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=100, show_default=True,
+              help="How many of the last lines to show.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@_config_options("logs")
+@click.pass_context
+def logs(ctx: click.Context, worker: str | None, lines: int, follow: bool, **_: Any) -> None:
+    """Recent output of the running fleet's workers (of WORKER only, e.g. w1; `fleet` for fleet's
+    own lines), kept in memory by fleet: works from any directory, without --log-dir."""
+    import time
+
+    from fleet.control import ControlError, request
+
+    config = _make_config(ctx, "logs")
+    path = _socket_of(ctx, "logs", config)
+    args: dict[str, Any] = {"lines": lines} if worker is None else {"lines": lines, "worker": worker}
+    after = 0
+    try:
+        while True:
+            try:
+                reply = request(path, "logs", timeout=15.0, after=after, **args)
+            except ControlError as exc:
+                if follow and after:
+                    click.echo(f"fleet logs: fleet stopped ({exc})", err=True)
+                    return
+                click.echo(f"fleet logs: {exc}", err=True)
+                sys.exit(1)
+            for entry in reply["lines"]:
+                click.echo(entry["text"])
+            after = int(reply["last"])
+            if not follow:
+                return
+            args["lines"] = 5000  # everything new since the last poll (the fleet caps it too)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
+
+
+@main.command()
 def secret() -> None:
     """Print a new random secret (for BOKEH_SECRET_KEY and signed sessions)."""
     click.echo(secrets.token_urlsafe(32))

@@ -101,6 +101,19 @@ def parse_positive_int(value: str | int) -> int:
     return number
 
 
+def parse_count(value: str | int) -> int:
+    """A whole number, 0 or more."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a count: {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise ValueError(f"must not be negative: {value!r}")
+    return number
+
+
 def parse_hostport(value: str) -> str:
     """Validate ``HOST:PORT`` (``[::1]:80`` for IPv6) and return it unchanged."""
     text = str(value).strip()
@@ -321,6 +334,20 @@ class Config:
     )
     log_dir: str | None = option(
         None, "--log-dir", metavar="DIR", help="Also write each worker's output to DIR/w<i>.log.",
+    )
+    # -- operations (issue 16): log files, JSON output ------------------------------------
+    log_max_size: int = option(
+        100 * MIB, "--log-max-size", parse=parse_size, metavar="SIZE", show_default="100MiB",
+        help="Rotate a --log-dir file when it would grow past this (0: never).",
+    )
+    log_keep: int = option(
+        5, "--log-keep", parse=parse_count, metavar="N",
+        help="Rotated --log-dir files kept (w1.log.1 ... w1.log.N; 0: truncate instead).",
+    )
+    log_json: bool = option(
+        False, "--log-json", is_flag=True, parse=parse_bool,
+        help="fleet's output as one JSON object per line (time, source, worker, message), for log "
+             "shippers.",
     )
     max_memory: int | None = option(
         None, "--max-memory", parse=parse_size, metavar="SIZE",

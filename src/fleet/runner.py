@@ -26,6 +26,8 @@ from fleet.config import Config
 from fleet.control import ControlError, ControlServer, claim
 from fleet.control_ops import OperationsControl
 from fleet.discovery import default_name, server_socket_path
+from fleet.logfiles import Rotation
+from fleet.logs import RecordingOutput
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.manager import Supervisor, SupervisorError
@@ -425,7 +427,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def run_up(config: Config) -> int:
     """Run ``fleet up`` until stopped; return the process exit code."""
-    master = Master(config)
+    master = Master(config, RecordingOutput(  # ops: fleet logs, --log-json, --log-dir rotation
+        as_json=config.log_json, log_rotation=Rotation(config.log_max_size, config.log_keep)))
     return run_loop(master.run(), _new_loop, warn=lambda message: master.output.fleet(f"warning: {message}"))
 
 
