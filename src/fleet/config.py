@@ -349,6 +349,25 @@ class Config:
         help="fleet's output as one JSON object per line (time, source, worker, message), for log "
              "shippers.",
     )
+    # -- operations (issue 16): hooks ---------------------------------------------------------
+    on_ready: str | None = option(
+        None, "--on-ready", metavar="CMD",
+        help="Shell command run when a worker becomes ready (env: FLEET_HOOK_EVENT, "
+             "FLEET_WORKER_ID, FLEET_WORKER_PID, FLEET_WORKER_PORT).",
+    )
+    on_exit: str | None = option(
+        None, "--on-exit", metavar="CMD",
+        help="Shell command run when a worker's process exits (not during fleet's own stop); "
+             "also FLEET_EXIT_CODE or FLEET_EXIT_SIGNAL.",
+    )
+    on_crash_loop: str | None = option(
+        None, "--on-crash-loop", metavar="CMD",
+        help="Shell command run when a worker starts crash-looping.",
+    )
+    hook_timeout: float = option(
+        30.0, "--hook-timeout", parse=parse_duration, metavar="SECONDS",
+        help="A hook still running after this long is killed (with its process group).",
+    )
     max_memory: int | None = option(
         None, "--max-memory", parse=parse_size, metavar="SIZE",
         help="Restart (gracefully) a worker whose process tree uses more memory than this.",

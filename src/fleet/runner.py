@@ -26,6 +26,7 @@ from fleet.config import Config
 from fleet.control import ControlError, ControlServer, claim
 from fleet.control_ops import OperationsControl
 from fleet.discovery import default_name, server_socket_path
+from fleet.hooks import HookRunner
 from fleet.logfiles import Rotation
 from fleet.logs import RecordingOutput
 from fleet.ports import PortInUseError
@@ -66,6 +67,7 @@ class Master:
         self._shutting_down = False
         self._operation: asyncio.Task[Any] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.hooks = HookRunner.from_config(config, self.output, lambda: self._shutting_down)  # ops
 
     # -- signals: only enqueue -------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -129,6 +131,7 @@ class Master:
             return await self._run_started(control_path)
         finally:
             self._remove_signals()
+            await self.hooks.close()  # ops: no hook outlives fleet
 
     async def _run_started(self, control_path: str) -> int:
         config = self.config
@@ -148,7 +151,7 @@ class Master:
                 self.balancer.add_upstream(config.worker_id(index), "127.0.0.1", config.worker_port(index))
                 self._upstreams.add(config.worker_id(index))
 
-        self.supervisor = Supervisor(config, self.spec, on_change=self._on_change,
+        self.supervisor = Supervisor(config, self.spec, on_change=self.hooks.wrap(self._on_change),
                                      load=self._load if self.balancer is not None else None,
                                      output=self.output)
         try:
