@@ -27,6 +27,7 @@ from fleet.control import ControlError, ControlServer, claim
 from fleet.control_ops import OperationsControl
 from fleet.discovery import default_name, server_socket_path
 from fleet.hooks import HookRunner
+from fleet.sdnotify import SystemdNotifier
 from fleet.logfiles import Rotation
 from fleet.logs import RecordingOutput
 from fleet.ports import PortInUseError
@@ -68,6 +69,7 @@ class Master:
         self._operation: asyncio.Task[Any] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.hooks = HookRunner.from_config(config, self.output, lambda: self._shutting_down)  # ops
+        self.systemd = SystemdNotifier.from_environ(os.environ, self.output)  # ops: Type=notify
 
     # -- signals: only enqueue -------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -132,6 +134,7 @@ class Master:
         finally:
             self._remove_signals()
             await self.hooks.close()  # ops: no hook outlives fleet
+            self.systemd.close()
 
     async def _run_started(self, control_path: str) -> int:
         config = self.config
@@ -186,6 +189,8 @@ class Master:
             await self._close_all()
             return self._error(str(exc))
         self._ready_banner()
+        self.systemd.ready(f"{config.workers} workers ready")  # ops: systemd Type=notify
+        self._spawn_background(self.systemd.watchdog())
         if config.max_memory:
             self._spawn_background(self._watch_memory())
         return await self._main_loop()
@@ -306,7 +311,11 @@ class Master:
             if tls is not None:
                 self.output.fleet(tls)
         self.output.fleet("rolling reload")
-        count = await self.supervisor.reload()
+        self.systemd.reloading()  # ops: systemd Type=notify
+        try:
+            count = await self.supervisor.reload()
+        finally:
+            self.systemd.ready("reload done")
         self.output.fleet(f"reloaded {count} workers")
         return f"reloaded {count} workers"
 
@@ -319,6 +328,7 @@ class Master:
     async def _graceful_stop(self) -> None:
         config = self.config
         self._shutting_down = True
+        self.systemd.stopping()  # ops: systemd Type=notify
         deadline = time.monotonic() + config.graceful_timeout
         if self.balancer is not None:
             await self.balancer.stop_accepting()

@@ -2,7 +2,8 @@
 
 systemd sends SIGTERM to fleet alone (``KillMode=mixed``) so fleet drains in-flight requests and
 stops its workers itself within --graceful-timeout; only what is left after ``TimeoutStopSec``
-is killed. ``systemctl reload`` is fleet's rolling restart (SIGHUP). A pure function of Config
+is killed. ``systemctl reload`` is fleet's rolling restart (SIGHUP). ``Type=notify``: fleet tells
+systemd when it is ready, reloading and stopping (``fleet.sdnotify``). A pure function of Config
 and Deployment.
 """
 
@@ -62,7 +63,10 @@ def render(config: Config, deployment: Deployment) -> str:
         "Wants=network-online.target",
         "",
         "[Service]",
-        "Type=exec",
+        "# fleet says READY=1 once its workers are ready, RELOADING=1/READY=1 around a reload.",
+        "Type=notify",
+        "NotifyAccess=main",
+        f"TimeoutStartSec={whole_seconds(config.start_timeout) + STOP_MARGIN_SECONDS}",
         f"WorkingDirectory={deployment.working_directory}",
         f"ExecStart={exec_start(config, deployment)}",
         "ExecReload=/bin/kill -HUP $MAINPID",
@@ -71,6 +75,8 @@ def render(config: Config, deployment: Deployment) -> str:
         f"TimeoutStopSec={whole_seconds(config.graceful_timeout) + STOP_MARGIN_SECONDS}",
         "Restart=on-failure",
         "RestartSec=2",
+        "# fleet pings the watchdog from its event loop; a master stuck this long is restarted.",
+        "#WatchdogSec=30",
         "Environment=PYTHONUNBUFFERED=1",
         "# The control socket goes to /run/fleet/ (created for User=, removed at stop).",
         "Environment=XDG_RUNTIME_DIR=/run",
