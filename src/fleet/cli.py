@@ -30,7 +30,7 @@ from fleet.config import (
 
 _METAVARS = {parse_port: "PORT", parse_positive_int: "N"}
 
-CONFIG_KINDS = ("nginx", "apache", "haproxy", "systemd")
+CONFIG_KINDS = ("nginx", "apache", "haproxy", "systemd", "kubernetes")
 
 
 def _config_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -147,7 +147,7 @@ def balance(ctx: click.Context, servers: tuple[str, ...], **_: Any) -> None:
 def config_cmd(
     ctx: click.Context, kind: str, app: str | None, app_args: tuple[str, ...], output: str | None, **_: Any
 ) -> None:
-    """Print the nginx/Apache/HAProxy/systemd configuration equivalent to `fleet up`."""
+    """Print the nginx/Apache/HAProxy/systemd/Kubernetes configuration equivalent to `fleet up`."""
     config = _make_config(ctx, "config", app=app, app_args=app_args)
     from fleet.configgen import render
 

@@ -11,7 +11,6 @@ an option is declared exactly once. This module does no I/O except ``load_toml``
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -170,7 +169,9 @@ def parse_log_level(value: str) -> str:
 
 
 def _default_workers() -> int:
-    return os.cpu_count() or 1
+    from fleet.cpulimit import default_workers  # the cgroup's CPU quota in a container
+
+    return default_workers()
 
 
 def option(
@@ -215,7 +216,7 @@ class Config:
     )
     workers: int = option(
         None, "-n", "--workers", parse=parse_positive_int, default_factory=_default_workers,
-        show_default="cpu count", help="Number of worker processes.",
+        show_default="CPU count, or the container's CPU limit", help="Number of worker processes.",
     )
     port: int = option(
         5006, "--port", parse=parse_port, commands=CONTROL,
