@@ -3,12 +3,15 @@ hooks run by a real fleet."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
-from fleet.hooks import HookEvent, detect, exit_fields
+from fleet.hooks import MAX_RUNNING, HookEvent, HookRunner, detect, exit_fields
+from fleet.supervisor.process import Output
 from fleet.supervisor.info import WorkerInfo
 from support import FleetProcess, free_port_range, wait_until
 from up_helpers import processes_mentioning
@@ -119,3 +122,38 @@ def test_hooks_still_running_at_stop_are_killed(tmp_path: Path) -> None:
         proc.signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert not _hooks(proc, marker)
+
+
+class _Lines(Output):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def write_line(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def test_at_most_max_running_hooks_at_once_and_close_kills_them(tmp_path: Path) -> None:
+    marker = tmp_path / "never"
+
+    async def scenario() -> tuple[list[str], list[int]]:
+        output = _Lines()
+        runner = HookRunner({"ready": f"sleep 3600; touch {marker}"}, 60.0, output, lambda: False)
+        for index in range(MAX_RUNNING + 2):
+            info = WorkerInfo(index=index, id=f"w{index}", port=5100 + index, pid=100 + index,
+                              state="ready", started_at=None, restarts=0, crash_looping=False, last_exit=None)
+            runner.observe(info)
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + 10
+        while len([p for p in processes_mentioning(str(marker))]) < MAX_RUNNING and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        running = [p.pid for p in processes_mentioning(str(marker))]
+        await runner.close(grace=0.1)
+        return output.lines, running
+
+    lines, running = asyncio.run(scenario())
+    assert len(running) == MAX_RUNNING
+    assert [line for line in lines if "skipped" in line] == [
+        f"fleet | hook ready of w{i} skipped: {MAX_RUNNING} hooks are still running"
+        for i in (MAX_RUNNING, MAX_RUNNING + 1)]
+    assert not processes_mentioning(str(marker))

@@ -195,6 +195,8 @@ class HookRunner:
             await asyncio.wait(set(self._tasks), timeout=grace)
         for pgid in list(self._groups):
             self._kill(pgid)
+        if self._tasks:  # killed: each task reaps its hook and ends by itself
+            await asyncio.wait(set(self._tasks), timeout=2.0)
         await cancel_and_wait(list(self._tasks))
 
 

@@ -40,7 +40,7 @@ def control_socket(config: Config, deployment: Deployment) -> str:
     RuntimeDirectory=fleet, so fleet's discovery directory is /run/fleet (0700, the service's)."""
     if config.control_socket:
         return os.path.join(deployment.working_directory, config.control_socket)
-    return f"/run/fleet/{config.name or default_name(config.port, 0)}.sock"
+    return f"/run/fleet/{config.name or (default_name(config.port, 0) if config.port else 'port0-<pid>')}.sock"
 
 
 def render(config: Config, deployment: Deployment) -> str:
