@@ -126,3 +126,18 @@ def test_cgroup_cpu_limit_reads_cpu_max(tmp_path: Path) -> None:
     assert cgroup_cpu_limit(str(tmp_path)) == 3.0
     Path(directory, "cpu.max").write_text("max 100000\n")
     assert cgroup_cpu_limit(str(tmp_path)) is None
+
+
+def test_health_answers() -> None:
+    from fleet.health import live, ready
+    from fleet.supervisor.info import WorkerInfo
+
+    def info(state: str) -> WorkerInfo:
+        return WorkerInfo(index=0, id="w0", port=1, pid=None, state=state, started_at=None, restarts=0,
+                          crash_looping=False, last_exit=None)
+
+    assert live()[0] == 200
+    status, kind, body = ready([info("ready"), info("backoff")], 2)
+    assert (status, kind) == (200, "application/json")
+    assert yaml.safe_load(body) == {"status": "ready", "ready": 1, "workers": 2, "desired": 2}
+    assert ready([info("backoff")], 1)[0] == 503 and ready([], 1)[0] == 503

@@ -22,6 +22,7 @@ from fleet.configgen.common import comment_block, fleet_arguments, whole_seconds
 from fleet.configgen.deployment import Deployment
 from fleet.configgen.systemd import STOP_MARGIN_SECONDS
 from fleet.configgen.yamltext import dump
+from fleet.health import LIVE_PATH, READY_PATH
 
 IMAGE = "fleet:latest"
 REPLICAS = 2
@@ -30,8 +31,6 @@ SERVICE_PORT = 80
 # being safe: endpoint updates reach gateways asynchronously (the usual preStop sleep).
 ENDPOINT_LAG = 5
 SESSION_COOKIE = "fleet_pod"
-READY_PATH = "/_fleet/health/ready"
-LIVE_PATH = "/_fleet/health/live"
 
 
 def _name(config: Config) -> str:
