@@ -19,7 +19,7 @@ import signal
 import time
 from typing import Any
 
-from fleet import __version__
+from fleet import __version__, health
 from fleet.appspec import AppError, AppSpec, detect
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config
@@ -157,6 +157,10 @@ class Master:
         self.supervisor = Supervisor(config, self.spec, on_change=self.hooks.wrap(self._on_change),
                                      load=self._load if self.balancer is not None else None,
                                      output=self.output)
+        if self.balancer is not None:  # ops: /_fleet/health/live and /_fleet/health/ready
+            supervisor = self.supervisor
+            for path, handler in health.routes(supervisor.workers, lambda: supervisor.desired).items():
+                self.balancer.add_local_route(path, handler)
         try:
             await self._start_metrics()  # binds --metrics-port now, before any worker runs
         except (PortInUseError, OSError) as exc:
