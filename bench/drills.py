@@ -76,7 +76,7 @@ def crash(args: argparse.Namespace) -> dict[str, Any]:
 
 def crash_loop(args: argparse.Namespace) -> dict[str, Any]:
     def body(fleet: Any, workdir: Path) -> dict[str, Any]:
-        drill = drills.crash_loop_drill(fleet, workdir, "w2", restarts=args.crash_loop_restarts)
+        drill = drills.crash_loop_drill(fleet, workdir, "g1w2", restarts=args.crash_loop_restarts)
         figures = drill.figures()
         gaps = drill.restart_gaps
         growing = all(later > earlier - 0.3 for earlier, later in zip(gaps, gaps[1:]))

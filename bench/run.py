@@ -10,7 +10,11 @@ What runs (2-core machine: load generator and backends on core 0, the proxy alon
 - proxies: nginx ``least_conn`` (keepalive 64, 1 worker process), HAProxy ``leastconn``
   (1 thread), ``fleet balance``, and ``fleet balance`` while ``/metrics`` is scraped every
   second (what Prometheus adds); plus "direct" (wrk straight to one backend) as the ceiling;
-- HTTP: ``wrk -t1 -c50 --latency`` small keep-alive GETs, median of ``--rounds`` rounds;
+- HTTP: ``wrk -t1 -c50 --latency`` small keep-alive GETs, median of ``--rounds`` rounds, with
+  each proxy's CPU time per request (user + system of its process tree over the wrk run,
+  divided by the requests wrk completed) and how busy that kept it (CPU s / wall s: ~100% is
+  a saturated core). On a machine shared with other work, CPU µs per request is the figure to
+  compare between runs; requests/s moves with whatever else runs;
 - WebSocket: messages/s relayed (50 connections, 16 frames in flight each), and proxy RSS per
   idle WebSocket with 5,000 open.
 
@@ -85,6 +89,18 @@ class Service:
         except RuntimeError:
             self.stop()
             raise RuntimeError(f"{name} did not start: {Path(self.log.name).read_text()[-2000:]}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process tree so far (nginx: master + worker)."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            total = 0.0
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system
+            return total
+        except psutil.Error:
+            return 0.0
 
     def rss(self) -> int:
         """Resident memory of the process tree (nginx: master + worker)."""
@@ -225,6 +241,10 @@ class HttpResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    seconds: float = 0.0
+    cpu_us_per_request: float = 0.0  # the proxy's user+system CPU over the run / requests
+    cpu_busy: float = 0.0  # the proxy's CPU seconds / wall seconds (1.0: one core saturated)
 
 
 def _ms(value: str, unit: str) -> float:
@@ -236,6 +256,9 @@ def wrk(port: int, duration: float, connections: int) -> HttpResult:
                               f"http://127.0.0.1:{port}/"])
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s)\b", out)
+    requests = int(done.group(1)) if done else 0
+    seconds = _ms(done.group(2), done.group(3)) / 1000 if done else 0.0
     percentiles = {m.group(1): _ms(m.group(2), m.group(3))
                    for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
     errors = 0
@@ -245,7 +268,19 @@ def wrk(port: int, duration: float, connections: int) -> HttpResult:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         errors += int(non2xx.group(1))
-    return HttpResult(rps, percentiles.get("50", 0.0), percentiles.get("99", 0.0), errors)
+    return HttpResult(rps, percentiles.get("50", 0.0), percentiles.get("99", 0.0), errors, requests, seconds)
+
+
+def measured_wrk(service: Service | None, port: int, duration: float, connections: int) -> HttpResult:
+    """``wrk`` with the proxy's CPU time (user + system, whole process tree) read before and
+    after: CPU per request survives a machine shared with other work, requests/s does not."""
+    before = service.cpu_seconds() if service is not None else 0.0
+    result = wrk(port, duration, connections)
+    if service is not None and result.requests:
+        cpu = service.cpu_seconds() - before
+        result.cpu_us_per_request = cpu / result.requests * 1e6
+        result.cpu_busy = cpu / result.seconds if result.seconds else 0.0
+    return result
 
 
 @dataclass
@@ -279,13 +314,15 @@ def bench_http(args: argparse.Namespace, workdir: Path) -> dict[str, Row]:
                 scraper = Scraper(port) if name == "fleet+scrape" else None
                 try:
                     wrk(port, 2, args.connections)  # warm-up: pools filled, caches hot
-                    rows[name].rounds.append(wrk(port, args.duration, args.connections))
+                    rows[name].rounds.append(measured_wrk(service, port, args.duration, args.connections))
                 finally:
                     if scraper is not None:
                         scraper.stop()
                     service.stop()
             print(f"round {round_number + 1}/{args.rounds}: " + ", ".join(
-                f"{n} {r.rounds[-1].requests_per_second:,.0f}/s" for n, r in rows.items()), flush=True)
+                f"{n} {r.rounds[-1].requests_per_second:,.0f}/s"
+                + (f" {r.rounds[-1].cpu_us_per_request:.1f} µs CPU/req" if r.rounds[-1].cpu_us_per_request else "")
+                for n, r in rows.items()), flush=True)
     finally:
         backends.stop()
     return rows
@@ -342,10 +379,13 @@ def idle_websocket_memory(service: Service, port: int, count: int) -> float:
 
 def report(http: dict[str, Row], ws: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     lines = [f"HTTP keep-alive GET, wrk -t1 -c{args.connections}, {args.duration:g} s x {args.rounds} rounds (median):",
-             "", "| target | requests/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|"]
+             "", "| target | requests/s | proxy CPU µs/request | proxy CPU busy | p50 ms | p99 ms | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in http.items():
-        lines.append(f"| {name} | {row.median('requests_per_second'):,.0f} | {row.median('p50_ms'):.2f} | "
-                     f"{row.median('p99_ms'):.2f} | {sum(r.errors for r in row.rounds)} |")
+        cpu = f"{row.median('cpu_us_per_request'):.1f}" if name != "direct" else "-"
+        busy = f"{row.median('cpu_busy'):.0%}" if name != "direct" else "-"
+        lines.append(f"| {name} | {row.median('requests_per_second'):,.0f} | {cpu} | {busy} | "
+                     f"{row.median('p50_ms'):.2f} | {row.median('p99_ms'):.2f} | {sum(r.errors for r in row.rounds)} |")
     fleet = http["fleet"].median("requests_per_second")
 
     def per_round(other: str) -> str:
@@ -358,7 +398,11 @@ def report(http: dict[str, Row], ws: dict[str, dict[str, float]], args: argparse
               f"fleet/haproxy = {fleet / http['haproxy'].median('requests_per_second'):.2f} "
               f"(per round: {per_round('haproxy')})",
               f"fleet with /metrics scraped every 1 s / fleet = "
-              f"{http['fleet+scrape'].median('requests_per_second') / fleet:.2f}"]
+              f"{http['fleet+scrape'].median('requests_per_second') / fleet:.2f}",
+              f"CPU per request fleet/nginx = {http['fleet'].median('cpu_us_per_request') / http['nginx'].median('cpu_us_per_request'):.2f}, "
+              f"fleet/haproxy = {http['fleet'].median('cpu_us_per_request') / http['haproxy'].median('cpu_us_per_request'):.2f}",
+              "(proxy CPU busy: its CPU seconds / wall seconds over the run; near 100% means the proxy "
+              "was saturated on its core, so requests/s is its ceiling and CPU/request its cost at full load)"]
     if ws:
         lines += ["", f"WebSocket echo relay, 50 connections x 16 frames in flight; idle memory with "
                       f"{args.idle_websockets} open:", "",

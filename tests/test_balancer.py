@@ -47,7 +47,7 @@ def get(port: int, path: str = "/", headers: dict[str, str] | None = None,
 
 
 def worker_of(body: bytes) -> str:
-    return body.split()[2].decode()  # "hello from w1 on port ..."
+    return body.split()[2].decode()  # "hello from g1w1 on port ..."
 
 
 def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
@@ -83,32 +83,36 @@ def ws_connect(port: int, cookie: str | None = None, **options: Any) -> websocke
 
 def test_requests_avoid_the_worker_held_busy_by_slow_requests(fleet: Fleet) -> None:
     results: list[tuple[int, dict[str, str], bytes]] = []
+    # Held by event streams (head at once, an event every 1.5 s for 6 s), not by a slow head:
+    # the module's --upstream-timeout of 2 s must not race with how long they are held.
     holders = [threading.Thread(target=lambda: results.append(
-        get(fleet.port, "/slow?seconds=2", {"Cookie": "fleet_affinity=w0"}))) for _ in range(3)]
+        get(fleet.port, "/sse?n=4&gap=1.5", {"Cookie": "fleet_affinity=g1w0"}))) for _ in range(3)]
     for thread in holders:
         thread.start()
-    wait_until(lambda: fleet.worker("w0")["connections"] == 3, 10, message="3 slow requests on w0")
+    wait_until(lambda: fleet.worker("g1w0")["connections"] == 3, 10, message="3 held requests on g1w0")
     seen = [worker_of(get(fleet.port)[2]) for _ in range(12)]
+    assert fleet.worker("w0")["connections"] == 3, "the held requests ended before the check was over"
     for thread in holders:
-        thread.join(timeout=10)
-    assert "w0" not in seen and set(seen) == {"w1", "w2"}, seen
-    assert [r[0] for r in results] == [200, 200, 200] and all(b"from w0" in r[2] for r in results)
+        thread.join(timeout=15)
+    assert "g1w0" not in seen and set(seen) == {"g1w1", "g1w2"}, seen
+    assert [r[0] for r in results] == [200, 200, 200]
+    assert all(r[2].count(b"data: event") == 4 for r in results), results
 
 
 def test_new_websockets_go_to_workers_with_fewer_open_ones(fleet: Fleet) -> None:
-    pinned = [ws_connect(fleet.port, cookie="w0") for _ in range(4)]
+    pinned = [ws_connect(fleet.port, cookie="g1w0") for _ in range(4)]
     try:
         for sock in pinned:
             sock.send("pin")
-            assert sock.recv() == "w0: pin"
-        wait_until(lambda: fleet.worker("w0")["connections"] == 4, 10, message="4 websockets on w0")
+            assert sock.recv() == "g1w0: pin"
+        wait_until(lambda: fleet.worker("g1w0")["connections"] == 4, 10, message="4 websockets on w0")
         fresh = [ws_connect(fleet.port) for _ in range(4)]
         try:
             owners = []
             for sock in fresh:
                 sock.send("hi")
                 owners.append(sock.recv().split(":")[0])
-            assert sorted(owners) == ["w1", "w1", "w2", "w2"], owners
+            assert sorted(owners) == ["g1w1", "g1w1", "g1w2", "g1w2"], owners
         finally:
             for sock in fresh:
                 sock.close()
@@ -128,7 +132,7 @@ def test_sticky_cookie_pins_a_client_and_a_bad_cookie_is_reassigned(fleet: Fleet
     for _ in range(10):
         status, headers, body = get(fleet.port, headers={"Cookie": f"a=1; fleet_affinity={pinned}; b=2"})
         assert worker_of(body) == pinned and "set-cookie" not in headers
-    status, headers, body = get(fleet.port, headers={"Cookie": "fleet_affinity=w9"})
+    status, headers, body = get(fleet.port, headers={"Cookie": "fleet_affinity=g1w9"})
     assert status == 200 and headers["set-cookie"].startswith(f"fleet_affinity={worker_of(body)};")
 
 
@@ -151,12 +155,12 @@ def test_keep_alive_client_uses_pooled_connections_to_workers(fleet: Fleet) -> N
 
 
 def test_pipelined_requests_are_answered_in_order(fleet: Fleet) -> None:
-    head = "GET {} HTTP/1.1\r\nHost: test\r\nCookie: fleet_affinity=w1\r\n\r\n"
+    head = "GET {} HTTP/1.1\r\nHost: test\r\nCookie: fleet_affinity=g1w1\r\n\r\n"
     data = (head.format("/slow?seconds=0.3") + head.format("/") + head.format("/headers")
             + "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").encode()
     answer = raw(fleet.port, data)
     assert answer.count(b"HTTP/1.1 200 OK") == 4
-    first, second, third = answer.find(b"slow from w1"), answer.find(b"hello from w1"), answer.find(b'"worker": "w1"')
+    first, second, third = answer.find(b"slow from g1w1"), answer.find(b"hello from g1w1"), answer.find(b'"worker": "g1w1"')
     assert 0 < first < second < third, answer[:500]
 
 

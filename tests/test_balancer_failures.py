@@ -45,6 +45,7 @@ def balance(*targets: str, options: tuple[str, ...] = ()) -> tuple[FleetProcess,
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    time.sleep(1.0)  # /metrics is rendered at most once a second: this render is newer than the test's last act
     status, _, body = get(port, "/metrics")
     assert status == 200
     samples = {}
@@ -62,7 +63,7 @@ def test_balance_skips_a_dead_server_and_uses_it_once_it_answers(backends: Fleet
         assert "(2 up)" in proc.output()
         for _ in range(20):
             status, _, body = get(port)
-            assert status == 200 and body.startswith(b"hello from w")
+            assert status == 200 and body.startswith(b"hello from g1w")
         (tmp_path / "index.html").write_text("late server\n")
         late = subprocess.Popen([sys.executable, "-m", "http.server", str(dead), "--bind", "127.0.0.1"],
                                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -98,7 +99,7 @@ def test_connect_error_marks_the_server_down_and_retries_elsewhere(backends: Fle
 
 
 def test_no_server_ready_is_503_with_retry_after() -> None:
-    proc, port = balance(f"127.0.0.1:{free_port()}")
+    proc, port = balance(f"127.0.0.1:{free_port()}", options=("--queue-timeout", "0"))
     with proc:
         assert "(0 up)" in proc.output()
         status, headers, body = get(port)
@@ -175,11 +176,11 @@ def test_a_client_pinned_to_a_removed_worker_is_reassigned(tmp_path: Path) -> No
     fleet = up(tmp_path, BACKEND, workers=2, proxy=True)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready: open", timeout=60)
-        assert worker_of(get(fleet.port, headers={"Cookie": "fleet_affinity=w1"})[2]) == "w1"
+        assert worker_of(get(fleet.port, headers={"Cookie": "fleet_affinity=g1w1"})[2]) == "g1w1"
         assert fleet.cli("scale", "1").returncode == 0
-        status, headers, body = get(fleet.port, headers={"Cookie": "fleet_affinity=w1"})
-        assert status == 200 and worker_of(body) == "w0"
-        assert headers["set-cookie"].startswith("fleet_affinity=w0;")
+        status, headers, body = get(fleet.port, headers={"Cookie": "fleet_affinity=g1w1"})
+        assert status == 200 and worker_of(body) == "g1w0"
+        assert headers["set-cookie"].startswith("fleet_affinity=g1w0;")
 
 
 def pinned_websocket(fleet: Fleet, worker: str) -> websocket.WebSocket:
@@ -196,7 +197,7 @@ def assert_closed_then_a_new_one_works(fleet: Fleet, sock: websocket.WebSocket) 
         sock.recv()
     fresh = ws_connect(fleet.port)
     fresh.send("b")
-    assert re.fullmatch(r"w[01]: b", fresh.recv())
+    assert re.fullmatch(r"g\d+w[01]: b", fresh.recv())
     fresh.close()
 
 
@@ -204,10 +205,10 @@ def test_killed_worker_websockets_close_and_new_ones_open_elsewhere(tmp_path: Pa
     fleet = up(tmp_path, BACKEND, workers=2, proxy=True)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready: open", timeout=60)
-        sock = pinned_websocket(fleet, "w1")
-        os.kill(fleet.worker("w1")["pid"], signal.SIGKILL)
+        sock = pinned_websocket(fleet, "g1w1")
+        os.kill(fleet.worker("g1w1")["pid"], signal.SIGKILL)
         assert_closed_then_a_new_one_works(fleet, sock)
-        wait_until(lambda: fleet.worker("w1")["state"] == "ready", 10, message="w1 back")
+        wait_until(lambda: fleet.worker("g1w1")["state"] == "ready", 10, message="w1 back")
         wait_until(lambda: all(w["connections"] == 0 for w in fleet.status()["workers"]), 10,
                    message="websocket gauges back to 0")
 
@@ -236,17 +237,17 @@ def test_https_and_unix_socket_listeners(backends: Fleet, tmp_path: Path) -> Non
             answer = b""
             while chunk := wrapped.recv(65536):
                 answer += chunk
-        assert answer.startswith(b"HTTP/1.1 200") and b"hello from w" in answer
+        assert answer.startswith(b"HTTP/1.1 200") and b"hello from g1w" in answer
         proc.signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     assert not unix_path.exists()
 
 
-def test_reload_does_not_wait_for_open_websockets(tmp_path: Path) -> None:
-    fleet = up(tmp_path, BACKEND, "--graceful-timeout", "20", workers=2, proxy=True)
+def test_reload_with_drain_timeout_0_cuts_open_websockets_at_once(tmp_path: Path) -> None:
+    fleet = up(tmp_path, BACKEND, "--graceful-timeout", "20", "--drain-timeout", "0", workers=2, proxy=True)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready: open", timeout=60)
-        sock = pinned_websocket(fleet, "w0")
+        sock = pinned_websocket(fleet, "g1w0")
         start = time.monotonic()
         result = fleet.cli("reload")
         assert result.returncode == 0, result.stderr

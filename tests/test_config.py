@@ -72,6 +72,17 @@ def test_ssl_password_comes_only_from_env() -> None:
         ({"port": "5101", "workers": "3"}, "inside the worker ports"),
         ({"base_port": "65535", "workers": "2"}, "past 65535"),
         ({"ssl_certfile": "cert.pem"}, "go together"),
+        ({"metrics_allow": ("10.0.0.0/33",)}, "--metrics-allow.*not an IP network"),
+        ({"metrics_allow": ("everyone",)}, "--metrics-allow"),
+        ({"max_connections": "-1"}, "--max-connections.*negative"),
+        ({"max_connections_per_ip": "many"}, "--max-connections-per-ip.*whole number"),
+        ({"max_header_count": "0"}, "--max-header-count"),
+        ({"max_trailer_size": "big"}, "--max-trailer-size"),
+        ({"max_buffered_request": "-5"}, "--max-buffered-request"),
+        ({"min_body_rate": "fast"}, "--min-body-rate"),
+        ({"websocket_idle_timeout": "forever"}, "--websocket-idle-timeout"),
+        ({"queue_timeout": "-1"}, "--queue-timeout"),
+        ({"worker_max_conns": "1.5"}, "--worker-max-conns"),
     ],
 )
 def test_bad_values_name_the_option(cli: dict[str, str], message: str) -> None:
@@ -138,3 +149,15 @@ def test_cli_usage_error_is_clear() -> None:
     result = CliRunner().invoke(main, ["up", "app.py", "-n", "zero"])
     assert result.exit_code == 2
     assert "--workers" in result.output
+
+
+def test_hardening_limits_have_their_documented_defaults_and_parse_from_env() -> None:
+    config = build_config({}, {}, {}, app="app.py")
+    assert config.metrics_allow == ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                    "fc00::/7", "fe80::/10")
+    assert (config.max_connections, config.max_connections_per_ip, config.max_header_count) == (10000, 0, 100)
+    assert (config.max_trailer_size, config.max_buffered_request, config.min_body_rate) == (8192, 262144, 500)
+    assert (config.websocket_idle_timeout, config.queue_timeout, config.worker_max_conns) == (3600.0, 10.0, 0)
+    config = build_config({}, {"FLEET_METRICS_ALLOW": "203.0.113.7, 10.1.0.0/16", "FLEET_QUEUE_TIMEOUT": "500ms"},
+                          {}, app="app.py")
+    assert config.metrics_allow == ("203.0.113.7/32", "10.1.0.0/16") and config.queue_timeout == 0.5

@@ -47,7 +47,7 @@ def test_upstreams_are_the_workers_unless_upstream_entries_are_given() -> None:
     assert [u.address for u in upstreams(config(workers="3", base_port="7000"))] == [
         "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
     listed = upstreams(config(upstream=("10.0.0.5:5100", "[::1]:5101")))
-    assert [(u.id, u.address) for u in listed] == [("w0", "10.0.0.5:5100"), ("w1", "[::1]:5101")]
+    assert [(u.id, u.address) for u in listed] == [("g1w0", "10.0.0.5:5100"), ("g1w1", "[::1]:5101")]
 
 
 def test_sizes_are_spelled_the_way_nginx_reads_them() -> None:
@@ -85,7 +85,7 @@ def test_nginx_balances_least_conn_over_every_worker_with_keepalive() -> None:
     upstream = body[body.index("upstream fleet_workers {"):]
     assert "least_conn;" in upstream and "keepalive 32;" in upstream
     for port in (5100, 5101, 5102):
-        assert f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;  # w{port - 5100}" in upstream
+        assert f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;  # g1w{port - 5100}" in upstream
     assert body[0].startswith("user ") and "events {" in body and "http {" in body
 
 
@@ -159,8 +159,8 @@ def test_nginx_allow_host_refuses_other_hosts_with_421() -> None:
 def test_apache_has_http_and_ws_balancers_by_busyness_and_a_websocket_rewrite() -> None:
     body = lines(render("apache", config(base_port="5100"), TARGET))
     for port in (5100, 5101, 5102):
-        assert f'BalancerMember "http://127.0.0.1:{port}" route=w{port - 5100} retry=1 connectiontimeout=5' in body
-        assert f'BalancerMember "ws://127.0.0.1:{port}" route=w{port - 5100} retry=1 connectiontimeout=5' in body
+        assert f'BalancerMember "http://127.0.0.1:{port}" route=g1w{port - 5100} retry=1 connectiontimeout=5' in body
+        assert f'BalancerMember "ws://127.0.0.1:{port}" route=g1w{port - 5100} retry=1 connectiontimeout=5' in body
     assert body.count("ProxySet lbmethod=bybusyness stickysession=fleet_affinity") == 2
     for directive in (
         "RewriteEngine On",
@@ -203,7 +203,7 @@ def test_haproxy_balances_leastconn_with_tcp_checks_by_default() -> None:
     body = lines(render("haproxy", config(base_port="5100"), TARGET))
     assert "balance leastconn" in body and "default-server check inter 2s fall 2 rise 1" in body
     assert "option httpchk" not in body
-    assert "server w1 127.0.0.1:5101 cookie w1" in body
+    assert "server g1w1 127.0.0.1:5101 cookie g1w1" in body
     for directive in ("timeout tunnel 3600s", "option forwardfor", "timeout server 60s",
                       "http-request set-header X-Forwarded-Proto http unless { req.hdr(X-Forwarded-Proto) -m found }"):
         assert directive in body, directive
@@ -214,7 +214,7 @@ def test_haproxy_probes_the_health_path_when_given() -> None:
     body = lines(render("haproxy", config(health_path="/healthz", sticky=False), TARGET))
     assert "option httpchk" in body
     assert "http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host localhost" in body
-    assert "server w0 127.0.0.1:5100" in body  # no cookie without --sticky
+    assert "server g1w0 127.0.0.1:5100" in body  # no cookie without --sticky
 
 
 def test_haproxy_tls_binds_with_the_certificate_and_redirects() -> None:
@@ -336,7 +336,7 @@ def test_fleet_config_command_prints_or_writes_the_rendering(tmp_path: Path) -> 
     target = tmp_path / "fleet.conf"
     written = run_cli("config", "nginx", TORNADO_APP, "-n", "2", "--upstream", "10.1.1.1:80", "-o", str(target))
     assert written.returncode == 0 and written.stdout == ""
-    assert "server 10.1.1.1:80 max_fails=1 fail_timeout=2s;  # w0" in target.read_text()
+    assert "server 10.1.1.1:80 max_fails=1 fail_timeout=2s;  # g1w0" in target.read_text()
 
 
 def test_tls_without_hsts_or_redirect_options_has_neither() -> None:

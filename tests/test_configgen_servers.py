@@ -187,10 +187,10 @@ def test_proxy_reaches_every_worker_echoes_websockets_and_passes_big_heads(
             status, _, body = get(port)
             assert status == 200, body
             seen.add(worker_of(body))
-        assert seen == {"w0", "w1", "w2"}
+        assert seen == {"g1w0", "g1w1", "g1w2"}
         # A 40 KB header line, like Bokeh's session token, passes (nginx's default is 8k).
         status, _, body = get(port, headers={"X-Token": "t" * 40_000})
-        assert status == 200 and body.startswith(b"hello from w")
+        assert status == 200 and body.startswith(b"hello from g1w")
 
         ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=5,
                                          header=["X-Token: " + "s" * 40_000])
@@ -221,13 +221,13 @@ def test_proxy_sends_new_requests_to_the_least_busy_workers(kind: str, workers: 
             busy_port = wait_until(lambda: upstream_ports(proxy.pid, worker_ports), 5,
                                    message="the slow request in flight")
             assert isinstance(busy_port, set) and len(busy_port) == 1
-            busy = f"w{busy_port.pop() - workers.base_port}"
+            busy = f"g1w{busy_port.pop() - workers.base_port}"
             quick = [worker_of(get(port)[2]) for _ in range(6)]
         finally:
             holder.join(timeout=15)
         assert slow["reply"][0] == 200 and worker_of(slow["reply"][2]) == busy
         assert busy not in quick, (busy, quick)
-        assert set(quick) == {"w0", "w1", "w2"} - {busy}
+        assert set(quick) == {"g1w0", "g1w1", "g1w2"} - {busy}
 
 
 @pytest.mark.parametrize("kind", SERVERS)
@@ -236,7 +236,7 @@ def test_proxy_keeps_serving_while_fleet_restarts_a_killed_worker(kind: str, wor
     with running(kind, tmp_path, fleet_config(workers, port)):
         for _ in range(6):
             assert get(port)[0] == 200  # pooled connections to every worker now exist
-        before = workers.worker("w1")
+        before = workers.worker("g1w1")
         os.kill(before["pid"], signal.SIGKILL)
         # From its death on (a request in flight at that instant may fail, as with fleet's own proxy).
         wait_until(lambda: not alive(before["pid"]), 5, interval=0.01, message="w1 gone")
@@ -246,10 +246,10 @@ def test_proxy_keeps_serving_while_fleet_restarts_a_killed_worker(kind: str, wor
             status, _, body = get(port)
             answers.append((status, body))
         assert all(status == 200 for status, _ in answers), answers
-        wait_until(lambda: workers.worker("w1")["pid"] != before["pid"] and workers.worker("w1")["state"] == "ready",
+        wait_until(lambda: workers.worker("g1w1")["pid"] != before["pid"] and workers.worker("g1w1")["state"] == "ready",
                    10, message="w1 restarted by fleet")
         # ...and the restarted worker is back in the proxy's rotation.
-        wait_until(lambda: worker_of(get(port)[2]) == "w1", 15, interval=0.1, message=f"{kind} using w1 again")
+        wait_until(lambda: worker_of(get(port)[2]) == "g1w1", 15, interval=0.1, message=f"{kind} using w1 again")
 
 
 def _https(port: int, path: str = "/") -> tuple[int, dict[str, str], bytes]:
@@ -284,7 +284,7 @@ def test_proxy_serves_https_with_hsts_and_redirects_plain_http(
     with running(kind, tmp_path, config):
         wait_until(lambda: port_open(redirect_port), 5, message="the redirect listener")
         status, headers, body = _https(port)
-        assert status == 200 and body.startswith(b"hello from w")
+        assert status == 200 and body.startswith(b"hello from g1w")
         assert {k.lower(): v for k, v in headers.items()}["strict-transport-security"] == "max-age=600"
 
         redirect = _raw_get(redirect_port, "/slow?seconds=0")
@@ -322,7 +322,7 @@ def test_proxy_also_listens_on_the_unix_socket(kind: str, workers: Fleet, tmp_pa
     sock = str(tmp_path / "fleet.sock")
     with running(kind, tmp_path, fleet_config(workers, port, unix_socket=sock)):
         status, body = _unix_get(sock)
-        assert status == 200 and body.startswith(b"hello from w")
+        assert status == 200 and body.startswith(b"hello from g1w")
         assert get(port)[0] == 200
 
 

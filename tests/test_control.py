@@ -40,28 +40,30 @@ def test_status_table_and_json_of_a_running_fleet(tmp_path: Path) -> None:
         assert reply["desired"] == 2 and reply["pid"] == fleet.proc.pid
         rows = reply["workers"]
         assert [(w["id"], w["port"], w["state"], w["restarts"]) for w in rows] == [
-            ("w0", fleet.base_port, "ready", 0), ("w1", fleet.base_port + 1, "ready", 0)]
+            ("g1w0", fleet.base_port, "ready", 0), ("g1w1", fleet.base_port + 1, "ready", 0)]
         assert all(w["pid"] and w["rss"] > 1_000_000 and w["cpu_percent"] >= 0 for w in rows)
         table = fleet.cli("status")
         assert table.returncode == 0
         lines = table.stdout.splitlines()
-        assert lines[1].split() == ["WORKER", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "CONNS",
+        assert lines[1].split() == ["WORKER", "GEN", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "CONNS",
                                     "REQUESTS", "CPU%", "RSS"]
-        assert lines[2].split()[:4] == ["w0", str(rows[0]["pid"]), str(fleet.base_port), "ready"]
+        assert lines[2].split()[:5] == ["g1w0", "1", str(rows[0]["pid"]), str(fleet.base_port), "ready"]
 
 
 def test_format_status_renders_every_column() -> None:
     reply = {"pid": 1, "app": "app.py", "desired": 2, "proxy": "http://localhost:5006/", "time": 1000.0,
              "workers": [
-                 {"id": "w0", "pid": 42, "port": 5100, "state": "ready", "started_at": 1000.0 - 3725,
+                 {"id": "g1w0", "generation": 1, "pid": 42, "port": 5100, "state": "ready", "started_at": 1000.0 - 3725,
                   "restarts": 2, "connections": 3, "requests": 120, "cpu_percent": 12.345, "rss": 50 * 2**20},
-                 {"id": "w1", "pid": None, "port": 5101, "state": "backoff", "crash_looping": True,
+                 {"id": "g2w1", "generation": 2, "pid": None, "port": 5101, "state": "backoff", "crash_looping": True,
                   "started_at": None, "restarts": 7, "connections": None, "requests": None,
                   "cpu_percent": None, "rss": None},
-             ]}
+             ],
+             "last_reload": {"generation": 3, "ok": False, "message": "reload failed: generation 3 could not start"}}
     text = format_status(reply)
     assert "2/2 workers, http://localhost:5006/" in text
-    assert "w0      42   5100  ready                    1h02m   2         3      120       12.3  50.0MiB" in text
+    assert "last reload FAILED: reload failed: generation 3 could not start" in text
+    assert "g1w0    1    42   5100  ready                    1h02m   2         3      120       12.3  50.0MiB" in text
     assert "backoff (crash-looping)" in text and text.splitlines()[-1].split()[-1] == "-"
 
 
@@ -94,24 +96,26 @@ def test_fleet_down_stops_gracefully(tmp_path: Path) -> None:
         assert not os.path.exists(fleet.control)
 
 
-def test_reload_restarts_every_worker_one_at_a_time(tmp_path: Path) -> None:
+def test_no_proxy_reload_restarts_every_worker_one_at_a_time_on_its_port(tmp_path: Path) -> None:
     fleet = up(tmp_path, TORNADO_APP, workers=2)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
-        before = {w["id"]: w["pid"] for w in fleet.status()["workers"]}
+        before = {w["index"]: w["pid"] for w in fleet.status()["workers"]}
         result = fleet.cli("reload")
         assert result.returncode == 0, result.stderr
-        assert "reloaded 2 workers" in result.stdout
+        assert "reloaded 2 workers in place (generation 2, --no-proxy)" in result.stdout
         after = fleet.status()["workers"]
-        assert all(w["state"] == "ready" and w["pid"] != before[w["id"]] and w["restarts"] == 1 for w in after)
+        # A new generation on the same ports; a planned restart is not counted as a crash.
+        assert [(w["id"], w["port"]) for w in after] == [("g2w0", fleet.base_port), ("g2w1", fleet.base_port + 1)]
+        assert all(w["state"] == "ready" and w["pid"] != before[w["index"]] and w["restarts"] == 0 for w in after)
         output = fleet.proc.output()
         # one at a time: w0 is ready again before w1 starts reloading
-        assert output.index(f"w0:{fleet.base_port} reloading") < output.rindex(f"w0:{fleet.base_port} ready") \
-            < output.index(f"w1:{fleet.base_port + 1} reloading")
+        assert output.index(f"g1w0:{fleet.base_port} reloading") < output.rindex(f"g2w0:{fleet.base_port} ready") \
+            < output.index(f"g1w1:{fleet.base_port + 1} reloading")
         assert "crash" not in output and "restarting in" not in output
         # SIGHUP does the same
         fleet.proc.signal(signal.SIGHUP)
-        wait_until(lambda: all(w["restarts"] == 2 and w["state"] == "ready" for w in fleet.status()["workers"]),
+        wait_until(lambda: all(w["id"].startswith("g3") and w["state"] == "ready" for w in fleet.status()["workers"]),
                    60, message="HUP reload done")
         for index in range(2):
             assert http_get(f"http://127.0.0.1:{fleet.base_port + index}/")[0] == 200
@@ -124,13 +128,14 @@ def test_scale_up_and_down_live_by_command_and_by_signal(tmp_path: Path) -> None
         result = fleet.cli("scale", "3")
         assert result.returncode == 0, result.stderr
         assert "scaled to 3 workers (3 ready)" in result.stdout
-        assert [w["id"] for w in fleet.status()["workers"]] == ["w0", "w1", "w2"]
+        # Workers added by a scale-up are a generation of their own.
+        assert [w["id"] for w in fleet.status()["workers"]] == ["g1w0", "g2w1", "g2w2"]
         assert http_get(f"http://127.0.0.1:{fleet.base_port + 2}/")[0] == 200
-        w2_pid = fleet.worker("w2")["pid"]
+        w2_pid = fleet.worker("g2w2")["pid"]
         result = fleet.cli("scale", "1")
         assert result.returncode == 0, result.stderr
         status = fleet.status()
-        assert status["desired"] == 1 and [w["id"] for w in status["workers"]] == ["w0"]
+        assert status["desired"] == 1 and [w["id"] for w in status["workers"]] == ["g1w0"]
         wait_until(lambda: not living(family(w2_pid)), 5, message="w2 gone")
         assert not port_open(fleet.base_port + 2)
         fleet.proc.signal(signal.SIGTTIN)
@@ -146,10 +151,10 @@ def test_max_memory_restarts_a_worker_gracefully(tmp_path: Path) -> None:
     fleet = up(tmp_path, "--cmd", HTTP_SERVER, "--max-memory", "1MiB", workers=1)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
-        first_pid = fleet.worker("w0")["pid"]
-        fleet.proc.wait_for_output(r"w0:\d+ restarting: its processes use \d+ MiB, more than --max-memory 1 MiB",
-                                   timeout=30)
-        wait_until(lambda: fleet.worker("w0")["restarts"] >= 1 and fleet.worker("w0")["state"] == "ready",
-                   30, message="w0 restarted")
-        assert fleet.worker("w0")["pid"] != first_pid
+        first_pid = fleet.worker("g1w0")["pid"]
+        fleet.proc.wait_for_output(r"g1w0:\d+ restarting in place \(max_memory: its processes use \d+ MiB, "
+                                   r"more than --max-memory 1 MiB; --no-proxy\)", timeout=30)
+        wait_until(lambda: fleet.status()["recycles"].get("max_memory", 0) >= 1 and fleet.worker("g1w0")["state"] == "ready"
+                   and fleet.worker("g1w0")["pid"] != first_pid, 30, message="w0 restarted")
+        assert fleet.worker("g1w0")["restarts"] == 0  # a recycle, not a crash
         assert "crash" not in fleet.proc.output()

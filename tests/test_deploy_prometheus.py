@@ -23,9 +23,10 @@ def exported_sample_names() -> set[str]:
     stats = ProxyStats()
     stats.upstream("w0").record_response("GET", 200, 0.01)
     stats.client_error("bad_request")
-    worker = WorkerInfo(index=0, id="w0", port=5100, pid=os.getpid(), state="ready", started_at=1.0,
-                        restarts=0, crash_looping=False, last_exit=None)
-    text = render(make_registry(stats=stats, workers=lambda: [worker], desired=lambda: 1)).decode()
+    worker = WorkerInfo(index=0, id="g1w0", port=5100, pid=os.getpid(), state="ready", started_at=1.0,
+                        restarts=0, crash_looping=False, last_exit=None, slot="w0")
+    text = render(make_registry(stats=stats, workers=lambda: [worker], desired=lambda: 1,
+                                recycles=lambda: {"max_requests": 1})).decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 

@@ -53,7 +53,16 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 # -- helpers shared by the drills ----------------------------------------------------------------
 
-def scrape(port: int) -> Samples:
+# The proxy renders /metrics at most once a second; a scrape one second after the last thing a
+# test did is always rendered after it (the cached render is either older than that action,
+# hence expired by now, or newer).
+METRICS_TTL = 1.0
+
+
+def scrape(port: int, fresh: bool = True) -> Samples:
+    """Every sample of /metrics; ``fresh``: rendered after everything the test did so far."""
+    if fresh:
+        time.sleep(METRICS_TTL)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request("GET", "/metrics", headers={"Connection": "close"})
@@ -248,7 +257,7 @@ class CrashLoopDrill:
                 "stable after s": round(self.stable_after, 1)}
 
 
-def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "w2", restarts: int = 6) -> CrashLoopDrill:
+def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "g1w2", restarts: int = 6) -> CrashLoopDrill:
     """Make ``victim`` die at every start (marker file + one kill), watch ``restarts``
     restarts back off, then remove the marker and wait for it to recover and settle."""
     marker = workdir / f"crash-{victim}"
@@ -271,7 +280,7 @@ def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "w2", restarts: 
                 break
             if len(status_latency) % 25 == 0:
                 asked = time.monotonic()
-                scrape(fleet.port)
+                scrape(fleet.port, fresh=False)
                 metrics_latency.append(time.monotonic() - asked)
             time.sleep(0.02)  # polling interval of the observation loop
         else:
@@ -280,7 +289,7 @@ def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "w2", restarts: 
         assert cli.returncode == 0, cli.stderr
         status_row = next(w for w in json.loads(cli.stdout)["workers"] if w["id"] == victim)
         samples = scrape(fleet.port)
-        looping = {w["id"]: metric(samples, "fleet_worker_crash_looping", worker=w["id"])
+        looping = {w["slot"]: metric(samples, "fleet_worker_crash_looping", worker=w["slot"])
                    for w in fleet.status()["workers"]}
     finally:
         result = load.stop()
@@ -299,15 +308,16 @@ def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "w2", restarts: 
 def test_crash_looping_worker_backs_off_is_reported_and_recovers_while_the_rest_serve(tmp_path: Path) -> None:
     fleet = start(tmp_path, CRASH_ON_MARKER)
     with fleet.proc:
-        drill = crash_loop_drill(fleet, tmp_path, "w2", restarts=6)
+        drill = crash_loop_drill(fleet, tmp_path, "g1w2", restarts=6)
         print("crash-loop drill:", drill.figures())
-        # Backoff: each announced delay doubles; the observed gaps between restarts grow too
-        # (each gap is a delay plus the ~0.3 s a worker takes to start and die).
+        # Backoff: each announced delay doubles; the observed gaps between restarts grow too.
         assert drill.delays[-4:] == [d * 2 for d in drill.delays[-5:-1]], drill.delays
-        # (A worker's start time varies by a few tenths of a second on a busy machine.)
+        # Each gap is a delay plus the time a worker takes to start and die: ~0.3 s on an idle
+        # machine, 1.5 s on a loaded one. Judged by differences, which that time cancels out
+        # of (a ratio of gaps failed under load): over these gaps the delays grow by 3 s.
         gaps = drill.restart_gaps
-        assert len(gaps) >= 4 and gaps[-1] > 4 * gaps[0], gaps
-        assert all(later > earlier - 0.3 for earlier, later in zip(gaps, gaps[1:])), gaps
+        assert len(gaps) >= 4 and gaps[-1] - gaps[0] > 2.0, gaps
+        assert all(later > earlier - 0.5 for earlier, later in zip(gaps, gaps[1:])), gaps
         # Reported, never silent: control socket (`fleet status --json`) and /metrics.
         assert drill.status_json["crash_looping"] is True
         assert drill.status_json["state"] in ("backoff", "starting")
@@ -316,8 +326,8 @@ def test_crash_looping_worker_backs_off_is_reported_and_recovers_while_the_rest_
         assert drill.status_latency_max < 1.0 and drill.metrics_latency_max < 1.0
         assert drill.load.sent > 100 and drill.load.failed == 0, (drill.load.statuses, drill.load.errors)
         # Recovery: ready and serving again, then no longer reported as crash-looping.
-        status, body = get(fleet.port, headers={"Cookie": "fleet_affinity=w2"})
-        assert status == 200 and body.startswith(b"hello from w2 ")
+        status, body = get(fleet.port, headers={"Cookie": "fleet_affinity=g1w2"})
+        assert status == 200 and body.startswith(b"hello from g1w2 ")
         assert metric(scrape(fleet.port), "fleet_worker_crash_looping", worker="w2") == 0
         assert [w["state"] for w in fleet.status()["workers"]] == ["ready"] * 3
 
@@ -393,7 +403,7 @@ BAD_HEADERS = [b"X-A: a\x00b", b"X-A: a\x01b", b"X-A: a\x7fb", b"X-A: a\rb", b"X
                b"X-A\x00: a", b"X\xff: a", b"X-\xc3\xa9: a", b"X-A: \xff\xfe\xc3\xa9", b"X-A:\x80",
                b"X-A: " + b"\xe2\x80\xae" * 10, b"\x00: \x00", b" X-A: a", b"\tX-A: a", b"X-A:: a",
                b"X-A: a\r\nX-A: b", b"Content-Type: \x00", b"Cookie: fleet_affinity=\xff\x00",
-               b"Cookie: fleet_affinity=" + b"w" * 100, b"Cookie: fleet_affinity=w0; fleet_affinity=w9",
+               b"Cookie: fleet_affinity=" + b"w" * 100, b"Cookie: fleet_affinity=g1w0; fleet_affinity=g1w9",
                b"X-Forwarded-For: \xff", b"X-Real-IP: 1.1.1.1\r\nX-Real-IP: 2.2.2.2", b"Expect: 100-continue",
                b"Expect: 100-continue-x", b"Expect: \x00", b"Upgrade: websocket", b"Connection: upgrade",
                b"Connection: X-A, Host", b"Connection: keep-alive, close", b"Connection: \xff",
@@ -408,8 +418,35 @@ CHUNK_SIZES = [b"zz", b"-1", b"0x3", b"+3", b"3 ", b" 3", b"3\t", b"3;", b"3;a=b
 def hostile_request(rng: random.Random, n: int, i: int) -> tuple[str, bytes, bool]:
     """One adversarial request: (kind, bytes, close_early)."""
     kind = rng.choice(["method", "target", "version", "eol", "header", "host", "length", "chunked",
-                       "transfer-encoding", "size", "partial", "smuggle", "garbage", "mutate", "valid"])
+                       "transfer-encoding", "size", "partial", "smuggle", "garbage", "mutate", "valid",
+                       "upgrade", "trailers", "builtin", "header-count"])
     body = payload(rng)
+    if kind == "upgrade":
+        # Bytes after an Upgrade head must wait for a 101 the recorder never sends: the hidden
+        # request reaches no worker; a non-GET Upgrade is refused.
+        inner = b"GET /smuggled/%d HTTP/1.1\r\nHost: fuzz.test\r\n\r\n" % n
+        upgrade = [b"Upgrade: websocket", b"Connection: Upgrade", b"Sec-WebSocket-Version: 13",
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+        method = rng.choice([b"GET", b"GET", b"POST", b"PUT"])
+        length = [b"Content-Length: %d" % len(inner)] if method != b"GET" and rng.random() < 0.5 else []
+        return kind, request(n, i, method=method, close=False, headers=upgrade + length) + inner, False
+    if kind == "trailers":
+        # Trailer fields near --max-trailer-size (8 KiB): accepted (not forwarded) or 431.
+        size = near_limit(rng, 8 * 1024)
+        fields = b"".join(b"X-T%d: %s\r\n" % (k, b"t" * 90) for k in range(size // 100 + 1))
+        data = request(n, i, method=b"POST", headers=[b"Transfer-Encoding: chunked"])
+        return kind, data + b"5\r\nhello\r\n0\r\n" + fields + b"\r\n", False
+    if kind == "builtin":
+        # Built-in routes answered by the proxy, pipelined ahead of a request for a worker.
+        local = rng.choice([b"/metrics", b"/_fleet/", b"/_fleet/status", b"/metrics?x=1"])
+        method = rng.choice([b"GET", b"GET", b"POST"])  # not HEAD: ResponseReader cannot tell its answer has no body
+        first = request(n, 0, method=method, target=local, close=False,
+                        headers=[b"Content-Length: 0"] if method == b"POST" else [])
+        return kind, first + request(n, 1), False
+    if kind == "header-count":
+        # Header fields around --max-header-count (100, Host and Connection included).
+        fields = [b"X-F%d: v" % k for k in range(rng.randint(90, 110))]
+        return kind, request(n, i, headers=fields), False
     if kind == "method":
         method = rng.choice(METHODS)
         target = b"fuzz.test:443" if method == b"CONNECT" else None

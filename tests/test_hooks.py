@@ -66,16 +66,16 @@ def test_ready_and_exit_hooks_get_the_worker_in_their_environment(tmp_path: Path
     proc, base = _start(tmp_path, HTTP_SERVER, "--on-ready", RECORD.format(log=log),
                         "--on-exit", RECORD.format(log=log) + "; env > " + str(tmp_path / "exit.env"))
     with proc:
-        match = proc.wait_for_output(r"w0:\d+ ready \(pid (\d+)", timeout=60)
+        match = proc.wait_for_output(r"g1w0:\d+ ready \(pid (\d+)", timeout=60)
         first_pid = int(match.group(1))
         wait_until(lambda: _lines(log), timeout=20, message="the ready hook's line")
-        assert _lines(log) == [f"ready w0 pid={first_pid} port={base} code= sig="]
-        proc.wait_for_output(r"hook:ready w0 \| said-ready", timeout=10)
+        assert _lines(log) == [f"ready g1w0 pid={first_pid} port={base} code= sig="]
+        proc.wait_for_output(r"hook:ready g1w0 \| said-ready", timeout=10)
         os.kill(first_pid, signal.SIGKILL)
         wait_until(lambda: len(_lines(log)) >= 3, timeout=30, message="exit and second ready hooks")
         lines = _lines(log)
-        assert f"exit w0 pid={first_pid} port={base} code= sig=SIGKILL" in lines
-        assert any(line.startswith("ready w0 pid=") and str(first_pid) not in line for line in lines)
+        assert f"exit g1w0 pid={first_pid} port={base} code= sig=SIGKILL" in lines
+        assert any(line.startswith("ready g1w0 pid=") and str(first_pid) not in line for line in lines)
         environment = (tmp_path / "exit.env").read_text()
         assert "FLEET_SECRET_TEST" not in environment  # fleet's settings stay out, like a worker's
         assert "FLEET_HOOK_EVENT=exit" in environment
@@ -87,13 +87,13 @@ def test_crash_loop_hook_fires_once_with_the_exit_code(tmp_path: Path) -> None:
     cmd = f"test -e {stop} && exit 3; {HTTP_SERVER}"
     proc, base = _start(tmp_path, cmd, "--on-crash-loop", RECORD.format(log=log))
     with proc:
-        match = proc.wait_for_output(r"w0:\d+ ready \(pid (\d+)", timeout=60)
+        match = proc.wait_for_output(r"g1w0:\d+ ready \(pid (\d+)", timeout=60)
         stop.touch()
         os.kill(int(match.group(1)), signal.SIGKILL)
-        proc.wait_for_output(r"w0:\d+ crash-looping:", timeout=30)
+        proc.wait_for_output(r"g1w0:\d+ crash-looping:", timeout=30)
         wait_until(lambda: _lines(log), timeout=20, message="the crash-loop hook's line")
         proc.wait_for_output(r"restarting in [1-9]", timeout=30)  # a few more exits meanwhile
-        assert _lines(log) == [f"crash-loop w0 pid= port={base} code=3 sig="]
+        assert _lines(log) == [f"crash-loop g1w0 pid= port={base} code=3 sig="]
 
 
 def _hooks(proc: FleetProcess, marker: Path) -> list[int]:
@@ -107,9 +107,9 @@ def test_a_slow_hook_is_killed_after_the_timeout_and_blocks_nothing(tmp_path: Pa
                      "--hook-timeout", "1.5")
     with proc:
         proc.wait_for_output(r"control socket", timeout=60)  # fleet got ready meanwhile
-        proc.wait_for_output(r"hook:ready w0 \| started", timeout=10)
+        proc.wait_for_output(r"hook:ready g1w0 \| started", timeout=10)
         assert _hooks(proc, marker)
-        proc.wait_for_output(r"hook:ready w0 killed after --hook-timeout 1.5 s", timeout=10)
+        proc.wait_for_output(r"hook:ready g1w0 killed after --hook-timeout 1.5 s", timeout=10)
         wait_until(lambda: not _hooks(proc, marker), timeout=5, message="the hook gone")
         assert not marker.exists()
 
@@ -118,7 +118,7 @@ def test_hooks_still_running_at_stop_are_killed(tmp_path: Path) -> None:
     marker = tmp_path / "never"
     proc, _ = _start(tmp_path, HTTP_SERVER, "--on-ready", f"echo started; sleep 3600; touch {marker}")
     with proc:
-        proc.wait_for_output(r"hook:ready w0 \| started", timeout=60)
+        proc.wait_for_output(r"hook:ready g1w0 \| started", timeout=60)
         proc.signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert not _hooks(proc, marker)

@@ -121,15 +121,15 @@ def test_fleet_logs_from_another_directory_without_log_dir(tmp_path: Path) -> No
         proc.wait_for_output(r"control socket", timeout=60)
         both = _cli(env, "logs", cwd=elsewhere)
         assert both.returncode == 0, both.stderr
-        assert f"w0:{base} | hello-w0" in both.stdout.splitlines()
-        assert f"w1:{base + 1} | hello-w1" in both.stdout.splitlines()
+        assert f"g1w0:{base} | hello-g1w0" in both.stdout.splitlines()
+        assert f"g1w1:{base + 1} | hello-g1w1" in both.stdout.splitlines()
         assert any(line.startswith("fleet | ") for line in both.stdout.splitlines())
-        one = _cli(env, "logs", "w1", "-n", "1", cwd=elsewhere)
+        one = _cli(env, "logs", "g1w1", "-n", "1", cwd=elsewhere)
         assert one.returncode == 0, one.stderr
         lines = one.stdout.splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"w1:{base + 1} | ")
+        assert len(lines) == 1 and lines[0].startswith(f"g1w1:{base + 1} | ")
         nobody = _cli(env, "logs", "w7", cwd=elsewhere)
-        assert nobody.returncode == 1 and "no worker 'w7' (known: fleet, w0, w1)" in nobody.stderr
+        assert nobody.returncode == 1 and "no worker 'w7' (known: fleet, g1w0, g1w1)" in nobody.stderr
 
 
 def test_fleet_logs_follow_prints_new_lines_and_ends_with_the_fleet(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_fleet_logs_follow_prints_new_lines_and_ends_with_the_fleet(tmp_path: Pa
         proc.wait_for_output(r"control socket", timeout=60)
         full = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
         full.update(env)
-        follow = subprocess.Popen([sys.executable, "-m", "fleet", "logs", "w0", "-f", "-n", "0"],
+        follow = subprocess.Popen([sys.executable, "-m", "fleet", "logs", "g1w0", "-f", "-n", "0"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
         seen: list[str] = []
@@ -151,7 +151,7 @@ def test_fleet_logs_follow_prints_new_lines_and_ends_with_the_fleet(tmp_path: Pa
                 return any(f"GET /followed-{os.getpid()}" in line for line in list(seen))
 
             wait_until(requested, timeout=20, interval=0.5, message="the request line in fleet logs -f")
-            assert all(line.startswith(f"w0:{base} | ") for line in list(seen))
+            assert all(line.startswith(f"g1w0:{base} | ") for line in list(seen))
             assert _cli(env, "down", cwd=tmp_path).returncode == 0
             assert follow.wait(timeout=30) == 0
             assert "fleet logs: fleet stopped" in (follow.stderr.read() if follow.stderr else "")
@@ -169,7 +169,7 @@ def test_log_dir_files_rotate(tmp_path: Path) -> None:
     proc, base = _start(tmp_path, env, printer, "--log-dir", str(logs), "--log-max-size", "20KiB",
                         "--log-keep", "2")
     with proc:
-        proc.wait_for_output(rf"w0:{base} \| line 0999", timeout=60)
+        proc.wait_for_output(rf"g1w0:{base} \| line 0999", timeout=60)
         wait_until(lambda: (logs / "w0.log.2").exists(), timeout=10, message="two rotated files")
         assert sorted(os.listdir(logs)) == ["w0.log", "w0.log.1", "w0.log.2"]
         assert all(os.path.getsize(logs / name) <= 20 * 1024 for name in os.listdir(logs))
@@ -185,8 +185,8 @@ def test_log_json_makes_every_output_line_a_json_object(tmp_path: Path) -> None:
     with proc:
         proc.wait_for_output(r"control socket", timeout=60)
         records = [json.loads(line) for line in proc.output().splitlines()]
-        assert {"source": "worker", "worker": "w0", "label": f"w0:{base}", "message": "hello-w0"}.items() \
+        assert {"source": "worker", "worker": "g1w0", "label": f"g1w0:{base}", "message": "hello-g1w0"}.items() \
             <= next(r for r in records if r["source"] == "worker").items()
         assert any(r["source"] == "fleet" and r["message"].startswith("ready") for r in records)
-        plain = _cli(env, "logs", "w0", cwd=tmp_path)  # fleet logs shows the plain lines
-        assert f"w0:{base} | hello-w0" in plain.stdout.splitlines()
+        plain = _cli(env, "logs", "g1w0", cwd=tmp_path)  # fleet logs shows the plain lines
+        assert f"g1w0:{base} | hello-g1w0" in plain.stdout.splitlines()

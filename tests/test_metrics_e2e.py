@@ -50,10 +50,13 @@ def test_requests_total_rises_by_exactly_n_for_the_worker_that_served_them() -> 
         before = scrape(metrics)
         requests = 25
         for _ in range(requests):
-            status, _, body = http_get(f"http://127.0.0.1:{port}/", headers={"Cookie": "fleet_affinity=w1"})
+            status, _, body = http_get(f"http://127.0.0.1:{port}/", headers={"Cookie": "fleet_affinity=g1w1"})
             assert status == 200
-        after = scrape(metrics)
         key = dict(worker="w1", method="GET", code="200")
+        # /metrics is rendered at most once a second: poll until the render is newer.
+        after = wait_until(lambda: (lambda s: s if value(s, "fleet_requests_total", **key) > value(
+            before, "fleet_requests_total", **key) else None)(scrape(metrics)), 5, message="a fresh render")
+        assert isinstance(after, dict)
         assert value(after, "fleet_requests_total", **key) - value(before, "fleet_requests_total", **key) == requests
         w0 = dict(worker="w0", method="GET", code="200")
         assert value(after, "fleet_requests_total", **w0) == value(before, "fleet_requests_total", **w0)

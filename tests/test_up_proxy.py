@@ -70,8 +70,8 @@ def test_tornado_app_through_the_proxy_reaches_every_worker(tmp_path: Path) -> N
         for _ in range(10):
             status, body = proxied(fleet)
             assert status == 200
-            seen.add(re.match(rb"hello from (w\d)", body).group(1))  # type: ignore[union-attr]
-        assert seen == {b"w0", b"w1"}
+            seen.add(re.match(rb"hello from (g\d+w\d)", body).group(1))  # type: ignore[union-attr]
+        assert seen == {b"g1w0", b"g1w1"}
         status = fleet.status()
         assert status["proxy"] == f"http://localhost:{fleet.port}/"
         assert sum(w["requests"] for w in status["workers"]) >= 10
@@ -84,7 +84,7 @@ def test_bokeh_app_through_the_proxy(tmp_path: Path) -> None:
         fleet.proc.wait_for_output(rf"ready: open http://localhost:{fleet.port}/bokeh_random", timeout=90)
         status, body = proxied(fleet, "/bokeh_random")
         assert status == 200 and b"bokeh" in body.lower()
-        fleet.proc.wait_for_output(r"w0:\d+ \| session created on w0", timeout=30)
+        fleet.proc.wait_for_output(r"g1w0:\d+ \| session created on g1w0", timeout=30)
 
 
 def test_reload_fails_no_request(tmp_path: Path) -> None:
@@ -105,7 +105,8 @@ def test_reload_fails_no_request(tmp_path: Path) -> None:
         assert outcomes and set(outcomes) == {"200"}, [o for o in outcomes if o != "200"][:5]
         assert slow and slow[0][0] == 200
         after = fleet.status()["workers"]
-        assert all(w["pid"] != before[w["id"]] and w["state"] == "ready" for w in after)
+        assert [(w["id"], w["state"]) for w in after if w["current"]] == [("g2w0", "ready"), ("g2w1", "ready")]
+        assert not set(before.values()) & {w["pid"] for w in after if w["current"]}
 
 
 def test_killed_worker_does_not_fail_requests(tmp_path: Path) -> None:
@@ -115,8 +116,8 @@ def test_killed_worker_does_not_fail_requests(tmp_path: Path) -> None:
         hammer = Hammer(lambda: proxied(fleet))
         try:
             wait_until(lambda: len(hammer.outcomes) > 20, 30, message="traffic flowing")
-            os.kill(fleet.worker("w1")["pid"], signal.SIGKILL)
-            wait_until(lambda: fleet.worker("w1")["restarts"] == 1 and fleet.worker("w1")["state"] == "ready",
+            os.kill(fleet.worker("g1w1")["pid"], signal.SIGKILL)
+            wait_until(lambda: fleet.worker("g1w1")["restarts"] == 1 and fleet.worker("g1w1")["state"] == "ready",
                        10, message="w1 back")
             count = len(hammer.outcomes)
             wait_until(lambda: len(hammer.outcomes) > count + 20, 30, message="more traffic")
@@ -133,7 +134,7 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) 
         slow: list[tuple[int, bytes]] = []
         thread = threading.Thread(target=lambda: slow.append(proxied(fleet, "/slow?seconds=2")))
         thread.start()
-        wait_until(lambda: fleet.worker("w0")["connections"] == 1, 10, message="request in flight")
+        wait_until(lambda: fleet.worker("g1w0")["connections"] == 1, 10, message="request in flight")
         fleet.proc.signal(signal.SIGTERM)
         assert fleet.proc.wait(timeout=60) == 0
         thread.join(timeout=30)
@@ -163,9 +164,9 @@ def test_scale_up_adds_the_new_worker_to_the_proxy(tmp_path: Path) -> None:
         fleet.proc.wait_for_output(r"ready: open", timeout=60)
         assert fleet.cli("scale", "2").returncode == 0
         seen = {proxied(fleet)[1].split()[2] for _ in range(10)}
-        assert seen == {b"w0", b"w1"}
+        assert seen == {b"g1w0", b"g2w1"}  # a scale-up starts a generation of its own
         assert fleet.cli("scale", "1").returncode == 0
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             status, body = proxied(fleet)
-            assert status == 200 and body.split()[2] == b"w0"
+            assert status == 200 and body.split()[2] == b"g1w0"

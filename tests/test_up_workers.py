@@ -30,7 +30,7 @@ def test_tornado_workers_answer_on_their_ports_and_sigterm_exits_0_leaving_nothi
         fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
         for index in range(2):
             status, _, body = http_get(f"http://127.0.0.1:{fleet.base_port + index}/")
-            assert status == 200 and body.decode() == f"hello from w{index} on port {fleet.base_port + index}\n"
+            assert status == 200 and body.decode() == f"hello from g1w{index} on port {fleet.base_port + index}\n"
         started = family(fleet.proc.pid)
         assert len(living(started)) >= 3  # master + 2 workers
         fleet.proc.signal(signal.SIGTERM)
@@ -47,7 +47,7 @@ def test_bokeh_app_page_is_served_by_a_worker(tmp_path: Path) -> None:
         status, _, body = http_get(f"http://127.0.0.1:{fleet.base_port}/bokeh_random", timeout=30)
         assert status == 200 and b"bokeh" in body.lower()
         # the page created a session; the example announces it on the worker's output
-        fleet.proc.wait_for_output(rf"w0:{fleet.base_port} \| session created on w0 \(total 1\)", timeout=30)
+        fleet.proc.wait_for_output(rf"w0:{fleet.base_port} \| session created on g1w0 \(total 1\)", timeout=30)
 
 
 def test_cmd_workers_get_their_port_via_placeholder(tmp_path: Path) -> None:
@@ -58,23 +58,23 @@ def test_cmd_workers_get_their_port_via_placeholder(tmp_path: Path) -> None:
             assert http_get(f"http://127.0.0.1:{fleet.base_port + index}/")[0] == 200
         workers = fleet.status()["workers"]
         assert [(w["id"], w["port"], w["state"]) for w in workers] == [
-            ("w0", fleet.base_port, "ready"), ("w1", fleet.base_port + 1, "ready")]
+            ("g1w0", fleet.base_port, "ready"), ("g1w1", fleet.base_port + 1, "ready")]
 
 
 def test_killed_worker_is_back_on_the_same_port_within_two_seconds(tmp_path: Path) -> None:
     fleet = up(tmp_path, "--cmd", f"{PY} -m http.server --bind 127.0.0.1 {{port}}", workers=2)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
-        before = fleet.worker("w1")
+        before = fleet.worker("g1w1")
         os.kill(before["pid"], signal.SIGKILL)
         killed_at = time.monotonic()
-        wait_until(lambda: fleet.worker("w1")["pid"] not in (None, before["pid"]) and
-                   fleet.worker("w1")["state"] == "ready", 2.0, interval=0.02, message="w1 ready again")
+        wait_until(lambda: fleet.worker("g1w1")["pid"] not in (None, before["pid"]) and
+                   fleet.worker("g1w1")["state"] == "ready", 2.0, interval=0.02, message="w1 ready again")
         assert time.monotonic() - killed_at < 2.0
         assert http_get(f"http://127.0.0.1:{fleet.base_port + 1}/")[0] == 200
-        after = fleet.worker("w1")
+        after = fleet.worker("g1w1")
         assert after["restarts"] == 1 and after["last_exit"] == -signal.SIGKILL
-        assert fleet.worker("w0")["restarts"] == 0
+        assert fleet.worker("g1w0")["restarts"] == 0
         fleet.proc.wait_for_output(rf"w1:{fleet.base_port + 1} exited with code -9", timeout=5)
 
 
@@ -96,7 +96,7 @@ def test_crash_looping_worker_is_reported_with_growing_backoff_not_a_storm(tmp_p
         starts = len(re.findall(r"w0:\d+ ready", fleet.proc.output()))
         # A storm would restart hundreds of times; backoff allows about one start per delay.
         assert starts <= 2 + elapsed / 0.3
-        wait_until(lambda: fleet.worker("w0")["crash_looping"], 10, message="status says crash-looping")
+        wait_until(lambda: fleet.worker("g1w0")["crash_looping"], 10, message="status says crash-looping")
 
 
 def test_second_sigint_stops_at_once(tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_app_that_fails_to_import_shows_its_traceback_once_and_leaves_nothing(tm
         output = fleet.proc.output()
         assert output.count("ModuleNotFoundError: No module named 'no_such_module_for_fleet_test'") == 1
         assert output.count("Traceback (most recent call last)") == 1
-        assert re.search(r"error: worker w\d failed to start: the app cannot boot \(exit code 3\)", output)
+        assert re.search(r"error: worker g1w\d failed to start: the app cannot boot \(exit code 3\)", output)
         assert "restarting in" not in output
         wait_until(lambda: not processes_mentioning(str(app)), 5, message="no worker left")
         for index in range(3):
@@ -192,12 +192,12 @@ def test_output_is_prefixed_and_log_dir_gets_one_file_per_worker(tmp_path: Path)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
         for index in range(2):
-            fleet.proc.wait_for_output(rf"(?m)^w{index}:{fleet.base_port + index} \| hello-w{index}-of-2$", 10)
+            fleet.proc.wait_for_output(rf"(?m)^g1w{index}:{fleet.base_port + index} \| hello-g1w{index}-of-2$", 10)
         http_get(f"http://127.0.0.1:{fleet.base_port + 1}/")
         fleet.proc.wait_for_output(rf"w1:{fleet.base_port + 1} \| .*\"GET / HTTP/1.1\" 200", 10)
         wait_until(lambda: "GET / HTTP/1.1" in (logs / "w1.log").read_text(), 10, message="w1.log")
-        assert (logs / "w0.log").read_text().startswith("hello-w0-of-2\n")
-        assert "hello-w0" not in (logs / "w1.log").read_text()
+        assert (logs / "w0.log").read_text().startswith("hello-g1w0-of-2\n")
+        assert "hello-g1w0" not in (logs / "w1.log").read_text()
 
 
 def test_worker_not_ready_within_start_timeout_fails_the_start(tmp_path: Path) -> None:
@@ -205,7 +205,7 @@ def test_worker_not_ready_within_start_timeout_fails_the_start(tmp_path: Path) -
     with fleet.proc:
         assert fleet.proc.wait(timeout=30) == 1
         output = fleet.proc.output()
-        assert re.search(r"worker w0 failed to start: not ready within --start-timeout 1 s", output)
+        assert re.search(r"worker g1w0 failed to start: not ready within --start-timeout 1 s", output)
         wait_until(lambda: not processes_mentioning("sleep 60"), 5, message="sleep killed")
 
 

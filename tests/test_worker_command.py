@@ -15,7 +15,7 @@ def test_cmd_worker_runs_through_sh_with_port_substituted_and_env() -> None:
     command = worker_command(config, None, 2, 3)
     assert command.argv == ("/bin/sh", "-c", "python -m http.server 7002")
     assert command.env["PORT"] == "7002"
-    assert command.env["FLEET_WORKER_ID"] == "w2"
+    assert command.env["FLEET_WORKER_ID"] == "g1w2"
     assert command.env["FLEET_WORKERS"] == "3"
 
 

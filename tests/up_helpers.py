@@ -17,9 +17,11 @@ from support import FleetProcess, free_port, free_port_range, start_fleet
 class Fleet:
     """A started ``fleet up`` plus what the test needs to talk to it."""
 
-    def __init__(self, proc: FleetProcess, base_port: int, port: int, control: str) -> None:
+    def __init__(self, proc: FleetProcess, base_port: int, port: int, control: str,
+                 surge_port: int | None = None) -> None:
         self.proc = proc
         self.base_port = base_port
+        self.surge_port = surge_port
         self.port = port
         self.control = control
 
@@ -43,15 +45,19 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 
 def up(tmp_path: Path, *args: str, workers: int = 1, proxy: bool = False, base: int | None = None,
-       port: int | None = None) -> Fleet:
-    """``fleet up ARGS -n workers`` on free ports (unless given) with its control socket in tmp_path."""
+       port: int | None = None, surge: int | None = None) -> Fleet:
+    """``fleet up ARGS -n workers`` on free ports (unless given) with its control socket in tmp_path.
+    Behind the proxy the second port block (``--surge-base-port``) is a free range too."""
     base = base or free_port_range(workers)
     port = port or free_port()
     control = str(tmp_path / "fleet.sock")
-    extra = [] if proxy else ["--no-proxy"]
+    extra = ["--no-proxy"]
+    if proxy:
+        surge = surge or free_port_range(workers)
+        extra = ["--surge-base-port", str(surge)]
     proc = start_fleet("up", *args, "-n", str(workers), "--base-port", str(base), "--port", str(port),
                        "--control-socket", control, *extra, cwd=str(tmp_path))
-    return Fleet(proc, base, port, control)
+    return Fleet(proc, base, port, control, surge)
 
 
 def family(pid: int) -> list[psutil.Process]:

@@ -240,7 +240,19 @@ def status(ctx: click.Context, as_json: bool, **_: Any) -> None:
 @_config_options("reload")
 @click.pass_context
 def reload(ctx: click.Context, **_: Any) -> None:
-    """Rolling restart of every worker, one at a time, with no failed request."""
+    """Start a new generation of workers and drain the old one, with no failed request.
+
+    \b
+    Behind the built-in proxy: the new workers start on the other port block
+    (--base-port / --surge-base-port), --reload-batch at a time, and take new traffic as
+    soon as each is ready; this command returns once all are ready. The old workers drain
+    in the background: no new clients, pinned clients (affinity cookie, open WebSockets)
+    keep them until their connections end or --drain-timeout passes. If the new generation
+    cannot start, the old one keeps serving and this command exits 1.
+    With --no-proxy: each worker is restarted in turn on its own port.
+    A reload re-reads the APP's code; fleet.toml, options and fleet's environment need a
+    restart of fleet (fleet down; fleet up).
+    """
     reply = _control(ctx, "reload")
     click.echo(reply.get("message", "reloading"))
 

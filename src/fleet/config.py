@@ -17,9 +17,27 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
+from fleet.values import (  # re-exported: fleet.config is where options and their parsers meet
+    DEFAULT_METRICS_ALLOW,
+    GIB,
+    KIB,
+    MIB,
+    parse_bool,
+    parse_count,
+    parse_duration,
+    parse_host_entry,
+    parse_hostport,
+    parse_hsts,
+    parse_log_level,
+    parse_network,
+    parse_origin_entry,
+    parse_port,
+    parse_positive_int,
+    parse_size,
+    parse_trusted_proxy,
+    parse_url_path,
+)
+
 
 # Commands a field belongs to. ``config`` takes the same options as ``up`` (design: "same
 # options as up"); ``balance`` takes only what the proxy needs.
@@ -36,136 +54,10 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names the setting and the source."""
 
 
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": KIB, "kb": KIB, "kib": KIB,
-    "m": MIB, "mb": MIB, "mib": MIB,
-    "g": GIB, "gb": GIB, "gib": GIB,
-}
-
-
-def parse_size(value: str | int) -> int:
-    """Parse ``100MiB``, ``64k``, ``512M`` or a plain byte count (binary units, like nginx)."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a size: {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"size must not be negative: {value}")
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {value!r} (use e.g. 512, 64KiB, 100MiB, 2GiB)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Parse seconds: ``30``, ``2.5``, ``30s``, ``500ms``, ``2m``."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
-        if not match:
-            raise ValueError(f"not a duration: {value!r} (use e.g. 30, 2.5, 500ms, 2m)")
-        scale = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
-        seconds = float(match.group(1)) * scale
-    if seconds < 0:
-        raise ValueError(f"duration must not be negative: {value!r}")
-    return seconds
-
-
-def parse_bool(value: str | bool | int) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"not a boolean: {value!r} (use true/false, 1/0, yes/no)")
-
-
-def parse_port(value: str | int) -> int:
-    port = int(value)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range 0-65535: {value}")
-    return port
-
-
-def parse_positive_int(value: str | int) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"must be at least 1: {value}")
-    return number
-
-
-def parse_count(value: str | int) -> int:
-    """A whole number, 0 or more."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a count: {value!r}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"not a whole number: {value!r}") from None
-    if number < 0:
-        raise ValueError(f"must not be negative: {value!r}")
-    return number
-
-
-def parse_hostport(value: str) -> str:
-    """Validate ``HOST:PORT`` (``[::1]:80`` for IPv6) and return it unchanged."""
-    text = str(value).strip()
-    match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(\d+)", text)
-    if not match:
-        raise ValueError(f"not HOST:PORT: {value!r}")
-    parse_port(match.group(2))
-    return text
-
-
-def parse_url_path(value: str) -> str:
-    text = str(value)
-    if not text.startswith("/"):
-        raise ValueError(f"a URL path must start with '/': {value!r}")
-    return text
-
-
-def parse_trusted_proxy(value: str) -> str:
-    from fleet.balancer.trust import parse_cidr  # lazy: fleet.balancer imports this module
-
-    return parse_cidr(value)
-
-
-def parse_origin_entry(value: str) -> str:
-    from fleet.balancer.allow import validate_origin_entry
-
-    return validate_origin_entry(value)
-
-
-def parse_host_entry(value: str) -> str:
-    from fleet.balancer.allow import validate_host_entry
-
-    return validate_host_entry(value)
-
-
-def parse_hsts(value: str | int) -> int:
-    seconds = parse_duration(value)
-    if seconds < 1 or not float(seconds).is_integer():
-        raise ValueError(f"HSTS max-age must be a whole number of seconds, at least 1: {value!r}")
-    return int(seconds)
-
-
 def parse_fleet_name(value: str) -> str:
     from fleet.discovery import valid_name
 
     return valid_name(str(value))
-
-
-def parse_log_level(value: str) -> str:
-    level = str(value).strip().lower()
-    if level not in {"debug", "info", "warning", "error", "critical"}:
-        raise ValueError(f"not a log level: {value!r} (debug, info, warning, error, critical)")
-    return level
 
 
 def _default_workers() -> int:
@@ -227,7 +119,25 @@ class Config:
     )
     base_port: int = option(
         5100, "--base-port", parse=parse_port,
-        help="Port of worker 0; worker i listens on base-port + i.",
+        help="Port of worker 0 of the first generation; worker i listens on base-port + i.",
+    )
+    surge_base_port: int | None = option(
+        None, "--surge-base-port", parse=parse_port,
+        show_default="base-port + max(100, workers), moved past --port",
+        help="The second port block: generations alternate between --base-port and this "
+             "(a reload starts the new workers here while the old ones drain). Unused with "
+             "--no-proxy, which restarts workers one at a time on the same ports.",
+    )
+    reload_batch: int = option(
+        1, "--reload-batch", parse=parse_positive_int,
+        help="How many new workers a reload starts at a time (each start imports the app). The "
+             "old generation serves meanwhile and drains once all are ready: while it drains, a "
+             "reload costs up to one more worker's memory per worker.",
+    )
+    drain_timeout: float = option(
+        3600.0, "--drain-timeout", parse=parse_duration, metavar="SECONDS",
+        help="How long a replaced worker keeps serving its in-flight requests and open "
+             "WebSockets before SIGTERM (0: at once).",
     )
     unix_socket: str | None = option(
         None, "--unix-socket", metavar="PATH", commands=PROXY,
@@ -235,7 +145,9 @@ class Config:
     )
     no_proxy: bool = option(
         False, "--no-proxy", is_flag=True, parse=parse_bool,
-        help="Run only the supervised workers (for an external nginx/Apache/HAProxy).",
+        help="Run only the supervised workers (for an external nginx/Apache/HAProxy). Ports stay "
+             "fixed, so a reload restarts workers one at a time on their own ports (no blue/green "
+             "generations, no draining of open WebSockets).",
     )
     metrics_path: str = option(
         "/metrics", "--metrics-path", parse=parse_url_path, commands=PROXY,
@@ -324,6 +236,61 @@ class Config:
         None, "--hsts", parse=parse_hsts, metavar="SECONDS", commands=PROXY, show_default="off",
         help="With TLS: send Strict-Transport-Security: max-age=SECONDS (63072000 = 2 years).",
     )
+    metrics_allow: tuple[str, ...] = option(
+        DEFAULT_METRICS_ALLOW, "--metrics-allow", multiple=True, parse=parse_network, metavar="CIDR",
+        commands=PROXY, show_default="loopback and private networks",
+        help="Networks whose clients may see the built-in routes (/metrics, /_fleet/...) on the "
+             "proxy port (repeatable; replaces the default). Others get 404, as for a path that "
+             "does not exist. Use 0.0.0.0/0 and ::/0 to allow everyone.",
+    )
+    max_connections: int = option(
+        10000, "--max-connections", parse=parse_count, metavar="N", commands=PROXY,
+        help="Open client connections at most; past it the proxy stops accepting (clients wait "
+             "in the listen backlog, like HAProxy maxconn) until one closes. 0: no limit.",
+    )
+    max_connections_per_ip: int = option(
+        0, "--max-connections-per-ip", parse=parse_count, metavar="N", commands=PROXY,
+        show_default="0: no limit",
+        help="Open connections per client address; more are closed at once (like nginx "
+             "limit_conn). Off by default: behind another proxy every client has its address.",
+    )
+    max_header_count: int = option(
+        100, "--max-header-count", parse=parse_positive_int, metavar="N", commands=PROXY,
+        help="Most header fields in a request head (431 above), like Apache LimitRequestFields.",
+    )
+    max_trailer_size: int = option(
+        8 * KIB, "--max-trailer-size", parse=parse_size, metavar="SIZE", commands=PROXY,
+        show_default="8KiB",
+        help="Largest trailer section of a chunked request body (431 above). Trailers are not "
+             "forwarded to workers.",
+    )
+    max_buffered_request: int = option(
+        256 * KIB, "--max-buffered-request", parse=parse_size, metavar="SIZE", commands=PROXY,
+        show_default="256KiB",
+        help="Request bytes held per connection while they cannot go to a worker yet (waiting "
+             "for one, or pipelined behind another request); past it the client is not read.",
+    )
+    min_body_rate: int = option(
+        500, "--min-body-rate", parse=parse_count, metavar="BYTES_PER_S", commands=PROXY,
+        help="After --client-timeout seconds of a request body, it must have averaged at least "
+             "this many bytes/s (408 otherwise), like Apache mod_reqtimeout MinRate. 0: off.",
+    )
+    websocket_idle_timeout: float = option(
+        3600.0, "--websocket-idle-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
+        help="Close a WebSocket with no byte either way for this long (keep above Bokeh's "
+             "--keep-alive ping interval).",
+    )
+    queue_timeout: float = option(
+        10.0, "--queue-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
+        help="When no worker can take a request (none ready, or all at --worker-max-conns), it "
+             "waits this long for one, then gets 503 (HAProxy timeout queue). 0: 503 at once.",
+    )
+    worker_max_conns: int = option(
+        0, "--worker-max-conns", parse=parse_count, metavar="N", commands=PROXY,
+        show_default="0: no cap",
+        help="In-flight HTTP requests per worker at most (WebSockets do not count); more wait "
+             "in the queue (HAProxy server maxconn).",
+    )
     ssl_certfile: str | None = option(
         None, "--ssl-certfile", metavar="PATH", commands=PROXY,
         help="Serve HTTPS with this certificate (PEM).",
@@ -334,7 +301,8 @@ class Config:
              "$BOKEH_SSL_PASSWORD). SIGHUP / fleet reload re-reads certificate and key.",
     )
     log_dir: str | None = option(
-        None, "--log-dir", metavar="DIR", help="Also write each worker's output to DIR/w<i>.log.",
+        None, "--log-dir", metavar="DIR",
+        help="Also write each worker's output to DIR/w<i>.log (DIR/s<i>.log in the surge port block).",
     )
     # -- operations (issue 16): log files, JSON output ------------------------------------
     log_max_size: int = option(
@@ -371,7 +339,25 @@ class Config:
     )
     max_memory: int | None = option(
         None, "--max-memory", parse=parse_size, metavar="SIZE",
-        help="Restart (gracefully) a worker whose process tree uses more memory than this.",
+        help="Soft limit: replace a worker whose process tree uses more memory than this "
+             "(a new worker starts, the old one drains).",
+    )
+    max_memory_hard: int | None = option(
+        None, "--max-memory-hard", parse=parse_size, metavar="SIZE",
+        help="Hard limit: kill at once a worker whose process tree uses more memory than this.",
+    )
+    max_requests: int = option(
+        0, "--max-requests", parse=parse_count, metavar="N",
+        help="Replace a worker after it answered about N requests (counted by the proxy; "
+             "not with --no-proxy). 0: off.",
+    )
+    max_requests_jitter: int = option(
+        0, "--max-requests-jitter", parse=parse_count, metavar="N",
+        help="Add 0..N (random, per worker) to --max-requests so workers do not recycle together.",
+    )
+    max_age: float = option(
+        0.0, "--max-age", parse=parse_duration, metavar="SECONDS",
+        help="Replace a worker that has been ready this long. 0: off.",
     )
     control_socket: str | None = option(
         None, "--control-socket", metavar="PATH", commands=CONTROL,
@@ -406,8 +392,9 @@ class Config:
     ssl_password: str | None = None
 
     # -- derived values ------------------------------------------------------------------
-    def worker_port(self, index: int) -> int:
-        return self.base_port + index
+    def worker_port(self, index: int, block: int = 0) -> int:
+        """Port of worker ``index`` in port block 0 (``--base-port``) or 1 (``--surge-base-port``)."""
+        return (self.base_port if block == 0 else self.surge_base()) + index
 
     def trusted_proxies(self) -> tuple[str, ...]:
         """--trusted-proxy, plus loopback and private networks for the deprecated --use-xheaders."""
@@ -417,13 +404,37 @@ class Config:
 
         return tuple(dict.fromkeys((*self.trusted_proxy, *LOOPBACK, *PRIVATE)))
 
-    def worker_id(self, index: int) -> str:
-        return f"w{index}"
+    def worker_id(self, index: int, generation: int = 1) -> str:
+        """``g<generation>w<index>``: unique across generations, no ``.`` (Bokeh splits signed
+        session ids at the first dot)."""
+        from fleet.supervisor.generations import worker_id
+
+        return worker_id(generation, index)
+
+    def surge_base(self) -> int:
+        """``--surge-base-port``, or a default that overlaps neither the base block nor --port."""
+        if self.surge_base_port is not None:
+            return self.surge_base_port
+        return default_surge_base(self.base_port, self.workers, self.port)
 
     def public_url(self) -> str:
         scheme = "https" if self.ssl_certfile else "http"
         host = "localhost" if self.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.address
         return f"{scheme}://{host}:{self.port}"
+
+
+def default_surge_base(base_port: int, workers: int, proxy_port: int) -> int:
+    """``base + max(100, workers)``, moved past the proxy port if that falls in the block, and
+    below the base block if the block would pass 65535."""
+    span = max(100, workers)
+    surge = base_port + span
+    if surge <= proxy_port < surge + workers:
+        surge = proxy_port + 1
+    if surge + workers - 1 > 65535:
+        surge = max(1, base_port - span)
+        if surge <= proxy_port < surge + workers:
+            surge = max(1, proxy_port - workers)
+    return surge
 
 
 def option_fields() -> list[Any]:
@@ -525,6 +536,15 @@ def validate(config: Config, command: str) -> None:
                 f"--port {config.port} falls inside the worker ports "
                 f"{config.base_port}-{last_port}; choose another --port or --base-port"
             )
+        if not config.no_proxy:
+            _validate_surge_block(config)
+        if config.max_requests and config.no_proxy:
+            raise ConfigError("--max-requests needs the built-in proxy (it counts the requests); "
+                              "with --no-proxy use --max-age or --max-memory")
+        if config.max_requests_jitter and not config.max_requests:
+            raise ConfigError("--max-requests-jitter needs --max-requests")
+        if config.max_memory and config.max_memory_hard and config.max_memory_hard <= config.max_memory:
+            raise ConfigError("--max-memory-hard must be larger than --max-memory (the soft limit)")
     if bool(config.ssl_certfile) != bool(config.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
     if config.https_redirect_port is not None:
@@ -536,6 +556,24 @@ def validate(config: Config, command: str) -> None:
         raise ConfigError("--hsts needs TLS (--ssl-certfile/--ssl-keyfile): browsers ignore it over http")
     if config.metrics_port is not None and config.metrics_port == config.port and config.port != 0:
         raise ConfigError("--metrics-port must differ from --port (omit it to serve on --port)")
+
+
+def _validate_surge_block(config: Config) -> None:
+    surge = config.surge_base()
+    base, count = config.base_port, config.workers
+    last = surge + count - 1
+    flag = "--surge-base-port" if config.surge_base_port is not None else "the default surge block"
+    if last > 65535:
+        raise ConfigError(f"{flag} {surge} with {count} workers needs ports up to {last}, past 65535")
+    if surge <= base + count - 1 and base <= last:
+        raise ConfigError(f"{flag} {surge}-{last} overlaps the --base-port block "
+                          f"{base}-{base + count - 1}; the two blocks must be apart")
+    if surge <= config.port <= last:
+        raise ConfigError(f"--port {config.port} falls inside the surge block {surge}-{last}; "
+                          f"choose another --port or --surge-base-port")
+    if config.metrics_port is not None and (surge <= config.metrics_port <= last
+                                            or base <= config.metrics_port < base + count):
+        raise ConfigError(f"--metrics-port {config.metrics_port} falls inside the worker ports")
 
 
 def load_toml(path: str | None, *, explicit: bool) -> dict[str, Any]:

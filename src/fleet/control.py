@@ -20,12 +20,13 @@ import os
 import socket
 import stat
 import time
+import traceback
 from typing import Any, Awaitable, Callable
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
-# Seconds the CLI waits for an answer. reload and scale answer when they are done, which
-# takes a graceful timeout per worker at worst.
+# Seconds the CLI waits for an answer. reload answers once the new generation is ready (the
+# drain goes on in the background); scale answers when it is done.
 _TIMEOUTS = {"status": 15.0, "down": 15.0}
 _LONG_TIMEOUT = 3600.0
 _MAX_LINE = 1 << 20
@@ -103,6 +104,9 @@ class ControlServer:
                     reply = await self._handler(command, args)
                 except ControlError as exc:
                     reply = {"ok": False, "error": str(exc)}
+                except Exception as exc:  # a fleet bug: answer it, never leave the CLI guessing
+                    traceback.print_exc()
+                    reply = {"ok": False, "error": f"internal error in fleet: {exc!r} (see fleet's output)"}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -186,13 +190,14 @@ def format_status(reply: dict[str, Any]) -> str:
     """The ``fleet status`` table (one row per worker) with a one-line summary above it."""
     workers = reply.get("workers", [])
     now = reply.get("time", time.time())
-    header = ("WORKER", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "CONNS", "REQUESTS", "CPU%", "RSS")
+    header = ("WORKER", "GEN", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "CONNS", "REQUESTS", "CPU%", "RSS")
     rows = [header]
     for w in workers:
         state = w.get("state", "?") + (" (crash-looping)" if w.get("crash_looping") else "")
         started = w.get("started_at")
         rows.append((
             str(w.get("id", "?")),
+            str(w.get("generation", "-")),
             str(w.get("pid") or "-"),
             str(w.get("port", "-")),
             state,
@@ -206,8 +211,15 @@ def format_status(reply: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     proxy = reply.get("proxy") or "no proxy"
+    serving = [w for w in workers if w.get("current", True)]
+    draining = len(workers) - len(serving)
     lines.append(f"fleet pid {reply.get('pid', '?')}: {reply.get('app', '?')}, "
-                 f"{len(workers)}/{reply.get('desired', len(workers))} workers, {proxy}")
+                 f"{len(serving)}/{reply.get('desired', len(serving))} workers"
+                 f"{f' (+{draining} replaced, draining or stopping)' if draining else ''}"
+                 f"{', generation ' + str(reply['generation']) if reply.get('generation') else ''}, {proxy}")
+    last = reply.get("last_reload")
+    if last and not last.get("ok"):
+        lines.append(f"last reload FAILED: {last.get('message', '?')}")
     for row in rows:
         lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     return "\n".join(lines)

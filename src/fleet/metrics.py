@@ -8,12 +8,21 @@ with the real server as its child). That keeps counting off the hot path: the be
 the proxy with metrics on and off.
 
 Names follow the design's table (``_total`` counters, seconds, bytes, a ``worker`` label).
+
+The ``worker`` label of ``fleet up`` is the worker's *slot*, the port it holds: ``w<i>`` in the
+``--base-port`` block, ``s<i>`` in the ``--surge-base-port`` block (``supervisor.generations``).
+Worker ids (``g3w1``) change with every reload; slots do not, so reloads and recycles never
+grow the number of series. ``fleet_worker_info{worker,generation}`` says which generation
+holds a slot, ``fleet_worker_draining{worker}`` which slots drain. A removed worker's
+counters are forgotten; the next worker on its slot starts from 0 (a counter reset, which
+``rate()`` handles).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Iterator, Sequence
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,8 +43,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class ProxyCollector(Collector):
     """Exports the proxy's counters (requests, latency, connections, errors, bytes)."""
 
-    def __init__(self, stats: ProxyStats) -> None:
+    def __init__(self, stats: ProxyStats, label: Callable[[str], str] | None = None) -> None:
         self._stats = stats
+        self._label = label or (lambda worker_id: worker_id)
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats
@@ -57,7 +67,9 @@ class ProxyCollector(Collector):
         connect_errors = CounterMetricFamily(
             "fleet_upstream_connect_errors", "Failed connections to a worker.", labels=["worker"]
         )
-        for worker_id, upstream in sorted(stats.upstreams.items()):
+        label = self._label
+        for upstream_id, upstream in sorted(stats.upstreams.items()):
+            worker_id = label(upstream_id)
             for (method, code), count in sorted(upstream.requests.items()):
                 requests.add_metric([worker_id, method, str(code)], count)
             duration.add_metric([worker_id], _cumulative_buckets(upstream.duration_counts),
@@ -68,7 +80,8 @@ class ProxyCollector(Collector):
         yield from (requests, duration, active, websockets, connect_errors)
 
         yield CounterMetricFamily(
-            "fleet_retries", "Requests sent again to another worker after a connect error.",
+            "fleet_retries", "Requests sent again to a worker after a failed attempt (connect error, "
+            "connection closed before any answer to an idempotent request).",
             value=stats.retries,
         )
         client_errors = CounterMetricFamily(
@@ -81,6 +94,15 @@ class ProxyCollector(Collector):
             "fleet_bytes_received", "Bytes received from clients.", value=stats.bytes_received
         )
         yield CounterMetricFamily("fleet_bytes_sent", "Bytes sent to clients.", value=stats.bytes_sent)
+        yield GaugeMetricFamily(
+            "fleet_queue_length", "Requests waiting for a worker (none ready, or all at --worker-max-conns).",
+            value=stats.queued,
+        )
+        queue_wait = HistogramMetricFamily(
+            "fleet_queue_wait_seconds", "Time requests spent waiting for a worker (served or timed out).",
+        )
+        queue_wait.add_metric([], _cumulative_buckets(stats.queue_wait_counts), stats.queue_wait_sum)
+        yield queue_wait
 
 
 def _cumulative_buckets(counts: Sequence[int]) -> list[tuple[str, float]]:
@@ -121,9 +143,11 @@ def tree_usage(pid: int) -> tuple[float, int] | None:
 class WorkerCollector(Collector):
     """Exports the supervisor's view of each worker, plus psutil readings taken now."""
 
-    def __init__(self, workers: Callable[[], Iterable[WorkerInfo]], desired: Callable[[], int]) -> None:
+    def __init__(self, workers: Callable[[], Iterable[WorkerInfo]], desired: Callable[[], int],
+                 recycles: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._workers = workers
         self._desired = desired
+        self._recycles = recycles or (lambda: {})
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("fleet_worker_up", "1 if the worker is ready for traffic.", labels=["worker"])
@@ -146,17 +170,35 @@ class WorkerCollector(Collector):
             "fleet_worker_start_time_seconds", "Unix time the worker's current process started.",
             labels=["worker"],
         )
-        for info in sorted(self._workers(), key=lambda w: w.index):
-            up.add_metric([info.id], 1.0 if info.ready else 0.0)
-            restarts.add_metric([info.id], info.restarts)
-            crash_looping.add_metric([info.id], 1.0 if info.crash_looping else 0.0)
+        info_family = GaugeMetricFamily(
+            "fleet_worker_info", "1 per slot: the generation of the worker that holds it.",
+            labels=["worker", "generation"],
+        )
+        draining = GaugeMetricFamily(
+            "fleet_worker_draining", "1 while the worker drains (replaced, finishing its connections).",
+            labels=["worker"],
+        )
+        for info in sorted(self._workers(), key=lambda w: w.label):
+            worker = info.label
+            up.add_metric([worker], 1.0 if info.ready else 0.0)
+            restarts.add_metric([worker], info.restarts)
+            crash_looping.add_metric([worker], 1.0 if info.crash_looping else 0.0)
+            info_family.add_metric([worker, str(info.generation)], 1.0)
+            draining.add_metric([worker], 1.0 if info.state == "draining" else 0.0)
             if info.started_at is not None and info.pid is not None:
-                start_time.add_metric([info.id], info.started_at)
+                start_time.add_metric([worker], info.started_at)
             usage = tree_usage(info.pid) if info.pid is not None else None
             if usage is not None:
-                cpu.add_metric([info.id], usage[0])
-                rss.add_metric([info.id], usage[1])
-        yield from (up, restarts, crash_looping, cpu, rss, start_time)
+                cpu.add_metric([worker], usage[0])
+                rss.add_metric([worker], usage[1])
+        yield from (up, restarts, crash_looping, cpu, rss, start_time, info_family, draining)
+        recycles = CounterMetricFamily(
+            "fleet_worker_recycles", "Workers replaced on purpose, by reason (max_requests, max_age, "
+            "max_memory, max_memory_hard, hung); reloads are not counted.", labels=["reason"],
+        )
+        for reason, count in sorted(self._recycles().items()):
+            recycles.add_metric([reason], count)
+        yield recycles
         yield GaugeMetricFamily("fleet_workers_desired", "Workers fleet is asked to run.", value=self._desired())
 
 
@@ -164,13 +206,17 @@ def make_registry(
     stats: ProxyStats | None = None,
     workers: Callable[[], Iterable[WorkerInfo]] | None = None,
     desired: Callable[[], int] | None = None,
+    *,
+    recycles: Callable[[], Mapping[str, int]] | None = None,
+    label: Callable[[str], str] | None = None,
 ) -> CollectorRegistry:
-    """A fresh registry with the proxy and/or worker collectors (no global default registry)."""
+    """A fresh registry with the proxy and/or worker collectors (no global default registry).
+    ``label`` maps a proxy upstream id to its ``worker`` label (the slot)."""
     registry = CollectorRegistry(auto_describe=False)
     if stats is not None:
-        registry.register(ProxyCollector(stats))
+        registry.register(ProxyCollector(stats, label))
     if workers is not None:
-        registry.register(WorkerCollector(workers, desired or (lambda: 0)))
+        registry.register(WorkerCollector(workers, desired or (lambda: 0), recycles))
     return registry
 
 
@@ -187,7 +233,9 @@ def metrics_route(registry: CollectorRegistry) -> Callable[[], tuple[int, str, b
     return handler
 
 
-async def serve_separately(registry: CollectorRegistry, address: str, port: int, path: str) -> "MetricsListener":
+async def serve_separately(registry: CollectorRegistry, address: str, port: int, path: str,
+                           allow: Iterable[str] | None = None,
+                           trusted_proxies: Iterable[str] = ()) -> "MetricsListener":
     """``--metrics-port``: serve metrics on a listener of their own, on the same event loop.
 
     On the loop (not prometheus-client's threaded server) because the collectors read dicts
@@ -198,10 +246,24 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
 
     from fleet.ports import in_use_error
 
+    from fleet.balancer.context import AddressRules, client_address
+    from fleet.balancer.trust import TrustedProxies
+
+    rules = AddressRules(allow) if allow is not None else None
+    trust = TrustedProxies(trusted_proxies)
+    cache: list[Any] = [-1e18, b""]  # rendered at most once a second, as on the proxy port
+
     class MetricsHandler(tornado.web.RequestHandler):
         def get(self) -> None:
+            headers = [(name.encode("latin-1"), value.encode("latin-1"))
+                       for name, value in self.request.headers.get_all()]
+            if rules is not None and not rules.allows(client_address(trust, self.request.remote_ip or "", headers)):
+                raise tornado.web.HTTPError(404)
+            now = time.monotonic()
+            if now - cache[0] >= 1.0:
+                cache[:] = [now, render(registry)]
             self.set_header("Content-Type", CONTENT_TYPE)
-            self.write(render(registry))
+            self.write(cache[1])
 
     app = tornado.web.Application([(path, MetricsHandler)])
     server = tornado.httpserver.HTTPServer(app)

@@ -13,7 +13,8 @@ What fleet says, and when (see sd_notify(3)):
   stuck loop stops the pings and systemd restarts the service.
 
 ``NOTIFY_SOCKET`` may be a path or an abstract-namespace name (``@name``). Sending never blocks
-and never fails the caller: systemd being gone is not fleet's problem. Workers and hooks do not
+and never fails the caller: systemd being gone is not fleet's problem; a full queue delays a
+state message (retried for up to 5 s) and drops a watchdog ping. Workers and hooks do not
 inherit these variables (``supervisor.command.worker_environment``), or a worker could claim
 readiness for the whole service.
 """
@@ -28,6 +29,10 @@ from typing import Mapping
 
 from fleet.supervisor.command import SYSTEMD_ENV as ENVIRONMENT
 from fleet.supervisor.process import Output
+
+WATCHDOG = b"WATCHDOG=1\n"
+RETRIES = 100  # a state message waits up to RETRIES * RETRY_INTERVAL for room in systemd's queue
+RETRY_INTERVAL = 0.05
 
 
 def socket_address(value: str | None) -> str | bytes | None:
@@ -81,7 +86,7 @@ class SystemdNotifier:
     def enabled(self) -> bool:
         return self.address is not None
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, tries: int = RETRIES) -> None:
         if self.address is None:
             return
         try:
@@ -89,6 +94,15 @@ class SystemdNotifier:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 self._socket.setblocking(False)
             self._socket.sendto(data, self.address)
+        except BlockingIOError:
+            # systemd's queue is full (it reads it later): a state change must still arrive, so
+            # try again shortly, from the loop; a watchdog ping can be dropped, the next one comes.
+            if tries > 1 and data != WATCHDOG:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    return
+                loop.call_later(RETRY_INTERVAL, self.send, data, tries - 1)
         except OSError as exc:
             if not self._warned:  # once: a gone systemd must not flood fleet's output
                 self._warned = True
@@ -110,7 +124,7 @@ class SystemdNotifier:
         if interval is None:
             return
         while True:
-            self.send(b"WATCHDOG=1\n")
+            self.send(WATCHDOG)
             await asyncio.sleep(interval)
 
     def close(self) -> None:

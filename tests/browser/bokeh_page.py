@@ -115,7 +115,7 @@ class BokehPage:
         """The worker id the page says it came from (the ``served_by`` Div)."""
         text = self.driver.execute_script(
             "return Bokeh.documents[0].get_model_by_name('served_by').text")
-        match = re.match(r"served by worker (w\d+)", text)
+        match = re.match(r"served by worker (g\d+w\d+)", text)
         assert match, text
         return match.group(1)
 

@@ -22,7 +22,7 @@ from support import http_get, wait_until
 from up_helpers import Fleet
 
 PAGE_VIEWS = 6
-SESSION_LINE = re.compile(r"^(w\d+):\d+ \| session created on (w\d+)", re.MULTILINE)
+SESSION_LINE = re.compile(r"^(g\d+w\d+):\d+ \| session created on (g\d+w\d+)", re.MULTILINE)
 
 
 def app_url(fleet: Fleet) -> str:
@@ -70,7 +70,7 @@ def test_three_browsers_at_once_each_plot_their_own_points(
     # Each open page keeps a WebSocket on its worker, so least connections sends the next new
     # visitor to a worker without one, and the affinity cookie keeps its WebSocket there too.
     served = [page.served_by() for page in pages]
-    assert sorted(served) == ["w0", "w1", "w2"]
+    assert sorted(served) == ["g1w0", "g1w1", "g1w2"]
     assert [page.affinity() for page in pages] == served
 
     clicks = [1, 2, 3]
@@ -143,3 +143,38 @@ def test_killed_worker_page_reloads_from_another_worker_at_once(
     assert page.press_add() == 2 * POINTS_PER_CLICK  # the rescuing worker keeps serving the page
     assert all(worker["restarts"] == 0 for worker in fleet.status()["workers"] if worker["id"] != victim)
 
+
+
+def test_fleet_reload_keeps_every_open_page_on_its_session_and_new_pages_go_to_the_new_generation(
+        bokeh_fleet: Callable[..., Fleet], browsers: Callable[[], Chrome],
+        report: Callable[[str], None]) -> None:
+    fleet = bokeh_fleet()
+    pages = [BokehPage(browsers(), app_url(fleet)) for _ in range(3)]
+    for page in pages:
+        page.open()
+        page.press_add()
+    served = [page.served_by() for page in pages]
+    assert sorted(served) == ["g1w0", "g1w1", "g1w2"]
+    sessions_before = sessions_per_worker(fleet)
+    assert sum(sessions_before.values()) == 3
+
+    result = fleet.cli("reload")
+    assert result.returncode == 0, result.stderr
+    assert "generation 2 ready" in result.stdout
+    # Every page's next click reaches its own session: the points it had plus five more, drawn
+    # by the worker of generation 1 that still serves it while it drains.
+    for page in pages:
+        assert page.press_add() == 2 * POINTS_PER_CLICK
+    assert [page.served_by() for page in pages] == served
+    assert not any("Lost websocket" in line for page in pages for line in page.read_console())
+    assert {w["id"]: w["state"] for w in fleet.status()["workers"] if w["generation"] == 1} == {
+        worker: "draining" for worker in served}
+    sessions_after = sessions_per_worker(fleet)
+    report(f"fleet reload with 3 pages open: {sum(sessions_after.values()) - 3} new Bokeh sessions")
+    assert sessions_after == sessions_before, (sessions_before, sessions_after)
+
+    # A new visitor lands on the new generation.
+    newcomer = BokehPage(browsers(), app_url(fleet))
+    newcomer.open()
+    assert newcomer.served_by().startswith("g2w")
+    assert newcomer.press_add() == POINTS_PER_CLICK

@@ -347,7 +347,7 @@ def local_response(status: int, content_type: str, body: bytes, *, close: bool, 
     """A response the proxy serves itself (``/metrics``)."""
     phrase = HTTPStatus(status).phrase.encode()
     connection = b"Connection: close\r\n" if close else (b"Connection: keep-alive\r\n" if http10 else b"")
-    head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
+    head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-store\r\n%s\r\n"
             % (status, phrase, content_type.encode(), len(body), connection))
     return head if head_only else head + body
 

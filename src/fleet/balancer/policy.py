@@ -1,4 +1,8 @@
-"""How a worker is chosen: least connections over ready upstreams, ties rotated, sticky cookie.
+"""How a worker is chosen, and whether a failed request is tried again.
+
+Least connections over ready upstreams, ties rotated, sticky cookie, ``--worker-max-conns``,
+draining workers; ``retry_decision`` is the one place a failure becomes a retry (nginx's
+``ngx_http_upstream_next`` is the model).
 
 Pure logic, no sockets: ``UpstreamSet`` holds one ``Upstream`` record per worker (its address,
 readiness, passive-health state and counters) and answers ``choose()``. The protocol code in
@@ -11,6 +15,8 @@ load 0; always taking the first would send all sequential traffic to ``w0``.
 
 from __future__ import annotations
 
+import asyncio
+import enum
 from typing import Any, Iterable
 
 from fleet.balancer.stats import ProxyStats, UpstreamStats
@@ -26,7 +32,8 @@ DOWN_SECONDS = 2.0
 class Upstream:
     """One worker (or backend server) as the balancer sees it."""
 
-    __slots__ = ("id", "host", "port", "ready", "down_until", "stats", "idle", "cookie")
+    __slots__ = ("id", "host", "port", "ready", "down_until", "stats", "idle", "cookie", "draining",
+                 "idle_waiters")
 
     def __init__(self, upstream_id: str, host: str, port: int, stats: UpstreamStats, ready: bool,
                  secure_cookie: bool = False) -> None:
@@ -36,6 +43,8 @@ class Upstream:
         self.ready = ready
         self.down_until = 0.0  # monotonic time until which a connect error keeps it out
         self.stats = stats
+        self.draining = False  # no new clients; requests pinned to it by affinity still come
+        self.idle_waiters: list[asyncio.Future[bool]] = []  # Balancer.wait_idle futures
         self.idle: list[Any] = []  # pooled keep-alive connections (balancer.upstream objects)
         # The Set-Cookie header a response from this worker carries to a client without affinity.
         # The id is opaque (w0, b1), never an address: a client learns nothing about the backends.
@@ -45,6 +54,14 @@ class Upstream:
     def available(self, now: float) -> bool:
         return self.ready and self.down_until <= now
 
+    def notify_if_idle(self) -> None:
+        """Resolve ``wait_idle`` futures once nothing is in flight on this worker."""
+        if self.idle_waiters and self.stats.active_requests <= 0 and self.stats.websockets <= 0:
+            waiters, self.idle_waiters = self.idle_waiters, []
+            for future in waiters:
+                if not future.done():
+                    future.set_result(True)
+
     def __repr__(self) -> str:
         return f"Upstream({self.id} {self.host}:{self.port} ready={self.ready})"
 
@@ -52,8 +69,9 @@ class Upstream:
 class UpstreamSet:
     """The upstreams of one balancer and the least-connections choice among them."""
 
-    def __init__(self, stats: ProxyStats, secure_cookie: bool = False) -> None:
+    def __init__(self, stats: ProxyStats, worker_max_conns: int = 0, secure_cookie: bool = False) -> None:
         self._stats = stats
+        self.worker_max_conns = worker_max_conns  # 0: no cap
         self._secure_cookie = secure_cookie  # the proxy serves TLS: the affinity cookie is Secure
         self._by_id: dict[str, Upstream] = {}
         self._order: list[Upstream] = []
@@ -73,6 +91,7 @@ class UpstreamSet:
         if existing is not None:
             existing.host, existing.port, existing.ready = host, port, ready
             existing.down_until = 0.0
+            existing.draining = False
             return existing
         upstream = Upstream(upstream_id, host, port, self._stats.upstream(upstream_id), ready,
                             self._secure_cookie)
@@ -93,19 +112,44 @@ class UpstreamSet:
             upstream.ready = ready
             if ready:
                 upstream.down_until = 0.0  # the supervisor's probe beats passive health
+            else:
+                upstream.draining = False  # a worker going away is no longer draining; if it
+                # comes back under the same id (a crash restart) it takes new clients again
         return upstream
 
     def mark_down(self, upstream: Upstream, now: float) -> None:
         upstream.down_until = now + DOWN_SECONDS
 
+    def set_draining(self, upstream_id: str, draining: bool = True) -> Upstream | None:
+        upstream = self._by_id.get(upstream_id)
+        if upstream is not None:
+            upstream.draining = draining
+        return upstream
+
+    def pinned_target(self, now: float, affinity: str | None, exclude: Iterable[Upstream] = ()) -> Upstream | None:
+        """The worker an affinity cookie names, if it can still serve it (draining or not)."""
+        if affinity is None:
+            return None
+        preferred = self._by_id.get(affinity)
+        if preferred is None or not preferred.available(now) or preferred in exclude:
+            return None
+        return preferred
+
+    def full(self, upstream: Upstream) -> bool:
+        cap = self.worker_max_conns
+        return cap > 0 and upstream.stats.active_requests >= cap
+
     def choose(self, now: float, affinity: str | None = None,
                exclude: Iterable[Upstream] = ()) -> Upstream | None:
-        """The worker for a new request: the affinity worker if it is available, else the
-        available one with the least load (in-flight requests + open WebSockets), ties rotated."""
+        """The worker for a new request: the affinity worker if it is available and below
+        --worker-max-conns (draining or not), else the available, non-draining one with the
+        least load (in-flight requests + open WebSockets) below the cap, ties rotated. None:
+        the request waits (``QUEUED``)."""
         if affinity is not None:
-            preferred = self._by_id.get(affinity)
-            if preferred is not None and preferred.available(now) and preferred not in exclude:
+            preferred = self.pinned_target(now, affinity, exclude)
+            if preferred is not None and not self.full(preferred):
                 return preferred
+        cap = self.worker_max_conns
         order = self._order
         count = len(order)
         if count == 0:
@@ -115,9 +159,11 @@ class UpstreamSet:
         best_load = 0
         for offset in range(count):
             upstream = order[(start + offset) % count]
-            if not upstream.ready or upstream.down_until > now or upstream in exclude:
+            if not upstream.ready or upstream.down_until > now or upstream.draining or upstream in exclude:
                 continue
             stats = upstream.stats
+            if cap and stats.active_requests >= cap:
+                continue
             load = stats.active_requests + stats.websockets
             if best is None or load < best_load:
                 best, best_load = upstream, load
@@ -143,3 +189,33 @@ def affinity_from_cookie(cookie_header: bytes) -> str | None:
         return value.decode("ascii")
     except UnicodeDecodeError:
         return None
+
+
+class Failure(enum.Enum):
+    """How an attempt to get a response from a worker failed."""
+
+    CONNECT = "connect"  # no connection: nothing reached the worker
+    CLOSED = "closed"  # the connection closed (or reset) before any response byte
+    TIMEOUT = "timeout"  # no response head within --upstream-timeout
+    BAD_RESPONSE = "bad_response"  # the worker sent something that is not HTTP
+
+
+def retry_decision(failure: Failure, *, sent: bool, answered: bool, idempotent: bool,
+                   replayable: bool, tries_left: int, time_left: float) -> bool:
+    """Whether a failed request goes to another worker (nginx ``ngx_http_upstream_next``).
+
+    ``sent``: request bytes reached the worker's socket; ``answered``: response bytes came
+    back (then the worker may have acted, and part of an answer may be out: never retried);
+    ``replayable``: the proxy still has the whole request (a bodiless request).
+    """
+    if answered or tries_left <= 0 or time_left <= 0:
+        return False
+    if failure is Failure.CONNECT:
+        return replayable or not sent  # nothing reached the worker: any method is safe
+    if failure is Failure.CLOSED:
+        # The worker closed without a word: it died, or a pooled connection went stale. A
+        # request it may have acted on is sent again only if repeating it is harmless.
+        return idempotent and replayable
+    # A timeout or a garbled answer: the worker got the request and is slow or broken;
+    # sending it elsewhere would double the load a slow worker is already under.
+    return False

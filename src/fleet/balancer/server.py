@@ -1,9 +1,15 @@
 """``Balancer``: the proxy's listeners and its public interface for the rest of fleet.
 
 The runner (``fleet up``) and ``fleet balance`` drive it the same way: ``add_upstream`` /
-``set_ready`` / ``remove_upstream`` as workers come and go, ``add_local_route`` for
+``set_ready`` / ``set_draining`` / ``remove_upstream`` as workers come and go, ``wait_idle``
+to learn when a draining worker has nothing left in flight, ``add_local_route`` for
 ``/metrics``, and on shutdown ``stop_accepting`` -> ``drain`` -> ``close``. Everything that
-touches request bytes lives in ``balancer.protocol`` and ``balancer.upstream``.
+touches request bytes lives in ``balancer.protocol`` and the modules it uses.
+
+The listeners accept connections themselves (``add_reader`` on the listening socket) rather
+than through ``loop.create_server``, so that past ``--max-connections`` they can stop
+accepting, as HAProxy's ``maxconn`` does: further clients wait in the kernel's backlog
+instead of being accepted and answered 503, and accepting resumes below the limit.
 
 ``start`` binds before anything else happens, so a port in use fails fast and names its owner;
 ``port`` is the port actually bound (port 0 works in tests).
@@ -25,10 +31,12 @@ import ssl
 import stat
 from typing import Any, Callable
 
+from fleet.balancer import pool
 from fleet.balancer.allow import Allowlist
+from fleet.balancer.context import CachedRoute, ProxyContext
 from fleet.balancer.policy import UpstreamSet
+from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.redirect import RedirectConnection
-from fleet.balancer.protocol import ClientConnection, ProxyContext
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config
 from fleet.ports import in_use_error
@@ -36,6 +44,7 @@ from fleet.tasks import cancel_and_wait
 
 SWEEP_INTERVAL = 1.0
 BACKLOG = 4096
+ACCEPTS_PER_WAKE = 64  # connections accepted per readiness event (fairness with the rest)
 
 
 def raise_open_files_limit() -> int:
@@ -57,16 +66,21 @@ class Balancer:
                  log: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.stats = stats if stats is not None else ProxyStats()
-        self.upstreams = UpstreamSet(self.stats, secure_cookie=bool(config.ssl_certfile))
+        self.upstreams = UpstreamSet(self.stats, config.worker_max_conns,
+                                     secure_cookie=bool(config.ssl_certfile))
         access_log = None
         if config.access_log:
             access_log = log or (lambda line: print(f"fleet | {line}", flush=True))
         self.context = ProxyContext(config, self.stats, self.upstreams, access_log)
+        self.context.on_connection_lost = self._below_limit
         self.port: int | None = None
-        self._servers: list[Any] = []
+        self._listeners: list[socket.socket] = []
+        self._accepting = False
+        self._handshakes = 0  # accepted sockets not yet a ClientConnection (TLS handshake)
+        self._ssl: ssl.SSLContext | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._unix_path: str | None = None
-        self._tls: ssl.SSLContext | None = None
+        self._redirect: asyncio.AbstractServer | None = None
         self.redirect_port: int | None = None
 
     # -- listeners ---------------------------------------------------------------------------
@@ -77,17 +91,16 @@ class Balancer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
         context.set_alpn_protocols(["http/1.1"])
-        self._tls = context
         return context
 
     def reload_tls(self) -> str | None:
         """Read --ssl-certfile/--ssl-keyfile again. Returns None when there is no TLS, else a
         message for the log; a certificate that cannot be loaded leaves the old one serving."""
         config = self.config
-        if self._tls is None or not config.ssl_certfile:
+        if self._ssl is None or not config.ssl_certfile:
             return None
         try:
-            self._tls.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
+            self._ssl.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
         except (OSError, ssl.SSLError, ValueError) as exc:
             return f"TLS certificate NOT reloaded, the previous one stays in use: {exc}"
         return f"TLS certificate reloaded from {config.ssl_certfile}"
@@ -97,17 +110,14 @@ class Balancer:
         config = self.config
         loop = asyncio.get_running_loop()
         raise_open_files_limit()
-        context = self._ssl_context()
-        factory = lambda: ClientConnection(self.context)  # noqa: E731
+        self._ssl = self._ssl_context()
         try:
-            server = await loop.create_server(factory, host=config.address, port=config.port,
-                                              reuse_address=True, backlog=BACKLOG, ssl=context)
+            self._listeners = _tcp_listeners(config.address, config.port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise in_use_error(config.address, config.port) from None
             raise
-        self._servers.append(server)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._listeners[0].getsockname()[1]
         if config.https_redirect_port is not None:
             try:
                 await self._start_redirect(loop)
@@ -118,10 +128,11 @@ class Balancer:
                 raise
         if config.unix_socket:
             try:
-                await self._start_unix(loop, factory, context)
+                self._start_unix()
             except OSError:
                 await self.close()
                 raise
+        self._resume_accepting()
         self._sweeper = loop.create_task(self._sweep())
 
     async def _start_redirect(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -129,13 +140,71 @@ class Balancer:
         assert config.https_redirect_port is not None and self.port is not None
         allowed = Allowlist(config.allow_host)
         public_port = self.port
-        server = await loop.create_server(
+        self._redirect = await loop.create_server(
             lambda: RedirectConnection(public_port, allowed, config.max_header_size, config.header_timeout),
             host=config.address, port=config.https_redirect_port, reuse_address=True, backlog=BACKLOG)
-        self._servers.append(server)
-        self.redirect_port = server.sockets[0].getsockname()[1]
+        self.redirect_port = self._redirect.sockets[0].getsockname()[1]
 
-    async def _start_unix(self, loop: asyncio.AbstractEventLoop, factory: Any, context: Any) -> None:
+    # -- accepting, within --max-connections ---------------------------------------------------
+    def _resume_accepting(self) -> None:
+        if self._accepting or self.context.closing:
+            return
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.add_reader(listener.fileno(), self._accept, listener)
+        self._accepting = True
+
+    def _pause_accepting(self) -> None:
+        if not self._accepting:
+            return
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.remove_reader(listener.fileno())
+        self._accepting = False
+
+    def _connections(self) -> int:
+        return len(self.context.clients) + self._handshakes
+
+    def _below_limit(self) -> None:
+        limit = self.config.max_connections
+        if not self._accepting and (not limit or self._connections() < limit) and self._listeners:
+            self._resume_accepting()
+
+    def _accept(self, listener: socket.socket) -> None:
+        limit = self.config.max_connections
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPTS_PER_WAKE):
+            if limit and self._connections() >= limit:
+                self._pause_accepting()  # the rest wait in the backlog, as with HAProxy maxconn
+                return
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting until a connection ends (no busy loop).
+                    self.stats.client_error("accept_" + errno.errorcode[exc.errno].lower())
+                    self._pause_accepting()
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._handshakes += 1
+            loop.create_task(self._serve(sock))
+
+    async def _serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: ClientConnection(self.context), sock, ssl=self._ssl)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
+            sock.close()  # a failed TLS handshake: nothing to serve
+        finally:
+            self._handshakes -= 1
+            self._below_limit()
+
+    def _start_unix(self) -> None:
         path = self.config.unix_socket
         assert path
         if os.path.exists(path):
@@ -148,8 +217,15 @@ class Balancer:
                     os.unlink(path)  # stale: nobody listens there
                 else:
                     raise OSError(errno.EADDRINUSE, f"unix socket {path} is already in use")
-        server = await loop.create_unix_server(factory, path=path, backlog=BACKLOG, ssl=context)
-        self._servers.append(server)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(BACKLOG)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listeners.append(listener)
         self._unix_path = path
 
     async def _sweep(self) -> None:
@@ -164,23 +240,49 @@ class Balancer:
     # -- upstreams -----------------------------------------------------------------------------
     def add_upstream(self, upstream_id: str, host: str, port: int, ready: bool = False) -> None:
         self.upstreams.add(upstream_id, host, port, ready)
+        if ready:
+            self.context.wake()
 
     def set_ready(self, upstream_id: str, ready: bool) -> None:
         upstream = self.upstreams.set_ready(upstream_id, ready)
         if upstream is not None and not ready:
-            self._close_idle(upstream)
+            pool.close_idle(upstream)  # its pooled connections would only fail later requests
+        if ready:
+            self.context.wake()
+
+    def set_draining(self, upstream_id: str, draining: bool = True) -> None:
+        """No new clients for this worker; requests whose affinity cookie names it still go
+        to it while it is ready (a reconnecting page finds its session there)."""
+        upstream = self.upstreams.set_draining(upstream_id, draining)
+        if upstream is not None and draining:
+            pool.close_idle(upstream)  # pinned requests are few: no need to keep its pool warm
+        if not draining:
+            self.context.wake()
 
     def remove_upstream(self, upstream_id: str) -> None:
         upstream = self.upstreams.remove(upstream_id)
         if upstream is not None:
-            self._close_idle(upstream)
+            pool.close_idle(upstream)
+            upstream.notify_if_idle()
 
-    @staticmethod
-    def _close_idle(upstream: Any) -> None:
-        """A worker going away: its pooled connections would only fail later requests."""
-        idle, upstream.idle = upstream.idle, []
-        for conn in idle:
-            conn.close()
+    async def wait_idle(self, upstream_id: str, timeout: float | None) -> bool:
+        """Resolves when the worker has no in-flight HTTP request and no open WebSocket (True),
+        or after ``timeout`` seconds (False). A worker fleet does not know is idle."""
+        upstream = self.upstreams.get(upstream_id)
+        if upstream is None:
+            stats = self.stats.upstreams.get(upstream_id)
+            return stats is None or (stats.active_requests <= 0 and stats.websockets <= 0)
+        if upstream.stats.active_requests <= 0 and upstream.stats.websockets <= 0:
+            return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        upstream.idle_waiters.append(future)
+        try:
+            # asyncio.wait, not wait_for: it never swallows a cancellation (fleet.tasks).
+            done, _ = await asyncio.wait({future}, timeout=timeout)
+            return bool(done) and future.result()
+        finally:
+            if future in upstream.idle_waiters:
+                upstream.idle_waiters.remove(future)
 
     def active_requests(self, upstream_id: str) -> int:
         """In-flight HTTP requests only: what a drain waits for. An open WebSocket lives as long
@@ -189,18 +291,28 @@ class Balancer:
         return stats.active_requests if stats is not None else 0
 
     def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]]) -> None:
-        """Serve ``path`` from the proxy itself (``/metrics``); other paths go to workers."""
-        self.context.local_routes[path.encode()] = handler
+        """Serve ``path`` from the proxy itself (``/metrics``); other paths go to workers.
+        Only clients inside ``--metrics-allow`` see it (others get 404); the answer is
+        rendered at most once a second."""
+        self.context.local_routes[path.encode()] = CachedRoute(handler, asyncio.get_running_loop())
 
     # -- shutdown ------------------------------------------------------------------------------
     def in_flight(self) -> int:
-        return sum(len(client.queue) for client in self.context.clients)
+        return sum(client.in_flight() for client in self.context.clients)
+
+    def _close_listeners(self) -> None:
+        self._pause_accepting()
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
+        if self._redirect is not None:
+            self._redirect.close()
+            self._redirect = None
 
     async def stop_accepting(self) -> None:
         """Close the listeners; keep-alive connections between requests are closed too."""
         self.context.closing = True
-        for server in self._servers:
-            server.close()
+        self._close_listeners()
         for client in list(self.context.clients):
             client.close_if_idle()
 
@@ -220,15 +332,13 @@ class Balancer:
         if self._sweeper is not None:
             await cancel_and_wait([self._sweeper])
             self._sweeper = None
-        for server in self._servers:
-            server.close()
-        self._servers = []
+        self._close_listeners()
         for client in list(self.context.clients):
             client.close()
             if client.tunnel is not None:
                 client.tunnel.close()
         for upstream in self.upstreams:
-            self._close_idle(upstream)
+            pool.close_idle(upstream)
         if self._unix_path is not None:
             try:
                 os.unlink(self._unix_path)
@@ -236,3 +346,31 @@ class Balancer:
                 pass
             self._unix_path = None
         await asyncio.sleep(0)  # let transports run their close callbacks
+
+
+def _tcp_listeners(address: str, port: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking TCP sockets on every address ``address`` resolves to
+    (``localhost``: 127.0.0.1 and ::1), as ``loop.create_server`` would; port 0 picks one port."""
+    listeners: list[socket.socket] = []
+    seen: set[Any] = set()
+    try:
+        for family, _, _, _, sockaddr in socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE):
+            if (family, sockaddr[0]) in seen:
+                continue
+            seen.add((family, sockaddr[0]))
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(listeners) > 1:
+                sockaddr = (sockaddr[0], listeners[0].getsockname()[1], *sockaddr[2:])
+            listener.bind(sockaddr)
+            listener.listen(BACKLOG)
+            listener.setblocking(False)
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners

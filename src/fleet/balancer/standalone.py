@@ -98,7 +98,8 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
         if config.metrics_port is not None:
             try:
                 listener = await metrics.serve_separately(registry, config.address, config.metrics_port,
-                                                          config.metrics_path)
+                                                          config.metrics_path, allow=config.metrics_allow,
+                                                          trusted_proxies=config.trusted_proxies())
             except OSError as exc:
                 await balancer.close()
                 _say(f"error: {exc}")

@@ -54,12 +54,19 @@ class ProxyStats:
     client_errors: dict[str, int] = field(default_factory=dict)  # reason -> count
     bytes_received: int = 0  # from clients
     bytes_sent: int = 0  # to clients
+    queued: int = 0  # requests waiting for a worker now
+    queue_wait_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    queue_wait_sum: float = 0.0
 
     def upstream(self, worker_id: str) -> UpstreamStats:
         stats = self.upstreams.get(worker_id)
         if stats is None:
             stats = self.upstreams[worker_id] = UpstreamStats(worker_id)
         return stats
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        self.queue_wait_counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.queue_wait_sum += seconds
 
     def client_error(self, reason: str) -> None:
         self.client_errors[reason] = self.client_errors.get(reason, 0) + 1

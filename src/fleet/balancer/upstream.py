@@ -2,11 +2,13 @@
 
 It parses the worker's responses with ``httptools`` and hands head, body pieces and the end of
 each response to the ``ClientConnection`` it is attached to; between requests it waits in its
-``Upstream``'s idle pool (HTTP/1.1 keep-alive to the worker, like nginx's ``keepalive``).
-After a ``101 Switching Protocols`` it becomes a raw byte pipe (WebSocket relay).
+``Upstream``'s idle pool (``balancer.pool``). After a ``101 Switching Protocols`` it becomes a
+raw byte pipe (WebSocket relay).
 
-What it is not: it never chooses a worker, retries, or writes to the client itself; those are
-``balancer.protocol``'s decisions.
+The client side talks to it only through ``send``/``send_many``, ``pause_reading``/
+``resume_reading``, ``become_tunnel``, ``release`` and ``close``: nothing outside this module
+writes to its transport. It never chooses a worker, retries, or writes to the client's socket
+itself; those are ``balancer.protocol``'s decisions.
 """
 
 from __future__ import annotations
@@ -16,20 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from fleet.balancer import pool
+from fleet.balancer.flow import PEER_FULL, ReadFlow
 from fleet.balancer.policy import Upstream
 
 if TYPE_CHECKING:
-    from fleet.balancer.protocol import ClientConnection, Exchange, ProxyContext
+    from fleet.balancer.exchange import Exchange
+    from fleet.balancer.protocol import ClientConnection
+    from fleet.balancer.context import ProxyContext
 
-# Idle keep-alive connections kept per worker (nginx's ``keepalive 64`` in the bench config).
-MAX_IDLE_PER_UPSTREAM = 64
 WRITE_HIGH_WATER = 64 * 1024
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("proxy", "upstream", "transport", "parser", "client", "exchange", "tunnel",
-                 "got_bytes", "head_done", "until_close", "interim", "head_request", "reason",
-                 "headers", "reading_paused", "closed", "reused")
+                 "got_bytes", "sent", "head_done", "until_close", "interim", "head_request",
+                 "reason", "headers", "flow", "closed", "reused", "carried_upgrade", "reads")
 
     def __init__(self, proxy: "ProxyContext", upstream: Upstream) -> None:
         self.proxy = proxy
@@ -39,45 +43,64 @@ class UpstreamConnection(asyncio.Protocol):
         self.client: ClientConnection | None = None
         self.exchange: Exchange | None = None
         self.tunnel: ClientConnection | None = None
-        self.got_bytes = False
+        self.got_bytes = False  # the worker answered something to the current exchange
+        self.sent = False  # request bytes of the current exchange went to the worker
         self.head_done = False
         self.until_close = False  # the response's body ends when the worker closes
         self.interim = False
         self.head_request = False
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.reading_paused = False
+        self.flow = ReadFlow()
         self.closed = False
-        self.reused = False
+        self.reused = False  # it has carried an earlier exchange (it came from the pool)
+        self.carried_upgrade = False  # an Upgrade went through it: never pooled again
+        self.reads = 0  # data_received calls: progress, for the sweep
 
     # -- lifecycle ---------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.flow.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
     def attach(self, client: "ClientConnection", exchange: "Exchange") -> None:
         self.client = client
         self.exchange = exchange
         self.got_bytes = False
+        self.sent = False
         self.head_done = False
         self.until_close = False
         self.interim = False
-        self.head_request = exchange.request.method == b"HEAD"
+        request = exchange.request
+        self.head_request = request.method == b"HEAD"  # type: ignore[union-attr]
+        if request.websocket:  # type: ignore[union-attr]
+            self.carried_upgrade = True
         self.reason = b""
         self.headers = []
+
+    def send(self, data: bytes) -> None:
+        if not self.closed:
+            self.sent = True
+            self.transport.write(data)
+
+    def send_many(self, pieces: list[bytes]) -> None:
+        if not self.closed:
+            self.sent = True
+            self.transport.writelines(pieces)
+
+    def become_tunnel(self, client: "ClientConnection") -> None:
+        self.client = None
+        self.exchange = None
+        self.tunnel = client
 
     def release(self, reusable: bool) -> None:
         """The exchange is over: back to the idle pool if the connection can carry another."""
         self.client = None
         self.exchange = None
-        upstream = self.upstream
-        if (reusable and not self.closed and upstream.ready and not self.proxy.closing
-                and len(upstream.idle) < MAX_IDLE_PER_UPSTREAM):
-            if self.reading_paused:
-                self.reading_paused = False
-                self.transport.resume_reading()
+        if reusable and not self.closed and not self.carried_upgrade and pool.put_idle(self.proxy, self):
+            if self.flow.reasons:
+                self.flow.resume(PEER_FULL)
             self.reused = True
-            upstream.idle.append(self)
         else:
             self.close()
 
@@ -107,34 +130,28 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 client.upstream_lost(self, exchange)
             return
-        try:
-            self.upstream.idle.remove(self)
-        except ValueError:
-            pass
+        pool.forget(self.upstream, self)
 
     # -- flow control: the worker's socket is full, stop reading the client ------------------
     def pause_writing(self) -> None:
         client = self.tunnel or self.client
         if client is not None:
-            client.pause_reading_for_upstream(True)
+            client.flow.pause(PEER_FULL)
 
     def resume_writing(self) -> None:
         client = self.tunnel or self.client
         if client is not None:
-            client.pause_reading_for_upstream(False)
+            client.flow.resume(PEER_FULL)
 
     def pause_reading(self) -> None:
-        if not self.reading_paused and not self.closed:
-            self.reading_paused = True
-            self.transport.pause_reading()
+        self.flow.pause(PEER_FULL)
 
     def resume_reading(self) -> None:
-        if self.reading_paused and not self.closed:
-            self.reading_paused = False
-            self.transport.resume_reading()
+        self.flow.resume(PEER_FULL)
 
     # -- bytes from the worker ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         tunnel = self.tunnel
         if tunnel is not None:
             self.proxy.stats.bytes_sent += len(data)
@@ -200,7 +217,8 @@ class UpstreamConnection(asyncio.Protocol):
         client, exchange = self.client, self.exchange
         if client is None or exchange is None:
             return
-        if self.parser.should_upgrade() and exchange.request.websocket:
+        request = exchange.request
+        if self.parser.should_upgrade() and request is not None and request.websocket:
             return  # the 101 path: ``upgraded`` follows from the HttpParserUpgrade exception
         self.client = self.exchange = None
         client.response_complete(self, exchange, reusable=self.parser.should_keep_alive())

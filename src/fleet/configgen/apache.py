@@ -43,6 +43,7 @@ def _modules(config: Config, deployment: Deployment) -> list[tuple[str, str]]:
         ("slotmem_shm_module", "mod_slotmem_shm.so"),
         ("rewrite_module", "mod_rewrite.so"),
         ("headers_module", "mod_headers.so"),
+        ("reqtimeout_module", "mod_reqtimeout.so"),
     ]
     if config.ssl_certfile:
         modules += [("ssl_module", "mod_ssl.so"), ("socache_shmcb_module", "mod_socache_shmcb.so")]
@@ -221,6 +222,15 @@ def render(config: Config, deployment: Deployment) -> str:
         f"LimitRequestFieldSize {config.max_header_size}",
         f"LimitRequestLine {config.max_header_size}",
         f"LimitRequestBody {min(config.max_body_size, _MAX_REQUEST_BODY)}",
+        "# fleet's --max-header-count.",
+        f"LimitRequestFields {config.max_header_count}",
+        "# fleet's --header-timeout, --client-timeout and --min-body-rate.",
+        f"RequestReadTimeout header={whole_seconds(config.header_timeout)} "
+        f"body={whole_seconds(config.client_timeout)}"
+        + (f",MinRate={config.min_body_rate}" if config.min_body_rate else ""),
+        "# No Apache directive here for fleet's --max-connections (size MaxRequestWorkers with the",
+        "# MPM), --max-connections-per-ip (mod_qos), --queue-timeout and --worker-max-conns (Apache",
+        "# does not queue per worker), --websocket-idle-timeout (ProxyWebsocketIdleTimeout, 2.4.49+).",
     ]
     if config.access_log:
         out.append(f'CustomLog "{state("access.log", "/var/log/apache2/fleet-access.log")}" '

@@ -18,7 +18,6 @@ CONNECT_TIMEOUT_SECONDS = 5
 
 # How long an upgraded (WebSocket) connection may stay silent in both directions. Bokeh pings
 # every 37 s by default, so an hour only ends connections that are really dead.
-TUNNEL_TIMEOUT_SECONDS = 3600
 
 # Forwarding claims a client may not make (fleet's balancer.trust drops them from untrusted
 # peers); the generated configs drop them too, besides replacing X-Forwarded-For/-Proto/-Host.
@@ -130,7 +129,8 @@ def _option_value_args(f: Any, value: Any) -> list[str]:
         return [long_flag] if value else []
     if meta["multiple"]:
         return [arg for item in value for arg in (long_flag, str(item))]
-    if f.name in {"max_body_size", "max_header_size", "max_memory"}:
+    if f.name in {"max_body_size", "max_header_size", "max_memory", "max_memory_hard", "max_trailer_size",
+                  "max_buffered_request"}:
         return [long_flag, fleet_size(value)]
     if isinstance(value, float):
         return [long_flag, seconds(value)]

@@ -15,7 +15,6 @@ from fleet.configgen.common import (
     CONNECT_TIMEOUT_SECONDS,
     CLIENT_CLAIMS,
     hsts_value,
-    TUNNEL_TIMEOUT_SECONDS,
     comment_block,
     fleet_command_line,
     host_names,
@@ -75,7 +74,9 @@ def render(config: Config, deployment: Deployment) -> str:
         "    # Bokeh sends its session token in Sec-WebSocket-Protocol: a whole request head of",
         "    # fleet's --max-header-size must fit in one buffer.",
         f"    tune.bufsize {bufsize(config.max_header_size)}",
+        f"    tune.http.maxhdr {config.max_header_count}",
     ]
+
     if https:
         out.append("    ssl-default-bind-options ssl-min-ver TLSv1.2")
     out += [
@@ -91,8 +92,11 @@ def render(config: Config, deployment: Deployment) -> str:
         f"    timeout server {seconds(config.upstream_timeout)}s",
         f"    timeout http-request {seconds(config.header_timeout)}s",
         f"    timeout http-keep-alive {seconds(config.client_timeout)}s",
-        "    # An upgraded (WebSocket) connection may stay quiet far longer than a request.",
-        f"    timeout tunnel {TUNNEL_TIMEOUT_SECONDS}s",
+        "    # An upgraded (WebSocket) connection may stay quiet far longer than a request",
+        "    # (fleet's --websocket-idle-timeout).",
+        f"    timeout tunnel {seconds(config.websocket_idle_timeout)}s",
+        "    # No worker free (--worker-max-conns) or none up: wait this long, then 503 (--queue-timeout).",
+        f"    timeout queue {seconds(config.queue_timeout) if config.queue_timeout else 1}s",
         "    # A failed connect is retried on another worker (nothing was sent yet), and so is a",
         "    # request whose pooled connection died unanswered (a killed worker), if safe to repeat.",
         "    retries 3",
@@ -102,11 +106,23 @@ def render(config: Config, deployment: Deployment) -> str:
         "frontend fleet",
     ]
     bind = f"    bind {listen_address(config.address, config.port)}"
+    per_ip = config.max_connections_per_ip
     if https:
         bind += f" ssl crt {config.ssl_certfile} alpn http/1.1"
     out.append(bind)
     if config.unix_socket:
         out.append(f"    bind unix@{config.unix_socket} mode 666")
+    if config.max_connections:
+        # On the frontend, not global: a global maxconn also sizes HAProxy's descriptor limit.
+        out += ["    # --max-connections: past it HAProxy stops accepting, as fleet does.",
+                f"    maxconn {config.max_connections}"]
+    if per_ip:
+        out += [
+            "    # --max-connections-per-ip: open connections per client address.",
+            "    stick-table type ipv6 size 100k store conn_cur",
+            "    tcp-request connection track-sc0 src",
+            f"    tcp-request connection reject if {{ sc_conn_cur(0) gt {per_ip} }}",
+        ]
     trusted = [network for network in config.trusted_proxies() if network != "unix:"]
     condition = f" unless {{ src {' '.join(trusted)} }}" if trusted else ""
     out += [
@@ -151,7 +167,8 @@ def render(config: Config, deployment: Deployment) -> str:
     out.append("    default-server check inter 2s fall 2 rise 1")
     for server in upstreams(config):
         cookie = f" cookie {server.id}" if config.sticky else ""
-        out.append(f"    server {server.id} {server.address}{cookie}")
+        maxconn = f" maxconn {config.worker_max_conns}" if config.worker_max_conns else ""
+        out.append(f"    server {server.id} {server.address}{cookie}{maxconn}")
 
     redirect = https_redirect(config)
     if redirect:

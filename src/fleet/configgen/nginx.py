@@ -110,6 +110,14 @@ def _claim_variable(header: str) -> str:
     return "$fleet_claim_" + header.lower().replace("-", "_")
 
 
+def _events(config: Config) -> str:
+    """events{}: fleet's --max-connections as worker_connections (each client connection also
+    holds one to a worker, so nginx needs twice as many; 4096 when fleet has no limit)."""
+    connections = 2 * config.max_connections if config.max_connections else 4096
+    return (f"\n# fleet's --max-connections {config.max_connections}: a client connection and its worker connection.\n"
+            if config.max_connections else "\n") + f"events {{\n    worker_connections {connections};\n}}\n"
+
+
 def _proxy_location(config: Config) -> list[str]:
     if config.trusted_proxies():
         # Believed and extended from a --trusted-proxy peer only (maps in the http block).
@@ -203,6 +211,9 @@ def render(config: Config, deployment: Deployment) -> str:
         "# Bokeh sends its session token in Sec-WebSocket-Protocol: one header line can be as big",
         "# as fleet's --max-header-size, far past nginx's default 8k.",
         f"large_client_header_buffers 4 {nginx_size(config.max_header_size)};",
+        "# fleet's --max-header-count, --max-trailer-size, --min-body-rate and --max-buffered-request",
+        "# have no nginx directive: nginx bounds a head by the buffers above, does not forward request",
+        "# trailers, times a stalled body out by client_body_timeout, and buffers per request.",
         "",
         "# Upgrade only what asks for it; plain requests keep the pooled keep-alive connection.",
         "map $http_upgrade $connection_upgrade {",
@@ -245,6 +256,13 @@ def render(config: Config, deployment: Deployment) -> str:
                 f'    "~^1:(?<fleet_{name}>.+)$" $fleet_{name};',
                 "}",
             ]
+    if config.max_connections_per_ip:
+        http += [
+            "",
+            "# --max-connections-per-ip: open connections per client address.",
+            "limit_conn_zone $binary_remote_addr zone=fleet_per_ip:10m;",
+            f"limit_conn fleet_per_ip {config.max_connections_per_ip};",
+        ]
     http += [
         "",
         "upstream fleet_workers {",
@@ -254,7 +272,8 @@ def render(config: Config, deployment: Deployment) -> str:
     ]
     for server in servers:
         # fail_timeout is short because fleet restarts a dead worker within a second.
-        http.append(f"    server {server.address} max_fails=1 fail_timeout=2s;  # {server.id}")
+        max_conns = f" max_conns={config.worker_max_conns}" if config.worker_max_conns else ""
+        http.append(f"    server {server.address} max_fails=1 fail_timeout=2s{max_conns};  # {server.id}")
     http += ["    keepalive 32;", "}", ""]
 
     allowed = host_names(config.allow_host)
@@ -301,7 +320,8 @@ def render(config: Config, deployment: Deployment) -> str:
         _header(config, deployment)
         + "\n"
         + _indent(main, 0)
-        + "\nevents {\n    worker_connections 4096;\n}\n\nhttp {\n"
+        + _events(config)
+        + "\nhttp {\n"
         + _indent(http, 1)
         + "}\n"
     )

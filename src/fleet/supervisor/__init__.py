@@ -1,11 +1,14 @@
 """Process management: spawn workers, watch them, restart them, and never leave one behind.
 
 - ``policy``: the worker lifecycle table and the restart/backoff policy (pure);
+- ``generations``: worker ids, port blocks, the reload plan and recycling decisions (pure);
 - ``command``: what to execute for a worker (argv + environment; pure);
 - ``process``: one spawned worker process (own session, PDEATHSIG, prefixed output);
 - ``probe``: readiness (TCP connect or a 2xx from ``--health-path``);
 - ``watchdog``: the tiny process that kills every worker group if the master dies;
-- ``manager``: ``Supervisor``, which ties them together on the event loop.
+- ``lifecycle``: one worker's life on the event loop (spawn, readiness, crash restarts, TERM);
+- ``drains``: replaced workers draining in the background, then TERM;
+- ``manager``: ``Supervisor``: start, reload, recycle, scale and stop.
 
 Kept import-light (nothing imported here) because ``python -m fleet.supervisor.watchdog`` and
 ``python -m fleet.worker`` import this package on their way.

@@ -69,18 +69,22 @@ def websocket_origins(config: Config) -> list[str]:
         origins = [f"localhost:{config.port}", f"127.0.0.1:{config.port}"]
         if config.address not in _LOOPBACK_OR_ANY:
             origins.append(f"{config.address}:{config.port}")
-    for index in range(config.workers):
-        port = config.worker_port(index)
-        origins += [f"localhost:{port}", f"127.0.0.1:{port}"]
+    blocks = (0,) if config.no_proxy else (0, 1)
+    for block in blocks:
+        for index in range(config.workers):
+            port = config.worker_port(index, block)
+            origins += [f"localhost:{port}", f"127.0.0.1:{port}"]
     return list(dict.fromkeys(origins))
 
 
 def worker_command(config: Config, spec: AppSpec | None, index: int, workers: int,
-                   python: str = sys.executable) -> WorkerCommand:
-    port = config.worker_port(index)
+                   python: str = sys.executable, *, worker_id: str | None = None,
+                   port: int | None = None) -> WorkerCommand:
+    """``worker_id`` and ``port`` default to generation 1 in the base block."""
+    port = config.worker_port(index) if port is None else port
     env = {
         "PORT": str(port),
-        "FLEET_WORKER_ID": config.worker_id(index),
+        "FLEET_WORKER_ID": worker_id or config.worker_id(index),
         "FLEET_WORKERS": str(workers),
         # Worker output is relayed line by line; a block-buffered Python child would hold it.
         "PYTHONUNBUFFERED": "1",

@@ -133,3 +133,15 @@ class RestartPolicy:
     def on_stable(self) -> None:
         """The worker has stayed up for ``stable_after``: forget earlier quick deaths."""
         self.quick_deaths = 0
+
+
+# How long a worker may take to exit after SIGTERM before it is killed, when the caller gives
+# no longer graceful timeout; drained workers have nothing left to finish.
+MIN_TERM_WAIT = 5.0
+
+
+def term_wait(deadline: float, now: float, graceful_timeout: float) -> float:
+    """Seconds between SIGTERM and SIGKILL: what is left until ``deadline``, but at least
+    ``min(MIN_TERM_WAIT, graceful_timeout)`` so a worker always gets a chance to exit cleanly.
+    The one place this formula is written (stop, scale down, reload, recycle)."""
+    return max(deadline - now, min(MIN_TERM_WAIT, graceful_timeout))

@@ -1,0 +1,173 @@
+"""What every connection of one balancer shares: settings, upstreams, counters, routes, the
+queue of requests waiting for a worker, and the rules that look at a client's address.
+
+``client_address`` is the one place a client's address is resolved; ``--metrics-allow`` and the
+per-IP connection limit use it, so making it consult trusted proxies changes them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections import deque
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from fleet.balancer.allow import Allowlist
+from fleet.balancer.exchange import Limits
+from fleet.balancer.policy import UpstreamSet
+from fleet.balancer.stats import ProxyStats
+from fleet.balancer.trust import TrustedProxies, resolve_from_headers
+
+if TYPE_CHECKING:
+    from fleet.balancer.exchange import Exchange
+    from fleet.balancer.protocol import ClientConnection
+    from fleet.config import Config
+
+CONNECT_TIMEOUT = 5.0
+# Client bytes after an Upgrade head held while the worker has not answered 101 yet.
+UPGRADE_HOLD = 64 * 1024
+# Requests waiting for a worker, in all: past this a request gets 503 at once (HAProxy has
+# no such bound; fleet's --max-connections is the other one).
+QUEUE_LIMIT = 4096
+# How long a request pinned by affinity waits for its own worker (at --worker-max-conns)
+# before it goes to the least-loaded one instead (a session may live there, so wait a little).
+PINNED_WAIT = 2.0
+# Built-in routes answer under this prefix; it never reaches a worker.
+BUILTIN_PREFIX = b"/_fleet/"
+LocalHandler = Callable[[], tuple[int, str, bytes]]
+
+
+def client_address(trust: TrustedProxies, peer_ip: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> str:
+    """The client's address as fleet's rules see it: the peer's, unless the peer is a
+    ``--trusted-proxy``; then the address it forwarded (``X-Forwarded-For``, ``X-Real-IP``)."""
+    if not trust:
+        return peer_ip
+    return resolve_from_headers(trust, peer_ip.encode(), headers).decode("latin-1")
+
+
+class AddressRules:
+    """Is an address inside one of these networks (``--metrics-allow``)? Answers cached."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._cache: dict[str, bool] = {}
+
+    def allows(self, ip: str) -> bool:
+        known = self._cache.get(ip)
+        if known is not None:
+            return known
+        if ip == "unix":
+            allowed = True  # a unix socket client is on this machine
+        else:
+            try:
+                address = ipaddress.ip_address(ip.split("%", 1)[0])
+            except ValueError:
+                allowed = False
+            else:
+                mapped = getattr(address, "ipv4_mapped", None)
+                if mapped is not None:
+                    address = mapped
+                allowed = any(address.version == n.version and address in n for n in self.networks)
+        if len(self._cache) < 4096:
+            self._cache[ip] = allowed
+        return allowed
+
+
+class CachedRoute:
+    """A built-in route rendered at most once per ``ttl`` seconds: a scrape storm (or 2,000
+    pipelined ``GET /metrics``) costs one render a second, not one per request."""
+
+    def __init__(self, handler: LocalHandler, loop: asyncio.AbstractEventLoop, ttl: float = 1.0) -> None:
+        self.handler = handler
+        self.loop = loop
+        self.ttl = ttl
+        self._at = -1e18
+        self._answer: tuple[int, str, bytes] = (200, "text/plain", b"")
+
+    def __call__(self) -> tuple[int, str, bytes]:
+        now = self.loop.time()
+        if now - self._at >= self.ttl:
+            self._answer = self.handler()
+            self._at = now
+        return self._answer
+
+
+class ProxyContext:
+    """What every connection of one balancer shares: settings, upstreams, counters, routes."""
+
+    # Slots: past 30 instance attributes CPython 3.11 loses its fast attribute access, and
+    # every request reads several of these.
+    __slots__ = ("loop", "stats", "upstreams", "clients", "local_routes", "closing", "max_header_size",
+                 "max_header_count", "max_trailer_size", "max_body_size", "min_body_rate", "upstream_timeout",
+                 "client_timeout", "header_timeout", "limits", "max_buffered_request", "queue_timeout", "sticky",
+                 "trust", "response_extra", "scheme", "default_host", "allowed_hosts", "allowed_origins", "metrics_allow",
+                 "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting")
+
+    def __init__(self, config: "Config", stats: ProxyStats, upstreams: UpstreamSet,
+                 access_log: Callable[[str], None] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stats = stats
+        self.upstreams = upstreams
+        self.clients: set[ClientConnection] = set()
+        self.local_routes: dict[bytes, CachedRoute] = {}
+        self.closing = False
+        self.max_header_size = config.max_header_size
+        self.max_header_count = config.max_header_count
+        self.max_trailer_size = config.max_trailer_size
+        self.max_body_size = config.max_body_size
+        self.min_body_rate = config.min_body_rate
+        self.upstream_timeout = config.upstream_timeout
+        self.client_timeout = config.client_timeout
+        self.header_timeout = config.header_timeout
+        self.limits = Limits(
+            header_timeout=config.header_timeout, client_timeout=config.client_timeout,
+            queue_timeout=config.queue_timeout, connect_timeout=CONNECT_TIMEOUT,
+            upstream_timeout=config.upstream_timeout, websocket_idle_timeout=config.websocket_idle_timeout,
+            max_header_size=config.max_header_size, max_buffered_request=config.max_buffered_request,
+            upgrade_hold=UPGRADE_HOLD, write_high_water=64 * 1024)
+        self.max_buffered_request = config.max_buffered_request
+        self.queue_timeout = config.queue_timeout
+        self.sticky = config.sticky
+        self.trust = TrustedProxies(config.trusted_proxies())
+        self.scheme = b"https" if config.ssl_certfile else b"http"
+        self.default_host = f"{config.address}:{config.port}".encode()
+        self.allowed_hosts = Allowlist(config.allow_host)
+        self.allowed_origins = Allowlist(config.allow_websocket_origin)
+        # Strict-Transport-Security on every worker response over TLS (--hsts).
+        self.response_extra = (b"Strict-Transport-Security: max-age=%d" % config.hsts
+                               if config.hsts and config.ssl_certfile else None)
+        self.metrics_allow = AddressRules(config.metrics_allow)
+        self.max_connections_per_ip = config.max_connections_per_ip
+        self.per_ip: dict[str, int] = {}
+        self.access_log = access_log
+        self.on_connection_lost: Callable[[], None] | None = None  # the listener's max-connections check
+        # Requests no worker can take now, oldest first (state QUEUED).
+        self.waiting: deque[tuple[ClientConnection, Exchange]] = deque()
+
+    # -- client addresses ----------------------------------------------------------------------
+    def exempt_from_ip_limits(self, peer_ip: str) -> bool:
+        """Trusted proxies carry many clients on one address: per-IP limits do not apply."""
+        return peer_ip == "unix" or self.trust.is_trusted(peer_ip)
+
+    def builtin_allowed(self, client: str) -> bool:
+        """``client``: the address resolved through trusted proxies (``Request.client``)."""
+        return self.metrics_allow.allows(client)
+
+    # -- requests waiting for a worker -----------------------------------------------------------
+    def wake(self) -> None:
+        """A worker may have room now: hand waiting requests to workers, oldest first."""
+        waiting = self.waiting
+        for _ in range(len(waiting)):
+            client, exchange = waiting.popleft()
+            if not client.try_dispatch_queued(exchange):
+                waiting.append((client, exchange))
+        self.stats.queued = len(waiting)
+
+    def host_allowed(self, host: bytes) -> bool:
+        return not self.allowed_hosts or self.allowed_hosts.allows_host_header(host)
+
+    def origin_allowed(self, origin: bytes | None) -> bool:
+        return not self.allowed_origins or origin is None or self.allowed_origins.allows_origin(origin)
+
+
+__all__ = ["AddressRules", "BUILTIN_PREFIX", "CachedRoute", "ProxyContext", "client_address"]

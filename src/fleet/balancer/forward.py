@@ -1,0 +1,239 @@
+"""Getting a request to a worker: choose one (``balancer.policy``), wait in the queue when none
+can take it (``--queue-timeout``), take a pooled connection or open one, send the head and the
+held body, and, when that fails, the one retry decision (``policy.retry_decision``).
+
+Request bytes that cannot go to a worker yet (no worker, not connected, behind a pipelined
+request, or after an Upgrade head before the 101) are held, at most ``--max-buffered-request``
+per connection (an Upgrade's at most ``UPGRADE_HOLD``); past that the client is not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fleet.balancer import pool
+from fleet.balancer.context import PINNED_WAIT, QUEUE_LIMIT
+from fleet.balancer.exchange import AWAITING_HEAD, CONNECTING, Exchange, QUEUED, SENDING, STREAMS_BODY, UPGRADING
+from fleet.balancer.flow import BUFFERED, UPGRADE
+from fleet.balancer.head import IDEMPOTENT
+from fleet.balancer.policy import Failure, Upstream, affinity_from_cookie, retry_decision
+from fleet.balancer.response import ClientBase
+from fleet.balancer.upstream import UpstreamConnection
+
+
+class Forwarding(ClientBase):
+    __slots__ = ()
+
+    def _hold(self, exchange: Exchange, data: bytes) -> None:
+        """Request bytes for the worker: sent now, or held (bounded) until they may go."""
+        conn = exchange.conn
+        if conn is not None and exchange.state in STREAMS_BODY:
+            conn.send(data)
+            return
+        exchange.pending.append(data)
+        exchange.pending_size += len(data)
+        self.buffered += len(data)
+        request = exchange.request
+        if request is not None and request.websocket:
+            if exchange.pending_size > self.proxy.limits.upgrade_hold:
+                self.flow.pause(UPGRADE)
+        elif self.buffered > self.proxy.max_buffered_request:
+            self.flow.pause(BUFFERED)
+
+    def _release_held(self, exchange: Exchange) -> None:
+        """The exchange's held bytes were sent (or dropped): they no longer count."""
+        if exchange.pending_size:
+            self.buffered -= exchange.pending_size
+            exchange.pending_size = 0
+            exchange.pending = []
+            if self.buffered <= self.proxy.max_buffered_request:
+                self.flow.resume(BUFFERED)
+
+    def _leave_queue(self, exchange: Exchange) -> None:
+        waiting = self.proxy.waiting
+        try:
+            waiting.remove((self, exchange))  # type: ignore[arg-type]
+        except ValueError:
+            pass
+        self.proxy.stats.queued = len(waiting)
+
+    # -- choosing a worker -----------------------------------------------------------------------
+    def _choose(self, exchange: Exchange, now: float) -> Upstream | None:
+        upstreams = self.proxy.upstreams
+        affinity = exchange.affinity
+        # A pinned request waits a little for its own worker when that one is at its cap.
+        may_wait = affinity is not None and (exchange.state is not QUEUED or now - exchange.queued_at < PINNED_WAIT)
+        if affinity is not None and may_wait:
+            pinned = upstreams.pinned_target(now, affinity, exchange.tried)
+            if pinned is not None and upstreams.full(pinned):
+                return None
+        upstream = upstreams.choose(now, affinity, exchange.tried + exchange.stale if exchange.stale else exchange.tried)
+        if upstream is None and exchange.stale:
+            # Only pooled connections failed there (and its pool is gone): a fresh one may work.
+            upstream = upstreams.choose(now, affinity, exchange.tried)
+        return upstream
+
+    def _dispatch(self, exchange: Exchange) -> None:
+        proxy = self.proxy
+        request = exchange.request
+        assert request is not None
+        if exchange.local is not None:
+            if exchange.request_done or request.websocket or request.method not in (b"GET", b"HEAD"):
+                self._serve_local(exchange)
+            return  # on_message_complete dispatches it once its (empty) body is read
+        now = proxy.loop.time()
+        if not exchange.started:
+            exchange.started = now
+            if proxy.sticky and request.affinity_cookie is not None:
+                exchange.affinity = affinity_from_cookie(request.affinity_cookie)
+        if exchange.affinity is None and not exchange.tried and not exchange.stale:
+            upstream = proxy.upstreams.choose(now)  # the common case, without _choose's call
+        else:
+            upstream = self._choose(exchange, now)
+            if upstream is None and (exchange.tried or exchange.stale):
+                # Every worker it could go to has failed it. One still up may have failed it for
+                # a reason now gone (a pooled connection of a killed worker), and a worker that
+                # died comes back as a new process under its id: what was tried only orders the
+                # choice. The attempts stay bounded by retry_decision's tries and time budget.
+                exchange.tried = []
+                exchange.stale = []
+                upstream = self._choose(exchange, now)
+        if upstream is not None:
+            self._assign(exchange, upstream, now)
+            return
+        if proxy.queue_timeout <= 0 or len(proxy.waiting) >= QUEUE_LIMIT:
+            detail = "no worker could be reached" if exchange.retries else "no worker is ready"
+            self._answer(exchange, 503, detail, extra=b"Retry-After: 1\r\n")
+        else:
+            exchange.move(QUEUED, now)
+            exchange.queued_at = now
+            proxy.waiting.append((self, exchange))  # type: ignore[arg-type]
+            proxy.stats.queued = len(proxy.waiting)
+
+    def try_dispatch_queued(self, exchange: Exchange) -> bool:
+        """From ``ProxyContext.wake``: False keeps it waiting."""
+        if exchange.state is not QUEUED or self.closed:
+            return True
+        now = self.proxy.loop.time()
+        upstream = self._choose(exchange, now)
+        if upstream is None:
+            return False
+        self.proxy.stats.observe_queue_wait(now - exchange.queued_at)
+        self._assign(exchange, upstream, now)
+        return True
+
+    def queue_timed_out(self, exchange: Exchange, now: float) -> None:
+        self.proxy.stats.observe_queue_wait(now - exchange.queued_at)
+        detail = "no worker is ready" if not any(u.ready for u in self.proxy.upstreams) else "every worker is busy"
+        self._answer(exchange, 503, detail, extra=b"Retry-After: 1\r\n")
+
+    def _assign(self, exchange: Exchange, upstream: Upstream, now: float) -> None:
+        proxy = self.proxy
+        exchange.upstream = upstream
+        exchange.set_cookie = upstream.cookie if proxy.sticky and exchange.affinity != upstream.id else None
+        upstream.stats.active_requests += 1
+        exchange.counted = True
+        idle = upstream.idle
+        while idle:  # pool.take_idle, inline: this runs for every request
+            conn = idle.pop()
+            if not conn.closed:
+                self._send(exchange, conn, now)
+                return
+        exchange.move(CONNECTING, now)
+        proxy.loop.create_task(self._connect(exchange, upstream))
+
+    async def _connect(self, exchange: Exchange, upstream: Upstream) -> None:
+        proxy = self.proxy
+        try:
+            conn = await pool.open_connection(proxy, upstream, proxy.limits.connect_timeout)
+        except (OSError, asyncio.TimeoutError):
+            upstream.stats.connect_errors += 1
+            proxy.upstreams.mark_down(upstream, proxy.loop.time())
+            if exchange.state is CONNECTING and exchange.upstream is upstream:
+                self._failed(exchange, Failure.CONNECT, None)
+            return
+        if exchange.state is not CONNECTING or exchange.upstream is not upstream or self.closed:
+            conn.release(reusable=True)
+            return
+        self._send(exchange, conn, proxy.loop.time())
+
+    def _send(self, exchange: Exchange, conn: UpstreamConnection, now: float) -> None:
+        conn.attach(self, exchange)
+        exchange.conn = conn
+        request = exchange.request
+        assert request is not None
+        if request.websocket:
+            # Nothing after the Upgrade head goes to the worker before its 101 (smuggling).
+            conn.send(request.forward)
+            exchange.move(UPGRADING, now)
+        else:
+            if exchange.pending:
+                conn.send_many([request.forward, *exchange.pending])
+                self._release_held(exchange)
+            else:
+                conn.send(request.forward)
+            # A request without a body is whole once its head is out, even before llhttp reports
+            # its end: one move instead of two on the hot path.
+            whole = exchange.request_done or (not request.chunked and not request.content_length)
+            exchange.move(AWAITING_HEAD if whole else SENDING, now)
+        if self._write_paused:
+            conn.pause_reading()
+
+    # -- failures: one path, one decision --------------------------------------------------------
+    def upstream_lost(self, conn: UpstreamConnection, exchange: Exchange) -> None:
+        """The worker's connection closed before its response was complete."""
+        self._failed(exchange, Failure.CLOSED, conn)
+
+    def upstream_broken(self, exchange: Exchange, detail: str) -> None:
+        self._failed(exchange, Failure.BAD_RESPONSE, exchange.conn, detail)
+
+    def upstream_timed_out(self, exchange: Exchange) -> None:
+        conn = exchange.conn
+        if conn is not None:
+            conn.close()
+        self._failed(exchange, Failure.TIMEOUT, conn)
+
+    def _failed(self, exchange: Exchange, failure: Failure, conn: UpstreamConnection | None,
+                detail: str = "") -> None:
+        exchange.conn = None
+        self._uncount(exchange)
+        if exchange.finished or self.closed:
+            return
+        if exchange.responded:
+            self.close()  # mid-response: a truncated body must not look complete
+            return
+        request = exchange.request
+        upstream = exchange.upstream
+        assert request is not None
+        if upstream is not None:
+            if conn is not None and conn.reused and failure is Failure.CLOSED:
+                # A pooled connection died under it: the worker may have died with all its
+                # pooled connections (kill -9), which would each fail a request the same way.
+                exchange.stale.append(upstream)
+                pool.close_idle(upstream)
+            else:
+                exchange.tried.append(upstream)
+        proxy = self.proxy
+        now = proxy.loop.time()
+        replayable = not request.chunked and not request.content_length and (
+            exchange.request_done or failure is Failure.CONNECT)
+        retry = retry_decision(
+            failure, sent=conn is not None and conn.sent, answered=conn is not None and conn.got_bytes,
+            idempotent=request.method in IDEMPOTENT, replayable=replayable,
+            tries_left=len(proxy.upstreams) + 1 - exchange.retries,
+            time_left=proxy.upstream_timeout - (now - exchange.started))
+        if retry and exchange.state is not SENDING:
+            exchange.retries += 1
+            proxy.stats.retries += 1
+            exchange.upstream = None
+            self._dispatch(exchange)
+            return
+        if failure is Failure.TIMEOUT:
+            self._answer(exchange, 504, "the worker did not answer in time")
+        elif failure is Failure.CONNECT:
+            self._answer(exchange, 502, "the worker could not be reached")
+        else:
+            self._answer(exchange, 502, detail or "the worker closed the connection")
+
+
+__all__ = ["Forwarding"]

@@ -1,0 +1,373 @@
+"""The answer side of a client connection: the worker's response on its way to the client,
+the proxy's own answers (errors, built-in routes), and the end of every exchange.
+
+``ClientBase`` holds what a ``balancer.protocol.ClientConnection`` is made of; the methods here
+are the ones ``balancer.upstream`` calls (``response_head``, ``response_body``, ...) and the
+ones every path uses to end an exchange (``_finish``, ``_answer``, ``_reject``). Closing the
+client after a refusal is a lingering close (nginx ``lingering_close``): the error is written,
+the write side shut down, and what the client still sends is read and dropped for a bounded
+time, so the client reads the error instead of a connection reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from fleet.balancer import head as heads
+from fleet.balancer.context import ProxyContext
+from fleet.balancer.exchange import DONE, Exchange, QUEUED, RELAYING, TUNNEL, UPGRADING
+from fleet.balancer.flow import PEER_FULL, PIPELINE, UPGRADE, BUFFERED, ReadFlow
+from fleet.balancer.head import CHUNKED, LAST_CHUNK, UNTIL_CLOSE, HeadError
+
+if TYPE_CHECKING:
+    from fleet.balancer.upstream import UpstreamConnection
+
+# The worker label of proxy answers that concern no worker (503 when none is ready).
+NO_WORKER = "none"
+# Lingering close: how long and how much the proxy keeps reading (and dropping) after it
+# refused a request, so the refusal is read before the connection goes (nginx: 5 s).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
+
+_METHOD_NAMES: dict[bytes, str] = {}
+
+
+def method_name(method: bytes) -> str:
+    name = _METHOD_NAMES.get(method)
+    if name is None:
+        name = method.decode("latin-1")
+        if len(_METHOD_NAMES) < 64:
+            _METHOD_NAMES[method] = name
+    return name
+
+
+class ClientBase(asyncio.Protocol):
+    __slots__ = ()
+
+    proxy: ProxyContext
+    transport: Any
+    flow: ReadFlow
+    queue: deque[Exchange]  # parsed requests; queue[0] is being answered
+    parsing: Exchange | None  # the request whose head or body is being read
+    tunnel: UpstreamConnection | None
+    tunnel_exchange: Exchange | None
+    client_ip: bytes
+    peer: str
+    closed: bool
+    buffered: int  # request bytes held for workers, all exchanges of this connection
+    lingering: float  # when a lingering close began (0: not lingering)
+    linger_bytes: int
+    _batch: list[bytes] | None
+    _write_paused: bool
+    _upgrading: Exchange | None
+    _eof: bool
+    _dead: bool
+    _deferred: bytes | None
+    _rejection: HeadError | None
+
+    def _dispatch(self, exchange: Exchange) -> None:  # balancer.forward
+        raise NotImplementedError
+
+    def _release_held(self, exchange: Exchange) -> None:  # balancer.forward
+        raise NotImplementedError
+
+    def _leave_queue(self, exchange: Exchange) -> None:  # balancer.forward
+        raise NotImplementedError
+
+    # -- writing to the client ---------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+        else:
+            self.transport.write(data)
+
+    def start_batch(self) -> None:
+        """Writes collected while one read from a worker is parsed go out as one write."""
+        if self._batch is None:
+            self._batch = []
+
+    def flush(self) -> None:
+        batch = self._batch
+        if batch is not None:
+            self._batch = None
+            if batch and not self.closed:
+                self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.flush()
+            self.closed = True
+            self.transport.close()
+
+    def close_lingering(self) -> None:
+        """Write what is owed, shut the write side, then read and drop input for a while."""
+        if self.closed:
+            return
+        self.flush()
+        transport = self.transport
+        if self.tunnel is not None or not transport.can_write_eof():
+            self.close()
+            return
+        self.closed = True
+        self._dead = True
+        self.lingering = self.proxy.loop.time()
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            transport.close()
+            return
+        self.flow.reasons = 0
+        transport.resume_reading()
+
+    # -- the worker's answer -----------------------------------------------------------------
+    def interim_response(self, status: int, reason: bytes) -> None:
+        queue = self.queue
+        if queue and queue[0].request is not None and queue[0].request.http10:
+            return  # HTTP/1.0 has no 1xx responses (RFC 9110 15.2)
+        if not self.closed:
+            self._write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason or b"Continue"))
+
+    def response_head(self, conn: UpstreamConnection, exchange: Exchange, status: int,
+                      reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        proxy = self.proxy
+        request = exchange.request
+        upstream = exchange.upstream
+        assert request is not None and upstream is not None
+        now = proxy.loop.time()
+        if status == 101 and not request.websocket:
+            conn.close()  # a worker switching protocols nobody asked for: not HTTP any more
+            self.upstream_broken(exchange, "the worker switched protocols unasked")
+            return
+        upstream.stats.record_response(method_name(request.method), status, now - exchange.started)
+        keep_alive = request.keep_alive and not proxy.closing
+        if request.websocket and status != 101:
+            # Whatever the client sent after its Upgrade head was meant for a WebSocket: it
+            # is dropped, never read as requests, and the connection ends after this answer.
+            keep_alive = False
+            self._upgrading = None
+            self._release_held(exchange)
+            self._dead = True
+            self.flow.pause(PIPELINE)
+        head, framing, conn.until_close = heads.response_head(
+            status, reason, headers, head_request=request.method == b"HEAD",
+            http10_client=request.http10, keep_alive=keep_alive, set_cookie=exchange.set_cookie,
+            extra=proxy.response_extra)
+        exchange.framing = framing
+        exchange.status = status
+        if status != 101:
+            exchange.move(RELAYING, now)
+        if not keep_alive or framing == UNTIL_CLOSE:
+            request.keep_alive = False
+        proxy.stats.bytes_sent += len(head)
+        if not self.closed:
+            self._write(head)
+
+    def response_body(self, body: bytes) -> None:
+        if self.closed or not self.queue:
+            return
+        exchange = self.queue[0]
+        data = heads.chunk(body) if exchange.framing == CHUNKED else body
+        self.proxy.stats.bytes_sent += len(data)
+        self._write(data)
+
+    def response_complete(self, conn: UpstreamConnection, exchange: Exchange, reusable: bool) -> None:
+        if exchange.framing == CHUNKED and not self.closed:
+            self._write(LAST_CHUNK)
+            self.proxy.stats.bytes_sent += len(LAST_CHUNK)
+        exchange.conn = None
+        conn.release(reusable and exchange.request_done)
+        self._finish(exchange)
+
+    def upgraded(self, conn: UpstreamConnection, exchange: Exchange, rest: bytes) -> None:
+        """The worker answered 101: from now on this connection is a byte pipe to it."""
+        self._uncount(exchange)
+        if self.closed or exchange.state is not UPGRADING:
+            conn.close()
+            return
+        exchange.move(TUNNEL, self.proxy.loop.time())
+        exchange.conn = None
+        self.queue.clear()
+        self._upgrading = None
+        conn.become_tunnel(self)
+        self.tunnel = conn
+        self.tunnel_exchange = exchange
+        assert exchange.upstream is not None
+        exchange.upstream.stats.websockets += 1
+        if exchange.pending:
+            conn.send_many(exchange.pending)
+            self._release_held(exchange)
+        self.flow.resume(UPGRADE | BUFFERED | PIPELINE)
+        if rest:
+            self.proxy.stats.bytes_sent += len(rest)
+            self._write(rest)
+        if self._write_paused:
+            conn.pause_reading()
+
+    def end_tunnel(self) -> None:
+        exchange = self.tunnel_exchange
+        if exchange is not None:
+            self.tunnel_exchange = None
+            exchange.move(DONE, self.proxy.loop.time())
+            upstream = exchange.upstream
+            if upstream is not None:
+                upstream.stats.websockets -= 1
+                upstream.notify_if_idle()
+        self.tunnel = None
+        self.close()
+
+    # -- ending an exchange ------------------------------------------------------------------
+    def _uncount(self, exchange: Exchange) -> None:
+        if exchange.counted:
+            exchange.counted = False
+            upstream = exchange.upstream
+            assert upstream is not None
+            upstream.stats.active_requests -= 1
+            if upstream.idle_waiters:
+                upstream.notify_if_idle()
+            if self.proxy.waiting:
+                self.proxy.wake()
+
+    def _abandon(self, exchanges: list[Exchange]) -> None:
+        """Give up on these requests; a worker connection mid-exchange cannot be reused."""
+        now = self.proxy.loop.time()
+        for exchange in exchanges:
+            self._uncount(exchange)
+            if exchange.state is QUEUED:
+                self._leave_queue(exchange)
+            self._release_held(exchange)
+            if exchange.state is not DONE:
+                exchange.move(DONE, now)
+            conn = exchange.conn
+            if conn is not None:
+                exchange.conn = None
+                conn.close()
+
+    def _finish(self, exchange: Exchange) -> None:
+        self._uncount(exchange)
+        if exchange.pending_size:
+            self._release_held(exchange)  # a body nobody read (a built-in route's)
+        proxy = self.proxy
+        if exchange.state is not DONE:
+            exchange.move(DONE, exchange.since)  # DONE has no timeout: no clock read
+        if proxy.access_log is not None:
+            self._log(exchange)
+        queue = self.queue
+        if queue and queue[0] is exchange:
+            queue.popleft()
+        if self.closed:
+            return
+        request = exchange.request
+        assert request is not None
+        if (self._deferred is not None or self._eof) and not queue:
+            if self._deferred is not None:
+                self._write(self._deferred)
+            self.close_lingering()
+            return
+        if not request.keep_alive or not exchange.request_done or proxy.closing:
+            self.close_lingering()
+            return
+        # A pause for that exchange's worker socket ends with it (the pooled connection no
+        # longer reports to this client).
+        if self.flow.reasons:
+            self.flow.resume(PEER_FULL)
+        if queue:
+            if not self._dead:
+                self.flow.resume(PIPELINE)
+            self._dispatch(queue[0])
+            return
+        self.idle_since = proxy.loop.time()
+
+    idle_since: float
+
+    def _answer(self, exchange: Exchange, status: int, detail: str, extra: bytes = b"") -> None:
+        """An answer from the proxy itself; the connection closes after it (what follows in it
+        cannot be trusted to be framed the way the client meant)."""
+        request = exchange.request
+        assert request is not None
+        exchange.status = status
+        if exchange.state is QUEUED:
+            self._leave_queue(exchange)
+        if status >= 500:
+            # Counted like a worker's answer (nginx logs these with the upstream they concern),
+            # so a 5xx-ratio alert sees "no worker ready" too; worker="none" when none was chosen.
+            stats = exchange.upstream.stats if exchange.upstream is not None else self.proxy.stats.upstream(NO_WORKER)
+            elapsed = self.proxy.loop.time() - exchange.started if exchange.started else 0.0
+            stats.record_response(method_name(request.method), status, elapsed)
+        if not self.closed:
+            self._write(heads.error_response(status, detail, extra=extra, head_only=request.method == b"HEAD"))
+        request.keep_alive = False
+        self._finish(exchange)
+
+    def _serve_local(self, exchange: Exchange) -> None:
+        """A built-in route (``/metrics``, ``/_fleet/...``), answered like any response:
+        keep-alive and pipelining as usual. Refused clients get the 404 an unknown path gets."""
+        request = exchange.request
+        assert request is not None
+        handler = exchange.local
+        if handler is False or request.websocket:
+            self.proxy.stats.client_error("builtin_not_found")
+            self._answer(exchange, 404, "")
+            return
+        if request.method not in (b"GET", b"HEAD"):
+            self.proxy.stats.client_error("bad_method")
+            self._answer(exchange, 405, "only GET and HEAD", extra=b"Allow: GET, HEAD\r\n")
+            return
+        status, content_type, body = handler()  # type: ignore[operator]
+        close = not request.keep_alive or self.proxy.closing
+        response = heads.local_response(status, content_type, body, close=close, http10=request.http10,
+                                        head_only=request.method == b"HEAD")
+        exchange.status = status
+        self.proxy.stats.bytes_sent += len(response)
+        self._write(response)
+        self._finish(exchange)
+
+    def _reject(self, rejection: HeadError, exchange: Exchange | None = None) -> None:
+        """A request the proxy refuses: its status (counted by reason), then the connection
+        closes. Answers owed to requests pipelined ahead of it go out first; anything of the
+        refused request (and after it) that already went to a worker is cut off there."""
+        self._rejection = None
+        self.proxy.stats.client_error(rejection.reason)
+        if self.closed:
+            return
+        queue = self.queue
+        # Exchanges have no __eq__, so ``index`` finds this one by identity.
+        position = queue.index(exchange) if exchange is not None and exchange in queue else len(queue)
+        responded = exchange is not None and exchange.responded
+        self._abandon([queue.pop() for _ in range(len(queue) - position)])
+        if exchange is not None and exchange.state is not DONE:
+            self._abandon([exchange])
+        self.parsing = None
+        self._upgrading = None
+        self._dead = True
+        error = heads.error_response(rejection.status, rejection.detail)
+        if queue:  # answers still owed to requests ahead of this one
+            self._deferred = error
+            self.flow.pause(PIPELINE)
+            return
+        if not responded:
+            self._write(error)
+        # else: this request's answer has begun; an error now would be mixed into it.
+        self.close_lingering()
+
+    def _log(self, exchange: Exchange) -> None:
+        request = exchange.request
+        if request is None:
+            return
+        upstream = exchange.upstream.id if exchange.upstream is not None else "-"
+        elapsed = (self.proxy.loop.time() - exchange.started) * 1000 if exchange.started else 0.0
+        assert self.proxy.access_log is not None
+        self.proxy.access_log(
+            f'{request.client.decode("latin-1")} "{method_name(request.method)} {request.path.decode("latin-1")}" '
+            f'{exchange.status} {upstream} {elapsed:.1f}ms')
+
+    def upstream_lost(self, conn: UpstreamConnection, exchange: Exchange) -> None:  # balancer.forward
+        raise NotImplementedError
+
+    def upstream_broken(self, exchange: Exchange, detail: str) -> None:  # balancer.forward
+        raise NotImplementedError
+
+
+__all__ = ["ClientBase", "LINGER_BYTES", "LINGER_SECONDS", "NO_WORKER", "method_name"]

@@ -1,0 +1,88 @@
+"""What ``fleet status/reload/scale/down`` do in a running ``fleet up``: the control socket's
+commands dispatched to the supervisor, and the status reply.
+
+The control socket (``fleet.control``) only parses and frames; the master owns the event loop
+and the stop. This module sits between: it turns a command into supervisor calls and a reply.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from fleet import __version__
+from fleet.control import ControlError
+from fleet.supervisor.manager import SupervisorError
+from fleet.supervisor.usage import tree_cpu_percent, tree_rss
+
+if TYPE_CHECKING:
+    from fleet.runner import Master
+
+
+class ControlDispatch:
+    def __init__(self, master: "Master") -> None:
+        self._master = master
+
+    async def __call__(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        master = self._master
+        if command == "status":
+            return await self.status()
+        if master.stopping:
+            raise ControlError("fleet is stopping")
+        if command == "reload":
+            try:
+                return {"ok": True, "message": await master.reload()}
+            except SupervisorError as exc:
+                raise ControlError(str(exc)) from None
+        if command == "scale":
+            try:
+                workers = int(args["workers"])
+            except (KeyError, TypeError, ValueError):
+                raise ControlError("scale needs workers: N") from None
+            try:
+                return {"ok": True, "message": await master.scale(workers)}
+            except SupervisorError as exc:
+                raise ControlError(str(exc)) from None
+        if command == "down":
+            master.request_stop()
+            return {"ok": True, "message": f"stopping fleet (pid {os.getpid()})"}
+        raise ControlError(f"unknown command {command!r} (status, reload, scale, down)")
+
+    async def status(self) -> dict[str, Any]:
+        master = self._master
+        supervisor = master.supervisor
+        assert supervisor is not None
+        infos = supervisor.workers()
+        pids = [info.pid for info in infos if info.pid is not None]
+        cpu = await tree_cpu_percent(pids)
+        workers = []
+        for info in infos:
+            row: dict[str, Any] = {
+                "id": info.id, "index": info.index, "generation": info.generation, "slot": info.slot,
+                "pid": info.pid, "port": info.port, "state": info.state, "current": info.current,
+                "started_at": info.started_at, "restarts": info.restarts,
+                "crash_looping": info.crash_looping, "last_exit": info.last_exit,
+                "next_start_at": info.next_start_at,
+                "uptime": (time.time() - info.started_at) if info.started_at else None,
+                "connections": None, "requests": None, "cpu_percent": None, "rss": None,
+            }
+            if master.balancer is not None:
+                upstream = master.stats.upstreams.get(info.id)
+                # In-flight HTTP requests plus open WebSockets: what a draining worker has left.
+                row["connections"] = upstream.active_requests + upstream.websockets if upstream else 0
+                row["requests"] = upstream.requests_total if upstream else 0
+            if info.pid is not None:
+                row["cpu_percent"] = round(cpu.get(info.pid, 0.0), 1)
+                row["rss"] = tree_rss(info.pid)
+            workers.append(row)
+        return {
+            "ok": True, "pid": os.getpid(), "time": time.time(), "version": __version__,
+            "app": master.config.cmd and f"--cmd {master.config.cmd}" or master.config.app,
+            "desired": supervisor.desired,
+            "generation": supervisor.generation,
+            "last_reload": supervisor.last_reload,
+            "recycles": dict(supervisor.recycles),
+            "proxy": master.public_url() if master.balancer is not None else None,
+            "workers": workers,
+        }

@@ -1,0 +1,83 @@
+"""Replaced workers: drain in the background, then SIGTERM.
+
+A worker replaced by a reload or a recycle is set draining: the proxy sends it no new
+clients, but requests whose affinity cookie names it still reach it (a reconnecting Bokeh
+page finds its session). It is waited for with the proxy's ``wait_idle`` (a future, no
+polling here) until its in-flight requests and open WebSockets have ended or the drain
+timeout passed, then it gets SIGTERM (SIGKILL after ``--graceful-timeout``).
+
+A reload that needs the ports of a worker still draining ends that drain first (``end_on``);
+the message says so. What this is not: it never starts workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from fleet.supervisor.lifecycle import Intent, Worker
+from fleet.supervisor.policy import WorkerState, term_wait
+from fleet.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from fleet.supervisor.manager import Supervisor
+
+S = WorkerState
+# How long a drained worker's task may take to record its exit.
+JOIN_WAIT = 10.0
+
+
+class Drains:
+    def __init__(self, supervisor: "Supervisor") -> None:
+        self._sup = supervisor
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def begin(self, workers: list[Worker], timeout: float) -> None:
+        """Drain ``workers`` in the background (each until idle or ``timeout``), then TERM."""
+        for worker in workers:
+            task = asyncio.ensure_future(self.drain_and_stop(worker, timeout))
+            self._tasks[worker.id] = task
+            task.add_done_callback(lambda _t, wid=worker.id: self._tasks.pop(wid, None))
+
+    async def drain_and_stop(self, worker: Worker, timeout: float) -> None:
+        """Set ``worker`` draining (if ready), wait until idle (at most ``timeout``), TERM it,
+        wait for its exit. A worker that is not ready (starting, in backoff) is just stopped."""
+        sup = self._sup
+        sup._replaced[worker.id] = worker
+        worker.intent = Intent.STOP
+        worker.wake.set()
+        try:
+            if worker.state is S.READY:
+                sup._set_state(worker, S.DRAINING)
+            if worker.state is S.DRAINING and sup._wait_idle is not None:
+                began = time.monotonic()
+                idle = await sup._wait_idle(worker.id, timeout)
+                if not idle:
+                    sup.output.fleet(f"{worker.label} still had connections after {timeout:g} s "
+                                     f"of draining; stopping it")
+                elif time.monotonic() - began >= 1.0:
+                    sup.output.fleet(f"{worker.label} drained after {time.monotonic() - began:.0f} s")
+            graceful = sup.config.graceful_timeout
+            await sup._terminate(worker, term_wait(time.monotonic() + graceful, time.monotonic(), graceful))
+            if worker.task is not None:
+                _, pending = await asyncio.wait({worker.task}, timeout=JOIN_WAIT)
+                await cancel_and_wait(pending)
+        finally:
+            sup._replaced.pop(worker.id, None)
+
+    async def end_on(self, ports: list[tuple[int, int]]) -> str:
+        """End at once the drains of the workers on ``ports`` ((index, block) pairs)."""
+        sup = self._sup
+        victims = [w for w in list(sup._replaced.values()) if (w.index, w.block) in set(ports)]
+        generations = ", ".join(str(g) for g in sorted({w.generation for w in victims}))
+        message = (f"ending the drain of generation {generations} first "
+                   f"({', '.join(w.id for w in victims)}; their open connections are closed)")
+        sup.output.fleet(message)
+        await cancel_and_wait([self._tasks[w.id] for w in victims if w.id in self._tasks])
+        await asyncio.gather(*(self.drain_and_stop(w, 0.0) for w in victims))
+        return message
+
+    async def cancel(self) -> None:
+        """Fleet stops: the drains end here, the stop terminates the workers itself."""
+        await cancel_and_wait(list(self._tasks.values()))

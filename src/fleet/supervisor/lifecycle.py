@@ -1,0 +1,337 @@
+"""One worker's life on the event loop: spawn, readiness, crash restarts, SIGTERM, reaping.
+
+``Worker`` is the supervisor's record of one worker (one id, one port); ``WorkerLives`` runs
+each worker's task (``_run``), which owns the worker's process from spawn to exit and asks
+``RestartPolicy`` what to do after an exit. Operations (``manager.Supervisor``) never restart a
+process themselves: they set the worker's ``intent`` and send signals; the task sees the exit
+and acts on the intent. Every state change goes through ``_set_state``, which checks the
+lifecycle table and fires ``on_change``.
+
+Whether a worker should stop is tracked in one place, its ``intent``: ``Intent.STOP`` once
+fleet stops, the worker is scaled away or it has been replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from fleet.appspec import AppSpec
+from fleet.config import Config
+from fleet.ports import PortInUseError, check_free
+from fleet.supervisor.command import probe_host, worker_command, worker_host
+from fleet.supervisor.generations import slot_label, worker_id
+from fleet.supervisor.info import WorkerInfo
+from fleet.supervisor.policy import RUNNING_STATES, RestartPolicy, WorkerState, is_boot_error, transition
+from fleet.supervisor.probe import wait_ready
+from fleet.supervisor.process import LineRelay, Output, WorkerProcess
+from fleet.supervisor.watchdog import Watchdog
+from fleet.tasks import cancel_and_wait, wait_event
+
+S = WorkerState
+
+
+class Intent(enum.Enum):
+    RUN = "run"  # restart after an exit (crash policy)
+    RESTART = "restart"  # planned restart on the same port (--no-proxy reload, hard recycle)
+    STOP = "stop"  # do not start again (shutdown, scale down, replaced by a new generation)
+
+
+@dataclass
+class Worker:
+    index: int
+    generation: int
+    block: int  # 0: the --base-port block, 1: the --surge-base-port block
+    port: int
+    state: WorkerState = S.STARTING
+    intent: Intent = Intent.RUN
+    # Started by a reload, a recycle or a scale-up: a boot failure fails that operation
+    # (the old worker serves on) instead of being retried. Cleared once ready.
+    trial: bool = False
+    request_limit: int = 0
+    proc: WorkerProcess | None = None
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    spawns: int = 0
+    planned_restarts: int = 0  # restarts on purpose (in-place reload, hard recycle): not crashes
+    started_at: float | None = None  # wall clock, for WorkerInfo
+    started_mono: float = 0.0
+    ready_since: float | None = None  # monotonic
+    ever_ready: bool = False
+    crash_looping: bool = False
+    last_exit: int | None = None
+    next_start_at: float | None = None
+    failure: str | None = None  # why it went FAILED, or why its last start timed out
+    timed_out: bool = False  # the current process was not ready within --start-timeout
+    relay: LineRelay | None = None  # output of the current (or last) process
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    next_generation: int | None = None  # --no-proxy reload: the id it takes at its restart
+
+    @property
+    def id(self) -> str:
+        return worker_id(self.generation, self.index)
+
+    @property
+    def slot(self) -> str:
+        return slot_label(self.block, self.index)
+
+    @property
+    def label(self) -> str:
+        return f"{self.id}:{self.port}"
+
+
+class WorkerLives:
+    """The per-worker tasks of one supervisor; ``manager.Supervisor`` adds the operations."""
+
+    def __init__(self, config: Config, spec: AppSpec | None, *,
+                 on_change: Callable[[WorkerInfo], None] | None = None,
+                 output: Output | None = None) -> None:
+        self.config = config
+        self.spec = spec
+        self.desired = config.workers
+        self._on_change = on_change or (lambda info: None)
+        self.output = output or Output()
+        self._current: dict[int, Worker] = {}  # index -> the worker that serves it
+        self._replaced: dict[str, Worker] = {}  # id -> a worker still draining or stopping
+        self._pending: dict[str, Worker] = {}  # id -> started by an operation, not serving yet
+        self._starting_up = False
+        self._watchdog: Watchdog | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # -- snapshots -------------------------------------------------------------------------
+    def _info(self, worker: Worker) -> WorkerInfo:
+        running = worker.proc is not None and worker.state in RUNNING_STATES
+        return WorkerInfo(
+            index=worker.index, id=worker.id, port=worker.port,
+            pid=worker.proc.pid if running and worker.proc else None,
+            state=worker.state.value,
+            started_at=worker.started_at if running else None,
+            restarts=max(0, worker.spawns - 1 - worker.planned_restarts),
+            crash_looping=worker.crash_looping,
+            last_exit=worker.last_exit,
+            next_start_at=worker.next_start_at if worker.state is S.BACKOFF else None,
+            generation=worker.generation, slot=worker.slot,
+            ready_since=worker.ready_since if worker.state is S.READY else None,
+            request_limit=worker.request_limit,
+            current=self._current.get(worker.index) is worker,
+        )
+
+    def workers(self) -> list[WorkerInfo]:
+        """Snapshots of the serving workers (by index), then of the replaced ones still alive."""
+        current = [self._info(w) for _, w in sorted(self._current.items())]
+        others = [*self._pending.values(), *self._replaced.values()]
+        return current + sorted((self._info(w) for w in others), key=lambda i: (i.generation, i.index))
+
+    def _all(self) -> list[Worker]:
+        return [*self._current.values(), *self._pending.values(), *self._replaced.values()]
+
+    def _set_state(self, worker: Worker, new: WorkerState) -> None:
+        worker.state = transition(worker.state, new)
+        self._changed(worker)
+
+    def _changed(self, worker: Worker) -> None:
+        info = self._info(worker)
+        try:
+            self._on_change(info)
+        finally:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until ``predicate()`` holds after some state change; False at the timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        while not predicate():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            # asyncio.wait, not wait_for: it never swallows a cancellation (fleet.tasks).
+            await asyncio.wait({waiter}, timeout=remaining)
+        return True
+
+    def _new_worker(self, index: int, generation: int, block: int, *, trial: bool = False,
+                    hold_output: bool = False, request_limit: int = 0) -> Worker:
+        worker = Worker(index=index, generation=generation, block=block,
+                        port=self.config.worker_port(index, block), trial=trial,
+                        request_limit=request_limit)
+        worker.task = asyncio.ensure_future(self._run(worker, hold_output))
+        return worker
+
+    # -- one worker's life -----------------------------------------------------------------
+    async def _spawn(self, worker: Worker, hold_output: bool) -> int | None:
+        """Start a process for ``worker``; return an exit code if it could not even be started."""
+        if worker.spawns > 0:  # the first start was checked by the operation as a batch
+            problem = await self._port_released(worker)
+            if problem is not None:
+                self.output.fleet(f"{worker.label} cannot start: {problem}")
+                return None
+        command = worker_command(self.config, self.spec, worker.index, self.desired,
+                                 worker_id=worker.id, port=worker.port)
+        # One log file per port slot (w0.log, s0.log), not per id: reloads must not add files.
+        log_path = os.path.join(self.config.log_dir, f"{worker.slot}.log") if self.config.log_dir else None
+        if log_path:
+            os.makedirs(self.config.log_dir or ".", exist_ok=True)
+        relay = worker.relay = LineRelay(worker.label, self.output, log_path, hold=hold_output)
+        worker.proc = None
+        worker.timed_out = False
+        worker.spawns += 1
+        worker.started_at = time.time()
+        worker.started_mono = time.monotonic()
+        try:
+            worker.proc = await WorkerProcess.spawn(command.argv, command.env, relay)
+        except OSError as exc:
+            relay.close()
+            self.output.fleet(f"{worker.label} cannot execute {command.argv[0]}: {exc.strerror}")
+            return 127
+        if self._watchdog is not None:
+            self._watchdog.add(worker.proc.pgid)
+        return None
+
+    async def _port_released(self, worker: Worker, patience: float = 2.0) -> PortInUseError | None:
+        """Wait briefly for the worker's port: the previous process group may still be dying."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                check_free(worker_host(self.config), worker.port, what=f"worker {worker.id} port")
+                return None
+            except PortInUseError as exc:
+                if time.monotonic() >= deadline:
+                    return exc
+            await asyncio.sleep(0.05)
+
+    async def _run(self, worker: Worker, hold_output: bool) -> None:
+        first = True
+        while True:
+            if not first:
+                self._set_state(worker, S.STARTING)
+            spawn_failure = await self._spawn(worker, hold_output and first)
+            first = False
+            proc = worker.proc
+            if proc is None:
+                returncode: int | None = spawn_failure
+            else:
+                if worker.intent is Intent.STOP:
+                    proc.signal_group(signal.SIGKILL)  # a stop came while it was being spawned
+                self._changed(worker)  # the pid is known now
+                returncode = await self._supervise(worker)
+            worker.last_exit = returncode
+            worker.proc = None
+            worker.ready_since = None
+            self._set_state(worker, S.EXITED)
+            if worker.intent is Intent.STOP:
+                self._set_state(worker, S.STOPPED)
+                return
+            if worker.intent is Intent.RESTART:
+                worker.intent = Intent.RUN
+                worker.planned_restarts += 1
+                if worker.next_generation is not None:
+                    worker.generation, worker.next_generation = worker.next_generation, None
+                continue
+            trial = self._starting_up or worker.trial
+            decision = worker.policy.on_exit(worker.started_mono, time.monotonic(), returncode,
+                                             ever_ready=worker.ever_ready, starting_up=trial)
+            if worker.timed_out and trial:
+                self._set_state(worker, S.FAILED)
+                return
+            if decision.give_up:
+                worker.failure = decision.reason
+                if is_boot_error(returncode):
+                    worker.failure += "; see its output above"
+                self._set_state(worker, S.FAILED)
+                return
+            if worker.relay is not None:
+                worker.relay.release()  # held while it started: show why it died
+            worker.crash_looping = decision.crash_looping
+            looping = " crash-looping:" if decision.crash_looping else ""
+            self.output.fleet(f"{worker.label}{looping} {decision.reason}; restarting in {decision.delay:.1f} s")
+            worker.next_start_at = time.time() + decision.delay
+            worker.wake.clear()
+            self._set_state(worker, S.BACKOFF)
+            await wait_event(worker.wake, decision.delay)  # woken early by an operation
+            worker.next_start_at = None
+            if worker.intent is Intent.STOP:
+                self._set_state(worker, S.STOPPED)
+                return
+            worker.intent = Intent.RUN
+
+    async def _supervise(self, worker: Worker) -> int:
+        """From spawn to exit of one process; returns its exit code."""
+        proc = worker.proc
+        assert proc is not None
+        exited = asyncio.ensure_future(proc.wait())
+        probe = asyncio.ensure_future(
+            wait_ready(probe_host(self.config), worker.port, self.config.health_path, self.config.start_timeout)
+        )
+        try:
+            await asyncio.wait({exited, probe}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            await cancel_and_wait([probe, exited])
+            raise
+        # Every task started here ends here: a probe left running would hold up shutdown.
+        await cancel_and_wait([probe])
+        if not exited.done():
+            if not probe.cancelled() and probe.result():
+                if worker.state is S.STARTING:
+                    worker.ever_ready = True
+                    worker.trial = False
+                    worker.ready_since = time.monotonic()
+                    proc.relay.release()
+                    self._set_state(worker, S.READY)
+                    self.output.fleet(f"{worker.label} ready (pid {proc.pid}, "
+                                      f"{time.monotonic() - worker.started_mono:.1f} s)")
+                    await self._watch_stability(worker, exited)
+            elif worker.state is S.STARTING:
+                what = f"a 2xx from {self.config.health_path}" if self.config.health_path else "connections"
+                worker.failure = (f"not ready within --start-timeout {self.config.start_timeout:g} s "
+                                  f"(no {what} on port {worker.port})")
+                worker.timed_out = True
+                self.output.fleet(f"{worker.label} {worker.failure}; killing it")
+                self._set_state(worker, S.STOPPING)
+                proc.signal_group(signal.SIGKILL)
+        return await self._reap(worker, exited)
+
+    async def _watch_stability(self, worker: Worker, exited: asyncio.Future[int]) -> None:
+        """After ``stable_after`` seconds up, forget earlier quick deaths (crash loop is over)."""
+        done, _ = await asyncio.wait({exited}, timeout=worker.policy.stable_after)
+        if not done:
+            worker.policy.on_stable()
+            if worker.crash_looping:
+                worker.crash_looping = False
+                self.output.fleet(f"{worker.label} is stable again")
+                self._changed(worker)
+
+    async def _reap(self, worker: Worker, exited: asyncio.Future[int]) -> int:
+        """Wait for the leader's exit, then kill what is left of its group and flush its output."""
+        proc = worker.proc
+        assert proc is not None
+        returncode = await exited
+        # The leader is gone; its children must not keep the port or the output pipe.
+        proc.signal_group(signal.SIGKILL)
+        if self._watchdog is not None:
+            self._watchdog.remove(proc.pgid)
+        await proc.finish_output()
+        return returncode
+
+    # -- stopping one process --------------------------------------------------------------
+    async def _terminate(self, worker: Worker, term_wait: float) -> None:
+        """TERM the worker's process group, KILL it after ``term_wait``; returns once it exited."""
+        proc = worker.proc
+        if proc is None or worker.state not in RUNNING_STATES:
+            return
+        if worker.state is not S.STOPPING:
+            self._set_state(worker, S.STOPPING)
+        proc.signal_group(signal.SIGTERM)
+        gone = await self._wait_for(lambda: worker.proc is not proc, term_wait)
+        if not gone:
+            self.output.fleet(f"{worker.label} did not exit {term_wait:g} s after SIGTERM; killing it")
+            proc.signal_group(signal.SIGKILL)
+            await self._wait_for(lambda: worker.proc is not proc, None)

@@ -1,0 +1,154 @@
+"""Option values as people write them: sizes (``100MiB``), durations (``30s``), ports, booleans.
+
+Pure functions, one per kind of value, used by ``fleet.config`` to parse every source (command
+line, environment, ``fleet.toml``) the same way. Each raises ``ValueError`` with a message that
+says what a valid value looks like.
+"""
+
+from __future__ import annotations
+
+import re
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": KIB, "kb": KIB, "kib": KIB,
+    "m": MIB, "mb": MIB, "mib": MIB,
+    "g": GIB, "gb": GIB, "gib": GIB,
+}
+
+
+def parse_size(value: str | int) -> int:
+    """Parse ``100MiB``, ``64k``, ``512M`` or a plain byte count (binary units, like nginx)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size must not be negative: {value}")
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512, 64KiB, 100MiB, 2GiB)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Parse seconds: ``30``, ``2.5``, ``30s``, ``500ms``, ``2m``."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30, 2.5, 500ms, 2m)")
+        scale = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
+        seconds = float(match.group(1)) * scale
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative: {value!r}")
+    return seconds
+
+
+def parse_bool(value: str | bool | int) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r} (use true/false, 1/0, yes/no)")
+
+
+def parse_port(value: str | int) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range 0-65535: {value}")
+    return port
+
+
+def parse_positive_int(value: str | int) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1: {value}")
+    return number
+
+
+def parse_count(value: str | int) -> int:
+    """A whole number, 0 or more (0 usually means "off")."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise ValueError(f"must not be negative: {value}")
+    return number
+
+
+def parse_network(value: str) -> str:
+    """A CIDR network (``10.0.0.0/8``, ``fc00::/7``) or one address; returned normalised."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(str(value).strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"not an IP network or address: {value!r} (use e.g. 10.0.0.0/8, ::1)") from None
+
+
+# Loopback and private networks: where a Prometheus next to fleet scrapes from.
+DEFAULT_METRICS_ALLOW = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                         "fc00::/7", "fe80::/10")
+
+
+def parse_trusted_proxy(value: str) -> str:
+    from fleet.balancer.trust import parse_cidr  # lazy: fleet.balancer imports fleet.config
+
+    return parse_cidr(value)
+
+
+def parse_origin_entry(value: str) -> str:
+    from fleet.balancer.allow import validate_origin_entry
+
+    return validate_origin_entry(value)
+
+
+def parse_host_entry(value: str) -> str:
+    from fleet.balancer.allow import validate_host_entry
+
+    return validate_host_entry(value)
+
+
+def parse_hsts(value: str | int) -> int:
+    seconds = parse_duration(value)
+    if seconds < 1 or not float(seconds).is_integer():
+        raise ValueError(f"HSTS max-age must be a whole number of seconds, at least 1: {value!r}")
+    return int(seconds)
+
+
+def parse_hostport(value: str) -> str:
+    """Validate ``HOST:PORT`` (``[::1]:80`` for IPv6) and return it unchanged."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(\d+)", text)
+    if not match:
+        raise ValueError(f"not HOST:PORT: {value!r}")
+    parse_port(match.group(2))
+    return text
+
+
+def parse_url_path(value: str) -> str:
+    text = str(value)
+    if not text.startswith("/"):
+        raise ValueError(f"a URL path must start with '/': {value!r}")
+    return text
+
+
+def parse_log_level(value: str) -> str:
+    level = str(value).strip().lower()
+    if level not in {"debug", "info", "warning", "error", "critical"}:
+        raise ValueError(f"not a log level: {value!r} (debug, info, warning, error, critical)")
+    return level
