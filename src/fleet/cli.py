@@ -46,7 +46,7 @@ class AppCommand(click.Command):
         ctx.params["app_args"] = tuple(app_args)
         return rest
 
-CONFIG_KINDS = ("nginx", "apache", "haproxy", "systemd")
+CONFIG_KINDS = ("nginx", "apache", "haproxy", "systemd", "kubernetes")
 
 
 def _config_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -94,6 +94,7 @@ def _make_config(ctx: click.Context, command: str, **positional: Any) -> Config:
     config_file = ctx.params.get("config_file") or os.environ.get("FLEET_CONFIG")
     try:
         toml = load_toml(config_file, explicit=config_file is not None)
+        ctx.meta["fleet.toml"] = toml
         config = build_config(typed, os.environ, toml, command=command, **positional)
     except ConfigError as exc:
         raise click.UsageError(str(exc), ctx) from None
@@ -121,6 +122,8 @@ def main() -> None:
     \b
       fleet up myapp.py -n 3      3 workers on 5100-5102 behind a proxy on :5006
       fleet status                what the workers are doing
+      fleet ls                    the running fleets of this user
+      fleet logs w1 -f            a worker's recent and new output
       fleet config nginx          the equivalent nginx configuration
     """
 
@@ -171,7 +174,7 @@ def config_cmd(
     ctx: click.Context, kind: str, app: tuple[str, ...], output: str | None,
     app_args: tuple[str, ...] = (), **_: Any
 ) -> None:
-    """Print the nginx/Apache/HAProxy/systemd configuration equivalent to `fleet up`."""
+    """Print the nginx/Apache/HAProxy/systemd/Kubernetes configuration equivalent to `fleet up`."""
     config = _make_config(ctx, "config", app=app, app_args=app_args)
     from fleet.configgen import render
 
@@ -184,16 +187,63 @@ def config_cmd(
         click.echo(text, nl=False)
 
 
+def _port_selected(ctx: click.Context) -> bool:
+    """A port names a fleet when it was given: on the command line, in $FLEET_PORT or fleet.toml."""
+    return (ctx.get_parameter_source("port") == ParameterSource.COMMANDLINE
+            or "FLEET_PORT" in os.environ or "port" in ctx.meta.get("fleet.toml", {}))
+
+
+def _socket_of(ctx: click.Context, command: str, config: Config) -> str:
+    from fleet.control import ControlError
+    from fleet.discovery import find_socket
+
+    try:
+        return find_socket(config.control_socket, config.name,
+                           config.port if _port_selected(ctx) else None)
+    except ControlError as exc:
+        click.echo(f"fleet {command}: {exc}", err=True)
+        sys.exit(1)
+
+
 def _control(ctx: click.Context, command: str, **args: Any) -> Any:
     config = _make_config(ctx, command)
     from fleet.control import ControlError, request
 
-    path = config.control_socket_path()
+    path = _socket_of(ctx, command, config)
     try:
         return request(path, command, **args)
     except ControlError as exc:
         click.echo(f"fleet {command}: {exc}", err=True)
         sys.exit(1)
+
+
+@main.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ls(as_json: bool) -> None:
+    """List the running fleets of this user: name, pid, port, app, workers, uptime."""
+    from fleet.control import ControlError
+    from fleet.discovery import check_private, runtime_dir, scan
+    from fleet.fleetlist import format_fleets
+
+    directory = runtime_dir()
+    try:
+        if os.path.lexists(directory):
+            check_private(directory)
+        found = scan(directory)
+    except ControlError as exc:
+        click.echo(f"fleet ls: {exc}", err=True)
+        sys.exit(1)
+    for path in found.removed:
+        click.echo(f"fleet ls: removed stale socket {path}", err=True)
+    for path in found.unreachable:
+        click.echo(f"fleet ls: no answer from {path} (starting, busy or an older fleet)", err=True)
+    if as_json:
+        click.echo(json.dumps({"directory": directory,
+                               "fleets": [entry.__dict__ for entry in found.fleets]}, indent=2))
+    elif not found.fleets:
+        click.echo(f"no fleet running (looked in {directory})")
+    else:
+        click.echo(format_fleets(found.fleets))
 
 
 @main.command()
@@ -249,6 +299,45 @@ def down(ctx: click.Context, **_: Any) -> None:
     """Gracefully stop the running fleet."""
     reply = _control(ctx, "down")
     click.echo(reply.get("message", "stopping"))
+
+
+@main.command()
+@click.argument("worker", required=False)
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=100, show_default=True,
+              help="How many of the last lines to show.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@_config_options("logs")
+@click.pass_context
+def logs(ctx: click.Context, worker: str | None, lines: int, follow: bool, **_: Any) -> None:
+    """Recent output of the running fleet's workers (of WORKER only, e.g. w1; `fleet` for fleet's
+    own lines), kept in memory by fleet: works from any directory, without --log-dir."""
+    import time
+
+    from fleet.control import ControlError, request
+
+    config = _make_config(ctx, "logs")
+    path = _socket_of(ctx, "logs", config)
+    args: dict[str, Any] = {"lines": lines} if worker is None else {"lines": lines, "worker": worker}
+    after = 0
+    try:
+        while True:
+            try:
+                reply = request(path, "logs", timeout=15.0, after=after, **args)
+            except ControlError as exc:
+                if follow and after:
+                    click.echo(f"fleet logs: fleet stopped ({exc})", err=True)
+                    return
+                click.echo(f"fleet logs: {exc}", err=True)
+                sys.exit(1)
+            for entry in reply["lines"]:
+                click.echo(entry["text"])
+            after = int(reply["last"])
+            if not follow:
+                return
+            args["lines"] = 5000  # everything new since the last poll (the fleet caps it too)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
 
 
 @main.command()

@@ -11,7 +11,6 @@ an option is declared exactly once. This module does no I/O except ``load_toml``
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -52,7 +51,7 @@ from fleet.values import (  # re-exported: fleet.config is where options and the
 # options as up"); ``balance`` takes only what the proxy needs.
 UP = frozenset({"up", "config"})
 PROXY = frozenset({"up", "config", "balance"})
-CONTROL = frozenset({"up", "config", "balance", "status", "reload", "scale", "down"})
+CONTROL = frozenset({"up", "config", "balance", "status", "reload", "scale", "down", "logs"})
 
 
 # Where the TLS key's password comes from (never argv); neither reaches a worker.
@@ -63,8 +62,16 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names the setting and the source."""
 
 
+def parse_fleet_name(value: str) -> str:
+    from fleet.discovery import valid_name
+
+    return valid_name(str(value))
+
+
 def _default_workers() -> int:
-    return os.cpu_count() or 1
+    from fleet.cpulimit import default_workers  # the cgroup's CPU quota in a container
+
+    return default_workers()
 
 
 def option(
@@ -114,7 +121,7 @@ class Config:
     )
     workers: int = option(
         None, "-n", "--workers", parse=parse_positive_int, default_factory=_default_workers,
-        show_default="cpu count", help="Number of worker processes.",
+        show_default="CPU count, or the container's CPU limit", help="Number of worker processes.",
     )
     port: int = option(
         5006, "--port", parse=parse_port, commands=CONTROL,
@@ -310,6 +317,39 @@ class Config:
         None, "--log-dir", metavar="DIR",
         help="Also write each worker's output to DIR/w<i>.log (DIR/s<i>.log in the surge port block).",
     )
+    # -- operations (issue 16): log files, JSON output ------------------------------------
+    log_max_size: int = option(
+        100 * MIB, "--log-max-size", parse=parse_size, metavar="SIZE", show_default="100MiB",
+        help="Rotate a --log-dir file when it would grow past this (0: never).",
+    )
+    log_keep: int = option(
+        5, "--log-keep", parse=parse_count, metavar="N",
+        help="Rotated --log-dir files kept (w1.log.1 ... w1.log.N; 0: truncate instead).",
+    )
+    log_json: bool = option(
+        False, "--log-json", is_flag=True, parse=parse_bool,
+        help="fleet's output as one JSON object per line (time, source, worker, message), for log "
+             "shippers.",
+    )
+    # -- operations (issue 16): hooks ---------------------------------------------------------
+    on_ready: str | None = option(
+        None, "--on-ready", metavar="CMD",
+        help="Shell command run when a worker becomes ready (env: FLEET_HOOK_EVENT, "
+             "FLEET_WORKER_ID, FLEET_WORKER_PID, FLEET_WORKER_PORT).",
+    )
+    on_exit: str | None = option(
+        None, "--on-exit", metavar="CMD",
+        help="Shell command run when a worker's process exits (not during fleet's own stop); "
+             "also FLEET_EXIT_CODE or FLEET_EXIT_SIGNAL.",
+    )
+    on_crash_loop: str | None = option(
+        None, "--on-crash-loop", metavar="CMD",
+        help="Shell command run when a worker starts crash-looping.",
+    )
+    hook_timeout: float = option(
+        30.0, "--hook-timeout", parse=parse_duration, metavar="SECONDS",
+        help="A hook still running after this long is killed (with its process group).",
+    )
     max_memory: int | None = option(
         None, "--max-memory", parse=parse_size, metavar="SIZE",
         help="Soft limit: replace a worker whose process tree uses more memory than this "
@@ -341,8 +381,14 @@ class Config:
     )
     control_socket: str | None = option(
         None, "--control-socket", metavar="PATH", commands=CONTROL,
-        show_default="$XDG_RUNTIME_DIR/fleet-<port>.sock, else ./.fleet-<port>.sock",
-        help="Unix socket for fleet status/reload/scale/down.",
+        show_default="$XDG_RUNTIME_DIR/fleet/<name>.sock, else /tmp/fleet-<uid>/<name>.sock",
+        help="Unix socket for fleet status/reload/scale/down/logs (overrides --name and discovery).",
+    )
+    name: str | None = option(
+        None, "--name", parse=parse_fleet_name, metavar="NAME", commands=CONTROL,
+        show_default="the port (port0-<pid> for --port 0)",
+        help="Name of the fleet: `fleet up` serves the control socket <name>.sock; the other "
+             "commands pick the running fleet of that name.",
     )
     log_level: str = option(
         "info", "--log-level", parse=parse_log_level, commands=PROXY,
@@ -502,16 +548,6 @@ class Config:
         if self.surge_base_port is not None:
             return self.surge_base_port
         return default_surge_base(self.base_port, self.workers, self.port)
-
-    def control_socket_path(self, environ: Mapping[str, str] | None = None) -> str:
-        """The control socket: explicit, else under $XDG_RUNTIME_DIR, else the cwd."""
-        if self.control_socket:
-            return self.control_socket
-        environ = os.environ if environ is None else environ
-        runtime = environ.get("XDG_RUNTIME_DIR")
-        if runtime and os.path.isdir(runtime):
-            return os.path.join(runtime, f"fleet-{self.port}.sock")
-        return os.path.abspath(f".fleet-{self.port}.sock")
 
     def public_url(self) -> str:
         scheme = "https" if self.ssl_certfile else "http"

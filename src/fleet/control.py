@@ -1,7 +1,7 @@
 """The control socket: how ``fleet status/reload/scale/down`` talk to a running ``fleet up``.
 
-A unix domain socket (mode 0600: only the user who started fleet may steer it) at
-``Config.control_socket_path()``, one JSON object per line each way::
+A unix domain socket (mode 0600: only the user who started fleet may steer it; where it lives
+and how the CLI finds it: ``fleet.discovery``), one JSON object per line each way::
 
     -> {"command": "scale", "args": {"workers": 4}}
     <- {"ok": true, "message": "scaled to 4 workers"}
@@ -49,6 +49,9 @@ def _probe(path: str) -> bool:
             if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
                 return False
             raise
+
+
+socket_answers = _probe  # public name, for fleet.discovery
 
 
 def claim(path: str) -> None:
@@ -168,6 +171,9 @@ def _duration(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+duration = _duration  # public name, for fleet.fleetlist
 
 
 def _bytes(size: int | None) -> str:

@@ -20,14 +20,20 @@ import signal
 import time
 from typing import Any, Coroutine
 
-from fleet import __version__
+from fleet import __version__, health
 from fleet.appspec import AppError, AppKind, AppSpec, detect_apps
 from fleet.balancer.server import Balancer
 from fleet.bokeh_settings import app_paths
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config, ConfigError, replace
 from fleet.control import ControlError, ControlServer, claim
+from fleet.control_ops import OperationsControl
+from fleet.discovery import default_name, server_socket_path
 from fleet.dispatch import ControlDispatch
+from fleet.hooks import HookRunner
+from fleet.logfiles import Rotation
+from fleet.logs import RecordingOutput
+from fleet.sdnotify import SystemdNotifier
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.manager import Supervisor, SupervisorError
@@ -76,6 +82,8 @@ class Master:
         self._slots: dict[str, str] = {}  # worker id -> its metrics label (slot)
         self.stopping = False
         self._background: set[asyncio.Task[Any]] = set()
+        self.hooks = HookRunner.from_config(config, self.output, lambda: self.stopping)  # ops
+        self.systemd = SystemdNotifier.from_environ(os.environ, self.output)  # ops: Type=notify
 
     # -- signals: only enqueue -------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -133,8 +141,8 @@ class Master:
                 self.config = config = replace(config, app=paths[0], extra_apps=tuple(paths[1:]), glob=False)
             except (AppError, ConfigError) as exc:
                 return self._error(str(exc))
-        control_path = config.control_socket_path()
         try:
+            control_path = server_socket_path(config.control_socket, config.name, config.port)  # ops
             claim(control_path)
         except ControlError as exc:
             return self._error(str(exc))
@@ -144,6 +152,8 @@ class Master:
             return await self._run_started(control_path)
         finally:
             self._remove_signals()
+            await self.hooks.close()  # ops: no hook outlives fleet
+            self.systemd.close()
 
     async def _run_started(self, control_path: str) -> int:
         config = self.config
@@ -159,9 +169,13 @@ class Master:
             if self.spec is not None and self.spec.kind is AppKind.BOKEH:
                 self.balancer.serve_bokeh(self._bokeh_static_roots())
 
-        self.supervisor = Supervisor(config, self.spec, on_change=self._on_change,
+        self.supervisor = Supervisor(config, self.spec, on_change=self.hooks.wrap(self._on_change),
                                      wait_idle=self.balancer.wait_idle if self.balancer is not None else None,
                                      output=self.output)
+        if self.balancer is not None:  # ops: /_fleet/health/live and /_fleet/health/ready
+            supervisor = self.supervisor
+            for path, handler in health.routes(supervisor.workers, lambda: supervisor.desired).items():
+                self.balancer.add_local_route(path, handler)
         try:
             await self._start_metrics()  # binds --metrics-port now, before any worker runs
         except (PortInUseError, OSError) as exc:
@@ -186,13 +200,16 @@ class Master:
             return self._error(str(exc))
 
         try:
-            self.control = ControlServer(control_path, ControlDispatch(self))
+            self.control = ControlServer(control_path, OperationsControl(  # ops: info, logs
+                self, ControlDispatch(self), config.name or default_name(config.port, os.getpid())))
             await self.control.start()
         except (ControlError, OSError) as exc:
             await self.supervisor.kill_now()
             await self._close_all()
             return self._error(str(exc))
         self._ready_banner()
+        self.systemd.ready(f"{config.workers} workers ready")  # ops: systemd Type=notify
+        self._spawn_background(self.systemd.watchdog())
         from fleet import recycler
 
         if recycler.enabled(config):
@@ -337,7 +354,11 @@ class Master:
             if tls is not None:
                 self.output.fleet(tls)
         self.output.fleet("reload")
-        return await self.supervisor.reload()
+        self.systemd.reloading()  # ops: systemd Type=notify
+        try:
+            return await self.supervisor.reload()
+        finally:
+            self.systemd.ready("reload done")
 
     async def scale(self, workers: int) -> str:
         assert self.supervisor is not None
@@ -348,6 +369,7 @@ class Master:
     async def _graceful_stop(self) -> None:
         config = self.config
         self.stopping = True
+        self.systemd.stopping()  # ops: systemd Type=notify
         deadline = time.monotonic() + config.graceful_timeout
         if self.balancer is not None:
             await self.balancer.stop_accepting()
@@ -387,7 +409,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def run_up(config: Config) -> int:
     """Run ``fleet up`` until stopped; return the process exit code."""
-    master = Master(config)
+    master = Master(config, RecordingOutput(  # ops: fleet logs, --log-json, --log-dir rotation
+        as_json=config.log_json, log_rotation=Rotation(config.log_max_size, config.log_keep)))
     return run_loop(master.run(), _new_loop, warn=lambda message: master.output.fleet(f"warning: {message}"))
 
 

@@ -1,7 +1,7 @@
 """``fleet config KIND``: configurations for other software, equivalent to fleet's own topology.
 
 ``render(kind, config)`` returns the text of a complete nginx.conf, Apache httpd.conf, HAProxy
-configuration or systemd unit (and, for ``deploy/docker``, a Dockerfile and compose file). Each
+configuration, systemd unit or Kubernetes manifests (and, for ``deploy/docker``, a Dockerfile and compose file). Each
 renderer is a pure function of the ``Config`` and a ``Deployment`` (paths on the target
 machine); only ``deployment.detect`` looks at this machine, and only when no Deployment is given.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from fleet.config import Config
-from fleet.configgen import apache, docker, haproxy, nginx, systemd
+from fleet.configgen import apache, docker, haproxy, kubernetes, nginx, systemd
 from fleet.configgen.deployment import Deployment, detect
 
 Renderer = Callable[[Config, Deployment], str]
@@ -23,6 +23,7 @@ RENDERERS: dict[str, Renderer] = {
     "systemd": systemd.render,
     "dockerfile": docker.render_dockerfile,
     "compose": docker.render_compose,
+    "kubernetes": kubernetes.render,
 }
 
 

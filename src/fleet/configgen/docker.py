@@ -67,7 +67,7 @@ def render_dockerfile(config: Config, deployment: Deployment) -> str:
         lines.append(f"COPY {source} ./{source}")
     lines += [
         "",
-        "# The control socket (.fleet-<port>.sock) is created in the working directory.",
+        "# fleet status/down find the control socket by themselves: `docker exec CONTAINER fleet status`.",
         f"RUN useradd --system --no-create-home --home-dir {workdir} fleet && chown fleet {workdir}",
         "USER fleet",
         "",

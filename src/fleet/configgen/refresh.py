@@ -54,6 +54,8 @@ DEPLOY_FILES = (
     DeployFile("deploy/systemd/fleet.service", "systemd", _SELF_CONTAINED),
     DeployFile("deploy/docker/Dockerfile", "dockerfile", _SELF_CONTAINED),
     DeployFile("deploy/docker/compose.yml", "compose", _SELF_CONTAINED),
+    DeployFile("deploy/kubernetes/fleet.yaml", "kubernetes",
+               {"workers": "2", "allow_websocket_origin": ("example.com",), "allow_host": ("example.com",)}),
 )
 
 

@@ -4,7 +4,8 @@ systemd sends SIGTERM to fleet alone (``KillMode=mixed``) so fleet drains in-fli
 stops its workers itself within --graceful-timeout; only what is left after ``TimeoutStopSec``
 is killed. The unit's cgroup holds every descendant, whatever it did with ``setsid``, so under
 systemd nothing outlives the service even without fleet's own subreaper and watchdog.
-``systemctl reload`` is fleet's rolling restart (SIGHUP). A pure function of Config
+``systemctl reload`` is fleet's rolling restart (SIGHUP). ``Type=notify``: fleet tells
+systemd when it is ready, reloading and stopping (``fleet.sdnotify``). A pure function of Config
 and Deployment.
 """
 
@@ -14,6 +15,7 @@ import os
 import shlex
 
 from fleet.config import Config
+from fleet.discovery import default_name
 from fleet.configgen.common import comment_block, fleet_arguments, fleet_command_line, whole_seconds
 from fleet.configgen.deployment import Deployment
 
@@ -36,10 +38,11 @@ def exec_start(config: Config, deployment: Deployment) -> str:
 
 
 def control_socket(config: Config, deployment: Deployment) -> str:
-    """Where the service's control socket ends up (a system service has no $XDG_RUNTIME_DIR)."""
+    """Where the service's control socket ends up: the unit sets XDG_RUNTIME_DIR=/run and
+    RuntimeDirectory=fleet, so fleet's discovery directory is /run/fleet (0700, the service's)."""
     if config.control_socket:
         return os.path.join(deployment.working_directory, config.control_socket)
-    return os.path.join(deployment.working_directory, f".fleet-{config.port}.sock")
+    return f"/run/fleet/{config.name or (default_name(config.port, 0) if config.port else 'port0-<pid>')}.sock"
 
 
 def render(config: Config, deployment: Deployment) -> str:
@@ -52,7 +55,8 @@ def render(config: Config, deployment: Deployment) -> str:
         "Install:  cp fleet.service /etc/systemd/system/ && systemctl daemon-reload",
         "          systemctl enable --now fleet",
         "Then:     systemctl reload fleet  (rolling restart)   journalctl -u fleet -f  (output)",
-        f"Control:  fleet status --control-socket {control_socket(config, deployment)}",
+        f"Control:  sudo fleet status --control-socket {control_socket(config, deployment)}",
+        "          (or as the User= account: XDG_RUNTIME_DIR=/run fleet status)",
     ])
     lines = [
         "[Unit]",
@@ -61,7 +65,10 @@ def render(config: Config, deployment: Deployment) -> str:
         "Wants=network-online.target",
         "",
         "[Service]",
-        "Type=exec",
+        "# fleet says READY=1 once its workers are ready, RELOADING=1/READY=1 around a reload.",
+        "Type=notify",
+        "NotifyAccess=main",
+        f"TimeoutStartSec={whole_seconds(config.start_timeout) + STOP_MARGIN_SECONDS}",
         f"WorkingDirectory={deployment.working_directory}",
         f"ExecStart={exec_start(config, deployment)}",
         "ExecReload=/bin/kill -HUP $MAINPID",
@@ -72,7 +79,13 @@ def render(config: Config, deployment: Deployment) -> str:
         f"TimeoutStopSec={whole_seconds(config.graceful_timeout) + STOP_MARGIN_SECONDS}",
         "Restart=on-failure",
         "RestartSec=2",
+        "# fleet pings the watchdog from its event loop; a master stuck this long is restarted.",
+        "#WatchdogSec=30",
         "Environment=PYTHONUNBUFFERED=1",
+        "# The control socket goes to /run/fleet/ (created for User=, removed at stop).",
+        "Environment=XDG_RUNTIME_DIR=/run",
+        "RuntimeDirectory=fleet",
+        "RuntimeDirectoryMode=0700",
     ]
     needs = []
     if config.ssl_keyfile:

@@ -33,11 +33,16 @@ class WorkerCommand:
     env: dict[str, str]  # added to fleet's environment as ``worker_environment`` filters it
 
 
+# systemd's notify and watchdog variables are the master's alone (fleet.sdnotify): a worker that
+# inherited them could tell systemd the service is ready, or keep a stuck master's watchdog fed.
+SYSTEMD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
 def worker_environment(parent: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The whole environment of a worker: ``parent`` without fleet's own settings and secrets,
-    plus ``extra`` (PORT, FLEET_WORKER_ID, ...)."""
+    """The whole environment of a worker: ``parent`` without fleet's own settings, secrets and
+    systemd's notify variables, plus ``extra`` (PORT, FLEET_WORKER_ID, ...)."""
     env = {name: value for name, value in parent.items()
-           if not name.startswith("FLEET_") and name not in SSL_PASSWORD_ENV}
+           if not name.startswith("FLEET_") and name not in SSL_PASSWORD_ENV and name not in SYSTEMD_ENV}
     env.update(extra)
     return env
 

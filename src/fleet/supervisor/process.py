@@ -9,7 +9,8 @@ Each worker is the leader of its own session and process group (``start_new_sess
 moment the master dies, whatever killed it.
 
 Output (stdout and stderr merged, so their order is kept) is relayed line by line to fleet's
-stdout as ``w1:5101 | line`` and, with ``--log-dir``, appended to ``DIR/w1.log``.
+stdout as ``w1:5101 | line`` and, with ``--log-dir``, appended to ``DIR/w1.log`` (rotated by
+``fleet.logfiles``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import sys
 from typing import Callable, TextIO
 
+from fleet.logfiles import Rotation, RotatingFile
 from fleet.supervisor.command import worker_environment
 from fleet.tasks import cancel_and_wait
 
@@ -55,6 +57,8 @@ class Output:
     (fleet piped into ``head``) must not take the supervisor down, so write errors are dropped.
     """
 
+    log_rotation: Rotation | None = None  # how --log-dir files rotate (set by fleet.logs)
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stdout
 
@@ -75,7 +79,7 @@ class LineRelay:
     def __init__(self, label: str, output: Output, log_path: str | None, *, hold: bool = False) -> None:
         self.label = label
         self._output = output
-        self._log = open(log_path, "ab", buffering=0) if log_path else None  # noqa: SIM115
+        self._log = RotatingFile(log_path, output.log_rotation) if log_path else None
         self._held: list[str] | None = [] if hold else None
 
     def line(self, raw: bytes) -> None:

@@ -1,0 +1,45 @@
+"""``/_fleet/health/live`` and ``/_fleet/health/ready``: probes for Kubernetes, load balancers
+and uptime checks, served by fleet's proxy itself as local routes (same access rule as
+``/metrics``: ``--metrics-allow``).
+
+- live: the master's event loop answers (200). A stuck master answers nothing, and the
+  prober restarts the pod.
+- ready: at least one worker is ready (200), else 503, so a pod whose workers all crash-loop
+  leaves the Service's endpoints without being restarted for it.
+
+The bodies are small JSON objects. Pure functions of the worker snapshots; the proxy caches an
+answer for a second.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Iterable
+
+from fleet.supervisor.info import WorkerInfo
+
+LIVE_PATH = "/_fleet/health/live"
+READY_PATH = "/_fleet/health/ready"
+CONTENT_TYPE = "application/json"
+
+Answer = tuple[int, str, bytes]
+
+
+def live() -> Answer:
+    return 200, CONTENT_TYPE, b'{"status": "live"}\n'
+
+
+def ready(workers: Iterable[WorkerInfo], desired: int) -> Answer:
+    infos = list(workers)
+    count = sum(1 for info in infos if info.ready)
+    body = {"status": "ready" if count else "not ready", "ready": count, "workers": len(infos),
+            "desired": desired}
+    return (200 if count else 503), CONTENT_TYPE, (json.dumps(body) + "\n").encode()
+
+
+def routes(workers: Callable[[], list[WorkerInfo]], desired: Callable[[], int]) -> dict[str, Callable[[], Answer]]:
+    """The local routes to register on the proxy (path -> handler)."""
+    return {LIVE_PATH: live, READY_PATH: lambda: ready(workers(), desired())}
+
+
+__all__ = ["LIVE_PATH", "READY_PATH", "live", "ready", "routes"]
