@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from support import FleetProcess, free_port, start_fleet, wait_until
-from up_helpers import Fleet, up
+from up_helpers import Fleet, up, balance as start_balance
 
 APPS = Path(__file__).resolve().parent / "apps"
 RECORDER = str(APPS / "recorder.py")
@@ -45,10 +45,7 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 def balance(target: Fleet, *options: str) -> tuple[FleetProcess, int]:
-    port = free_port()
-    proc = start_fleet("balance", f"127.0.0.1:{target.base_port}", "--port", str(port), *options)
-    proc.wait_for_output(r"fleet \S+ balance \(pid", timeout=30)
-    return proc, port
+    return start_balance(f"127.0.0.1:{target.base_port}", *options)
 
 
 def exchange(port: int, data: bytes, timeout: float = 5.0, read_for: float | None = None) -> bytes:

@@ -19,9 +19,9 @@ import psutil
 import pytest
 import websocket
 
-from support import FleetProcess, free_port, free_port_range, require_tool, start_fleet
+from support import free_port, free_port_range, require_tool, start_fleet
 from test_balancer import BACKEND, raw, status_of
-from up_helpers import Fleet, run_cli, up
+from up_helpers import Fleet, balance, run_cli, up
 
 PASSWORD = "s3cret-Pw-7d1f"
 
@@ -58,13 +58,6 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with started.proc:
         started.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
         yield started
-
-
-def balance(target: str, *options: str) -> tuple[FleetProcess, int]:
-    port = free_port()
-    proc = start_fleet("balance", target, "--port", str(port), *options)
-    proc.wait_for_output(r"fleet \S+ balance \(pid", timeout=30)
-    return proc, port
 
 
 def test_sighup_reloads_the_certificate_and_open_connections_carry_on(backends: Fleet, tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ from typing import Any, Iterator
 import pytest
 import websocket
 
-from support import FleetProcess, free_port, start_fleet
+from support import free_port
 from test_balancer import BACKEND, get, raw, status_of
-from up_helpers import Fleet, up
+from up_helpers import Fleet, balance, up
 
 FORGED = {"X-Scheme": "https", "X-Forwarded-Proto": "https", "X-Forwarded-For": "127.0.0.1",
           "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1;proto=https",
@@ -30,13 +30,6 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with started.proc:
         started.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
         yield started
-
-
-def balance(target: str, *options: str) -> tuple[FleetProcess, int]:
-    port = free_port()
-    proc = start_fleet("balance", target, "--port", str(port), *options)
-    proc.wait_for_output(r"fleet \S+ balance \(pid", timeout=30)
-    return proc, port
 
 
 def seen_by_worker(port: int, headers: dict[str, str], source: str | None = None,

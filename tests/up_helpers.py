@@ -90,3 +90,11 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+def balance(target: str, *options: str) -> tuple[FleetProcess, int]:
+    """``fleet balance TARGET OPTIONS`` on a free port, once it says it serves; (process, port)."""
+    port = free_port()
+    proc = start_fleet("balance", target, "--port", str(port), *options)
+    proc.wait_for_output(r"fleet \S+ balance \(pid", timeout=30)
+    return proc, port
