@@ -158,6 +158,15 @@ class Forwarding(ClientBase):
         if exchange.state is not CONNECTING or exchange.upstream is not upstream or self.closed:
             conn.release(reusable=True)
             return
+        if conn.closed:
+            # Connected, then closed before this coroutine ran (the worker died in between; the
+            # kill drill hits it): its connection_lost had no exchange to tell, so without this
+            # the request would wait for --upstream-timeout. Nothing reached the worker: it is a
+            # connect failure, retried like one.
+            upstream.stats.connect_errors += 1
+            proxy.upstreams.mark_down(upstream, proxy.loop.time())
+            self._failed(exchange, Failure.CONNECT, None)
+            return
         self._send(exchange, conn, proxy.loop.time())
 
     def _send(self, exchange: Exchange, conn: UpstreamConnection, now: float) -> None:

@@ -211,10 +211,15 @@ def retry_decision(failure: Failure, *, sent: bool, answered: bool, idempotent: 
     back (then the worker may have acted, and part of an answer may be out: never retried);
     ``replayable``: the proxy still has the whole request (a bodiless request).
     """
-    if answered or tries_left <= 0 or time_left <= 0:
+    if answered or time_left <= 0:
         return False
     if failure is Failure.CONNECT:
-        return replayable or not sent  # nothing reached the worker: any method is safe
+        # Nothing reached the worker: any method is safe, and no request can be the cause (a
+        # refused connect is a worker that died or is not listening yet), so this does not use
+        # up tries. What bounds it is the time budget and the worker being marked down.
+        return replayable or not sent
+    if tries_left <= 0:
+        return False
     if failure is Failure.CLOSED:
         # The worker closed without a word: it died, or a pooled connection went stale. A
         # request it may have acted on is sent again only if repeating it is harmless.

@@ -235,6 +235,10 @@ class Balancer:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = loop.time()
+            if context.waiting:
+                # A worker kept out by a connect error (``mark_down``) is back once its time
+                # passes, with no event to say so: queued requests look again every sweep.
+                context.wake()
             for client in list(context.clients):
                 client.sweep(now)
 
