@@ -105,6 +105,7 @@
       path.setAttribute("vector-effect", "non-scaling-stroke");
       svg.append(path);
     }
+    figure.dataset.max = known.length ? String(Math.max(...known)) : "";
     figure.querySelector("small").textContent = "max " + format(top / 1.1) + " · last " + duration(span);
   }
 
