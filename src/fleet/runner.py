@@ -20,7 +20,7 @@ import signal
 import time
 from typing import Any, Coroutine
 
-from fleet import __version__, health, status_page
+from fleet import __version__, status_page
 from fleet.appspec import AppError, AppKind, AppSpec, detect_apps
 from fleet.balancer.server import Balancer
 from fleet.bokeh_settings import app_paths
@@ -223,18 +223,13 @@ class Master:
         """``/_fleet/`` (the status page, ``status.json``) and ``/_fleet/health/...``: on the
         proxy, and on the ``--metrics-port`` listener (the only place with ``--no-proxy``)."""
         config = self.config
-        app = f"--cmd {config.cmd}" if config.cmd else " ".join(config.apps())
-        self.status_board = status_page.StatusBoard(
-            supervisor.workers, lambda: supervisor.desired, lambda: supervisor.generation,
-            self.stats if self.balancer is not None else None,
-            status_page.meta_of(app, config.name or default_name(config.port, os.getpid()),
-                                None if self.balancer is None else self.public_url()))
-        routes: dict[str, status_page.Route] = {
-            path: (handler, ()) for path, handler in health.routes(supervisor.workers, lambda: supervisor.desired).items()}
-        routes.update(status_page.routes(self.status_board))
-        self._fleet_routes = routes
+        self.status_board = status_page.StatusBoard.of(
+            config, supervisor, self.stats if self.balancer is not None else None,
+            config.name or default_name(config.port, os.getpid()),
+            None if self.balancer is None else self.public_url())
+        self._fleet_routes = status_page.fleet_routes(self.status_board, supervisor)
         if self.balancer is not None:
-            for path, (handler, headers) in routes.items():
+            for path, (handler, headers) in self._fleet_routes.items():
                 self.balancer.add_local_route(path, handler, headers)
 
     def _requests_of(self, worker_id: str) -> int | None:

@@ -19,15 +19,19 @@ import asyncio
 import os
 import time
 from importlib import resources
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 
-from fleet import __version__
+from fleet import __version__, health
 from fleet.balancer.stats import ProxyStats
 from fleet.status_history import ExitLog, History, Traffic, Usage, document, rates, totals, worker_row
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.usage import trees_usage
+
+if TYPE_CHECKING:
+    from fleet.config import Config
+    from fleet.supervisor.manager import Supervisor
 
 INTERVAL = 2.0
 PAGE_PATH = "/_fleet/"
@@ -71,6 +75,14 @@ class StatusBoard:
         self._before: tuple[float, dict[int, float], dict[str, float], float] | None = None
         self.latest = b""
         self.sample_seconds = 0.0  # what the last sample cost (CPU of the master's loop)
+
+    @classmethod
+    def of(cls, config: "Config", supervisor: "Supervisor", stats: ProxyStats | None, name: str,
+           proxy_url: str | None) -> "StatusBoard":
+        """The board of ``fleet up``'s master (``stats``: None with ``--no-proxy``)."""
+        app = f"--cmd {config.cmd}" if config.cmd else " ".join(config.apps())
+        return cls(supervisor.workers, lambda: supervisor.desired, lambda: supervisor.generation, stats,
+                   meta_of(app, name, proxy_url))
 
     def observe(self, info: WorkerInfo) -> None:
         """The supervisor's ``on_change``: exits are caught as they happen, not at the next sample."""
@@ -140,6 +152,14 @@ def asset(name: str) -> bytes:
     return resources.files("fleet").joinpath("assets", name).read_bytes()
 
 
+def fleet_routes(board: StatusBoard, supervisor: "Supervisor") -> dict[str, Route]:
+    """Everything under ``/_fleet/``: the health probes and the status page."""
+    table: dict[str, Route] = {path: (handler, ()) for path, handler in
+                               health.routes(supervisor.workers, lambda: supervisor.desired).items()}
+    table.update(routes(board))
+    return table
+
+
 def routes(board: StatusBoard) -> dict[str, Route]:
     """The status page's routes (path -> handler, extra headers) for the proxy or the metrics
     listener."""
@@ -152,5 +172,5 @@ def routes(board: StatusBoard) -> dict[str, Route]:
     return table
 
 
-__all__ = ["CONTENT_SECURITY_POLICY", "INTERVAL", "JSON_PATH", "PAGE_PATH", "StatusBoard", "asset", "meta_of",
-           "routes"]
+__all__ = ["CONTENT_SECURITY_POLICY", "INTERVAL", "JSON_PATH", "PAGE_PATH", "StatusBoard", "asset", "fleet_routes",
+           "meta_of", "routes"]
