@@ -56,7 +56,8 @@ def main() -> None:
         wait_until(lambda: fleet.worker("g1w1")["state"] == "ready", timeout=30, message="g1w1 back")
         assert http_get(f"{url}_fleet/status.json")[0] == 200
         driver = start_chromium(require_tool("chromium"), require_tool("chromedriver"), workdir / "profile")
-        driver.set_window_size(1000, 560)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1000, "height": 540, "deviceScaleFactor": 1, "mobile": False})
         driver.get(f"http://localhost:{fleet.port}/_fleet/")
         wait_until(lambda: driver.execute_script("return document.body.dataset.updates") == "2", timeout=20,
                    message="two updates of the page")
