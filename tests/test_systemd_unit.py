@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -47,6 +47,14 @@ def user_unit(manager: UserManager, port: int, base: int, surge: int) -> str:
     return re.sub(r"(?m)^#WatchdogSec=\d+$", "WatchdogSec=6", unit)
 
 
+def fleet_status(manager: UserManager, port: int) -> dict[str, Any]:
+    """``fleet status --json`` through the control socket in the unit's RuntimeDirectory (the
+    status page's JSON is a sample up to 2 s old, too late to judge a moment)."""
+    result = run_cli("status", "--json", "--control-socket", str(manager.runtime / "fleet" / f"{port}.sock"))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
 def test_fleet_unit_starts_reloads_and_stops_under_a_real_systemd(manager: UserManager) -> None:
     port, base, surge = free_port(), free_port_range(2), free_port_range(2)
     (manager.units / UNIT).write_text(user_unit(manager, port, base, surge))
@@ -56,7 +64,7 @@ def test_fleet_unit_starts_reloads_and_stops_under_a_real_systemd(manager: UserM
     shown = manager.show(UNIT, "ActiveState", "SubState", "StatusText", "MainPID", "WatchdogUSec")
     assert (shown["ActiveState"], shown["SubState"]) == ("active", "running"), shown
     assert shown["StatusText"] == "2 workers ready" and shown["WatchdogUSec"] == "6s", shown
-    status = json.loads(http_get(f"http://127.0.0.1:{port}/_fleet/status.json")[2])
+    status = fleet_status(manager, port)
     assert status["pid"] == int(shown["MainPID"])
     assert [w["state"] for w in status["workers"]] == ["ready", "ready"]  # READY=1 came after the workers
     socket = manager.runtime / "fleet" / f"{port}.sock"
@@ -65,8 +73,8 @@ def test_fleet_unit_starts_reloads_and_stops_under_a_real_systemd(manager: UserM
     manager.systemctl("reload", UNIT)  # ExecReload: SIGHUP; fleet says RELOADING=1, then READY=1
     wait_until(lambda: manager.show(UNIT, "StatusText")["StatusText"] == "reload done", timeout=60,
                message="READY=1 after the reload")
-    status = json.loads(http_get(f"http://127.0.0.1:{port}/_fleet/status.json")[2])
-    assert status["generation"] == 2 and manager.show(UNIT, "ActiveState")["ActiveState"] == "active"
+    assert fleet_status(manager, port)["generation"] == 2
+    assert manager.show(UNIT, "ActiveState")["ActiveState"] == "active"
     assert http_get(f"http://127.0.0.1:{port}/")[0] == 200
 
     wait_until(lambda: manager.show(UNIT, "WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"] != "0",
