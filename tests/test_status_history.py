@@ -13,6 +13,7 @@ from hypothesis import given, strategies as st
 from fleet.status_history import (
     ExitLog, History, Point, Traffic, Usage, document, rates, totals, worker_row,
 )
+from fleet.status_page import app_label
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.usage import trees_usage
 
@@ -107,3 +108,10 @@ def test_trees_usage_counts_a_process_and_its_children_in_one_walk() -> None:
             os.kill(child, 9)
         except (ProcessLookupError, UnboundLocalError):
             pass
+
+
+def test_the_page_names_the_app_without_its_command_line() -> None:
+    assert app_label("PGPASSWORD=x exec gunicorn --password hunter2 -b 127.0.0.1:$PORT", ()) == "--cmd gunicorn"
+    assert app_label("/usr/bin/python3 -m http.server $PORT", ()) == "--cmd python3"
+    assert app_label("'unbalanced", ()) == "--cmd 'unbalanced"
+    assert app_label(None, ["/srv/shop/app.py", "/srv/dash/"]) == "app.py dash"

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import time
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import psutil
 
@@ -80,9 +81,8 @@ class StatusBoard:
     def of(cls, config: "Config", supervisor: "Supervisor", stats: ProxyStats | None, name: str,
            proxy_url: str | None) -> "StatusBoard":
         """The board of ``fleet up``'s master (``stats``: None with ``--no-proxy``)."""
-        app = f"--cmd {config.cmd}" if config.cmd else " ".join(config.apps())
         return cls(supervisor.workers, lambda: supervisor.desired, lambda: supervisor.generation, stats,
-                   meta_of(app, name, proxy_url))
+                   meta_of(app_label(config.cmd, config.apps()), name, proxy_url))
 
     def observe(self, info: WorkerInfo) -> None:
         """The supervisor's ``on_change``: exits are caught as they happen, not at the next sample."""
@@ -143,6 +143,20 @@ class StatusBoard:
         return 200, "application/json", self.latest or self.sample()
 
 
+def app_label(cmd: str | None, apps: Iterable[str]) -> str:
+    """What the page calls the app: file names, or the program of a ``--cmd``. Never the whole
+    command line: the page is open to the private networks by default, and a command line may
+    carry a password someone put there."""
+    if cmd:
+        try:
+            words = shlex.split(cmd)
+        except ValueError:
+            words = cmd.split()
+        program = next((w for w in words if w not in ("exec", "env", "nice", "nohup") and "=" not in w), "")
+        return f"--cmd {os.path.basename(program)}".rstrip()
+    return " ".join(os.path.basename(os.path.normpath(path)) for path in apps)
+
+
 def meta_of(app: str, name: str, proxy: str | None) -> dict[str, Any]:
     return {"app": app, "name": name, "version": __version__, "pid": os.getpid(), "started_at": round(time.time(), 1),
             "proxy": proxy}
@@ -172,5 +186,5 @@ def routes(board: StatusBoard) -> dict[str, Route]:
     return table
 
 
-__all__ = ["CONTENT_SECURITY_POLICY", "INTERVAL", "JSON_PATH", "PAGE_PATH", "StatusBoard", "asset", "fleet_routes",
+__all__ = ["CONTENT_SECURITY_POLICY", "INTERVAL", "JSON_PATH", "PAGE_PATH", "StatusBoard", "app_label", "asset", "fleet_routes",
            "meta_of", "routes"]
