@@ -106,7 +106,8 @@
       svg.append(path);
     }
     figure.dataset.max = known.length ? String(Math.max(...known)) : "";
-    figure.querySelector("small").textContent = "max " + format(top / 1.1) + " · last " + duration(span);
+    figure.querySelector("small").textContent = known.length
+      ? "max " + format(top / 1.1) + " · last " + duration(span) : "not measured (no proxy)";
   }
 
   function renderCharts(doc) {
