@@ -1,7 +1,7 @@
 """The status page (``/_fleet/``, ``/_fleet/status.json``) on a real fleet: on the proxy port,
 and with ``--no-proxy`` on the ``--metrics-port`` listener, both under ``--metrics-allow`` as
 judged through ``--trusted-proxy``. The recorder app (tests/apps/recorder.py) tells whether a
-refused request reached a worker. The page in a browser: ``tests/browser/test_status_page.py``."""
+refused request reached a worker. The page in a browser: ``tests/browser/test_status_page_browser.py``."""
 
 from __future__ import annotations
 
