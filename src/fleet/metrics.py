@@ -21,6 +21,7 @@ counters are forgotten; the next worker on its slot starts from 0 (a counter res
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -249,13 +250,21 @@ def metrics_route(registry: CollectorRegistry) -> Callable[[], tuple[int, str, b
     return handler
 
 
+LocalRoute = tuple[Callable[[], tuple[int, str, bytes]], Sequence[tuple[str, str]]]
+
+
 async def serve_separately(registry: CollectorRegistry, address: str, port: int, path: str,
                            allow: Iterable[str] | None = None,
-                           trusted_proxies: Iterable[str] = ()) -> "MetricsListener":
+                           trusted_proxies: Iterable[str] = (),
+                           extra_routes: Mapping[str, LocalRoute] | None = None,
+                           idle_timeout: float | None = None) -> "MetricsListener":
     """``--metrics-port``: serve metrics on a listener of their own, on the same event loop.
 
     On the loop (not prometheus-client's threaded server) because the collectors read dicts
     the proxy mutates on the loop; a scrape from another thread could see them mid-change.
+    ``extra_routes`` (path -> (handler, extra headers)): fleet's ``/_fleet/`` routes, which
+    live here when there is no proxy (``--no-proxy``); same access rule, same 1 s cache.
+    ``idle_timeout``: a keep-alive connection idle this long is closed (``--client-timeout``).
     """
     import tornado.httpserver
     import tornado.web
@@ -267,22 +276,41 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
 
     rules = AddressRules(allow) if allow is not None else None
     trust = TrustedProxies(trusted_proxies)
-    cache: list[Any] = [-1e18, b""]  # rendered at most once a second, as on the proxy port
+    routes: dict[str, LocalRoute] = {path: (metrics_route(registry), ())}
+    routes.update(extra_routes or {})
 
-    class MetricsHandler(tornado.web.RequestHandler):
+    class LocalHandler(tornado.web.RequestHandler):
+        def initialize(self, route: LocalRoute) -> None:
+            self.route = route
+
         def get(self) -> None:
             headers = [(name.encode("latin-1"), value.encode("latin-1"))
                        for name, value in self.request.headers.get_all()]
             if rules is not None and not rules.allows(client_address(trust, self.request.remote_ip or "", headers)):
                 raise tornado.web.HTTPError(404)
+            status, content_type, body = self.route[0]()
+            self.set_status(status)
+            self.set_header("Content-Type", content_type)
+            self.set_header("Cache-Control", "no-store")
+            for name, value in self.route[1]:
+                self.set_header(name, value)
+            self.write(body)
+
+    def cached(handler: Callable[[], tuple[int, str, bytes]]) -> Callable[[], tuple[int, str, bytes]]:
+        """Rendered at most once a second, as on the proxy port."""
+        cache: list[Any] = [-1e18, None]
+
+        def answer() -> tuple[int, str, bytes]:
             now = time.monotonic()
             if now - cache[0] >= 1.0:
-                cache[:] = [now, render(registry)]
-            self.set_header("Content-Type", CONTENT_TYPE)
-            self.write(cache[1])
+                cache[:] = [now, handler()]
+            return cache[1]  # type: ignore[no-any-return]
 
-    app = tornado.web.Application([(path, MetricsHandler)])
-    server = tornado.httpserver.HTTPServer(app)
+        return answer
+
+    app = tornado.web.Application([(re.escape(route_path), LocalHandler, {"route": (cached(handler), extra)})
+                                   for route_path, (handler, extra) in routes.items()])
+    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=idle_timeout)
     try:
         server.listen(port, address)
     except OSError as exc:

@@ -20,7 +20,7 @@ import signal
 import time
 from typing import Any, Coroutine
 
-from fleet import __version__, health
+from fleet import __version__, status_page
 from fleet.appspec import AppError, AppKind, AppSpec, detect_apps
 from fleet.balancer.server import Balancer
 from fleet.bokeh_settings import app_paths
@@ -76,6 +76,8 @@ class Master:
         self.balancer: Balancer | None = None
         self.supervisor: Supervisor | None = None
         self.control: ControlServer | None = None
+        self.status_board: status_page.StatusBoard | None = None  # ops: /_fleet/
+        self._fleet_routes: dict[str, status_page.Route] = {}
         self._metrics_listener: Any = None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._upstreams: set[str] = set()
@@ -101,6 +103,8 @@ class Master:
 
     # -- supervisor -> balancer -------------------------------------------------------------
     def _on_change(self, info: WorkerInfo) -> None:
+        if self.status_board is not None:
+            self.status_board.observe(info)
         balancer = self.balancer
         if info.state in ("stopped", "failed"):
             if balancer is not None and info.id in self._upstreams and not self.stopping:
@@ -172,10 +176,7 @@ class Master:
         self.supervisor = Supervisor(config, self.spec, on_change=self.hooks.wrap(self._on_change),
                                      wait_idle=self.balancer.wait_idle if self.balancer is not None else None,
                                      output=self.output)
-        if self.balancer is not None:  # ops: /_fleet/health/live and /_fleet/health/ready
-            supervisor = self.supervisor
-            for path, handler in health.routes(supervisor.workers, lambda: supervisor.desired).items():
-                self.balancer.add_local_route(path, handler)
+        self._add_fleet_routes(self.supervisor)
         try:
             await self._start_metrics()  # binds --metrics-port now, before any worker runs
         except (PortInUseError, OSError) as exc:
@@ -210,11 +211,26 @@ class Master:
         self._ready_banner()
         self.systemd.ready(f"{config.workers} workers ready")  # ops: systemd Type=notify
         self._spawn_background(self.systemd.watchdog())
+        if self.status_board is not None:
+            self._spawn_background(self.status_board.run())
         from fleet import recycler
 
         if recycler.enabled(config):
             self._spawn_background(recycler.watch(self.supervisor, config, self._requests_of))
         return await self._main_loop()
+
+    def _add_fleet_routes(self, supervisor: Supervisor) -> None:
+        """``/_fleet/`` (the status page, ``status.json``) and ``/_fleet/health/...``: on the
+        proxy, and on the ``--metrics-port`` listener (the only place with ``--no-proxy``)."""
+        config = self.config
+        self.status_board = status_page.StatusBoard.of(
+            config, supervisor, self.stats if self.balancer is not None else None,
+            config.name or default_name(config.port, os.getpid()),
+            None if self.balancer is None else self.public_url())
+        self._fleet_routes = status_page.fleet_routes(self.status_board, supervisor)
+        if self.balancer is not None:
+            for path, (handler, headers) in self._fleet_routes.items():
+                self.balancer.add_local_route(path, handler, headers)
 
     def _requests_of(self, worker_id: str) -> int | None:
         upstream = self.stats.upstreams.get(worker_id)
@@ -268,6 +284,16 @@ class Master:
         host = "localhost" if self.config.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.config.address
         return f"{scheme}://{host}:{port}{path}"
 
+    def status_url(self) -> str | None:
+        """Where ``/_fleet/`` is served: the proxy, else the ``--metrics-port`` listener."""
+        if self.balancer is not None:
+            origin = "/".join(self.public_url().split("/", 3)[:3])  # scheme://host:port
+            return origin + "/_fleet/"
+        if self._metrics_listener is not None:
+            host = "localhost" if self.config.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.config.address
+            return f"http://{host}:{self._metrics_listener.port}/_fleet/"
+        return None
+
     def _ready_banner(self) -> None:
         if self.balancer is not None:
             self.output.fleet(f"ready: open {self.public_url()}")
@@ -278,6 +304,9 @@ class Master:
         else:
             self.output.fleet(f"ready (no proxy): workers on {self.config.address}:{self.config.base_port}"
                               f"-{self.config.worker_port(self.config.workers - 1)}")
+        status = self.status_url()
+        if status is not None:
+            self.output.fleet(f"status page: {status}")
         self.output.fleet(f"control socket {self.control.path if self.control else '-'}: "
                           f"fleet status | reload | scale N | down")
 
@@ -297,7 +326,8 @@ class Master:
         if config.metrics_port is not None:
             self._metrics_listener = await metrics.serve_separately(
                 registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,
-                trusted_proxies=config.trusted_proxies())
+                trusted_proxies=config.trusted_proxies(), extra_routes=self._fleet_routes,
+                idle_timeout=config.client_timeout)
         elif self.balancer is not None:
             self.balancer.add_local_route(config.metrics_path, metrics.metrics_route(registry))
 

@@ -78,10 +78,14 @@ class CachedRoute:
     """A built-in route rendered at most once per ``ttl`` seconds: a scrape storm (or 2,000
     pipelined ``GET /metrics``) costs one render a second, not one per request."""
 
-    def __init__(self, handler: LocalHandler, loop: asyncio.AbstractEventLoop, ttl: float = 1.0) -> None:
+    def __init__(self, handler: LocalHandler, loop: asyncio.AbstractEventLoop, ttl: float = 1.0,
+                 headers: Iterable[tuple[str, str]] = ()) -> None:
         self.handler = handler
         self.loop = loop
         self.ttl = ttl
+        # Extra header lines of every answer, ready to write (fixed strings of fleet's own).
+        self.headers = b"".join(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+                                for name, value in headers)
         self._at = -1e18
         self._answer: tuple[int, str, bytes] = (200, "text/plain", b"")
 

@@ -365,12 +365,13 @@ def error_response(status: int, detail: str = "", *, close: bool = True, head_on
 
 
 def local_response(status: int, content_type: str, body: bytes, *, close: bool, http10: bool,
-                   head_only: bool) -> bytes:
-    """A response the proxy serves itself (``/metrics``)."""
+                   head_only: bool, extra: bytes = b"") -> bytes:
+    """A response the proxy serves itself (``/metrics``, ``/_fleet/...``); ``extra``: more
+    header lines, each ending in CRLF (the status page's Content-Security-Policy)."""
     phrase = HTTPStatus(status).phrase.encode()
     connection = b"Connection: close\r\n" if close else (b"Connection: keep-alive\r\n" if http10 else b"")
-    head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-store\r\n%s\r\n"
-            % (status, phrase, content_type.encode(), len(body), connection))
+    head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-store\r\n%s%s\r\n"
+            % (status, phrase, content_type.encode(), len(body), extra, connection))
     return head if head_only else head + body
 
 

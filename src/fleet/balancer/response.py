@@ -323,7 +323,7 @@ class ClientBase(asyncio.Protocol):
         status, content_type, body = handler()  # type: ignore[operator]
         close = not request.keep_alive or self.proxy.closing
         response = heads.local_response(status, content_type, body, close=close, http10=request.http10,
-                                        head_only=request.method == b"HEAD")
+                                        head_only=request.method == b"HEAD", extra=handler.headers)  # type: ignore[union-attr]
         exchange.status = status
         self.proxy.stats.bytes_sent += len(response)
         self._write(response)

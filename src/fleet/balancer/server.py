@@ -302,11 +302,13 @@ class Balancer:
 
         self.context.bokeh = routing_for(self.config, static_roots)
 
-    def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]]) -> None:
+    def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]],
+                        headers: Iterable[tuple[str, str]] = ()) -> None:
         """Serve ``path`` from the proxy itself (``/metrics``); other paths go to workers.
         Only clients inside ``--metrics-allow`` see it (others get 404); the answer is
-        rendered at most once a second."""
-        self.context.local_routes[path.encode()] = CachedRoute(handler, asyncio.get_running_loop())
+        rendered at most once a second. ``headers``: extra response headers."""
+        self.context.local_routes[path.encode()] = CachedRoute(handler, asyncio.get_running_loop(),
+                                                               headers=headers)
 
     # -- shutdown ------------------------------------------------------------------------------
     def in_flight(self) -> int:
