@@ -74,6 +74,7 @@ class Master:
         self.specs: tuple[AppSpec, ...] = ()
         self.stats = ProxyStats()
         self.balancer: Balancer | None = None
+        self.dataplane: Any = None  # fleet.dataplane.DataPlane with --proxy nginx|haproxy
         self.supervisor: Supervisor | None = None
         self.control: ControlServer | None = None
         self._metrics_listener: Any = None
@@ -101,6 +102,9 @@ class Master:
 
     # -- supervisor -> balancer -------------------------------------------------------------
     def _on_change(self, info: WorkerInfo) -> None:
+        if self.dataplane is not None:
+            self.dataplane.on_worker(info)
+            self._slots[info.id] = info.slot
         balancer = self.balancer
         if info.state in ("stopped", "failed"):
             if balancer is not None and info.id in self._upstreams and not self.stopping:
@@ -157,7 +161,7 @@ class Master:
 
     async def _run_started(self, control_path: str) -> int:
         config = self.config
-        if not config.no_proxy:
+        if not config.no_proxy and config.proxy == "builtin":
             self.balancer = Balancer(config, self.stats)
             try:
                 await self.balancer.start()  # binds now: a taken port fails before any worker runs
@@ -168,14 +172,21 @@ class Master:
                 return self._error(f"cannot listen on {config.address}:{config.port}: {exc.strerror or exc}")
             if self.spec is not None and self.spec.kind is AppKind.BOKEH:
                 self.balancer.serve_bokeh(self._bokeh_static_roots())
+        elif not config.no_proxy:
+            from fleet.dataplane.plane import DataPlane, DataPlaneError
 
+            try:  # binary, refused options, port, `nginx -t`: before any worker runs
+                self.dataplane = await DataPlane.prepare(config, control_path, self.output)
+            except DataPlaneError as exc:
+                return self._error(str(exc))
+        front = self.balancer or self.dataplane
         self.supervisor = Supervisor(config, self.spec, on_change=self.hooks.wrap(self._on_change),
-                                     wait_idle=self.balancer.wait_idle if self.balancer is not None else None,
+                                     wait_idle=front.wait_idle if front is not None else None,
                                      output=self.output)
-        if self.balancer is not None:  # ops: /_fleet/health/live and /_fleet/health/ready
+        if front is not None:  # ops: /_fleet/health/live and /_fleet/health/ready
             supervisor = self.supervisor
             for path, handler in health.routes(supervisor.workers, lambda: supervisor.desired).items():
-                self.balancer.add_local_route(path, handler)
+                front.add_local_route(path, handler)
         try:
             await self._start_metrics()  # binds --metrics-port now, before any worker runs
         except (PortInUseError, OSError) as exc:
@@ -198,6 +209,8 @@ class Master:
         except SupervisorError as exc:
             await self._close_proxy()
             return self._error(str(exc))
+        if self.dataplane is not None and not await self._start_dataplane():
+            return 1
 
         try:
             self.control = ControlServer(control_path, OperationsControl(  # ops: info, logs
@@ -215,6 +228,28 @@ class Master:
         if recycler.enabled(config):
             self._spawn_background(recycler.watch(self.supervisor, config, self._requests_of))
         return await self._main_loop()
+
+    async def _start_dataplane(self) -> bool:
+        """Start nginx/HAProxy in front of the ready workers; on failure stop everything."""
+        from fleet.dataplane.plane import DataPlaneError
+
+        assert self.supervisor is not None and self.dataplane is not None
+        try:
+            await self.dataplane.start(self.supervisor.family)
+        except (DataPlaneError, OSError) as exc:
+            await self.supervisor_kill_and_close()
+            self._error(str(exc))
+            return False
+        self.output.fleet(f"data plane: {self.dataplane.kind} (pid {self.dataplane.server.pid}), "
+                          f"files in {self.dataplane.layout.directory}")
+        return True
+
+    async def supervisor_kill_and_close(self) -> None:
+        assert self.supervisor is not None
+        if self.dataplane is not None:  # before the supervisor closes the watchdog it uses
+            await self.dataplane.stop(0.0)
+        await self.supervisor.kill_now()
+        await self._close_proxy()
 
     def _requests_of(self, worker_id: str) -> int | None:
         upstream = self.stats.upstreams.get(worker_id)
@@ -269,11 +304,11 @@ class Master:
         return f"{scheme}://{host}:{port}{path}"
 
     def _ready_banner(self) -> None:
-        if self.balancer is not None:
+        if self.balancer is not None or self.dataplane is not None:
             self.output.fleet(f"ready: open {self.public_url()}")
             for spec in self.specs[1:]:
                 self.output.fleet(f"also: {self.public_url().rsplit('/', 1)[0]}{spec.url_path}")
-            if self.balancer.redirect_port is not None:
+            if self.balancer is not None and self.balancer.redirect_port is not None:
                 self.output.fleet(f"http://{self.config.address}:{self.balancer.redirect_port} redirects to https")
         else:
             self.output.fleet(f"ready (no proxy): workers on {self.config.address}:{self.config.base_port}"
@@ -298,8 +333,8 @@ class Master:
             self._metrics_listener = await metrics.serve_separately(
                 registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,
                 trusted_proxies=config.trusted_proxies())
-        elif self.balancer is not None:
-            self.balancer.add_local_route(config.metrics_path, metrics.metrics_route(registry))
+        elif self.balancer is not None or self.dataplane is not None:
+            (self.balancer or self.dataplane).add_local_route(config.metrics_path, metrics.metrics_route(registry))
 
     # -- the loop --------------------------------------------------------------------------
     def _spawn_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -362,6 +397,9 @@ class Master:
 
     async def scale(self, workers: int) -> str:
         assert self.supervisor is not None
+        refused = self.dataplane.check_scale(workers) if self.dataplane is not None else None
+        if refused:
+            raise SupervisorError(refused)
         await self.supervisor.scale(workers)
         ready = sum(1 for w in self.supervisor.workers() if w.ready and w.current)
         return f"scaled to {workers} workers ({ready} ready)"
@@ -374,6 +412,8 @@ class Master:
         if self.balancer is not None:
             await self.balancer.stop_accepting()
             await self.balancer.drain(config.graceful_timeout)
+        if self.dataplane is not None:  # stops listening, finishes in-flight requests
+            await self.dataplane.stop(config.graceful_timeout)
         assert self.supervisor is not None
         await self.supervisor.stop(term_wait(deadline, time.monotonic(), config.graceful_timeout))
         await self._close_all()
@@ -381,6 +421,8 @@ class Master:
 
     async def _stop_now(self) -> None:
         self.stopping = True
+        if self.dataplane is not None:
+            await self.dataplane.stop(0.0)
         if self.supervisor is not None:
             await self.supervisor.kill_now()
         await self._close_all()
@@ -391,6 +433,8 @@ class Master:
             self._metrics_listener = None
         if self.balancer is not None:
             await self.balancer.close()
+        if self.dataplane is not None:
+            await self.dataplane.stop(0.0)
 
     async def _close_all(self) -> None:
         await cancel_and_wait(list(self._background))
