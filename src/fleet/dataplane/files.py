@@ -14,6 +14,7 @@ deployment: there is one generator per server, not a second one here.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import stat
 from dataclasses import dataclass, replace
@@ -105,7 +106,10 @@ class Renderer:
         self.config = config
         self.layout = layout
         base = deployment if deployment is not None else detect(config)
-        self._deployment = replace(base, state_dir=layout.directory, user=None, group=None)
+        # The server runs with fleet's own rights. As root, nginx would switch its workers to
+        # `nobody`, who cannot open fleet's private directory: name root instead.
+        user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 and layout.kind == "nginx" else None
+        self._deployment = replace(base, state_dir=layout.directory, user=user, group=None)
 
     def own_metrics_path(self) -> str | None:
         if self.config.no_metrics:
