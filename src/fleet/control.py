@@ -223,8 +223,6 @@ def format_status(reply: dict[str, Any]) -> str:
         lines.append(f"data plane: {plane['kind']} pid {plane.get('pid') or '-'}"
                      f"{f', restarted {restarts} times' if restarts else ''}"
                      f"{', metrics at ' + plane['metrics'] if plane.get('metrics') else ''}")
-    elif plane:
-        lines.append(f"data plane: {plane.get('kind')}")
     last = reply.get("last_reload")
     if last and not last.get("ok"):
         lines.append(f"last reload FAILED: {last.get('message', '?')}")

@@ -40,8 +40,8 @@ SOFT_STOP = {"nginx": signal.SIGQUIT, "haproxy": signal.SIGUSR1}
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
 
 
-def find_binary(kind: str) -> str:
-    path = shutil.which(BINARIES[kind], path=SEARCH_PATH)
+def find_binary(kind: str, search_path: str = SEARCH_PATH) -> str:
+    path = shutil.which(BINARIES[kind], path=search_path)
     if path is None:
         package = {"nginx": "nginx-light (or nginx)", "haproxy": "haproxy"}[kind]
         raise DataPlaneError(f"--proxy {kind}: the {kind} binary is not installed (not on PATH or in "
