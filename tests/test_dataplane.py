@@ -18,7 +18,7 @@ import websocket
 
 from support import EXAMPLES, wait_until, require_tool
 from test_drills import LoadGenerator, get
-from up_helpers import Fleet, processes_mentioning, up
+from up_helpers import Fleet, family, living, processes_mentioning, up
 
 TORNADO_APP = str(EXAMPLES / "tornado_hello.py")
 
@@ -57,10 +57,14 @@ def server_pid(fleet: Fleet) -> int:
 
 
 def down(fleet: Fleet) -> None:
+    """``fleet down``: exit 0, and every process fleet started (nginx's workers too) is gone."""
+    started = family(fleet.proc.pid)
+    assert any("nginx" in p.name() or "haproxy" in p.name() for p in living(started))
     result = fleet.cli("down")
     assert result.returncode == 0, result.stderr
     assert fleet.proc.wait(60) == 0
     assert "fleet | stopped" in fleet.proc.output()
+    wait_until(lambda: not living(started), 10, message="every process of fleet gone")
 
 
 # -- HAProxy --------------------------------------------------------------------------------
@@ -248,6 +252,31 @@ def test_a_configuration_the_server_rejects_is_a_clear_error_and_leaves_nothing(
     assert fleet.proc.wait(60) == 1
     output = fleet.proc.output()
     assert "haproxy rejects the generated configuration" in output
-    assert "ready" not in output  # no worker was started
+    assert "ready (pid" not in output  # no worker was started
     assert not processes_mentioning(str(tmp_path))
     assert not (tmp_path / "fleet.dataplane").exists()
+
+
+def test_a_taken_port_stops_the_start_before_any_worker_runs(tmp_path: Path) -> None:
+    require_tool("haproxy")
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        fleet = up(tmp_path, TORNADO_APP, "--proxy", "haproxy", port=port, proxy=True)
+        assert fleet.proc.wait(30) == 1
+    output = fleet.proc.output()
+    assert f"--proxy haproxy: proxy port 127.0.0.1:{port} is already in use" in output
+    assert "ready (pid" not in output  # no worker was started
+    assert not processes_mentioning(str(tmp_path)) and not (tmp_path / "fleet.dataplane").exists()
+
+
+def test_kill_9_of_the_master_takes_nginx_and_its_workers_along(tmp_path: Path) -> None:
+    fleet = start(tmp_path, "nginx", "--no-sticky", workers=1)
+    with fleet.proc:
+        started = family(fleet.proc.pid)
+        assert sum("nginx" in p.name() for p in started) >= 2  # master and worker(s)
+        os.kill(fleet.proc.pid, signal.SIGKILL)
+        wait_until(lambda: not living(started), 20, message="nothing outlives a killed master")

@@ -209,8 +209,12 @@ class Master:
         except SupervisorError as exc:
             await self._close_proxy()
             return self._error(str(exc))
-        if self.dataplane is not None and not await self._start_dataplane():
-            return 1
+        failure = await self.dataplane.start_for(self.supervisor) if self.dataplane is not None else None
+        if failure:  # nginx/HAProxy could not serve: nothing may keep running
+            await self.dataplane.stop(0.0)  # before the supervisor closes the watchdog it uses
+            await self.supervisor.kill_now()
+            await self._close_proxy()
+            return self._error(failure)
 
         try:
             self.control = ControlServer(control_path, OperationsControl(  # ops: info, logs
@@ -228,28 +232,6 @@ class Master:
         if recycler.enabled(config):
             self._spawn_background(recycler.watch(self.supervisor, config, self._requests_of))
         return await self._main_loop()
-
-    async def _start_dataplane(self) -> bool:
-        """Start nginx/HAProxy in front of the ready workers; on failure stop everything."""
-        from fleet.dataplane.plane import DataPlaneError
-
-        assert self.supervisor is not None and self.dataplane is not None
-        try:
-            await self.dataplane.start(self.supervisor.family)
-        except (DataPlaneError, OSError) as exc:
-            await self.supervisor_kill_and_close()
-            self._error(str(exc))
-            return False
-        self.output.fleet(f"data plane: {self.dataplane.kind} (pid {self.dataplane.server.pid}), "
-                          f"files in {self.dataplane.layout.directory}")
-        return True
-
-    async def supervisor_kill_and_close(self) -> None:
-        assert self.supervisor is not None
-        if self.dataplane is not None:  # before the supervisor closes the watchdog it uses
-            await self.dataplane.stop(0.0)
-        await self.supervisor.kill_now()
-        await self._close_proxy()
 
     def _requests_of(self, worker_id: str) -> int | None:
         upstream = self.stats.upstreams.get(worker_id)

@@ -124,6 +124,17 @@ class DataPlane:
         self.sync.start()
         await self.sync.resync()
 
+    async def start_for(self, supervisor: Any) -> str | None:
+        """Start in front of ``supervisor``'s ready workers, owned like a worker (reaper,
+        watchdog); the error for the user if it cannot serve."""
+        try:
+            await self.start(supervisor.family)
+        except (DataPlaneError, OSError) as exc:
+            return str(exc)
+        assert self.server is not None
+        self.output.fleet(f"data plane: {self.kind} (pid {self.server.pid}), files in {self.layout.directory}")
+        return None
+
     async def stop(self, timeout: float) -> None:
         """Graceful: the server stops accepting and finishes in-flight requests (up to timeout)."""
         if self.sync is not None:
