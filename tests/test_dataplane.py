@@ -98,11 +98,18 @@ def test_haproxy_reaches_every_worker_follows_scale_and_serves_metrics(tmp_path:
         down(fleet)
 
 
-def test_haproxy_routes_only_for_metrics_allow(tmp_path: Path, stopped_cleanly: None) -> None:
-    fleet = start(tmp_path, "haproxy", "--metrics-allow", "10.0.0.0/8", workers=1)
+@pytest.mark.parametrize("kind", ["haproxy", "nginx"])
+def test_built_in_routes_answer_only_metrics_allow_clients_resolved_through_trusted_proxies(
+        tmp_path: Path, stopped_cleanly: None, kind: str) -> None:
+    fleet = start(tmp_path, kind, "--metrics-allow", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1",
+                  "--no-sticky", workers=1)
     with fleet.proc:
-        for path in ("/metrics", "/metrics/haproxy", "/_fleet/health/live"):
-            assert get(fleet.port, path)[0] == 404, path
+        paths = ("/metrics", f"/metrics/{kind}", "/_fleet/health/live")
+        for path in paths:
+            assert get(fleet.port, path)[0] == 404, path  # 127.0.0.1 itself is not allowed
+            # Through the trusted proxy (127.0.0.1) the client is the address it forwarded.
+            assert get(fleet.port, path, headers={"X-Forwarded-For": "8.8.8.8"})[0] == 404, path
+            assert get(fleet.port, path, headers={"X-Forwarded-For": "10.1.2.3"})[0] == 200, path
         assert served_by(fleet.port) == "g1w0"
         down(fleet)
 

@@ -34,6 +34,7 @@ class Managed:
     fleet_paths: tuple[str, ...]  # exact paths (and prefixes ending in /) routed to fleet
     metrics_path: str | None  # where the server's own metrics are served; None: --no-metrics
     metrics_allow: tuple[str, ...]  # who may see fleet_paths and metrics_path
+    trusted_proxies: tuple[str, ...]  # whose X-Forwarded-For names the client (nginx: realip)
     drain_timeout: float
 
 
@@ -50,34 +51,53 @@ def haproxy_global(managed: Managed) -> list[str]:
     ]
 
 
-def _haproxy_paths(managed: Managed) -> str:
+def _haproxy_terms(managed: Managed) -> list[str]:
+    """Anonymous ACLs for fleet's routes: exact paths and prefixes (ending in /)."""
     exact = [p for p in managed.fleet_paths if not p.endswith("/")]
     prefixes = [p for p in managed.fleet_paths if p.endswith("/")]
-    parts = []
+    terms = []
     if exact:
-        parts.append(f"{{ path {' '.join(exact)} }}")
+        terms.append(f"{{ path {' '.join(exact)} }}")
     if prefixes:
-        parts.append(f"{{ path_beg {' '.join(prefixes)} }}")
-    return " || ".join(parts)
+        terms.append(f"{{ path_beg {' '.join(prefixes)} }}")
+    return terms
 
 
 def haproxy_frontend(managed: Managed) -> list[str]:
-    routed = _haproxy_paths(managed) if managed.fleet_socket else ""
+    routed = _haproxy_terms(managed) if managed.fleet_socket else []
     own = managed.metrics_path
-    if not routed and not own:
+    guarded = [*routed, *([f"{{ path {own} }}"] if own else [])]
+    if not guarded:
         return []
-    guarded = " || ".join(filter(None, [routed, f"{{ path {own} }}" if own else ""]))
     allow = " ".join(managed.metrics_allow)
+    trusted = " ".join(n for n in managed.trusted_proxies if n != "unix:")
     lines = ["    # fleet's built-in routes and HAProxy's own metrics: --metrics-allow peers only, others 404."]
     if allow:
         lines.append(f"    acl fleet_metrics_peer src {allow}")
-        lines.append(f"    http-request deny deny_status 404 if !fleet_metrics_peer {guarded.replace(' || ', ' || !fleet_metrics_peer ')}")
-    else:
-        lines.append(f"    http-request deny deny_status 404 if {guarded}")
+    if allow and trusted:
+        lines += [
+            "    # Through a --trusted-proxy the client is the last X-Forwarded-For entry it added.",
+            f"    acl fleet_via_trusted src {trusted}",
+            "    acl fleet_forwarded req.hdr(X-Forwarded-For) -m found",
+            f"    acl fleet_forwarded_peer req.hdr_ip(X-Forwarded-For,-1) {allow}",
+        ]
+    for term in guarded:
+        if not allow:
+            lines.append(f"    http-request deny deny_status 404 if {term}")
+        elif not trusted:
+            lines.append(f"    http-request deny deny_status 404 if {term} !fleet_metrics_peer")
+        else:
+            lines += [
+                f"    http-request deny deny_status 404 if {term} !fleet_via_trusted !fleet_metrics_peer",
+                f"    http-request deny deny_status 404 if {term} fleet_via_trusted !fleet_forwarded "
+                f"!fleet_metrics_peer",
+                f"    http-request deny deny_status 404 if {term} fleet_via_trusted fleet_forwarded "
+                f"!fleet_forwarded_peer",
+            ]
     if own:
         lines.append(f"    http-request use-service prometheus-exporter if {{ path {own} }}")
     if routed:
-        lines.append(f"    use_backend fleet_master if {routed}")
+        lines.append(f"    use_backend fleet_master if {' || '.join(routed)}")
     return lines
 
 

@@ -123,6 +123,7 @@ class Renderer:
             directory=self.layout.directory, servers=servers, admin_socket=self.layout.admin_socket,
             fleet_socket=self.layout.fleet_socket, fleet_paths=fleet_paths(self.config),
             metrics_path=self.own_metrics_path(), metrics_allow=self.config.metrics_allow,
+            trusted_proxies=self.config.trusted_proxies(),
             drain_timeout=self.config.drain_timeout,
         )
         return render(kind, self.config, replace(self._deployment, managed=managed))

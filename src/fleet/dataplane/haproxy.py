@@ -64,6 +64,7 @@ class HAProxySync:
         self._dirty = asyncio.Event()
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failing = False  # say a run-time API failure once, not every retry
 
     def start(self) -> None:
         self.rendered()
@@ -93,10 +94,13 @@ class HAProxySync:
             try:
                 await self._apply()
             except (OSError, TimeoutError) as exc:
-                self.output.fleet(f"haproxy runtime API: {exc}; retrying")
+                if not self._failing:
+                    self.output.fleet(f"haproxy runtime API: {exc or type(exc).__name__}; retrying")
+                self._failing = True
                 await asyncio.sleep(0.5)
                 self._dirty.set()
                 continue
+            self._failing = False
             if not self._dirty.is_set():
                 self._synced.set()
 
