@@ -102,9 +102,13 @@ class Master:
 
     # -- supervisor -> balancer -------------------------------------------------------------
     def _on_change(self, info: WorkerInfo) -> None:
-        if self.dataplane is not None:
+        if self.dataplane is not None:  # nginx/HAProxy instead of the built-in balancer
             self.dataplane.on_worker(info)
-            self._slots[info.id] = info.slot
+            if info.state in ("stopped", "failed"):
+                self._slots.pop(info.id, None)
+            else:
+                self._slots[info.id] = info.slot
+            return
         balancer = self.balancer
         if info.state in ("stopped", "failed"):
             if balancer is not None and info.id in self._upstreams and not self.stopping:
