@@ -68,6 +68,16 @@ def parse_fleet_name(value: str) -> str:
     return valid_name(str(value))
 
 
+PROXY_KINDS = ("builtin", "nginx", "haproxy")
+
+
+def parse_proxy_kind(value: str) -> str:
+    kind = str(value).strip().lower()
+    if kind not in PROXY_KINDS:
+        raise ValueError(f"unknown data plane {value!r} (one of {', '.join(PROXY_KINDS)})")
+    return kind
+
+
 def _default_workers() -> int:
     from fleet.cpulimit import default_workers  # the cgroup's CPU quota in a container
 
@@ -161,6 +171,20 @@ class Config:
         help="Run only the supervised workers (for an external nginx/Apache/HAProxy). Ports stay "
              "fixed, so a reload restarts workers one at a time on their own ports (no blue/green "
              "generations, no draining of open WebSockets).",
+    )
+    proxy: str = option(
+        "builtin", "--proxy", parse=parse_proxy_kind, metavar="builtin|nginx|haproxy",
+        commands=frozenset({"up"}),
+        help="Data plane in front of the workers: fleet's built-in proxy, or nginx / HAProxy run "
+             "by fleet as a supervised child with the `fleet config` configuration (files in "
+             "fleet's private runtime directory). haproxy: workers join, drain (affinity kept) and "
+             "leave through its runtime API; --worker-max-conns and --queue-timeout are its "
+             "maxconn and timeout queue; its metrics at METRICS-PATH/haproxy. nginx: a graceful "
+             "reload per change; a replaced worker gets no new requests and is stopped once every "
+             "nginx worker that could still use it has exited (or --drain-timeout), but nginx "
+             "has no affinity cookie (--sticky is dropped with a warning), no drain of pinned "
+             "clients, no per-worker counts and no queue (a full --worker-max-conns gives 502); "
+             "stub_status at METRICS-PATH/nginx. See the README.",
     )
     metrics_path: str = option(
         "/metrics", "--metrics-path", parse=parse_url_path, commands=PROXY,
@@ -675,6 +699,9 @@ def validate(config: Config, command: str) -> None:
             )
         if not config.no_proxy:
             _validate_surge_block(config)
+        if config.no_proxy and config.proxy != "builtin":
+            raise ConfigError(f"--proxy {config.proxy} and --no-proxy contradict each other "
+                              f"(--no-proxy runs no data plane at all)")
         if config.max_requests and config.no_proxy:
             raise ConfigError("--max-requests needs the built-in proxy (it counts the requests); "
                               "with --no-proxy use --max-age or --max-memory")

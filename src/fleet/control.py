@@ -217,6 +217,12 @@ def format_status(reply: dict[str, Any]) -> str:
                  f"{len(serving)}/{reply.get('desired', len(serving))} workers"
                  f"{f' (+{draining} replaced, draining or stopping)' if draining else ''}"
                  f"{', generation ' + str(reply['generation']) if reply.get('generation') else ''}, {proxy}")
+    plane = reply.get("data_plane")
+    if plane and plane.get("kind") in ("nginx", "haproxy"):
+        restarts = plane.get("restarts") or 0
+        lines.append(f"data plane: {plane['kind']} pid {plane.get('pid') or '-'}"
+                     f"{f', restarted {restarts} times' if restarts else ''}"
+                     f"{', metrics at ' + plane['metrics'] if plane.get('metrics') else ''}")
     last = reply.get("last_reload")
     if last and not last.get("ok"):
         lines.append(f"last reload FAILED: {last.get('message', '?')}")

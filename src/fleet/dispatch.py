@@ -83,6 +83,8 @@ class ControlDispatch:
             "generation": supervisor.generation,
             "last_reload": supervisor.last_reload,
             "recycles": dict(supervisor.recycles),
-            "proxy": master.public_url() if master.balancer is not None else None,
+            "proxy": master.public_url() if master.balancer is not None or master.dataplane is not None else None,
+            "data_plane": (master.dataplane.status() if master.dataplane is not None
+                           else {"kind": "none" if master.config.no_proxy else "builtin"}),
             "workers": workers,
         }

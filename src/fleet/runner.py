@@ -74,6 +74,7 @@ class Master:
         self.specs: tuple[AppSpec, ...] = ()
         self.stats = ProxyStats()
         self.balancer: Balancer | None = None
+        self.dataplane: Any = None  # fleet.dataplane.DataPlane with --proxy nginx|haproxy
         self.supervisor: Supervisor | None = None
         self.control: ControlServer | None = None
         self.status_board: status_page.StatusBoard | None = None  # ops: /_fleet/
@@ -105,6 +106,13 @@ class Master:
     def _on_change(self, info: WorkerInfo) -> None:
         if self.status_board is not None:
             self.status_board.observe(info)
+        if self.dataplane is not None:  # nginx/HAProxy instead of the built-in balancer
+            self.dataplane.on_worker(info)
+            if info.state in ("stopped", "failed"):
+                self._slots.pop(info.id, None)
+            else:
+                self._slots[info.id] = info.slot
+            return
         balancer = self.balancer
         if info.state in ("stopped", "failed"):
             if balancer is not None and info.id in self._upstreams and not self.stopping:
@@ -161,7 +169,7 @@ class Master:
 
     async def _run_started(self, control_path: str) -> int:
         config = self.config
-        if not config.no_proxy:
+        if not config.no_proxy and config.proxy == "builtin":
             self.balancer = Balancer(config, self.stats)
             try:
                 await self.balancer.start()  # binds now: a taken port fails before any worker runs
@@ -172,9 +180,16 @@ class Master:
                 return self._error(f"cannot listen on {config.address}:{config.port}: {exc.strerror or exc}")
             if self.spec is not None and self.spec.kind is AppKind.BOKEH:
                 self.balancer.serve_bokeh(self._bokeh_static_roots())
+        elif not config.no_proxy:
+            from fleet.dataplane.plane import DataPlane, DataPlaneError
 
+            try:  # binary, refused options, port, `nginx -t`: before any worker runs
+                self.dataplane = await DataPlane.prepare(config, control_path, self.output)
+            except DataPlaneError as exc:
+                return self._error(str(exc))
+        front = self.balancer or self.dataplane
         self.supervisor = Supervisor(config, self.spec, on_change=self.hooks.wrap(self._on_change),
-                                     wait_idle=self.balancer.wait_idle if self.balancer is not None else None,
+                                     wait_idle=front.wait_idle if front is not None else None,
                                      output=self.output)
         self._add_fleet_routes(self.supervisor)
         try:
@@ -199,6 +214,12 @@ class Master:
         except SupervisorError as exc:
             await self._close_proxy()
             return self._error(str(exc))
+        failure = await self.dataplane.start_for(self.supervisor) if self.dataplane is not None else None
+        if failure:  # nginx/HAProxy could not serve: nothing may keep running
+            await self.dataplane.stop(0.0)  # before the supervisor closes the watchdog it uses
+            await self.supervisor.kill_now()
+            await self._close_proxy()
+            return self._error(failure)
 
         try:
             self.control = ControlServer(control_path, OperationsControl(  # ops: info, logs
@@ -228,9 +249,10 @@ class Master:
             config.name or default_name(config.port, os.getpid()),
             None if self.balancer is None else self.public_url())
         self._fleet_routes = status_page.fleet_routes(self.status_board, supervisor)
-        if self.balancer is not None:
+        front = self.balancer or self.dataplane
+        if front is not None:
             for path, (handler, headers) in self._fleet_routes.items():
-                self.balancer.add_local_route(path, handler, headers)
+                front.add_local_route(path, handler, headers)
 
     def _requests_of(self, worker_id: str) -> int | None:
         upstream = self.stats.upstreams.get(worker_id)
@@ -286,7 +308,7 @@ class Master:
 
     def status_url(self) -> str | None:
         """Where ``/_fleet/`` is served: the proxy, else the ``--metrics-port`` listener."""
-        if self.balancer is not None:
+        if self.balancer is not None or self.dataplane is not None:
             origin = "/".join(self.public_url().split("/", 3)[:3])  # scheme://host:port
             return origin + "/_fleet/"
         if self._metrics_listener is not None:
@@ -295,11 +317,11 @@ class Master:
         return None
 
     def _ready_banner(self) -> None:
-        if self.balancer is not None:
+        if self.balancer is not None or self.dataplane is not None:
             self.output.fleet(f"ready: open {self.public_url()}")
             for spec in self.specs[1:]:
                 self.output.fleet(f"also: {self.public_url().rsplit('/', 1)[0]}{spec.url_path}")
-            if self.balancer.redirect_port is not None:
+            if self.balancer is not None and self.balancer.redirect_port is not None:
                 self.output.fleet(f"http://{self.config.address}:{self.balancer.redirect_port} redirects to https")
         else:
             self.output.fleet(f"ready (no proxy): workers on {self.config.address}:{self.config.base_port}"
@@ -328,8 +350,8 @@ class Master:
                 registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,
                 trusted_proxies=config.trusted_proxies(), extra_routes=self._fleet_routes,
                 idle_timeout=config.client_timeout)
-        elif self.balancer is not None:
-            self.balancer.add_local_route(config.metrics_path, metrics.metrics_route(registry))
+        elif self.balancer is not None or self.dataplane is not None:
+            (self.balancer or self.dataplane).add_local_route(config.metrics_path, metrics.metrics_route(registry))
 
     # -- the loop --------------------------------------------------------------------------
     def _spawn_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -392,6 +414,9 @@ class Master:
 
     async def scale(self, workers: int) -> str:
         assert self.supervisor is not None
+        refused = self.dataplane.check_scale(workers) if self.dataplane is not None else None
+        if refused:
+            raise SupervisorError(refused)
         await self.supervisor.scale(workers)
         ready = sum(1 for w in self.supervisor.workers() if w.ready and w.current)
         return f"scaled to {workers} workers ({ready} ready)"
@@ -404,6 +429,8 @@ class Master:
         if self.balancer is not None:
             await self.balancer.stop_accepting()
             await self.balancer.drain(config.graceful_timeout)
+        if self.dataplane is not None:  # stops listening, finishes in-flight requests
+            await self.dataplane.stop(config.graceful_timeout)
         assert self.supervisor is not None
         await self.supervisor.stop(term_wait(deadline, time.monotonic(), config.graceful_timeout))
         await self._close_all()
@@ -411,6 +438,8 @@ class Master:
 
     async def _stop_now(self) -> None:
         self.stopping = True
+        if self.dataplane is not None:
+            await self.dataplane.stop(0.0)
         if self.supervisor is not None:
             await self.supervisor.kill_now()
         await self._close_all()
@@ -421,6 +450,8 @@ class Master:
             self._metrics_listener = None
         if self.balancer is not None:
             await self.balancer.close()
+        if self.dataplane is not None:
+            await self.dataplane.stop(0.0)
 
     async def _close_all(self) -> None:
         await cancel_and_wait(list(self._background))

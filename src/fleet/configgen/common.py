@@ -34,10 +34,12 @@ class Upstream:
     id: str
     host: str
     port: int
+    # Takes no new requests (a managed data plane: a worker not ready yet, or down).
+    disabled: bool = False
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.port}" if self.port else self.host
 
 
 def upstreams(config: Config) -> list[Upstream]:

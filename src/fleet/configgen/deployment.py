@@ -17,6 +17,7 @@ from typing import Mapping
 
 from fleet.appspec import AppError, AppKind, detect as detect_app
 from fleet.config import Config
+from fleet.configgen.managed import Managed
 
 # Read by ``detect``: put the proxy's pid file, logs and temp files under this directory instead
 # of the distribution's system locations, so nginx/Apache/HAProxy run without root.
@@ -42,6 +43,8 @@ class Deployment:
     apache_modules_dir: str = "/usr/lib/apache2/modules"
     # Why there is no /static/ location although APP might be a Bokeh app (shown as a comment).
     note: str | None = None
+    # ``fleet up --proxy nginx|haproxy``: fleet runs the server itself (fleet.dataplane).
+    managed: Managed | None = None
 
     def state_path(self, name: str, system_path: str) -> str:
         """``state_dir/name`` for an unprivileged run, else the system path."""

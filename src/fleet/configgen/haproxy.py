@@ -24,6 +24,7 @@ from fleet.configgen.common import (
     upstreams,
 )
 from fleet.configgen.deployment import Deployment
+from fleet.configgen import managed as managed_lines
 
 # HAProxy keeps a whole request head in one buffer and reserves tune.maxrewrite (1 KiB by
 # default) of it for header rewrites; 16 KiB is HAProxy's own default buffer size.
@@ -77,6 +78,9 @@ def render(config: Config, deployment: Deployment) -> str:
         f"    tune.http.maxhdr {config.max_header_count}",
     ]
 
+    managed = deployment.managed
+    if managed:
+        out += managed_lines.haproxy_global(managed)
     if https:
         out.append("    ssl-default-bind-options ssl-min-ver TLSv1.2")
     out += [
@@ -146,6 +150,8 @@ def render(config: Config, deployment: Deployment) -> str:
     hsts = hsts_value(config)
     if hsts:
         out.append(f'    http-response set-header Strict-Transport-Security "{hsts}"')
+    if managed:
+        out += managed_lines.haproxy_frontend(managed)
     out += [
         "    default_backend fleet_workers",
         "",
@@ -164,11 +170,19 @@ def render(config: Config, deployment: Deployment) -> str:
             f"    http-check send meth GET uri {config.health_path} ver HTTP/1.1 hdr Host localhost",
             "    http-check expect status 200-299",
         ]
-    out.append("    default-server check inter 2s fall 2 rise 1")
-    for server in upstreams(config):
+    if managed:
+        # fleet sets each server ready/drain/maint through the runtime API as its workers come
+        # and go, so HAProxy runs no health checks of its own.
+        out.append("    # Servers are fleet's port slots (w<i>: --base-port block, s<i>: surge block).")
+    else:
+        out.append("    default-server check inter 2s fall 2 rise 1")
+    for server in managed.servers if managed else upstreams(config):
         cookie = f" cookie {server.id}" if config.sticky else ""
         maxconn = f" maxconn {config.worker_max_conns}" if config.worker_max_conns else ""
-        out.append(f"    server {server.id} {server.address}{cookie}{maxconn}")
+        disabled = " disabled" if server.disabled else ""
+        out.append(f"    server {server.id} {server.address}{cookie}{maxconn}{disabled}")
+    if managed:
+        out += managed_lines.haproxy_backends(managed)
 
     redirect = https_redirect(config)
     if redirect:

@@ -23,6 +23,7 @@ from fleet.configgen.common import (
     upstreams,
 )
 from fleet.configgen.deployment import Deployment
+from fleet.configgen import managed as managed_lines
 
 _ERROR_LOG_LEVELS = {"debug": "debug", "info": "notice", "warning": "warn", "error": "error", "critical": "crit"}
 
@@ -182,7 +183,8 @@ def _indent(lines: list[str], depth: int) -> str:
 def render(config: Config, deployment: Deployment) -> str:
     """The nginx.conf text for ``config`` (complete: events{}, http{}, pid, logs)."""
     state = deployment.state_path
-    servers = upstreams(config)
+    managed = deployment.managed
+    servers = managed_lines.nginx_servers(managed) if managed else upstreams(config)
     main: list[str] = []
     user = deployment.user or (None if deployment.state_dir else "www-data")
     if user:
@@ -190,8 +192,11 @@ def render(config: Config, deployment: Deployment) -> str:
     main += [
         "worker_processes auto;",
         f"pid {state('nginx.pid', '/run/nginx.pid')};",
-        f"error_log {state('error.log', '/var/log/nginx/error.log')} {_ERROR_LOG_LEVELS[config.log_level]};",
+        f"error_log {'stderr' if managed else state('error.log', '/var/log/nginx/error.log')} "
+        f"{_ERROR_LOG_LEVELS[config.log_level]};",
     ]
+    if managed:
+        main += managed_lines.nginx_main(managed)
 
     http: list[str] = [
         "server_tokens off;",
@@ -256,6 +261,8 @@ def render(config: Config, deployment: Deployment) -> str:
                 f'    "~^1:(?<fleet_{name}>.+)$" $fleet_{name};',
                 "}",
             ]
+    if managed:
+        http += managed_lines.nginx_http(managed)
     if config.max_connections_per_ip:
         http += [
             "",
@@ -273,7 +280,8 @@ def render(config: Config, deployment: Deployment) -> str:
     for server in servers:
         # fail_timeout is short because fleet restarts a dead worker within a second.
         max_conns = f" max_conns={config.worker_max_conns}" if config.worker_max_conns else ""
-        http.append(f"    server {server.address} max_fails=1 fail_timeout=2s{max_conns};  # {server.id}")
+        down = " down" if server.disabled else ""
+        http.append(f"    server {server.address} max_fails=1 fail_timeout=2s{max_conns}{down};  # {server.id}")
     http += ["    keepalive 32;", "}", ""]
 
     allowed = host_names(config.allow_host)
@@ -303,6 +311,8 @@ def render(config: Config, deployment: Deployment) -> str:
         http += ["    " + line for line in _proxy_location(config, f"{config.prefix or ''}/static/extensions/")]
     if deployment.bokeh_static_dir:
         http.append("")
+    if managed:
+        http += ["    " + line for line in managed_lines.nginx_locations(managed)]
     http += ["    " + line for line in _proxy_location(config)]
     http.append("}")
 

@@ -30,6 +30,7 @@ from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.lifecycle import Intent, Worker, WorkerLives
 from fleet.supervisor.policy import WorkerState, term_wait
 from fleet.supervisor.process import Output
+from fleet.supervisor.reaper import Reaper
 from fleet.supervisor.watchdog import Watchdog
 from fleet.tasks import cancel_and_wait
 
@@ -64,6 +65,12 @@ class Supervisor(WorkerLives):
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def family(self) -> tuple[Reaper | None, Watchdog | None]:
+        """The reaper and the orphan watchdog, for other children of the master (a managed
+        nginx/HAProxy) that must be owned and killed like workers. Set once ``start`` ran."""
+        return self._reaper, self._watchdog
 
     def _add(self, placement: Placement, generation: int, *, trial: bool, hold_output: bool = False) -> Worker:
         limit = request_limit(self.config.max_requests, self.config.max_requests_jitter,

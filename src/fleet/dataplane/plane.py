@@ -1,0 +1,165 @@
+"""``DataPlane``: what the master holds instead of the built-in ``Balancer`` with ``--proxy
+nginx|haproxy``. The same verbs: worker changes in (``on_worker``), ``wait_idle`` for drains,
+``add_local_route`` for fleet's own routes, and start/stop.
+
+Order (each failure leaves nothing running): ``prepare`` (binary, refused options, private
+directory, port free, ``nginx -t`` / ``haproxy -c`` of a rendered configuration) before any
+worker starts; ``start`` once the workers are ready; ``stop`` before the workers stop.
+"""
+
+from __future__ import annotations
+
+
+import shutil
+from typing import Any, Iterable
+
+from fleet.config import Config
+from fleet.dataplane import process
+from fleet.dataplane.files import DataPlaneError, Layout, Renderer, make_private, private_directory
+from fleet.dataplane.haproxy import HAProxySync, RuntimeAPI
+from fleet.dataplane.internal import Handler, InternalRoutes
+from fleet.dataplane.model import PlaneModel, downgrades, refusals
+from fleet.dataplane.nginx import NginxSync
+from fleet.ports import PortInUseError, check_free
+from fleet.supervisor.info import WorkerInfo
+from fleet.supervisor.process import Output
+
+
+class DataPlane:
+    def __init__(self, config: Config, layout: Layout, binary: str, output: Output) -> None:
+        self.config = config
+        self.kind = layout.kind
+        self.layout = layout
+        self.binary = binary
+        self.output = output
+        self.model = PlaneModel(config)
+        self.renderer = Renderer(config, layout)
+        self.routes = InternalRoutes()
+        self.server: process.ServerProcess | None = None
+        self.sync: HAProxySync | NginxSync | None = None
+        self.stopped_server: process.ServerProcess | None = None
+
+    @classmethod
+    async def prepare(cls, config: Config, control_path: str, output: Output) -> "DataPlane":
+        """Everything that can be checked before a worker runs; DataPlaneError if it fails."""
+        kind = config.proxy
+        errors = refusals(config)
+        if config.port == 0:
+            errors.append(f"--proxy {kind} needs a fixed --port (not 0)")
+        if errors:
+            raise DataPlaneError("\n".join(errors))
+        binary = process.find_binary(kind)
+        layout = Layout(kind, private_directory(control_path))
+        layout.check_lengths()
+        for note in downgrades(config):
+            output.fleet(f"warning: {note}")
+        try:
+            check_free(config.address, config.port, what="proxy port")
+        except PortInUseError as exc:
+            raise DataPlaneError(f"--proxy {kind}: {exc}") from None
+        make_private(layout.directory)
+        plane = cls(config, layout, binary, output)
+        try:
+            # The first generation's slots, as they will be once ready: what nginx -t must accept.
+            for index in range(config.workers):
+                slot = f"w{index}"
+                plane.model.update(f"check{index}", slot, "ready")
+            plane.renderer.write(plane.model)
+            await process.check(kind, binary, layout)
+            plane.model = PlaneModel(config)
+            plane.renderer.write(plane.model)
+        except BaseException:
+            plane.remove_files()
+            raise
+        return plane
+
+    def check_scale(self, workers: int) -> str | None:
+        """Why ``fleet scale workers`` cannot be followed, or None."""
+        if self.kind == "haproxy" and workers > self.model.capacity:
+            return (f"--proxy haproxy was started with {self.model.capacity} server slots per port "
+                    f"block; scaling to {workers} needs a restart of fleet with a larger -n")
+        return None
+
+    # -- worker changes ------------------------------------------------------------------------
+    def on_worker(self, info: WorkerInfo) -> None:
+        if self.model.update(info.id, info.slot, info.state) and self.sync is not None:
+            self.sync.changed()
+
+    async def wait_idle(self, worker_id: str, timeout: float | None) -> bool:
+        if self.sync is None:
+            return True
+        return await self.sync.wait_idle(worker_id, timeout)
+
+    def add_local_route(self, path: str, handler: Handler, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.routes.add(path, handler, headers)
+
+    # -- start / stop ----------------------------------------------------------------------
+    def _write(self) -> str:
+        return self.renderer.write(self.model)
+
+    def _rendered(self) -> None:
+        text = self._write()
+        if isinstance(self.sync, HAProxySync):
+            self.sync.rendered()
+        elif isinstance(self.sync, NginxSync):
+            self.sync.rendered(text)
+
+    async def _restarted(self) -> None:
+        assert self.sync is not None
+        await self.sync.resync()
+
+    async def start(self, family: tuple[Any, Any]) -> None:
+        """Start the server with the current (ready) workers; DataPlaneError if it cannot serve."""
+        self.routes.start(self.layout.fleet_socket)
+        if self.kind == "haproxy":
+            self.sync = HAProxySync(self.model, RuntimeAPI(self.layout.admin_socket), self.output)
+        else:
+            self.sync = NginxSync(self.model, self._write, lambda: self.server.pid if self.server else None,
+                                  self.output)
+        self.server = process.ServerProcess(
+            self.kind, self.binary, self.layout, self.config, self.output,
+            before_start=self._rendered, on_restart=self._restarted,
+            family=family)
+        await self.server.start()
+        self.sync.start()
+        await self.sync.resync()
+
+    async def start_for(self, supervisor: Any) -> str | None:
+        """Start in front of ``supervisor``'s ready workers, owned like a worker (reaper,
+        watchdog); the error for the user if it cannot serve."""
+        try:
+            await self.start(supervisor.family)
+        except (DataPlaneError, OSError) as exc:
+            return str(exc)
+        assert self.server is not None
+        self.output.fleet(f"data plane: {self.kind} (pid {self.server.pid}), files in {self.layout.directory}")
+        return None
+
+    async def stop(self, timeout: float) -> None:
+        """Graceful: the server stops accepting and finishes in-flight requests (up to timeout)."""
+        if self.sync is not None:
+            await self.sync.close()
+        if self.server is not None:
+            await self.server.stop(timeout)
+            self.stopped_server, self.server = self.server, None
+        self.routes.close()
+        self.remove_files()
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.layout.directory, ignore_errors=True)
+
+    def status(self) -> dict[str, Any]:
+        own = self.renderer.own_metrics_path()
+        return {
+            "kind": self.kind,
+            "pid": self.server.pid if self.server else None,
+            "restarts": self.server.restarts if self.server else 0,
+            "binary": self.binary,
+            "directory": self.layout.directory,
+            "metrics": own,
+            "reloads": self.sync.reloads if isinstance(self.sync, NginxSync) else None,
+        }
+
+
+__all__ = ["DataPlane", "DataPlaneError"]
+
