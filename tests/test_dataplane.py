@@ -95,6 +95,15 @@ def test_haproxy_reaches_every_worker_follows_scale_and_serves_metrics(tmp_path:
         assert status_code == 200 and b"fleet_worker_up" in body
         status_code, body = get(fleet.port, "/_fleet/health/ready")
         assert status_code == 200 and b'"ready": 1' in body
+        # The status page behind the data plane, with its own headers (the CSP) passed through.
+        connection = http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)
+        connection.request("GET", "/_fleet/")
+        page = connection.getresponse()
+        assert page.status == 200 and b"<!doctype html>" in page.read().lower()
+        assert "default-src 'none'" in (page.getheader("Content-Security-Policy") or "")
+        connection.close()
+        status_code, body = get(fleet.port, "/_fleet/status.json")
+        assert status_code == 200 and b'"g1w0"' in body
         down(fleet)
 
 
@@ -104,7 +113,7 @@ def test_built_in_routes_answer_only_metrics_allow_clients_resolved_through_trus
     fleet = start(tmp_path, kind, "--metrics-allow", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1",
                   "--no-sticky", workers=1)
     with fleet.proc:
-        paths = ("/metrics", f"/metrics/{kind}", "/_fleet/health/live")
+        paths = ("/metrics", f"/metrics/{kind}", "/_fleet/health/live", "/_fleet/", "/_fleet/status.json")
         for path in paths:
             assert get(fleet.port, path)[0] == 404, path  # 127.0.0.1 itself is not allowed
             # Through the trusted proxy (127.0.0.1) the client is the address it forwarded.
