@@ -23,8 +23,8 @@ from test_bokeh_parity import APPS, TOKEN, session_id_of, start
 from up_helpers import Fleet
 
 BOKEH_APP = str(EXAMPLES / "bokeh_random")
-# Worker ids: w1 today, g3w1 with generations; the format is not this test's business.
-SESSION_LINE = re.compile(r"^(\w+):\d+ \| session created on (\w+)", re.MULTILINE)
+# Worker ids are g<generation>w<index> (g3w1).
+SESSION_LINE = re.compile(r"^(g\d+w\d+):\d+ \| session created on (g\d+w\d+)", re.MULTILINE)
 
 
 def sessions_per_worker(fleet: Fleet) -> Counter[str]:
