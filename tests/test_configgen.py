@@ -240,6 +240,20 @@ def test_apache_tls_sets_proto_https_hsts_and_redirects_plain_http() -> None:
     assert "SSLEngine on" in body and 'RequestHeader set X-Forwarded-Proto "https"' in body
     assert 'Header always set Strict-Transport-Security "max-age=63072000"' in body
     assert "Listen 127.0.0.1:80" in body and "RewriteRule ^/?(.*) https://%1:8443/$1 [R=301,L]" in body
+    assert ('Header add Set-Cookie "fleet_affinity=.%{BALANCER_WORKER_ROUTE}e; Path=/; HttpOnly; '
+            'SameSite=Lax; Secure" env=BALANCER_ROUTE_CHANGED') in body
+
+
+def test_apache_cookie_path_follows_the_prefix_and_extensions_go_to_the_workers() -> None:
+    body = lines(render("apache", config(BOKEH_APP, prefix="/dash"), BOKEH_TARGET))
+    assert any('fleet_affinity=.%{BALANCER_WORKER_ROUTE}e; Path=/dash; HttpOnly; SameSite=Lax"' in line
+               for line in body)
+    proxied = [line for line in body if line.startswith("ProxyPass ")]
+    assert proxied[:3] == [
+        'ProxyPass "/dash/static/extensions/" "balancer://fleet_http/dash/static/extensions/" nocanon',
+        'ProxyPass "/dash/static/" !',  # the first match wins: extensions/ before the files
+        'ProxyPass "/" "balancer://fleet_http/" nocanon',
+    ]
 
 
 def test_apache_says_it_cannot_serve_the_unix_socket() -> None:
@@ -272,6 +286,7 @@ def test_haproxy_tls_binds_with_the_certificate_and_redirects() -> None:
     text = render("haproxy", cfg, TARGET)
     assert "bind 127.0.0.1:5006 ssl crt /etc/tls/c.pem alpn http/1.1" in lines(text)
     assert "ln -s /etc/tls/k.pem /etc/tls/c.pem.key" in text  # HAProxy's key lookup, spelled out
+    assert "cookie fleet_affinity insert indirect nocache httponly secure attr SameSite=Lax" in lines(text)
 
 
 # -- systemd -------------------------------------------------------------------------------
