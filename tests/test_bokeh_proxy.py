@@ -23,8 +23,8 @@ from test_bokeh_parity import APPS, TOKEN, session_id_of, start
 from up_helpers import Fleet
 
 BOKEH_APP = str(EXAMPLES / "bokeh_random")
-# Worker ids: w1 today, g3w1 with generations; the format is not this test's business.
-SESSION_LINE = re.compile(r"^(\w+):\d+ \| session created on (\w+)", re.MULTILINE)
+# Worker ids are g<generation>w<index> (g3w1).
+SESSION_LINE = re.compile(r"^(g\d+w\d+):\d+ \| session created on (g\d+w\d+)", re.MULTILINE)
 
 
 def sessions_per_worker(fleet: Fleet) -> Counter[str]:
@@ -116,3 +116,31 @@ def test_pipelined_static_requests_from_a_slow_reader_all_arrive_in_order(tmp_pa
             received += chunk
         client.close()
         assert received.count(b"HTTP/1.1 200 OK") == count and len(received) < expected + count * 400
+
+
+def test_a_reload_serves_the_new_bytes_of_a_changed_static_file(tmp_path: Path) -> None:
+    """A deploy changes an app's static file and reloads: the proxy answers the new bytes with
+    a new ETag (and an app's new ``static/`` directory is served too). Until the reload it keeps
+    what it read, the files of the generation that serves."""
+    import shutil
+
+    gallery = tmp_path / "gallery"
+    shutil.copytree(APPS / "gallery", gallery, ignore=shutil.ignore_patterns("__pycache__"))
+    fleet = start(tmp_path, str(gallery), workers=1)
+    with fleet.proc:
+        url = f"http://127.0.0.1:{fleet.port}/gallery/static/hello.txt"
+        status, headers, body = http_get(url)
+        assert status == 200 and body == b"hello from gallery static\n"
+        old_etag = headers["ETag"]
+        before = worker_requests(fleet)
+        (gallery / "static" / "hello.txt").write_bytes(b"hello from the new deploy\n")
+        assert http_get(url)[2] == b"hello from gallery static\n"  # read once, kept in memory
+
+        result = fleet.cli("reload")
+        assert result.returncode == 0, result.stderr
+        assert "generation 2 ready" in result.stdout
+        status, headers, body = http_get(url, headers={"If-None-Match": old_etag})
+        assert status == 200 and body == b"hello from the new deploy\n"
+        assert headers["ETag"] != old_etag
+        assert http_get(url, headers={"If-None-Match": headers["ETag"]})[0] == 304
+        assert worker_requests(fleet) == before  # still the proxy's, not the workers'

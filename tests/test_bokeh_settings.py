@@ -287,14 +287,15 @@ def test_server_kwargs_follow_bokeh_serve() -> None:
 
 
 def test_generated_configs_serve_bokehjs_under_the_prefix() -> None:
-    config = parsed("nginx", BOKEH_APP, "--prefix", "/dash", command="config")
+    config = parsed("nginx", BOKEH_APP, "--prefix", "/dash", "-n", "3", command="config")
     deployment = Deployment(bokeh_static_dir="/opt/bokeh/static")
     nginx = render("nginx", config, deployment)
     assert "location /dash/static/ {" in nginx
     after = nginx.split("location /dash/static/extensions/ {\n", 1)[1]
-    assert after.lstrip().startswith("proxy_pass http://fleet_workers;")  # extensions: the workers
+    assert after.lstrip().startswith("proxy_pass http://$fleet_pool;")  # extensions: the workers
     apache = render("apache", config, deployment)
     assert 'Alias "/dash/static/" "/opt/bokeh/static/"' in apache and 'ProxyPass "/dash/static/" !' in apache
+    assert 'ProxyPass "/dash/static/extensions/" "balancer://fleet_http/dash/static/extensions/"' in apache
     assert "--prefix /dash" in render("systemd", config, deployment)
 
 

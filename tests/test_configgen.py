@@ -7,6 +7,7 @@ The servers themselves run these configurations in ``test_configgen_servers.py``
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_upstreams_are_the_workers_unless_upstream_entries_are_given() -> None:
     assert [u.address for u in upstreams(config(workers="3", base_port="7000"))] == [
         "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
     listed = upstreams(config(upstream=("10.0.0.5:5100", "[::1]:5101")))
-    assert [(u.id, u.address) for u in listed] == [("g1w0", "10.0.0.5:5100"), ("g1w1", "[::1]:5101")]
+    assert [(u.id, u.address) for u in listed] == [("w0", "10.0.0.5:5100"), ("w1", "[::1]:5101")]
 
 
 def test_sizes_are_spelled_the_way_nginx_reads_them() -> None:
@@ -85,8 +86,57 @@ def test_nginx_balances_least_conn_over_every_worker_with_keepalive() -> None:
     upstream = body[body.index("upstream fleet_workers {"):]
     assert "least_conn;" in upstream and "keepalive 32;" in upstream
     for port in (5100, 5101, 5102):
-        assert f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;  # g1w{port - 5100}" in upstream
+        assert f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;  # w{port - 5100}" in upstream
     assert body[0].startswith("user ") and "events {" in body and "http {" in body
+
+
+def test_nginx_affinity_cookie_picks_a_per_worker_upstream_with_the_others_as_backup() -> None:
+    text = render("nginx", config(base_port="5100", prefix="/dash"), TARGET)
+    body = lines(text)
+    assert "cannot" not in text  # the old claim that open-source nginx has no sticky least_conn
+    pool = body[body.index("map $cookie_fleet_affinity $fleet_pool {"):]
+    assert pool[1:5] == ["default fleet_workers;", "w0 fleet_w0;", "w1 fleet_w1;", "w2 fleet_w2;"]
+    worker = body[body.index("map $upstream_addr $fleet_worker {"):]
+    assert worker[1:5] == ['default "";', r'"~(^|\s)127\.0\.0\.1:5100$" w0;',
+                           r'"~(^|\s)127\.0\.0\.1:5101$" w1;', r'"~(^|\s)127\.0\.0\.1:5102$" w2;']
+    cookie = body[body.index('map "$cookie_fleet_affinity|$fleet_worker" $fleet_set_cookie {'):]
+    assert cookie[1] == 'default "fleet_affinity=$fleet_worker; Path=/dash; HttpOnly; SameSite=Lax";'
+    one = body[body.index("upstream fleet_w1 {"):]
+    assert one[1:7] == ["zone fleet_w1 64k;", "server 127.0.0.1:5101 max_fails=1 fail_timeout=2s;",
+                        "server 127.0.0.1:5100 max_fails=1 fail_timeout=2s backup;  # w0",
+                        "server 127.0.0.1:5102 max_fails=1 fail_timeout=2s backup;  # w2", "keepalive 16;", "}"]
+    location = body[body.index("location / {"):]
+    assert location[1:3] == ["proxy_pass http://$fleet_pool;", "add_header Set-Cookie $fleet_set_cookie;"]
+
+
+def test_nginx_affinity_regex_names_the_last_address_tried() -> None:
+    """The map's patterns, read by Python's re (PCRE agrees here): the last of several tries
+    wins, and 5100 never matches 15100 or 51000."""
+    body = lines(render("nginx", config(base_port="5100", upstream=("10.0.0.5:5100", "110.0.0.5:5100")), TARGET))
+    worker = body[body.index("map $upstream_addr $fleet_worker {") + 2:][:2]
+    patterns = {line.split('"')[1][1:]: line.split()[-1].rstrip(";") for line in worker}
+    def slot(addr: str) -> list[str]:
+        return [name for pattern, name in patterns.items() if re.search(pattern, addr)]
+    assert slot("10.0.0.5:5100") == ["w0"] and slot("110.0.0.5:5100") == ["w1"]
+    assert slot("110.0.0.5:5100, 10.0.0.5:5100") == ["w0"]
+    assert slot("10.0.0.5:51000") == [] and slot("10.0.0.5:5100 : 110.0.0.5:5100") == ["w1"]
+    cookie = body[body.index('map "$cookie_fleet_affinity|$fleet_worker" $fleet_set_cookie {'):][2:4]
+    same, none = (line.split('"')[1][1:] for line in cookie)
+    assert re.search(same, "w1|w1") and not re.search(same, "w0|w1") and not re.search(same, ".w1|w1")
+    assert re.search(none, "w1|") and not re.search(none, "|w1")
+
+
+def test_nginx_without_sticky_or_with_one_worker_has_no_affinity_and_tls_keeps_hsts() -> None:
+    for cfg in (config(sticky=False), config(workers="1")):
+        text = render("nginx", cfg, TARGET)
+        assert "$fleet_pool" not in text and "proxy_pass http://fleet_workers;" in text
+    cert = {"ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem", "hsts": "600"}
+    body = lines(render("nginx", config(**cert), TARGET))
+    location = body[body.index("location / {"):]
+    # an add_header in a location hides the server's: HSTS must be repeated there
+    assert location[2:4] == ['add_header Set-Cookie $fleet_set_cookie;',
+                             'add_header Strict-Transport-Security "max-age=600" always;']
+    assert any(line.endswith('SameSite=Lax; Secure";') for line in body)
 
 
 def test_nginx_proxies_websockets_and_forwarded_headers_without_buffering() -> None:
@@ -159,8 +209,8 @@ def test_nginx_allow_host_refuses_other_hosts_with_421() -> None:
 def test_apache_has_http_and_ws_balancers_by_busyness_and_a_websocket_rewrite() -> None:
     body = lines(render("apache", config(base_port="5100"), TARGET))
     for port in (5100, 5101, 5102):
-        assert f'BalancerMember "http://127.0.0.1:{port}" route=g1w{port - 5100} retry=1 connectiontimeout=5' in body
-        assert f'BalancerMember "ws://127.0.0.1:{port}" route=g1w{port - 5100} retry=1 connectiontimeout=5' in body
+        assert f'BalancerMember "http://127.0.0.1:{port}" route=w{port - 5100} retry=1 connectiontimeout=5' in body
+        assert f'BalancerMember "ws://127.0.0.1:{port}" route=w{port - 5100} retry=1 connectiontimeout=5' in body
     assert body.count("ProxySet lbmethod=bybusyness stickysession=fleet_affinity") == 2
     for directive in (
         "RewriteEngine On",
@@ -190,6 +240,20 @@ def test_apache_tls_sets_proto_https_hsts_and_redirects_plain_http() -> None:
     assert "SSLEngine on" in body and 'RequestHeader set X-Forwarded-Proto "https"' in body
     assert 'Header always set Strict-Transport-Security "max-age=63072000"' in body
     assert "Listen 127.0.0.1:80" in body and "RewriteRule ^/?(.*) https://%1:8443/$1 [R=301,L]" in body
+    assert ('Header add Set-Cookie "fleet_affinity=.%{BALANCER_WORKER_ROUTE}e; Path=/; HttpOnly; '
+            'SameSite=Lax; Secure" env=BALANCER_ROUTE_CHANGED') in body
+
+
+def test_apache_cookie_path_follows_the_prefix_and_extensions_go_to_the_workers() -> None:
+    body = lines(render("apache", config(BOKEH_APP, prefix="/dash"), BOKEH_TARGET))
+    assert any('fleet_affinity=.%{BALANCER_WORKER_ROUTE}e; Path=/dash; HttpOnly; SameSite=Lax"' in line
+               for line in body)
+    proxied = [line for line in body if line.startswith("ProxyPass ")]
+    assert proxied[:3] == [
+        'ProxyPass "/dash/static/extensions/" "balancer://fleet_http/dash/static/extensions/" nocanon',
+        'ProxyPass "/dash/static/" !',  # the first match wins: extensions/ before the files
+        'ProxyPass "/" "balancer://fleet_http/" nocanon',
+    ]
 
 
 def test_apache_says_it_cannot_serve_the_unix_socket() -> None:
@@ -203,7 +267,7 @@ def test_haproxy_balances_leastconn_with_tcp_checks_by_default() -> None:
     body = lines(render("haproxy", config(base_port="5100"), TARGET))
     assert "balance leastconn" in body and "default-server check inter 2s fall 2 rise 1" in body
     assert "option httpchk" not in body
-    assert "server g1w1 127.0.0.1:5101 cookie g1w1" in body
+    assert "server w1 127.0.0.1:5101 cookie w1" in body
     for directive in ("timeout tunnel 3600s", "option forwardfor", "timeout server 60s",
                       "http-request set-header X-Forwarded-Proto http unless { req.hdr(X-Forwarded-Proto) -m found }"):
         assert directive in body, directive
@@ -214,7 +278,7 @@ def test_haproxy_probes_the_health_path_when_given() -> None:
     body = lines(render("haproxy", config(health_path="/healthz", sticky=False), TARGET))
     assert "option httpchk" in body
     assert "http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host localhost" in body
-    assert "server g1w0 127.0.0.1:5100" in body  # no cookie without --sticky
+    assert "server w0 127.0.0.1:5100" in body  # no cookie without --sticky
 
 
 def test_haproxy_tls_binds_with_the_certificate_and_redirects() -> None:
@@ -222,6 +286,7 @@ def test_haproxy_tls_binds_with_the_certificate_and_redirects() -> None:
     text = render("haproxy", cfg, TARGET)
     assert "bind 127.0.0.1:5006 ssl crt /etc/tls/c.pem alpn http/1.1" in lines(text)
     assert "ln -s /etc/tls/k.pem /etc/tls/c.pem.key" in text  # HAProxy's key lookup, spelled out
+    assert "cookie fleet_affinity insert indirect nocache httponly secure attr SameSite=Lax" in lines(text)
 
 
 # -- systemd -------------------------------------------------------------------------------
@@ -336,7 +401,7 @@ def test_fleet_config_command_prints_or_writes_the_rendering(tmp_path: Path) -> 
     target = tmp_path / "fleet.conf"
     written = run_cli("config", "nginx", TORNADO_APP, "-n", "2", "--upstream", "10.1.1.1:80", "-o", str(target))
     assert written.returncode == 0 and written.stdout == ""
-    assert "server 10.1.1.1:80 max_fails=1 fail_timeout=2s;  # g1w0" in target.read_text()
+    assert "server 10.1.1.1:80 max_fails=1 fail_timeout=2s;  # w0" in target.read_text()
 
 
 def test_tls_without_hsts_or_redirect_options_has_neither() -> None:

@@ -339,6 +339,12 @@ def test_proxy_serves_bokeh_static_files_itself(kind: str, workers: Fleet, tmp_p
         assert {k.lower(): v for k, v in headers.items()}["content-type"].startswith("text/javascript")
         assert body == Path(static, "js", "bokeh.min.js").read_bytes()
         assert get(port)[0] == 200  # everything else still goes to the workers
+        # Bokeh's runtime extensions are not on disk: /static/extensions/ is the workers' (a
+        # tornado 404, not the server's own), unlike a missing file elsewhere under /static/.
+        status, _, body = get(port, "/static/extensions/fleet-test/index.js")
+        assert status == 404 and b"404: Not Found" in body, body
+        status, _, body = get(port, "/static/js/fleet-test-missing.js")
+        assert status == 404 and b"404: Not Found" not in body, body
 
 
 @pytest.fixture(scope="module")

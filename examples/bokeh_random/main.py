@@ -5,8 +5,8 @@ plot's ``ColumnDataSource`` (``source.stream``), so only the new points travel o
 WebSocket.
 
 Counting sessions (used by fleet's tests): ``app_hooks.py`` prints one line
-``session created on w1 (total 3)`` to the worker's output each time Bokeh creates a
-session, which fleet shows prefixed by the worker (``w1:5101 | session created on w1 ...``).
+``session created on g1w1 (total 3)`` to the worker's output each time Bokeh creates a
+session, which fleet shows prefixed by the worker (``g1w1:5101 | session created on g1w1 ...``).
 Count those lines in fleet's output (or in ``--log-dir`` files) to count sessions per worker.
 A page view through fleet's sticky proxy creates exactly one session.
 

@@ -408,9 +408,18 @@ class Master:
         self.output.fleet("reload")
         self.systemd.reloading()  # ops: systemd Type=notify
         try:
-            return await self.supervisor.reload()
+            message = await self.supervisor.reload()
         finally:
             self.systemd.ready("reload done")
+        self._refresh_bokeh_static()
+        return message
+
+    def _refresh_bokeh_static(self) -> None:
+        """The new generation serves now: the proxy forgets the static files it read (a deploy
+        may have changed an app's ``static/``, added one, or upgraded Bokeh) and reads them
+        afresh. Not after a failed reload: the old generation, and its files, serve on."""
+        if self.balancer is not None and self.spec is not None and self.spec.kind is AppKind.BOKEH:
+            self.balancer.serve_bokeh(self._bokeh_static_roots())
 
     async def scale(self, workers: int) -> str:
         assert self.supervisor is not None

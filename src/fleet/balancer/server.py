@@ -297,7 +297,8 @@ class Balancer:
 
     def serve_bokeh(self, static_roots: Iterable[Any]) -> None:
         """A fleet of Bokeh apps: route by Bokeh session id (with --sticky) and answer
-        ``static_roots`` (``static_files.bokeh_roots``) from memory (``balancer.bokeh_routing``)."""
+        ``static_roots`` (``static_files.bokeh_roots``) from memory (``balancer.bokeh_routing``).
+        Called again after each reload, with an empty cache: the files the new generation ships."""
         from fleet.balancer.bokeh_routing import routing_for
 
         self.context.bokeh = routing_for(self.config, static_roots)

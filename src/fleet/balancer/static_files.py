@@ -5,7 +5,8 @@ JavaScript bundles; fleet's proxy does the same. uvloop has no ``sendfile`` for 
 TLS could not use it anyway, so files are read once into memory (they are few, and
 immutable for a run: BokehJS is versioned, an app's ``static/`` belongs to its code) and
 answered from there, bounded by ``MAX_FILE`` each and ``MAX_CACHE`` in all; a bigger file is
-left to the workers.
+left to the workers. A reload is a deploy: fleet then replaces the ``StaticFiles`` (and its
+cache) once the new generation serves, so changed files go out with new bytes and a new ETag.
 
 - Routes: ``<prefix>/static/...`` from Bokeh's static directory, except
   ``<prefix>/static/extensions/...`` (Bokeh's runtime extension directories: workers);

@@ -14,6 +14,7 @@ from fleet.configgen.common import (
     AFFINITY_COOKIE,
     CONNECT_TIMEOUT_SECONDS,
     CLIENT_CLAIMS,
+    affinity_cookie_attributes,
     hsts_value,
     comment_block,
     fleet_command_line,
@@ -133,8 +134,10 @@ def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[st
     if config.sticky:
         lines += [
             "# The affinity cookie (fleet's --sticky): a client stays on the worker that answered it.",
-            f'Header add Set-Cookie "{AFFINITY_COOKIE}=.%{{BALANCER_WORKER_ROUTE}}e; Path=/; HttpOnly; '
-            'SameSite=Lax" env=BALANCER_ROUTE_CHANGED',
+            "# Its value is the worker's slot (w0, w1, ...: its port, which a --no-proxy reload keeps)",
+            "# after a dot, where mod_proxy_balancer reads a route.",
+            f'Header add Set-Cookie "{AFFINITY_COOKIE}=.%{{BALANCER_WORKER_ROUTE}}e; '
+            f'{affinity_cookie_attributes(config)}" env=BALANCER_ROUTE_CHANGED',
         ]
     lines.append("")
     lines += ["RewriteEngine On"]
@@ -152,7 +155,12 @@ def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[st
         'RewriteRule ^/?(.*) "balancer://fleet_ws/$1" [P,L]',
     ]
     if deployment.bokeh_static_dir:
-        lines.append(f'ProxyPass "{config.prefix or ""}/static/" !')
+        prefix = config.prefix or ""
+        lines += [
+            "# Bokeh's runtime extensions are not on disk: the workers serve them (the first match wins).",
+            f'ProxyPass "{prefix}/static/extensions/" "balancer://fleet_http{prefix}/static/extensions/" nocanon',
+            f'ProxyPass "{prefix}/static/" !',
+        ]
     lines += [
         'ProxyPass "/" "balancer://fleet_http/" nocanon',
         'ProxyPassReverse "/" "balancer://fleet_http/"',

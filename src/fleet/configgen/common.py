@@ -11,6 +11,7 @@ from dataclasses import MISSING, dataclass, replace
 from typing import Any
 
 from fleet.config import GIB, KIB, MIB, Config, option_fields
+from fleet.supervisor.generations import slot_label
 
 # The proxy connects to a worker on the same machine (or LAN): a connect that takes longer
 # than this means the worker is gone, and the request should go to another one.
@@ -29,7 +30,14 @@ AFFINITY_COOKIE = "fleet_affinity"
 
 @dataclass(frozen=True)
 class Upstream:
-    """One server the external proxy balances over: fleet's worker ``id`` at ``host:port``."""
+    """One server the external proxy balances over: the slot ``id`` (``w<i>``) at ``host:port``.
+
+    An external proxy pins a client to an address, not to a process: with ``--no-proxy`` a
+    reload restarts worker ``i`` in place on its port, its id going from ``g1w<i>`` to
+    ``g2w<i>``, while the slot ``w<i>`` (the metrics label of that port) stays. So the
+    affinity cookie of every generated configuration carries the slot: a cookie set before a
+    reload still names the port that serves it after, and never names a worker that is gone.
+    """
 
     id: str
     host: str
@@ -48,12 +56,19 @@ def upstreams(config: Config) -> list[Upstream]:
         result = []
         for index, entry in enumerate(config.upstream):
             host, _, port = entry.rpartition(":")
-            result.append(Upstream(config.worker_id(index), host, int(port)))
+            result.append(Upstream(slot_label(0, index), host, int(port)))
         return result
     return [
-        Upstream(config.worker_id(index), "127.0.0.1", config.worker_port(index))
+        Upstream(slot_label(0, index), "127.0.0.1", config.worker_port(index))
         for index in range(config.workers)
     ]
+
+
+def affinity_cookie_attributes(config: Config) -> str:
+    """What follows ``fleet_affinity=<slot>`` in a Set-Cookie, as fleet's own proxy writes it:
+    the ``--prefix`` as Path, HttpOnly, SameSite=Lax, and Secure behind TLS."""
+    return (f"Path={config.prefix or '/'}; HttpOnly; SameSite=Lax"
+            + ("; Secure" if config.ssl_certfile else ""))
 
 
 def listen_address(address: str, port: int) -> str:

@@ -162,7 +162,8 @@ def render(config: Config, deployment: Deployment) -> str:
     if config.sticky:
         out += [
             "    # The affinity cookie (fleet's --sticky): a client stays on the worker that answered it.",
-            f"    cookie {AFFINITY_COOKIE} insert indirect nocache httponly attr SameSite=Lax",
+            "    # Its value is the worker's slot (w0, w1, ...: its port, which a --no-proxy reload keeps).",
+            f"    cookie {AFFINITY_COOKIE} insert indirect nocache httponly{' secure' if https else ''} attr SameSite=Lax",
         ]
     if config.health_path:
         out += [

@@ -8,9 +8,14 @@ and Bokeh's /static/ served by nginx itself. A pure function of Config and Deplo
 
 from __future__ import annotations
 
+import re
+
 from fleet.config import Config
 from fleet.configgen.common import (
+    AFFINITY_COOKIE,
     CONNECT_TIMEOUT_SECONDS,
+    Upstream,
+    affinity_cookie_attributes,
     CLIENT_CLAIMS,
     hsts_value,
     comment_block,
@@ -65,12 +70,14 @@ def _header(config: Config, deployment: Deployment) -> str:
             "   pid file, logs and temp files use Debian's system paths (run nginx as root); for an",
             "   unprivileged run regenerate with FLEET_STATE_DIR=DIR to keep them under DIR.",
         ]
-    if config.sticky and len(upstreams(config)) > 1:
+    if _sticky(config):
         lines += [
             "",
-            "fleet's --sticky affinity cookie has no equivalent in open-source nginx with least_conn:",
-            "a Bokeh page and its WebSocket may land on different workers (the session is then",
-            "created on the second one too). HAProxy and Apache configurations keep the affinity.",
+            f"Affinity (fleet's --sticky): a response sets the {AFFINITY_COOKIE} cookie to the slot of the",
+            "worker that answered (w0, w1, ...: its port, which a --no-proxy reload keeps), and",
+            "requests with it go to that worker (its own upstream, the others as backup), so a Bokeh",
+            "page and its WebSocket land on one worker. Only clients without the cookie are spread by",
+            "least_conn, which counts just their requests, not the pinned ones or open WebSockets.",
         ]
     if config.health_path:
         lines.append(f"Open-source nginx has no active health checks: {config.health_path} is not probed;"
@@ -119,6 +126,48 @@ def _events(config: Config) -> str:
             if config.max_connections else "\n") + f"events {{\n    worker_connections {connections};\n}}\n"
 
 
+def _sticky(config: Config) -> bool:
+    return config.sticky and len(upstreams(config)) > 1
+
+
+def _affinity(config: Config, servers: list[Upstream]) -> list[str]:
+    """The affinity cookie in open-source nginx: one upstream per worker (the others as backup,
+    for failover) chosen by a map of the cookie, and a map of $upstream_addr back to the slot
+    for the Set-Cookie of a response."""
+    lines = [
+        f"# Affinity (--sticky): a {AFFINITY_COOKIE} cookie picks its worker's own upstream; no cookie",
+        "# (or one naming no worker here) goes to least_conn over all of them.",
+        f"map $cookie_{AFFINITY_COOKIE} $fleet_pool {{",
+        "    default fleet_workers;",
+        *(f"    {server.id} fleet_{server.id};" for server in servers),
+        "}",
+        "# The slot of the worker that answered (the last address tried).",
+        "map $upstream_addr $fleet_worker {",
+        '    default "";',
+        *(f'    "~(^|\\s){re.escape(server.address)}$" {server.id};' for server in servers),
+        "}",
+        "# Set the cookie unless the client already has this worker's, or nginx answered itself.",
+        f'map "$cookie_{AFFINITY_COOKIE}|$fleet_worker" $fleet_set_cookie {{',
+        f'    default "{AFFINITY_COOKIE}=$fleet_worker; {affinity_cookie_attributes(config)}";',
+        '    "~^([^|]*)\\|\\1$" "";',
+        '    "~\\|$" "";',
+        "}",
+    ]
+    max_conns = f" max_conns={config.worker_max_conns}" if config.worker_max_conns else ""
+    for server in servers:
+        lines += [
+            "",
+            f"upstream fleet_{server.id} {{",
+            f"    zone fleet_{server.id} 64k;",
+            f"    server {server.address} max_fails=1 fail_timeout=2s{max_conns};",
+            *(f"    server {other.address} max_fails=1 fail_timeout=2s backup;  # {other.id}"
+              for other in servers if other is not server),
+            "    keepalive 16;",
+            "}",
+        ]
+    return lines
+
+
 def _proxy_location(config: Config, path: str = "/") -> list[str]:
     if config.trusted_proxies():
         # Believed and extended from a --trusted-proxy peer only (maps in the http block).
@@ -137,9 +186,18 @@ def _proxy_location(config: Config, path: str = "/") -> list[str]:
             "proxy_set_header X-Forwarded-Host $http_host;",
             *(f'proxy_set_header {header} "";' for header in CLIENT_CLAIMS),
         ]
+    affinity: list[str] = []
+    if _sticky(config):
+        # An add_header here hides the server's: HSTS is repeated, not inherited.
+        hsts = hsts_value(config)
+        affinity = [
+            "add_header Set-Cookie $fleet_set_cookie;",
+            *([f'add_header Strict-Transport-Security "{hsts}" always;'] if hsts else []),
+        ]
     return [
         f"location {path} {{",
-        "    proxy_pass http://fleet_workers;",
+        f"    proxy_pass http://{'$fleet_pool' if _sticky(config) else 'fleet_workers'};",
+        *("    " + line for line in affinity),
         "    proxy_http_version 1.1;",
         "    proxy_set_header Host $http_host;",
         "    proxy_set_header Upgrade $http_upgrade;",
@@ -283,6 +341,8 @@ def render(config: Config, deployment: Deployment) -> str:
         down = " down" if server.disabled else ""
         http.append(f"    server {server.address} max_fails=1 fail_timeout=2s{max_conns}{down};  # {server.id}")
     http += ["    keepalive 32;", "}", ""]
+    if _sticky(config):
+        http += [*_affinity(config, servers), ""]
 
     allowed = host_names(config.allow_host)
     if allowed:

@@ -25,7 +25,9 @@ from typing import Any, Callable
 log = logging.getLogger("fleet.worker")
 
 # bokeh versions whose session_handler imports ``generate_session_id`` and whose token module
-# has ``_get_random_string``/``_signature`` with these meanings (pyproject pins the same).
+# has ``_get_random_string``/``_signature`` with these meanings (pyproject pins the same;
+# tests/test_bokeh_versions.py runs a fleet with each minor version). 3.10 creates session ids
+# in ``bokeh.server.core.create_session`` instead, and needs Python 3.12.
 SUPPORTED_BOKEH = ((3, 3), (3, 10))  # [low, high)
 # Not "." (Bokeh splits signed ids there). The proxy matches ``<known worker id>-``, so a worker
 # id may itself contain "-".
