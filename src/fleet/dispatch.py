@@ -85,4 +85,6 @@ class ControlDispatch:
             "recycles": dict(supervisor.recycles),
             "proxy": master.public_url() if master.balancer is not None else None,
             "workers": workers,
+            # --proxy-processes N: each proxy process (balancer.group); absent with one.
+            "proxies": processes() if (processes := getattr(master.balancer, "processes", None)) else None,
         }

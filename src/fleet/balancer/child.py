@@ -153,6 +153,15 @@ async def _run(control: socket.socket, table: LoadTable, row: int, unix_fd: int 
     return 0
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    # As fleet.runner's, without importing the master's modules: a restart is back sooner.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.balancer.child")
     parser.add_argument("--control-fd", type=int, required=True)
@@ -163,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Ctrl-C at a terminal is the master's to handle (it stops us gracefully, by message).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from fleet.runner import _new_loop
     from fleet.tasks import run_loop
 
     control = socket.socket(fileno=args.control_fd)

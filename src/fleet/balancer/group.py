@@ -70,6 +70,7 @@ class ProxySlot:
         self.started: asyncio.Future[str | None] | None = None  # None: serving; str: bind error
         self.drained: asyncio.Future[bool] | None = None
         self.restarts = 0
+        self.serving = False  # its listener is bound (it said "started")
 
     def send(self, message: dict[str, Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -198,6 +199,7 @@ class ProxyGroup:
                 slot.snapshot = message["stats"]
                 self._refresh()
             elif op == "started":
+                slot.serving = True
                 self._welcome(slot)
                 if slot.started is not None and not slot.started.done():
                     slot.started.set_result(None)
@@ -214,6 +216,7 @@ class ProxyGroup:
             proc = await self._spawn(slot)
             returncode = await proc.wait()
             slot.writer = None
+            slot.serving = False
             self._bury(slot)
             if self._closing:
                 return
@@ -342,9 +345,16 @@ class ProxyGroup:
         return f"TLS certificate reloaded from {config.ssl_certfile} ({len(self.slots)} proxy processes)"
 
     def processes(self) -> list[dict[str, Any]]:
-        """For ``fleet status``: each proxy process's pid and restarts."""
-        return [{"row": s.row, "pid": s.proc.pid if s.proc is not None and s.proc.returncode is None else None,
-                 "restarts": s.restarts} for s in self.slots]
+        """For ``fleet status``: each proxy process, whether it serves, its restarts, and the
+        requests it relayed (since its start)."""
+        rows = []
+        for slot in self.slots:
+            alive = slot.proc is not None and slot.proc.returncode is None
+            counts = slot.snapshot["upstreams"].values() if slot.snapshot else ()
+            rows.append({"row": slot.row, "pid": slot.proc.pid if alive and slot.proc else None,
+                         "serving": alive and slot.serving, "restarts": slot.restarts,
+                         "requests": sum(n for entry in counts for _, _, n in entry["requests"])})
+        return rows
 
     # -- stop ----------------------------------------------------------------------------------
     async def stop_accepting(self) -> None:

@@ -42,7 +42,8 @@ class LoadTable:
         self.rows = rows
         self.owner = owner
         self._map = mmap.mmap(fd, rows * COLUMNS * 2 * CELL)
-        self.cells: Any = memoryview(self._map).cast("q")
+        self._view = memoryview(self._map)
+        self.cells: Any = self._view.cast("q")
 
     @classmethod
     def create(cls, rows: int) -> "LoadTable":
@@ -83,6 +84,7 @@ class LoadTable:
 
     def close(self) -> None:
         self.cells.release()
+        self._view.release()
         self._map.close()
         os.close(self.fd)
 
