@@ -6,7 +6,7 @@ It runs an ordinary ``Balancer`` (every rule of the one-process proxy, unchanged
 one inherited unix socket carrying JSON lines, which workers exist and in which state, and
 what the built-in routes answer; it tells the master its counters. Messages:
 
-    master -> proxy   config (first line)   add / ready / draining / remove (a worker)
+    master -> proxy   config and row (first line; a spare process waits for it)   add / ready / draining / remove (a worker)
                       route (a built-in route's latest answer)   bokeh (static roots)
                       reload_tls   stop_accepting   drain   close
     proxy -> master   started (port bound) or error   stats (counters, every STATS_INTERVAL)
@@ -120,13 +120,13 @@ class ProxyProcess:
         return True
 
 
-async def _run(control: socket.socket, table: LoadTable, row: int, unix_fd: int | None) -> int:
+async def _run(control: socket.socket, table: LoadTable, unix_fd: int | None) -> int:
     reader, writer = await asyncio.open_unix_connection(sock=control, limit=LINE_LIMIT)
     first = json.loads(await reader.readline() or b"null")
     if not first or first.get("op") != "config":
         return 2
     config: Config = unpack(first["config"])
-    stats = SharedProxyStats(table, row)
+    stats = SharedProxyStats(table, first["row"])
     balancer = Balancer(config, stats, reuse_port=True)
     unix = socket.socket(fileno=unix_fd) if unix_fd is not None else None
     try:
@@ -167,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--table-fd", type=int, required=True)
     parser.add_argument("--rows", type=int, required=True)
-    parser.add_argument("--row", type=int, required=True)
     parser.add_argument("--unix-fd", type=int)
     args = parser.parse_args(argv)
     # Ctrl-C at a terminal is the master's to handle (it stops us gracefully, by message).
@@ -176,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
     control = socket.socket(fileno=args.control_fd)
     table = LoadTable.attach(args.table_fd, args.rows)
-    return run_loop(_run(control, table, args.row, args.unix_fd), _new_loop,
-                    warn=lambda message: print(f"fleet proxy {args.row} | warning: {message}", flush=True))
+    return run_loop(_run(control, table, args.unix_fd), _new_loop,
+                    warn=lambda message: print(f"fleet proxy {os.getpid()} | warning: {message}", flush=True))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ binds it and every proxy process accepts from that one inherited socket.
 
 Each proxy process is supervised like a worker: restarted when it dies, with the workers'
 ``RestartPolicy`` (crash-loop backoff); its row of gauges is zeroed first, so no phantom load
-holds a drain. A ``kill -9`` loses the connections that process held (and those in its accept
+holds a drain. One spare process waits, already started and imported, to take a dead one's
+row: the replacement then serves within the time it takes to bind (Python's start-up alone
+can take more than a second on a loaded machine). A ``kill -9`` loses the connections that process held (and those in its accept
 queue), nothing else.
 """
 
@@ -52,9 +54,19 @@ from fleet.supervisor.process import _child_setup
 from fleet.tasks import cancel_and_wait
 
 ROUTE_INTERVAL = 1.0  # the built-in routes' answers are rendered this often (CachedRoute's TTL)
+REFRESH_INTERVAL = 0.25  # the master's totals follow the load table this often
 IDLE_POLL = 0.05  # wait_idle reads the load table this often
 START_TIMEOUT = 30.0  # a proxy process that has not bound its port by then is killed
-CLOSE_WAIT = 5.0  # after "close", a proxy process that has not exited is killed
+CLOSE_WAIT = 5.0
+SPARE_RETRY = 1.0  # a spare proxy process that died unused is replaced after this  # after "close", a proxy process that has not exited is killed
+
+
+class Launched:
+    """A proxy process and the master's end of its control socket."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.proc, self.reader, self.writer = proc, reader, writer
 
 
 class ProxySlot:
@@ -97,6 +109,8 @@ class ProxyGroup:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
         self._closed = False
+        self._spare: Launched | None = None
+        self._spare_taken = asyncio.Event()
         self._accepting = True
         # Set by fleet up: declare each proxy process to the supervisor's reaper.
         self.spawning: Callable[[], Any] = contextlib.nullcontext
@@ -150,12 +164,14 @@ class ProxyGroup:
             await self.close()
             raise OSError(errno.EADDRINUSE if "in use" in errors[0] else errno.EIO, errors[0])
         self._tasks.append(loop.create_task(self._render_routes()))
+        self._tasks.append(loop.create_task(self._keep_spare()))
 
-    async def _spawn(self, slot: ProxySlot) -> asyncio.subprocess.Process:
+    async def _launch(self) -> Launched:
+        """A proxy process that has imported everything and waits for its row and config."""
         ours, theirs = socket.socketpair()
         fds = [theirs.fileno(), self.table.fd]
         argv = [sys.executable, "-m", "fleet.balancer.child", "--control-fd", str(theirs.fileno()),
-                "--table-fd", str(self.table.fd), "--rows", str(len(self.slots)), "--row", str(slot.row)]
+                "--table-fd", str(self.table.fd), "--rows", str(len(self.slots))]
         if self._unix is not None:
             fds.append(self._unix.fileno())
             argv += ["--unix-fd", str(self._unix.fileno())]
@@ -168,11 +184,36 @@ class ProxyGroup:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
-        slot.proc, slot.writer = proc, writer
+        return Launched(proc, reader, writer)
+
+    async def _spawn(self, slot: ProxySlot) -> asyncio.subprocess.Process:
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.proc.returncode is None:
+            self._spare_taken.set()  # _keep_spare starts the next one
+            launched = spare
+        else:
+            launched = await self._launch()
+        slot.proc, slot.writer = launched.proc, launched.writer
         slot.started_at = time.monotonic()
-        slot.send({"op": "config", "config": pack(self.config)})
-        self._tasks.append(asyncio.get_running_loop().create_task(self._listen(slot, reader)))
-        return proc
+        slot.send({"op": "config", "row": slot.row, "config": pack(self.config)})
+        self._tasks.append(asyncio.get_running_loop().create_task(self._listen(slot, launched.reader)))
+        return launched.proc
+
+    async def _keep_spare(self) -> None:
+        """One started, idle proxy process in reserve: a dead one is replaced in the time it
+        takes to bind, not the second or more Python needs to start and import under load."""
+        while not self._closing:
+            spare = self._spare = await self._launch()
+            self._spare_taken.clear()
+            died = asyncio.ensure_future(spare.proc.wait())
+            taken = asyncio.ensure_future(self._spare_taken.wait())
+            try:
+                await asyncio.wait({died, taken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await cancel_and_wait([died, taken])
+            if not self._spare_taken.is_set():  # it died unused: not in a tight loop
+                self._spare = None
+                await asyncio.sleep(SPARE_RETRY)
 
     def _welcome(self, slot: ProxySlot) -> None:
         """A new proxy process: everything the master knows, before it takes a request."""
@@ -261,11 +302,17 @@ class ProxyGroup:
                 "body": body.decode("latin-1")}
 
     async def _render_routes(self) -> None:
+        """Gauges in ``stats`` follow the load table every ``REFRESH_INTERVAL`` (a long request
+        changes no counter, so no snapshot says it is still in flight); the built-in routes'
+        answers are pushed every ``ROUTE_INTERVAL``."""
+        loop = asyncio.get_running_loop()
+        rendered = loop.time()
         while True:
-            await asyncio.sleep(ROUTE_INTERVAL)
-            if not self._routes:
-                continue
+            await asyncio.sleep(REFRESH_INTERVAL)
             self._refresh()
+            if not self._routes or loop.time() - rendered < ROUTE_INTERVAL:
+                continue
+            rendered = loop.time()
             for path, handler in self._routes.items():
                 message = self._route_message(path, handler)
                 for slot in self.slots:
@@ -380,6 +427,10 @@ class ProxyGroup:
         self._closed = self._closing = True
         self._broadcast({"op": "close"})
         procs = [s.proc for s in self.slots if s.proc is not None and s.proc.returncode is None]
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.writer.close()  # end-of-file before its config: it exits
+            procs.append(spare.proc)
         if procs:
             _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs], timeout=CLOSE_WAIT)
             for proc in procs:
