@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fleet.balancer import snapshot
-from fleet.balancer.loadtable import REUSE_AFTER, Columns, LoadTable, SharedProxyStats
+from fleet.balancer.loadtable import REUSE_AFTER, Columns, LoadTable, SharedProxyStats, SharedUpstreamSet
 from fleet.balancer.policy import UpstreamSet
 from fleet.balancer.stats import ProxyStats
 from fleet.config import ConfigError, build_config
@@ -54,17 +54,46 @@ def test_choice_follows_the_fleet_wide_load(table: LoadTable) -> None:
         busy, mine = SharedProxyStats(table, 0), SharedProxyStats(other, 1)
         for index, stats in enumerate((busy, mine)):
             stats.columns.update({"g1w0": 0, "g1w1": 1})
-        upstreams = UpstreamSet(mine)
+        upstreams = SharedUpstreamSet(mine)
         upstreams.add("g1w0", "127.0.0.1", 1, ready=True)
         upstreams.add("g1w1", "127.0.0.1", 2, ready=True)
         busy.upstream("g1w0").active_requests = 2
         assert {upstreams.choose(0.0).id for _ in range(6)} == {"g1w1"}
-        capped = UpstreamSet(mine, worker_max_conns=2)
+        capped = SharedUpstreamSet(mine, worker_max_conns=2)
         capped.add("g1w0", "127.0.0.1", 1, ready=True)
         assert capped.choose(0.0) is None  # the cap counts the other process's requests
         assert capped.full(capped.get("g1w0"))  # type: ignore[arg-type]
     finally:
         other.close()
+
+
+WORKER_STATE = st.tuples(st.integers(0, 4), st.integers(0, 2), st.booleans(), st.booleans(), st.booleans())
+
+
+@given(st.lists(WORKER_STATE, min_size=0, max_size=5), st.integers(0, 3), st.integers(-1, 5), st.integers(1, 8))
+def test_the_shared_choice_is_the_one_process_choice_on_the_same_counts(
+        workers: list[tuple[int, int, bool, bool, bool]], cap: int, affinity: int, picks: int) -> None:
+    """SharedUpstreamSet.choose mirrors UpstreamSet.choose: same counts, same answers."""
+    table = LoadTable.create(rows=1)
+    try:
+        shared_stats = SharedProxyStats(table, 0)
+        plain, shared = UpstreamSet(ProxyStats(), cap), SharedUpstreamSet(shared_stats, cap)
+        for index, (active, websockets, ready, draining, down) in enumerate(workers):
+            shared_stats.columns[f"w{index}"] = index
+            for upstreams in (plain, shared):
+                upstream = upstreams.add(f"w{index}", "127.0.0.1", 1000 + index, ready=ready)
+                upstream.draining = draining
+                upstream.down_until = 5.0 if down else 0.0
+                upstream.stats.active_requests, upstream.stats.websockets = active, websockets
+        wanted = f"w{affinity}" if affinity >= 0 else None
+        for _ in range(picks):
+            a, b = plain.choose(1.0, wanted), shared.choose(1.0, wanted)
+            assert (a and a.id) == (b and b.id)
+            if a is not None and b is not None:
+                a.stats.active_requests += 1
+                b.stats.active_requests += 1
+    finally:
+        table.close()
 
 
 def test_an_unannounced_worker_is_counted_privately(table: LoadTable) -> None:

@@ -29,7 +29,7 @@ import sys
 from typing import Any
 
 from fleet.balancer import snapshot
-from fleet.balancer.loadtable import LoadTable, SharedProxyStats
+from fleet.balancer.loadtable import LoadTable, SharedProxyStats, SharedUpstreamSet
 from fleet.balancer.server import Balancer
 from fleet.config import Config
 from fleet.ports import PortInUseError
@@ -127,7 +127,7 @@ async def _run(control: socket.socket, table: LoadTable, unix_fd: int | None) ->
         return 2
     config: Config = unpack(first["config"])
     stats = SharedProxyStats(table, first["row"])
-    balancer = Balancer(config, stats, reuse_port=True)
+    balancer = Balancer(config, stats, reuse_port=True, upstream_set=SharedUpstreamSet)
     unix = socket.socket(fileno=unix_fd) if unix_fd is not None else None
     try:
         await balancer.start(unix)

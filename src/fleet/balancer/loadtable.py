@@ -23,8 +23,9 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
-from typing import Any
+from typing import Any, Iterable
 
+from fleet.balancer.policy import Upstream, UpstreamSet
 from fleet.balancer.stats import ProxyStats, UpstreamStats
 
 CELL = 8  # bytes: one signed 64-bit counter
@@ -165,6 +166,54 @@ class SharedUpstreamStats(UpstreamStats):
         return sum(cells[i] for i in self._all)
 
 
+def fleet_load(stats: UpstreamStats) -> tuple[int, int]:
+    """(in-flight requests, in-flight + WebSockets) of a worker over every proxy process."""
+    if isinstance(stats, SharedUpstreamStats):
+        return stats.fleet_active_requests, stats.load
+    return stats.active_requests, stats.active_requests + stats.websockets
+
+
+class SharedUpstreamSet(UpstreamSet):
+    """``UpstreamSet`` whose choice and cap read the fleet-wide counts.
+
+    ``choose`` mirrors ``UpstreamSet.choose`` line for line, with one change: the load and the
+    in-flight count come from ``fleet_load``. The base class keeps its inline reads so that one
+    proxy process pays nothing for this; ``test_proxy_processes`` checks the two choose alike
+    when the counts are the same.
+    """
+
+    def full(self, upstream: Upstream) -> bool:
+        cap = self.worker_max_conns
+        return cap > 0 and fleet_load(upstream.stats)[0] >= cap
+
+    def choose(self, now: float, affinity: str | None = None,
+               exclude: Iterable[Upstream] = ()) -> Upstream | None:
+        if affinity is not None:
+            preferred = self.pinned_target(now, affinity, exclude)
+            if preferred is not None and not self.full(preferred):
+                return preferred
+        cap = self.worker_max_conns
+        order = self._order
+        count = len(order)
+        if count == 0:
+            return None
+        start = self._rotation = (self._rotation + 1) % count
+        best: Upstream | None = None
+        best_load = 0
+        for offset in range(count):
+            upstream = order[(start + offset) % count]
+            if not upstream.ready or upstream.down_until > now or upstream.draining or upstream in exclude:
+                continue
+            active, load = fleet_load(upstream.stats)
+            if cap and active >= cap:
+                continue
+            if best is None or load < best_load:
+                best, best_load = upstream, load
+                if load == 0:
+                    break
+        return best
+
+
 class SharedProxyStats(ProxyStats):
     """A proxy process's counters; each worker's gauges live in the shared table at the
     column the master assigned (``columns``, set before the worker is added)."""
@@ -187,4 +236,5 @@ class SharedProxyStats(ProxyStats):
         return stats
 
 
-__all__ = ["COLUMNS", "Columns", "LoadTable", "SharedProxyStats", "SharedUpstreamStats"]
+__all__ = ["COLUMNS", "Columns", "LoadTable", "SharedProxyStats", "SharedUpstreamSet", "SharedUpstreamStats",
+           "fleet_load"]

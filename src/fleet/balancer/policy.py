@@ -140,7 +140,7 @@ class UpstreamSet:
 
     def full(self, upstream: Upstream) -> bool:
         cap = self.worker_max_conns
-        return cap > 0 and upstream.stats.fleet_active_requests >= cap
+        return cap > 0 and upstream.stats.active_requests >= cap
 
     def choose(self, now: float, affinity: str | None = None,
                exclude: Iterable[Upstream] = ()) -> Upstream | None:
@@ -165,11 +165,9 @@ class UpstreamSet:
             if not upstream.ready or upstream.down_until > now or upstream.draining or upstream in exclude:
                 continue
             stats = upstream.stats
-            # load / fleet_active_requests: this process's counts, or with --proxy-processes
-            # the whole fleet's (balancer.loadtable).
-            if cap and stats.fleet_active_requests >= cap:
+            if cap and stats.active_requests >= cap:
                 continue
-            load = stats.load
+            load = stats.active_requests + stats.websockets
             if best is None or load < best_load:
                 best, best_load = upstream, load
                 if load == 0:

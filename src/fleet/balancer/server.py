@@ -63,12 +63,14 @@ def raise_open_files_limit() -> int:
 
 class Balancer:
     def __init__(self, config: Config, stats: ProxyStats | None = None,
-                 log: Callable[[str], None] | None = None, *, reuse_port: bool = False) -> None:
+                 log: Callable[[str], None] | None = None, *, reuse_port: bool = False,
+                 upstream_set: type[UpstreamSet] = UpstreamSet) -> None:
         self.config = config
         # One of several proxy processes on the same port (balancer.group): SO_REUSEPORT.
         self.reuse_port = reuse_port
         self.stats = stats if stats is not None else ProxyStats()
-        self.upstreams = UpstreamSet(self.stats, config.worker_max_conns,
+        # upstream_set: balancer.loadtable's fleet-wide choice in a proxy process of several.
+        self.upstreams = upstream_set(self.stats, config.worker_max_conns,
                                      secure_cookie=bool(config.ssl_certfile),
                                      cookie_path=config.prefix or "/")
         access_log = None

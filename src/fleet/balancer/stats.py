@@ -41,11 +41,6 @@ class UpstreamStats:
         return self.active_requests + self.websockets
 
     @property
-    def fleet_active_requests(self) -> int:
-        """What ``--worker-max-conns`` compares: with several proxy processes, all of theirs."""
-        return self.active_requests
-
-    @property
     def requests_total(self) -> int:
         return sum(self.requests.values())
 
