@@ -21,7 +21,7 @@ master holds the port bound but not listening (it gets no connection, and the po
 taken while a proxy process restarts). ``--unix-socket`` has no ``SO_REUSEPORT``: the master
 binds it and every proxy process accepts from that one inherited socket.
 
-Each proxy process is supervised like a worker: restarted when it dies, with the workers'
+Each proxy process is supervised like a worker (``balancer.proxylives``): restarted when it dies, with the workers'
 ``RestartPolicy`` (crash-loop backoff); its row of gauges is zeroed first, so no phantom load
 holds a drain. One spare process waits, already started and imported, to take a dead one's
 row: the replacement then serves within the time it takes to bind (Python's start-up alone
@@ -32,69 +32,34 @@ queue), nothing else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import json
 import os
 import socket
 import ssl
-import sys
 import time
 from typing import Any, Callable, Iterable
 
 from fleet.balancer import snapshot
-from fleet.balancer.child import LINE_LIMIT, encode, pack
+from fleet.balancer.child import pack
 from fleet.balancer.loadtable import Columns, LoadTable
+from fleet.balancer.proxylives import CLOSE_WAIT, START_TIMEOUT, ProxyLives, ProxySlot
 from fleet.balancer.server import _tcp_listeners, unix_listener
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config, replace
 from fleet.ports import in_use_error
-from fleet.supervisor.policy import RestartPolicy
-from fleet.supervisor.process import _child_setup
 from fleet.tasks import cancel_and_wait
 
 ROUTE_INTERVAL = 1.0  # the built-in routes' answers are rendered this often (CachedRoute's TTL)
 REFRESH_INTERVAL = 0.25  # the master's totals follow the load table this often
 IDLE_POLL = 0.05  # wait_idle reads the load table this often
-START_TIMEOUT = 30.0  # a proxy process that has not bound its port by then is killed
-CLOSE_WAIT = 5.0
-SPARE_RETRY = 1.0  # a spare proxy process that died unused is replaced after this  # after "close", a proxy process that has not exited is killed
 
 
-class Launched:
-    """A proxy process and the master's end of its control socket."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self.proc, self.reader, self.writer = proc, reader, writer
-
-
-class ProxySlot:
-    """One row: the proxy process that serves it now, and its restart policy."""
-
-    def __init__(self, row: int) -> None:
-        self.row = row
-        self.policy = RestartPolicy()
-        self.proc: asyncio.subprocess.Process | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.started_at = 0.0
-        self.snapshot: snapshot.Snapshot | None = None
-        self.started: asyncio.Future[str | None] | None = None  # None: serving; str: bind error
-        self.drained: asyncio.Future[bool] | None = None
-        self.restarts = 0
-        self.serving = False  # its listener is bound (it said "started")
-
-    def send(self, message: dict[str, Any]) -> None:
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(encode(message))
-
-
-class ProxyGroup:
+class ProxyGroup(ProxyLives):
     def __init__(self, config: Config, processes: int, stats: ProxyStats | None = None,
                  say: Callable[[str], None] | None = None) -> None:
+        super().__init__(say)
         self.config = config
         self.stats = stats if stats is not None else ProxyStats()
-        self.say = say or (lambda line: print(f"fleet | {line}", flush=True))
         self.port: int | None = None
         self.redirect_port: int | None = None
         self.slots = [ProxySlot(row) for row in range(processes)]
@@ -103,26 +68,10 @@ class ProxyGroup:
         self._workers: dict[str, dict[str, Any]] = {}  # id -> its add message, kept current
         self._routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {}
         self._bokeh: str | None = None
-        self._base = snapshot.empty()  # counters of proxy processes that died
         self._reserved: list[socket.socket] = []
         self._unix: socket.socket | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._closing = False
         self._closed = False
-        self._spare: Launched | None = None
-        self._spare_taken = asyncio.Event()
         self._accepting = True
-        # Set by fleet up: declare each proxy process to the supervisor's reaper.
-        self.spawning: Callable[[], Any] = contextlib.nullcontext
-        self.own: Callable[[int], None] = lambda pid: None
-
-    def declare(self, spawning: Callable[[], Any], own: Callable[[int], None]) -> None:
-        """``fleet up``: the supervisor's reaper must know the proxy processes (it would reap
-        their exit status otherwise), those running now and every later one."""
-        self.spawning, self.own = spawning, own
-        for slot in self.slots:
-            if slot.proc is not None:
-                own(slot.proc.pid)
 
     # -- start ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,61 +108,16 @@ class ProxyGroup:
         for slot in self.slots:
             slot.started = loop.create_future()
             self._tasks.append(loop.create_task(self._keep(slot)))
-        errors = [error for error in await asyncio.gather(*(s.started for s in self.slots if s.started)) if error]
+        started = [s.started for s in self.slots if s.started is not None]
+        done, _ = await asyncio.wait(started, timeout=START_TIMEOUT)
+        errors = [f.result() for f in done if f.result()]
+        if len(done) < len(started):
+            errors.append(f"a proxy process did not start listening within {START_TIMEOUT:g} s")
         if errors:
             await self.close()
             raise OSError(errno.EADDRINUSE if "in use" in errors[0] else errno.EIO, errors[0])
         self._tasks.append(loop.create_task(self._render_routes()))
         self._tasks.append(loop.create_task(self._keep_spare()))
-
-    async def _launch(self) -> Launched:
-        """A proxy process that has imported everything and waits for its row and config."""
-        ours, theirs = socket.socketpair()
-        fds = [theirs.fileno(), self.table.fd]
-        argv = [sys.executable, "-m", "fleet.balancer.child", "--control-fd", str(theirs.fileno()),
-                "--table-fd", str(self.table.fd), "--rows", str(len(self.slots))]
-        if self._unix is not None:
-            fds.append(self._unix.fileno())
-            argv += ["--unix-fd", str(self._unix.fileno())]
-        try:
-            with self.spawning():
-                proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-                    preexec_fn=_child_setup(os.getpid()), pass_fds=tuple(fds))
-                self.own(proc.pid)
-        finally:
-            theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
-        return Launched(proc, reader, writer)
-
-    async def _spawn(self, slot: ProxySlot) -> asyncio.subprocess.Process:
-        spare, self._spare = self._spare, None
-        if spare is not None and spare.proc.returncode is None:
-            self._spare_taken.set()  # _keep_spare starts the next one
-            launched = spare
-        else:
-            launched = await self._launch()
-        slot.proc, slot.writer = launched.proc, launched.writer
-        slot.started_at = time.monotonic()
-        slot.send({"op": "config", "row": slot.row, "config": pack(self.config)})
-        self._tasks.append(asyncio.get_running_loop().create_task(self._listen(slot, launched.reader)))
-        return launched.proc
-
-    async def _keep_spare(self) -> None:
-        """One started, idle proxy process in reserve: a dead one is replaced in the time it
-        takes to bind, not the second or more Python needs to start and import under load."""
-        while not self._closing:
-            spare = self._spare = await self._launch()
-            self._spare_taken.clear()
-            died = asyncio.ensure_future(spare.proc.wait())
-            taken = asyncio.ensure_future(self._spare_taken.wait())
-            try:
-                await asyncio.wait({died, taken}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                await cancel_and_wait([died, taken])
-            if not self._spare_taken.is_set():  # it died unused: not in a tight loop
-                self._spare = None
-                await asyncio.sleep(SPARE_RETRY)
 
     def _welcome(self, slot: ProxySlot) -> None:
         """A new proxy process: everything the master knows, before it takes a request."""
@@ -225,63 +129,6 @@ class ProxyGroup:
             slot.send(self._route_message(path, handler))
         if not self._accepting:
             slot.send({"op": "stop_accepting"})
-
-    async def _listen(self, slot: ProxySlot, reader: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                line = await reader.readline()
-            except (ValueError, ConnectionError):
-                break
-            if not line:
-                break
-            message = json.loads(line)
-            op = message.get("op")
-            if op == "stats":
-                slot.snapshot = message["stats"]
-                self._refresh()
-            elif op == "started":
-                slot.serving = True
-                self._welcome(slot)
-                if slot.started is not None and not slot.started.done():
-                    slot.started.set_result(None)
-            elif op == "error":
-                if slot.started is not None and not slot.started.done():
-                    slot.started.set_result(message["message"])
-            elif op == "drained" and slot.drained is not None and not slot.drained.done():
-                slot.drained.set_result(bool(message["ok"]))
-
-    async def _keep(self, slot: ProxySlot) -> None:
-        """Run the slot's proxy process, and a new one each time it dies (until close)."""
-        first = True
-        while not self._closing:
-            proc = await self._spawn(slot)
-            returncode = await proc.wait()
-            slot.writer = None
-            slot.serving = False
-            self._bury(slot)
-            if self._closing:
-                return
-            if first and slot.started is not None and not slot.started.done():
-                slot.started.set_result(f"proxy process {slot.row} exited with code {returncode} at start")
-                return
-            first = False
-            decision = slot.policy.on_exit(slot.started_at, time.monotonic(), returncode,
-                                           ever_ready=True, starting_up=False)
-            slot.restarts += 1
-            looping = " (crash-looping)" if decision.crash_looping else ""
-            self.say(f"proxy process {slot.row} (pid {proc.pid}) {decision.reason}; "
-                     f"restarting in {decision.delay:.1f} s{looping}")
-            await asyncio.sleep(decision.delay)
-
-    def _bury(self, slot: ProxySlot) -> None:
-        """A proxy process is gone: its gauges to zero, its counters into the base."""
-        self.table.zero_row(slot.row)
-        if slot.snapshot is not None:
-            self._base = snapshot.add(self._base, slot.snapshot, with_gauges=False)
-            slot.snapshot = None
-        if slot.drained is not None and not slot.drained.done():
-            slot.drained.set_result(True)  # nothing of it is left in flight
-        self._refresh()
 
     # -- totals --------------------------------------------------------------------------------
     def _column_busy(self, column: int) -> bool:
@@ -317,10 +164,6 @@ class ProxyGroup:
                 message = self._route_message(path, handler)
                 for slot in self.slots:
                     slot.send(message)
-
-    def _broadcast(self, message: dict[str, Any]) -> None:
-        for slot in self.slots:
-            slot.send(message)
 
     # -- Balancer's interface --------------------------------------------------------------------
     def add_upstream(self, upstream_id: str, host: str, port: int, ready: bool = False) -> None:
@@ -390,18 +233,6 @@ class ProxyGroup:
             return f"TLS certificate NOT reloaded, the previous one stays in use: {exc}"
         self._broadcast({"op": "reload_tls"})
         return f"TLS certificate reloaded from {config.ssl_certfile} ({len(self.slots)} proxy processes)"
-
-    def processes(self) -> list[dict[str, Any]]:
-        """For ``fleet status``: each proxy process, whether it serves, its restarts, and the
-        requests it relayed (since its start)."""
-        rows = []
-        for slot in self.slots:
-            alive = slot.proc is not None and slot.proc.returncode is None
-            counts = slot.snapshot["upstreams"].values() if slot.snapshot else ()
-            rows.append({"row": slot.row, "pid": slot.proc.pid if alive and slot.proc else None,
-                         "serving": alive and slot.serving, "restarts": slot.restarts,
-                         "requests": sum(n for entry in counts for _, _, n in entry["requests"])})
-        return rows
 
     # -- stop ----------------------------------------------------------------------------------
     async def stop_accepting(self) -> None:
