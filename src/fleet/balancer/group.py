@@ -203,7 +203,7 @@ class ProxyGroup(ProxyLives):
         """As ``Balancer.wait_idle``, over every proxy process (the load table, polled)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while self._load(upstream_id) != (0, 0):
+        while max(self._load(upstream_id)) > 0:
             if deadline is not None and loop.time() >= deadline:
                 return False
             await asyncio.sleep(IDLE_POLL)
