@@ -10,6 +10,10 @@ What runs (2-core machine: load generator and backends on core 0, the proxy alon
 - proxies: nginx ``least_conn`` (keepalive 64, 1 worker process), HAProxy ``leastconn``
   (1 thread), ``fleet balance``, and ``fleet balance`` while ``/metrics`` is scraped every
   second (what Prometheus adds); plus "direct" (wrk straight to one backend) as the ceiling;
+  ``fleet x2``: ``--proxy-processes 2`` on the proxy's one core (the cost of the machinery:
+  CPU per request of master + 2 proxy processes + the spare), and ``fleet x2 cores 0-1``: the
+  same free to use both cores, which it shares with wrk and the backends (what a second core
+  buys on this machine; on a machine with free cores the two processes would each have one);
 - HTTP: ``wrk -t1 -c50 --latency`` small keep-alive GETs, median of ``--rounds`` rounds, with
   each proxy's CPU time per request (user + system of its process tree over the wrk run,
   divided by the requests wrk completed) and how busy that kept it (CPU s / wall s: ~100% is
@@ -47,6 +51,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 LOAD_CORE = "0"
 PROXY_CORE = "1"
+BOTH_CORES = "0,1"
 
 
 def free_ports(count: int) -> list[int]:
@@ -208,10 +213,11 @@ backend app
     return Service(name, pinned(PROXY_CORE, ["haproxy", "-db", "-f", str(conf)]), port, workdir)
 
 
-def fleet_proxy(port: int, backends: list[int], workdir: Path, name: str = "fleet", *extra: str) -> Service:
+def fleet_proxy(port: int, backends: list[int], workdir: Path, name: str = "fleet", *extra: str,
+                core: str = PROXY_CORE) -> Service:
     targets = [f"127.0.0.1:{b}" for b in backends]
     argv = [sys.executable, "-m", "fleet", "balance", *targets, "--port", str(port), *extra]
-    return Service(name, pinned(PROXY_CORE, argv), port, workdir)
+    return Service(name, pinned(core, argv), port, workdir)
 
 
 class Scraper:
@@ -303,6 +309,15 @@ def bench_http(args: argparse.Namespace, workdir: Path) -> dict[str, Row]:
             ("fleet", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet")),
             ("fleet+scrape", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-scraped")),
         ]
+        if not args.skip_multiproc:
+            starters += [
+                # Two proxy processes on the proxy's one core: what the machinery costs.
+                ("fleet x2", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-x2",
+                                                   "--proxy-processes", "2")),
+                # Two proxy processes free to use both cores, shared with wrk and the backends.
+                ("fleet x2 cores 0-1", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-x2-both",
+                                                             "--proxy-processes", "2", core=BOTH_CORES)),
+            ]
         rows["direct"] = Row("direct")
         for name, _ in starters:
             rows[name] = Row(name)
@@ -423,6 +438,8 @@ def main() -> None:
     parser.add_argument("--idle-websockets", type=int, default=5000)
     parser.add_argument("--skip-websocket", action="store_true")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-multiproc", action="store_true",
+                        help="no rows for fleet balance --proxy-processes 2")
     args = parser.parse_args()
     missing = [tool for tool in ("nginx", "haproxy", "wrk") if not shutil.which(tool)]
     if missing:

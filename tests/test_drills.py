@@ -837,7 +837,9 @@ def test_hostile_requests_get_a_4xx_or_a_close_and_nothing_refused_reaches_a_wor
         assert drill.restarts == 0 and fleet.all_ready(3)
         assert drill.proxy_4xx > 500 and drill.worker_responses > 500  # the cases hit both sides
         assert get(fleet.port)[0] == 200
-        assert not client_connections(fleet)  # nothing left behind
+        # Nothing left behind, once the proxy has seen the last client's FIN (CLOSE_WAIT for a
+        # moment on a loaded machine: asserted at once, this failed in a full-suite run).
+        wait_until(lambda: not client_connections(fleet), timeout=10, message="no client connection left")
 
 
 # -- what the fuzz drill found, one test each ----------------------------------------------------

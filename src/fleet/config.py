@@ -78,6 +78,16 @@ def parse_proxy_kind(value: str) -> str:
     return kind
 
 
+def parse_proxy_processes(value: str | int) -> int:
+    """``N`` (1..64) or ``auto`` (stored as 0, resolved at start by ``fleet.proxyprocs``)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return 0
+    number = int(value)
+    if not 1 <= number <= 64:
+        raise ValueError(f"must be auto or 1..64: {value}")
+    return number
+
+
 def _default_workers() -> int:
     from fleet.cpulimit import default_workers  # the cgroup's CPU quota in a container
 
@@ -321,6 +331,13 @@ class Config:
         10.0, "--queue-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
         help="When no worker can take a request (none ready, or all at --worker-max-conns), it "
              "waits this long for one, then gets 503 (HAProxy timeout queue). 0: 503 at once.",
+    )
+    proxy_processes: int = option(
+        1, "--proxy-processes", parse=parse_proxy_processes, metavar="N|auto", commands=PROXY,
+        help="Proxy processes accepting on --port (SO_REUSEPORT), each supervised by the master; "
+             "least-connections counts stay fleet-wide (shared memory). auto: one per 4 usable "
+             "cores for `up` (the workers need the rest), one per usable core for `balance`, "
+             "at most 16 (fleet.cpulimit.auto_proxy_processes).",
     )
     worker_max_conns: int = option(
         0, "--worker-max-conns", parse=parse_count, metavar="N", commands=PROXY,
@@ -702,6 +719,11 @@ def validate(config: Config, command: str) -> None:
         if config.no_proxy and config.proxy != "builtin":
             raise ConfigError(f"--proxy {config.proxy} and --no-proxy contradict each other "
                               f"(--no-proxy runs no data plane at all)")
+        if config.proxy_processes != 1 and config.no_proxy:
+            raise ConfigError("--proxy-processes needs the built-in proxy (it is not used with --no-proxy)")
+        if config.proxy_processes != 1 and config.proxy != "builtin":
+            raise ConfigError(f"--proxy-processes is for the built-in proxy; {config.proxy} sets its "
+                              f"own worker processes (nginx worker_processes, HAProxy nbthread)")
         if config.max_requests and config.no_proxy:
             raise ConfigError("--max-requests needs the built-in proxy (it counts the requests); "
                               "with --no-proxy use --max-age or --max-memory")

@@ -75,4 +75,24 @@ def default_workers() -> int:
     return available_cpus(os.cpu_count(), affinity, cgroup_cpu_limit())
 
 
-__all__ = ["available_cpus", "cgroup_cpu_limit", "cgroup_dirs", "default_workers", "parse_cpu_max"]
+# auto proxy processes: at most this many (16 cores of proxy outrun any one machine's workers).
+MAX_AUTO_PROXY_PROCESSES = 16
+
+
+def auto_proxy_processes(usable: int, command: str) -> int:
+    """``--proxy-processes auto`` (pure). ``fleet balance``: one per usable core (the proxy is
+    all the machine runs). ``fleet up``: one per 4 usable cores, at least 1, since the workers
+    need the rest (a Tornado handler costs several times the proxy's ~100 us per request).
+    Capped at ``MAX_AUTO_PROXY_PROCESSES``."""
+    count = usable if command == "balance" else usable // 4
+    return max(1, min(MAX_AUTO_PROXY_PROCESSES, count))
+
+
+def proxy_processes(requested: int, command: str) -> int:
+    """The proxy process count for ``--proxy-processes`` (0 = auto: by the usable CPUs)."""
+    if requested > 0:
+        return requested
+    return auto_proxy_processes(default_workers(), command)
+
+
+__all__ = ["auto_proxy_processes", "proxy_processes", "available_cpus", "cgroup_cpu_limit", "cgroup_dirs", "default_workers", "parse_cpu_max"]

@@ -87,4 +87,6 @@ class ControlDispatch:
             "data_plane": (master.dataplane.status() if master.dataplane is not None
                            else {"kind": "none" if master.config.no_proxy else "builtin"}),
             "workers": workers,
+            # --proxy-processes N: each proxy process (balancer.group); absent with one.
+            "proxies": processes() if (processes := getattr(master.balancer, "processes", None)) else None,
         }

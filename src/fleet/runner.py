@@ -22,12 +22,14 @@ from typing import Any, Coroutine
 
 from fleet import __version__, status_page
 from fleet.appspec import AppError, AppKind, AppSpec, detect_apps
+from fleet.balancer.group import ProxyGroup
 from fleet.balancer.server import Balancer
 from fleet.bokeh_settings import app_paths
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config, ConfigError, replace
 from fleet.control import ControlError, ControlServer, claim
 from fleet.control_ops import OperationsControl
+from fleet.cpulimit import proxy_processes
 from fleet.discovery import default_name, server_socket_path
 from fleet.dispatch import ControlDispatch
 from fleet.hooks import HookRunner
@@ -73,7 +75,7 @@ class Master:
         self.spec: AppSpec | None = None  # the first APP (the only one unless all are Bokeh apps)
         self.specs: tuple[AppSpec, ...] = ()
         self.stats = ProxyStats()
-        self.balancer: Balancer | None = None
+        self.balancer: Balancer | ProxyGroup | None = None
         self.dataplane: Any = None  # fleet.dataplane.DataPlane with --proxy nginx|haproxy
         self.supervisor: Supervisor | None = None
         self.control: ControlServer | None = None
@@ -170,7 +172,11 @@ class Master:
     async def _run_started(self, control_path: str) -> int:
         config = self.config
         if not config.no_proxy and config.proxy == "builtin":
-            self.balancer = Balancer(config, self.stats)
+            processes = proxy_processes(config.proxy_processes, "up")
+            if processes > 1:  # --proxy-processes: N processes on the port (balancer.group)
+                self.balancer = ProxyGroup(config, processes, self.stats, self.output.fleet)
+            else:
+                self.balancer = Balancer(config, self.stats)
             try:
                 await self.balancer.start()  # binds now: a taken port fails before any worker runs
             except PortInUseError as exc:
@@ -191,6 +197,8 @@ class Master:
         self.supervisor = Supervisor(config, self.spec, on_change=self.hooks.wrap(self._on_change),
                                      wait_idle=front.wait_idle if front is not None else None,
                                      output=self.output)
+        if isinstance(self.balancer, ProxyGroup):  # the reaper leaves proxy processes alone
+            self.balancer.declare(self.supervisor.helper_spawning, self.supervisor.own_helper)
         self._add_fleet_routes(self.supervisor)
         try:
             await self._start_metrics()  # binds --metrics-port now, before any worker runs

@@ -63,10 +63,14 @@ def raise_open_files_limit() -> int:
 
 class Balancer:
     def __init__(self, config: Config, stats: ProxyStats | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, *, reuse_port: bool = False,
+                 upstream_set: type[UpstreamSet] = UpstreamSet) -> None:
         self.config = config
+        # One of several proxy processes on the same port (balancer.group): SO_REUSEPORT.
+        self.reuse_port = reuse_port
         self.stats = stats if stats is not None else ProxyStats()
-        self.upstreams = UpstreamSet(self.stats, config.worker_max_conns,
+        # upstream_set: balancer.loadtable's fleet-wide choice in a proxy process of several.
+        self.upstreams = upstream_set(self.stats, config.worker_max_conns,
                                      secure_cookie=bool(config.ssl_certfile),
                                      cookie_path=config.prefix or "/")
         access_log = None
@@ -106,14 +110,16 @@ class Balancer:
             return f"TLS certificate NOT reloaded, the previous one stays in use: {exc}"
         return f"TLS certificate reloaded from {config.ssl_certfile}"
 
-    async def start(self) -> None:
-        """Bind the port (and unix socket) and start serving. Raises ``PortInUseError``."""
+    async def start(self, unix_listener: socket.socket | None = None) -> None:
+        """Bind the port (and unix socket) and start serving. Raises ``PortInUseError``.
+        ``unix_listener``: a proxy process's inherited --unix-socket listener (the master owns
+        the path; every proxy process accepts from the one socket)."""
         config = self.config
         loop = asyncio.get_running_loop()
         raise_open_files_limit()
         self._ssl = self._ssl_context()
         try:
-            self._listeners = _tcp_listeners(config.address, config.port)
+            self._listeners = _tcp_listeners(config.address, config.port, reuse_port=self.reuse_port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise in_use_error(config.address, config.port) from None
@@ -127,7 +133,10 @@ class Balancer:
                 if exc.errno == errno.EADDRINUSE:
                     raise in_use_error(config.address, config.https_redirect_port) from None
                 raise
-        if config.unix_socket:
+        if unix_listener is not None:
+            unix_listener.setblocking(False)
+            self._listeners.append(unix_listener)
+        elif config.unix_socket:
             try:
                 self._start_unix()
             except OSError:
@@ -143,7 +152,8 @@ class Balancer:
         public_port = self.port
         self._redirect = await loop.create_server(
             lambda: RedirectConnection(public_port, allowed, config.max_header_size, config.header_timeout),
-            host=config.address, port=config.https_redirect_port, reuse_address=True, backlog=BACKLOG)
+            host=config.address, port=config.https_redirect_port, reuse_address=True, backlog=BACKLOG,
+            reuse_port=self.reuse_port or None)
         self.redirect_port = self._redirect.sockets[0].getsockname()[1]
 
     # -- accepting, within --max-connections ---------------------------------------------------
@@ -208,25 +218,7 @@ class Balancer:
     def _start_unix(self) -> None:
         path = self.config.unix_socket
         assert path
-        if os.path.exists(path):
-            if not stat.S_ISSOCK(os.stat(path).st_mode):
-                raise OSError(errno.EEXIST, f"--unix-socket {path} exists and is not a socket")
-            with socket.socket(socket.AF_UNIX) as probe:
-                try:
-                    probe.connect(path)
-                except OSError:
-                    os.unlink(path)  # stale: nobody listens there
-                else:
-                    raise OSError(errno.EADDRINUSE, f"unix socket {path} is already in use")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(path)
-            listener.listen(BACKLOG)
-            listener.setblocking(False)
-        except OSError:
-            listener.close()
-            raise
-        self._listeners.append(listener)
+        self._listeners.append(unix_listener(path))
         self._unix_path = path
 
     async def _sweep(self) -> None:
@@ -363,9 +355,37 @@ class Balancer:
         await asyncio.sleep(0)  # let transports run their close callbacks
 
 
-def _tcp_listeners(address: str, port: int) -> list[socket.socket]:
+def unix_listener(path: str) -> socket.socket:
+    """A listening unix socket at ``path``; a stale socket file there (nobody listening) is
+    replaced, anything else is an error."""
+    if os.path.exists(path):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise OSError(errno.EEXIST, f"--unix-socket {path} exists and is not a socket")
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # stale: nobody listens there
+            else:
+                raise OSError(errno.EADDRINUSE, f"unix socket {path} is already in use")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(BACKLOG)
+        listener.setblocking(False)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+def _tcp_listeners(address: str, port: int, *, reuse_port: bool = False,
+                   listen: bool = True) -> list[socket.socket]:
     """Bound, listening, non-blocking TCP sockets on every address ``address`` resolves to
-    (``localhost``: 127.0.0.1 and ::1), as ``loop.create_server`` would; port 0 picks one port."""
+    (``localhost``: 127.0.0.1 and ::1), as ``loop.create_server`` would; port 0 picks one port.
+    ``reuse_port``: several proxy processes share the port, the kernel spreads connections
+    over their listeners. ``listen=False``: bound only (the master of several proxy processes
+    holds the port this way: the kernel sends no connection to a socket that does not listen)."""
     listeners: list[socket.socket] = []
     seen: set[Any] = set()
     try:
@@ -377,12 +397,15 @@ def _tcp_listeners(address: str, port: int) -> list[socket.socket]:
             listener = socket.socket(family, socket.SOCK_STREAM)
             listeners.append(listener)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if port == 0 and len(listeners) > 1:
                 sockaddr = (sockaddr[0], listeners[0].getsockname()[1], *sockaddr[2:])
             listener.bind(sockaddr)
-            listener.listen(BACKLOG)
+            if listen:
+                listener.listen(BACKLOG)
             listener.setblocking(False)
     except OSError:
         for listener in listeners:

@@ -14,8 +14,10 @@ import signal
 import time
 
 from fleet import __version__
+from fleet.balancer.group import ProxyGroup
 from fleet.balancer.server import Balancer
 from fleet.config import Config
+from fleet.cpulimit import proxy_processes
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.probe import probe_once
@@ -32,7 +34,7 @@ def _say(message: str) -> None:
 class Prober:
     """Keeps each target's readiness in the balancer up to date."""
 
-    def __init__(self, balancer: Balancer, targets: tuple[tuple[str, int], ...], health_path: str | None) -> None:
+    def __init__(self, balancer: "Balancer | ProxyGroup", targets: tuple[tuple[str, int], ...], health_path: str | None) -> None:
         self.balancer = balancer
         self.targets = [(target_id(index), host, port) for index, (host, port) in enumerate(targets)]
         self.addresses = {target_id(index): f"{host}:{port}" for index, (host, port) in enumerate(targets)}
@@ -78,7 +80,9 @@ def split_target(target: str) -> tuple[str, int]:
 
 async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
     targets = tuple(split_target(spec) for spec in target_specs)
-    balancer = Balancer(config)
+    processes = proxy_processes(config.proxy_processes, "balance")
+    # --proxy-processes: N processes on the port (balancer.group), else the proxy runs here.
+    balancer: Balancer | ProxyGroup = ProxyGroup(config, processes) if processes > 1 else Balancer(config)
     for index, (host, port) in enumerate(targets):
         balancer.add_upstream(target_id(index), host, port, ready=False)
     try:

@@ -172,6 +172,9 @@ def fleet_arguments(config: Config, command: str = "up", **overrides: Any) -> li
             continue
         if value == _field_default(f):
             continue
+        if f.name == "proxy_processes" and value == 0:
+            args += ["--proxy-processes", "auto"]
+            continue
         args += _option_value_args(f, value)
     if config.app_args:
         args += ["--args", *config.app_args]

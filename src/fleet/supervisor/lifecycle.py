@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from fleet.appspec import AppSpec
 from fleet.config import Config
@@ -108,6 +108,7 @@ class WorkerLives:
         self.recycles: dict[str, int] = {}  # reason -> count (fleet_worker_recycles_total)
         # Descendants die with fleet (subreaper) and hung workers are replaced (--worker-timeout).
         self._reaper: Reaper | None = None
+        self._helpers: set[int] = set()  # the master's other children (proxy processes)
         self._liveness = Liveness(config.worker_timeout, config.health_path, probe_host(config),
                                   self.output.fleet)
 
@@ -344,6 +345,18 @@ class WorkerLives:
         return returncode
 
     # -- descendants and hung workers (subreaper, --worker-timeout) -------------------------
+    def helper_spawning(self) -> Any:
+        """Around the spawn of another child of the master (a proxy process of
+        ``--proxy-processes``): the reaper must not judge it before ``own_helper``."""
+        return self._reaper.spawning() if self._reaper is not None else contextlib.nullcontext()
+
+    def own_helper(self, pid: int) -> None:
+        """Declare a child of the master that is not a worker: the reaper leaves its exit
+        status to the event loop that waits for it."""
+        self._helpers.add(pid)
+        if self._reaper is not None:
+            self._reaper.own(pid)
+
     def _start_reaper(self, watchdog: Watchdog) -> Reaper:
         def label(pid: int) -> str:
             return next((w.label for w in self._all() if w.proc is not None and w.proc.pid == pid),
@@ -351,6 +364,8 @@ class WorkerLives:
 
         reaper = Reaper(watchdog.add, watchdog.remove, self.output.fleet, label)
         reaper.own(watchdog.pid)
+        for pid in self._helpers:
+            reaper.own(pid)
         reaper.start()
         return reaper
 
