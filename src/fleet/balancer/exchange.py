@@ -145,13 +145,15 @@ class Exchange:
         self.request: Request | None = None
         self.upstream: Upstream | None = None
         self.conn: UpstreamConnection | None = None
-        self.pending: list[bytes] = []  # request bytes (framed for the worker) not yet sent
+        # Tuples until something is held or fails: a list each would be allocated (and freed)
+        # for every request, and nearly every request needs neither.
+        self.pending: list[bytes] | tuple[bytes, ...] = ()  # request bytes (framed for the worker) not yet sent
         self.pending_size = 0
         self.request_done = False  # the whole request has been read from the client
         self.body_received = 0
         self.body_started = 0.0
-        self.tried: list[Upstream] = []  # workers that failed it (not to be chosen again)
-        self.stale: list[Upstream] = []  # workers whose pooled connection failed it
+        self.tried: tuple[Upstream, ...] = ()  # workers that failed it (not to be chosen again)
+        self.stale: tuple[Upstream, ...] = ()  # workers whose pooled connection failed it
         self.started = 0.0
         self.framing = 0
         self.set_cookie: bytes | None = None

@@ -52,6 +52,23 @@ _REQUEST_SPECIAL: dict[bytes, int] = {
 _VALID_HOST = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9._~!$&'()*+;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 
+# Host values already checked against _VALID_HOST: a client sends the same Host on every
+# request, and the regex costs as much as several Python calls. Bounded: past the bound,
+# new values are checked each time (a client cannot grow it).
+_VALID_HOSTS: dict[bytes, bool] = {}
+_VALID_HOSTS_MAX = 1024
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether a Host value (or absolute-form authority) is an RFC 3986 host with optional port."""
+    known = _VALID_HOSTS.get(value)
+    if known is None:
+        known = _VALID_HOST.fullmatch(value) is not None
+        if len(_VALID_HOSTS) < _VALID_HOSTS_MAX:
+            _VALID_HOSTS[value] = known
+    return known
+
+
 # How the proxy frames a response body towards the client.
 NO_BODY = 0  # HEAD, 1xx, 204, 304
 LENGTH = 1  # the worker sent Content-Length: bytes pass through as they are
@@ -128,7 +145,7 @@ def split_absolute_target(url: bytes) -> tuple[bytes, bytes]:
         if 0 <= found < end:
             end = found
     authority = url[start:end]
-    if not authority or b"@" in authority or not _VALID_HOST.fullmatch(authority) or authority.startswith(b":"):
+    if not authority or b"@" in authority or not valid_host(authority) or authority.startswith(b":"):
         raise HeadError(400, "bad_request_target", "malformed authority in the request target")
     target = url[end:]
     if not target.startswith(b"/"):
@@ -147,10 +164,13 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
     if method == b"CONNECT":
         raise HeadError(405, "bad_method", "CONNECT is not supported by a reverse proxy")
     authority: bytes | None = None
-    if url.startswith((b"http://", b"https://")):
-        authority, url = split_absolute_target(url)
-    elif not url or not (url[0] == 47 or (url == b"*" and method == b"OPTIONS")):  # 47: "/"
+    if not url:
         raise HeadError(400, "bad_request_target", "malformed request target")
+    if url[0] != 47:  # 47: "/", the origin form every browser sends
+        if url.startswith((b"http://", b"https://")):
+            authority, url = split_absolute_target(url)
+        elif not (url == b"*" and method == b"OPTIONS"):
+            raise HeadError(400, "bad_request_target", "malformed request target")
     request = Request()
     request.method = method
     question = url.find(b"?")
@@ -159,7 +179,7 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         request.query = url[question + 1:]
     request.http10 = http10
     request.keep_alive = keep_alive
-    peer_trusted = bool(trusted) and trusted.is_trusted(client_ip)
+    peer_trusted = trusted.any and trusted.is_trusted(client_ip)
     connection = b""
     upgrade_value = b""
     transfer_encoding: bytes | None = None
@@ -194,7 +214,7 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
             if request.host is not None:
                 raise HeadError(400, "bad_host", "more than one Host header")
             host_value = value.strip()
-            if not _VALID_HOST.fullmatch(host_value):
+            if not valid_host(host_value):
                 raise HeadError(400, "bad_host", "invalid Host header")
             request.host = host_value
             if authority is None:
@@ -349,6 +369,83 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     append(b"\r\n")
     ends_at_close = framing in (CHUNKED, UNTIL_CLOSE) and not chunked_in
     return b"\r\n".join(out), framing, ends_at_close
+
+
+# Response headers whose presence sends a head down the general path (``response_head``):
+# framing and hop-by-hop fields other than a plain ``Connection: keep-alive``/``close``.
+# One regex search, not six substring tests: each ``in`` on bytes costs about a Python call.
+_RESPONSE_RARE = re.compile(rb"\r\n(?:t(?:e|railer|ransfer-encoding)|upgrade|keep-alive|proxy-connection):")
+_CONNECTION_LINE = b"\r\nconnection:"
+
+
+def split_head(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """A head llhttp has accepted (``raw``: its start line and header lines, each ending in
+    CRLF) as the start line and (name, value) pairs. llhttp is strict (CRLF only, no obs-fold,
+    no space before the colon), so splitting the bytes finds exactly the fields it parsed."""
+    lines = raw.split(b"\r\n")
+    headers = []
+    for line in lines[1:-1]:
+        name, _, value = line.partition(b":")
+        headers.append((name, value.strip(b" \t")))
+    return lines[0], headers
+
+
+def status_reason(start_line: bytes) -> bytes:
+    """The reason phrase of a status line (``HTTP/1.1 404 Not Found`` -> ``Not Found``)."""
+    parts = start_line.split(b" ", 2)
+    return parts[2].strip() if len(parts) > 2 else b""
+
+
+def response_head_raw(raw: bytes, status: int, *, head_request: bool, http10_client: bool, keep_alive: bool,
+                      set_cookie: bytes | None, extra: bytes | None = None) -> tuple[bytes, int, bool]:
+    """``response_head`` from the worker's head bytes as llhttp accepted them (status line and
+    header lines, each ending in CRLF): the same answer, but a common head (HTTP/1.1 status line
+    with a reason, no framing or hop-by-hop field but ``Connection: keep-alive``/``close``) is
+    forwarded as its bytes with the few edits, not taken apart and rebuilt field by field."""
+    lower = raw.lower()
+    line_end = raw.find(b"\r\n")
+    if (status == 101 or line_end < 14 or raw[:9] != b"HTTP/1.1 " or raw[12] != 32
+            or not raw[13:line_end].strip() or _RESPONSE_RARE.search(lower) is not None):
+        # HTTP/1.0 or no reason phrase (the status line is rebuilt), a framing or hop-by-hop field
+        return _response_head_split(raw, status, head_request, http10_client, keep_alive, set_cookie, extra)
+    at = lower.find(_CONNECTION_LINE)
+    if at >= 0:
+        end = lower.find(b"\r\n", at + 2)
+        value = lower[at + 13:end].strip(b" \t")
+        if (value != b"keep-alive" and value != b"close") or lower.find(_CONNECTION_LINE, end) >= 0:
+            # Connection names other fields (hop-by-hop for this message): the general path.
+            return _response_head_split(raw, status, head_request, http10_client, keep_alive, set_cookie, extra)
+        raw = raw[:at] + raw[end:]
+    if head_request or status < 200 or status == 204 or status == 304:
+        framing = NO_BODY
+    elif lower.find(b"\r\ncontent-length:") >= 0:
+        framing = LENGTH
+    elif http10_client:
+        framing = UNTIL_CLOSE
+        keep_alive = False
+    else:
+        framing = CHUNKED
+    out = [raw]
+    if framing == CHUNKED:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if set_cookie is not None:
+        out.append(set_cookie + b"\r\n")
+    if extra is not None:
+        out.append(extra + b"\r\n")
+    if not keep_alive:
+        out.append(b"Connection: close\r\n\r\n")
+    elif http10_client:
+        out.append(b"Connection: keep-alive\r\n\r\n")
+    else:
+        out.append(b"\r\n")
+    return b"".join(out), framing, framing == CHUNKED or framing == UNTIL_CLOSE
+
+
+def _response_head_split(raw: bytes, status: int, head_request: bool, http10_client: bool, keep_alive: bool,
+                         set_cookie: bytes | None, extra: bytes | None) -> tuple[bytes, int, bool]:
+    start_line, headers = split_head(raw)
+    return response_head(status, status_reason(start_line), headers, head_request=head_request,
+                         http10_client=http10_client, keep_alive=keep_alive, set_cookie=set_cookie, extra=extra)
 
 
 def error_response(status: int, detail: str = "", *, close: bool = True, head_only: bool = False,

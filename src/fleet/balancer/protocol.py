@@ -220,7 +220,9 @@ class ClientConnection(Timeouts):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._grow_head(len(url))
+        self._head_size += len(url)
+        if self._head_size > self.proxy.max_header_size:
+            self._grow_head(0)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailing:
@@ -232,10 +234,13 @@ class ClientConnection(Timeouts):
             return
         headers = self._headers
         headers.append((name, value))
-        if len(headers) > self.proxy.max_header_count:
+        proxy = self.proxy
+        if len(headers) > proxy.max_header_count:
             self._rejection = HeadError(431, "too_many_headers", "too many header fields")
             raise self._rejection
-        self._grow_head(len(name) + len(value) + 4)
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > proxy.max_header_size:
+            self._grow_head(0)
 
     def _grow_head(self, size: int) -> None:
         self._head_size += size
@@ -255,7 +260,7 @@ class ClientConnection(Timeouts):
             request = heads.forward_request(
                 method, self._url, version == "1.0", parser.should_keep_alive(), upgrade,
                 self._headers, self.client_ip, proxy.scheme, proxy.trust, proxy.default_host)
-            if proxy.allowed_hosts and not proxy.host_allowed(request.host or b""):
+            if proxy.checks_hosts and not proxy.host_allowed(request.host or b""):
                 raise HeadError(421, "bad_host", "Host not allowed")
             if request.content_length is not None and request.content_length > proxy.max_body_size:
                 raise HeadError(413, "body_too_large", "request body too large")
@@ -280,7 +285,7 @@ class ClientConnection(Timeouts):
         exchange.move(PIPELINED, exchange.since)  # PIPELINED has no timeout of its own
         path = request.path
         routes = proxy.local_routes
-        if (routes and path in routes) or path.startswith(BUILTIN_PREFIX):
+        if (routes and path in routes) or (len(path) > 1 and path[1] == 95 and path.startswith(BUILTIN_PREFIX)):  # 95: "_"
             # Built-in routes never reach a worker; to a client outside --metrics-allow they
             # answer the 404 an unknown path gets.
             route = routes.get(path)
