@@ -93,8 +93,8 @@ class Request:
                  "websocket", "forward", "keep_alive", "http10", "path", "client", "query",
                  "bokeh_protocol", "bokeh_session", "if_none_match", "if_modified_since")
 
-    def __init__(self) -> None:
-        self.method = b""
+    def __init__(self, method: bytes = b"", http10: bool = False, keep_alive: bool = True) -> None:
+        self.method = method
         self.path = b""
         self.host: bytes | None = None
         self.affinity_cookie: bytes | None = None
@@ -103,8 +103,8 @@ class Request:
         self.chunked = False
         self.websocket = False
         self.forward = b""
-        self.keep_alive = True
-        self.http10 = False
+        self.keep_alive = keep_alive
+        self.http10 = http10
         # The client's address, resolved through trusted proxies (``balancer.trust``): what
         # every rule about "who is this client" and the access log use.
         self.client = b""
@@ -171,14 +171,11 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
             authority, url = split_absolute_target(url)
         elif not (url == b"*" and method == b"OPTIONS"):
             raise HeadError(400, "bad_request_target", "malformed request target")
-    request = Request()
-    request.method = method
-    question = url.find(b"?")
-    request.path = url if question < 0 else url[:question]
-    if question >= 0:
-        request.query = url[question + 1:]
-    request.http10 = http10
-    request.keep_alive = keep_alive
+    request = Request(method, http10, keep_alive)
+    # partition, not find: bytes.find parses its arguments the slow way (a cost per request).
+    request.path, question, query = url.partition(b"?")
+    if question:
+        request.query = query
     peer_trusted = trusted.any and trusted.is_trusted(client_ip)
     connection = b""
     upgrade_value = b""
@@ -191,7 +188,7 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         lower = name.lower()
         kind = special(lower)
         if kind is None:
-            if lower.startswith(b"x-forwarded-") and not peer_trusted:
+            if not peer_trusted and lower[:12] == b"x-forwarded-":  # a slice: startswith costs a call
                 continue  # a forwarding claim from a client: dropped (balancer.trust)
             keep((lower, name + b": " + value))
             continue
@@ -285,8 +282,8 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         append(b"X-Real-IP: " + client)
     else:
         client = client_ip
-        append(b"X-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + scheme
-               + b"\r\nX-Forwarded-Host: " + host + b"\r\nX-Real-IP: " + client_ip)
+        append(b"".join((b"X-Forwarded-For: ", client_ip, b"\r\nX-Forwarded-Proto: ", scheme,
+                         b"\r\nX-Forwarded-Host: ", host, b"\r\nX-Real-IP: ", client_ip)))
     request.client = client
     if request.websocket:
         append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value.strip())
@@ -371,20 +368,27 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     return b"\r\n".join(out), framing, ends_at_close
 
 
-# Response headers whose presence sends a head down the general path (``response_head``):
-# framing and hop-by-hop fields other than a plain ``Connection: keep-alive``/``close``.
-# One regex search, not six substring tests: each ``in`` on bytes costs about a Python call.
-_RESPONSE_RARE = re.compile(rb"\r\n(?:t(?:e|railer|ransfer-encoding)|upgrade|keep-alive|proxy-connection):")
-_CONNECTION_LINE = b"\r\nconnection:"
+# What sends a worker's response head down the general path (``response_head``): a status
+# line other than ``HTTP/1.1 NNN Reason`` (rebuilt), a framing or hop-by-hop field, or a
+# Connection field that names more than keep-alive/close. One regex search over the lowercase
+# head, not a test per name: on Python 3.11 each ``bytes.find``/``in`` costs about a Python call.
+_RESPONSE_RARE = re.compile(
+    rb"\r\n(?:(?:t(?:e|railer|ransfer-encoding)|upgrade|keep-alive|proxy-connection):"
+    rb"|connection:(?![ \t]*(?:keep-alive|close)[ \t]*(?:\r\n|\Z)))")
+_PLAIN_STATUS = re.compile(rb"HTTP/1\.1 [0-9]{3} [^\s]")
+# The plain Connection fields, removed from the bytes (case as the worker sent them).
+_CONNECTION_FIELD = re.compile(rb"\r\nconnection:[ \t]*(?:keep-alive|close)[ \t]*(?=\r\n|\Z)", re.IGNORECASE)
+_CONTENT_LENGTH_LINE = b"\r\ncontent-length:"
 
 
 def split_head(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    """A head llhttp has accepted (``raw``: its start line and header lines, each ending in
-    CRLF) as the start line and (name, value) pairs. llhttp is strict (CRLF only, no obs-fold,
-    no space before the colon), so splitting the bytes finds exactly the fields it parsed."""
+    """A head llhttp has accepted (``raw``: its start line and header lines, separated by CRLF,
+    without the empty line) as the start line and (name, value) pairs. llhttp is strict (CRLF
+    only, no obs-fold, no space before the colon), so splitting the bytes finds exactly the
+    fields it parsed."""
     lines = raw.split(b"\r\n")
     headers = []
-    for line in lines[1:-1]:
+    for line in lines[1:]:
         name, _, value = line.partition(b":")
         headers.append((name, value.strip(b" \t")))
     return lines[0], headers
@@ -396,36 +400,52 @@ def status_reason(start_line: bytes) -> bytes:
     return parts[2].strip() if len(parts) > 2 else b""
 
 
-def response_head_raw(raw: bytes, status: int, *, head_request: bool, http10_client: bool, keep_alive: bool,
+# Worker heads seen lately -> (the bytes forwarded, has Content-Length). Under load a worker
+# sends the same head bytes many times a second (only Date changes, once a second), and reading
+# a head costs several regex and bytes calls: a dict lookup instead. Bounded: cleared when full.
+# Only 2xx-5xx heads on the plain path are kept (what is stored depends on the bytes alone).
+_PLAIN_HEADS: dict[bytes, tuple[bytes, bool]] = {}
+_PLAIN_HEADS_MAX = 256
+
+
+def _plain_head(raw: bytes) -> tuple[bytes, bool] | None:
+    """A head for the plain path: its bytes without Connection, and whether it has a
+    Content-Length. None: the general path (``response_head``) must take it apart."""
+    lower = raw.lower()
+    if _PLAIN_STATUS.match(raw) is None or _RESPONSE_RARE.search(lower) is not None:
+        return None
+    if lower.partition(b"\r\nconnection:")[1]:
+        raw = _CONNECTION_FIELD.sub(b"", raw)
+    return raw, bool(lower.partition(_CONTENT_LENGTH_LINE)[1])
+
+
+def response_head_raw(raw: bytes, status: int, head_request: bool, http10_client: bool, keep_alive: bool,
                       set_cookie: bytes | None, extra: bytes | None = None) -> tuple[bytes, int, bool]:
     """``response_head`` from the worker's head bytes as llhttp accepted them (status line and
-    header lines, each ending in CRLF): the same answer, but a common head (HTTP/1.1 status line
-    with a reason, no framing or hop-by-hop field but ``Connection: keep-alive``/``close``) is
-    forwarded as its bytes with the few edits, not taken apart and rebuilt field by field."""
-    lower = raw.lower()
-    line_end = raw.find(b"\r\n")
-    if (status == 101 or line_end < 14 or raw[:9] != b"HTTP/1.1 " or raw[12] != 32
-            or not raw[13:line_end].strip() or _RESPONSE_RARE.search(lower) is not None):
-        # HTTP/1.0 or no reason phrase (the status line is rebuilt), a framing or hop-by-hop field
-        return _response_head_split(raw, status, head_request, http10_client, keep_alive, set_cookie, extra)
-    at = lower.find(_CONNECTION_LINE)
-    if at >= 0:
-        end = lower.find(b"\r\n", at + 2)
-        value = lower[at + 13:end].strip(b" \t")
-        if (value != b"keep-alive" and value != b"close") or lower.find(_CONNECTION_LINE, end) >= 0:
-            # Connection names other fields (hop-by-hop for this message): the general path.
+    header lines separated by CRLF, without the final empty line): the same answer, but a common
+    head (``HTTP/1.1 NNN Reason``, no framing or hop-by-hop field but ``Connection: keep-alive``
+    or ``close``) goes out as its bytes with the few edits, not taken apart and rebuilt."""
+    known = _PLAIN_HEADS.get(raw)
+    if known is None:
+        if status == 101 or status < 200:
             return _response_head_split(raw, status, head_request, http10_client, keep_alive, set_cookie, extra)
-        raw = raw[:at] + raw[end:]
+        known = _plain_head(raw)
+        if known is None:
+            return _response_head_split(raw, status, head_request, http10_client, keep_alive, set_cookie, extra)
+        if len(_PLAIN_HEADS) >= _PLAIN_HEADS_MAX:
+            _PLAIN_HEADS.clear()
+        _PLAIN_HEADS[raw] = known
+    raw, has_length = known
     if head_request or status < 200 or status == 204 or status == 304:
         framing = NO_BODY
-    elif lower.find(b"\r\ncontent-length:") >= 0:
+    elif has_length:
         framing = LENGTH
     elif http10_client:
         framing = UNTIL_CLOSE
         keep_alive = False
     else:
         framing = CHUNKED
-    out = [raw]
+    out = [raw, b"\r\n"]
     if framing == CHUNKED:
         out.append(b"Transfer-Encoding: chunked\r\n")
     if set_cookie is not None:

@@ -28,7 +28,7 @@ import httptools
 
 from fleet.balancer import head as heads
 from fleet.balancer.context import BUILTIN_PREFIX, ProxyContext
-from fleet.balancer.exchange import AWAITING_HEAD, PIPELINED, SENDING, Exchange
+from fleet.balancer.exchange import AWAITING_HEAD, HEAD, PIPELINED, SENDING, Exchange
 from fleet.balancer.flow import PIPELINE, ReadFlow
 from fleet.balancer.head import LAST_CHUNK, HeadError
 from fleet.balancer.response import LINGER_BYTES
@@ -213,7 +213,8 @@ class ClientConnection(Timeouts):
             raise HttpParserStop()
         self.parsing = Exchange(self.proxy.loop.time())
         self._url = b""
-        self._headers = []
+        if self._headers:
+            self._headers = []
         self._head_size = 0
         self._trailing = False
         self._raw_head = 0
@@ -282,7 +283,10 @@ class ClientConnection(Timeouts):
         exchange.request = request
         self._trailing = True
         self._trailer_size = 0
-        exchange.move(PIPELINED, exchange.since)  # PIPELINED has no timeout of its own
+        # exchange.move(PIPELINED), inline: a new exchange is in HEAD, and HEAD -> PIPELINED is
+        # the table's first move (PIPELINED has no timeout of its own: no clock read).
+        assert exchange.state is HEAD
+        exchange.state = PIPELINED
         path = request.path
         routes = proxy.local_routes
         if (routes and path in routes) or (len(path) > 1 and path[1] == 95 and path.startswith(BUILTIN_PREFIX)):  # 95: "_"

@@ -156,9 +156,8 @@ class ClientBase(asyncio.Protocol):
             self._dead = True
             self.flow.pause(PIPELINE)
         head, framing, conn.until_close = heads.response_head_raw(
-            raw, status, head_request=request.method == b"HEAD",
-            http10_client=request.http10, keep_alive=keep_alive, set_cookie=exchange.set_cookie,
-            extra=proxy.response_extra)
+            raw, status, request.method == b"HEAD", request.http10, keep_alive, exchange.set_cookie,
+            proxy.response_extra)
         exchange.framing = framing
         exchange.status = status
         if status != 101:

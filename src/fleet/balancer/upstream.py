@@ -200,13 +200,11 @@ class UpstreamConnection(asyncio.Protocol):
         if client is None or exchange is None:
             return
         # llhttp has accepted the head: it ends at the first empty line of these bytes.
-        head_bytes = self.head_bytes
-        end = head_bytes.find(b"\r\n\r\n")
-        raw = head_bytes[:end + 2]
+        raw, _, rest = self.head_bytes.partition(b"\r\n\r\n")
         if 100 <= status < 200 and status != 101:
             self.interim = True
-            self.head_bytes = head_bytes[end + 4:]  # the next response's first bytes, if any
-            client.interim_response(status, status_reason(raw[:raw.find(b"\r\n")]))
+            self.head_bytes = rest  # the next response's first bytes, if any
+            client.interim_response(status, status_reason(raw.partition(b"\r\n")[0]))
             return
         self.head_bytes = b""
         self.head_done = True
@@ -231,7 +229,7 @@ class UpstreamConnection(asyncio.Protocol):
         if client is None or exchange is None:
             return
         request = exchange.request
-        if self.parser.should_upgrade() and request is not None and request.websocket:
+        if request is not None and request.websocket and self.parser.should_upgrade():
             return  # the 101 path: ``upgraded`` follows from the HttpParserUpgrade exception
         self.client = self.exchange = None
         client.response_complete(self, exchange, reusable=self.parser.should_keep_alive())
