@@ -101,12 +101,17 @@ class UpstreamConnection(asyncio.Protocol):
         """The exchange is over: back to the idle pool if the connection can carry another."""
         self.client = None
         self.exchange = None
-        if reusable and not self.closed and not self.carried_upgrade and pool.put_idle(self.proxy, self):
-            if self.flow.reasons:
-                self.flow.resume(PEER_FULL)
-            self.reused = True
-        else:
-            self.close()
+        if reusable and not self.closed and not self.carried_upgrade:
+            # pool.put_idle, inline: this runs for every request.
+            upstream = self.upstream
+            idle = upstream.idle
+            if upstream.ready and not self.proxy.closing and len(idle) < pool.MAX_IDLE_PER_UPSTREAM:
+                idle.append(self)
+                if self.flow.reasons:
+                    self.flow.resume(PEER_FULL)
+                self.reused = True
+                return
+        self.close()
 
     def close(self) -> None:
         self.client = None
@@ -191,7 +196,11 @@ class UpstreamConnection(asyncio.Protocol):
             if client is not None and exchange is not None:
                 client.upstream_broken(exchange, "malformed response from worker")
         finally:
-            batching.flush()
+            batch = batching._batch  # batching.flush(), inline: once per read
+            if batch is not None:
+                batching._batch = None
+                if batch and not batching.closed:
+                    batching.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     # httptools callbacks (no on_status/on_header: the head is read from ``head_bytes``)
     def on_headers_complete(self) -> None:
