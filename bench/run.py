@@ -90,14 +90,15 @@ def pinned(core: str, argv: list[str]) -> list[str]:
 class Service:
     """A process started by the bench, always ended by it (its whole process group)."""
 
-    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, stdin: bool = False) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, stdin: bool = False,
+                 timeout: float = 15.0) -> None:
         self.name = name
         self.port = port
         self.log = open(workdir / f"{name}.log", "w")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
                                      stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
         try:
-            wait_port(port)
+            wait_port(port, timeout)
         except RuntimeError:
             self.stop()
             raise RuntimeError(f"{name} did not start: {Path(self.log.name).read_text()[-2000:]}")
@@ -252,7 +253,7 @@ def fleet_up(port: int, base_port: int, workdir: Path, name: str, *extra: str) -
     the other core is the load generator's, so both setups share the same two cores alike)."""
     argv = [sys.executable, "-m", "fleet", "up", str(HERE.parent / "examples" / "tornado_hello.py"), "-n", "2",
             "--port", str(port), "--base-port", str(base_port), "--name", f"bench-{name}-{port}", *extra]
-    service = Service(name, argv, port, workdir)
+    service = Service(name, argv, port, workdir, timeout=60)
     service.counts = lambda process: not is_fleet_worker(process)
     return service
 
@@ -261,7 +262,7 @@ def fleet_workers(base_port: int, workdir: Path) -> Service:
     """The same two Tornado workers without fleet's proxy, for nginx to front."""
     argv = [sys.executable, "-m", "fleet", "up", str(HERE.parent / "examples" / "tornado_hello.py"), "-n", "2",
             "--no-proxy", "--base-port", str(base_port), "--name", f"bench-workers-{base_port}"]
-    service = Service("workers", argv, base_port, workdir)
+    service = Service("workers", argv, base_port, workdir, timeout=60)
     wait_port(base_port + 1, timeout=60)
     return service
 

@@ -70,6 +70,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 _ALLOWED = [0] * (max(State) + 1)
 for _source, _targets in TRANSITIONS.items():
     _ALLOWED[_source] = sum(1 << _target for _target in _targets)
+# Any state but DONE may move to DONE (a refusal, a timeout, the end of a response): the hot
+# path ends an exchange with a plain assignment, which this keeps true.
+ENDS_ANYWHERE = all(DONE in targets for source, targets in TRANSITIONS.items() if source is not DONE)
+assert ENDS_ANYWHERE, "every state but DONE must be allowed to move to DONE"
 # States in which the exchange holds a worker connection (and counts in its active requests).
 ON_WORKER = frozenset({SENDING, AWAITING_HEAD, UPGRADING, RELAYING})
 # States in which request bytes read from the client are written to the worker at once; in

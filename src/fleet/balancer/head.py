@@ -211,7 +211,7 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
             if request.host is not None:
                 raise HeadError(400, "bad_host", "more than one Host header")
             host_value = value.strip()
-            if not valid_host(host_value):
+            if not (_VALID_HOSTS.get(host_value) or valid_host(host_value)):  # the cache first: no call
                 raise HeadError(400, "bad_host", "invalid Host header")
             request.host = host_value
             if authority is None:

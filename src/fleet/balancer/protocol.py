@@ -28,7 +28,7 @@ import httptools
 
 from fleet.balancer import head as heads
 from fleet.balancer.context import BUILTIN_PREFIX, ProxyContext
-from fleet.balancer.exchange import AWAITING_HEAD, HEAD, PIPELINED, SENDING, Exchange
+from fleet.balancer.exchange import AWAITING_HEAD, DONE, HEAD, PIPELINED, SENDING, Exchange
 from fleet.balancer.flow import PIPELINE, ReadFlow
 from fleet.balancer.head import LAST_CHUNK, HeadError
 from fleet.balancer.response import LINGER_BYTES
@@ -309,7 +309,7 @@ class ClientConnection(Timeouts):
 
     def on_body(self, body: bytes) -> None:
         exchange = self.parsing
-        if exchange is None or exchange.finished:
+        if exchange is None or exchange.state is DONE:  # not .finished: a property is a call
             return
         if not exchange.body_received:
             exchange.body_started = self.proxy.loop.time()
@@ -324,7 +324,7 @@ class ClientConnection(Timeouts):
     def on_message_complete(self) -> None:
         exchange = self.parsing
         self.parsing = None
-        if exchange is None or exchange.finished:
+        if exchange is None or exchange.state is DONE:  # not .finished: a property is a call
             return
         request = exchange.request
         assert request is not None
