@@ -203,3 +203,13 @@ def test_raw_head_removes_fields_named_in_connection() -> None:
     raw = b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nContent-Length: 0"
     head, _, _ = response_head_raw(raw, 200, False, False, True, None, None)
     assert b"X-Secret" not in head and b"Content-Length: 0" in head
+
+
+def test_raw_head_remembers_only_small_heads() -> None:
+    from fleet.balancer import head
+    small = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Small: 1"
+    large = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Large: " + b"a" * 5000
+    for raw in (small, large):
+        out, framing, _ = response_head_raw(raw, 200, False, False, True, None, None)
+        assert out == raw + b"\r\n\r\n" and framing == LENGTH
+    assert small in head._PLAIN_HEADS and large not in head._PLAIN_HEADS

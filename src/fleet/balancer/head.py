@@ -406,6 +406,7 @@ def status_reason(start_line: bytes) -> bytes:
 # Only 2xx-5xx heads on the plain path are kept (what is stored depends on the bytes alone).
 _PLAIN_HEADS: dict[bytes, tuple[bytes, bool]] = {}
 _PLAIN_HEADS_MAX = 256
+_PLAIN_HEAD_MAX_SIZE = 4096  # a larger head is read each time: the cache stays under ~2 MiB
 
 
 def _plain_head(raw: bytes) -> tuple[bytes, bool] | None:
@@ -432,9 +433,10 @@ def response_head_raw(raw: bytes, status: int, head_request: bool, http10_client
         known = _plain_head(raw)
         if known is None:
             return _response_head_split(raw, status, head_request, http10_client, keep_alive, set_cookie, extra)
-        if len(_PLAIN_HEADS) >= _PLAIN_HEADS_MAX:
-            _PLAIN_HEADS.clear()
-        _PLAIN_HEADS[raw] = known
+        if len(raw) <= _PLAIN_HEAD_MAX_SIZE:
+            if len(_PLAIN_HEADS) >= _PLAIN_HEADS_MAX:
+                _PLAIN_HEADS.clear()
+            _PLAIN_HEADS[raw] = known
     raw, has_length = known
     if head_request or status < 200 or status == 204 or status == 304:
         framing = NO_BODY
