@@ -20,7 +20,19 @@ What runs (2-core machine: load generator and backends on core 0, the proxy alon
   a saturated core). On a machine shared with other work, CPU µs per request is the figure to
   compare between runs; requests/s moves with whatever else runs;
 - WebSocket: messages/s relayed (50 connections, 16 frames in flight each), and proxy RSS per
-  idle WebSocket with 5,000 open.
+  idle WebSocket with 5,000 open;
+- end to end with real Tornado workers (``--skip-e2e`` to leave out): ``fleet up
+  examples/tornado_hello.py -n 2`` against nginx ``least_conn`` in front of ``fleet up --no-proxy``
+  running the same two workers; the proxy's CPU is its own (fleet's master process, not the
+  workers; nginx's master and worker).
+
+CPU µs per request is measured at saturation: wrk is a closed loop (50 connections, each sends
+its next request when the answer came), so the proxy runs as fast as it can; the "busy" column
+(CPU seconds / wall seconds) says how close to one full core that was.
+
+More fleet rows: ``--fleet-variant NAME=ARGS`` (repeatable) adds a row to the HTTP and end-to-end
+tables for ``fleet balance``/``fleet up`` with extra options, e.g.
+``--fleet-variant "fleet 2 proc=--proxy-processes 2"``; each such row is also in the CPU ratios.
 
 Prints a table and the ratios fleet/nginx and fleet/HAProxy; writes JSON to bench/results/.
 A benchmark, not a test: numbers depend on the machine; ratios are what to compare.
@@ -83,25 +95,35 @@ def pinned(core: str, argv: list[str]) -> list[str]:
 class Service:
     """A process started by the bench, always ended by it (its whole process group)."""
 
-    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, stdin: bool = False) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, stdin: bool = False,
+                 timeout: float = 15.0) -> None:
         self.name = name
         self.port = port
         self.log = open(workdir / f"{name}.log", "w")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
                                      stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
         try:
-            wait_port(port)
+            wait_port(port, timeout)
         except RuntimeError:
             self.stop()
             raise RuntimeError(f"{name} did not start: {Path(self.log.name).read_text()[-2000:]}")
 
+    # Which processes of the tree count as the proxy (None: all of them). ``fleet up`` sets it
+    # to leave the workers out: the end-to-end table charges the proxy with its own CPU only.
+    counts: Callable[[psutil.Process], bool] | None = None
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process tree so far (nginx: master + worker)."""
+        """User + system CPU time of the (counted) process tree so far (nginx: master + worker)."""
         try:
             root = psutil.Process(self.proc.pid)
             total = 0.0
             for process in [root, *root.children(recursive=True)]:
-                times = process.cpu_times()
+                try:
+                    if self.counts is not None and not self.counts(process):
+                        continue
+                    times = process.cpu_times()
+                except psutil.Error:
+                    continue  # a child that has just exited
                 total += times.user + times.system
             return total
         except psutil.Error:
@@ -149,7 +171,7 @@ http {{
     return Service("backends", pinned(LOAD_CORE, ["nginx", "-c", str(conf), "-p", str(workdir)]), ports[0], workdir)
 
 
-def nginx_proxy(port: int, backends: list[int], workdir: Path, name: str = "nginx") -> Service:
+def nginx_proxy(port: int, backends: list[int], workdir: Path, name: str = "nginx", pin: bool = True) -> Service:
     servers = "\n".join(f"    server 127.0.0.1:{b};" for b in backends)
     conf = workdir / f"{name}.conf"
     conf.write_text(f"""worker_processes 1;
@@ -184,7 +206,8 @@ http {{
   }}
 }}
 """)
-    return Service(name, pinned(PROXY_CORE, ["nginx", "-c", str(conf), "-p", str(workdir)]), port, workdir)
+    argv = ["nginx", "-c", str(conf), "-p", str(workdir)]
+    return Service(name, pinned(PROXY_CORE, argv) if pin else argv, port, workdir)
 
 
 def haproxy_proxy(port: int, backends: list[int], workdir: Path, name: str = "haproxy") -> Service:
@@ -218,6 +241,36 @@ def fleet_proxy(port: int, backends: list[int], workdir: Path, name: str = "flee
     targets = [f"127.0.0.1:{b}" for b in backends]
     argv = [sys.executable, "-m", "fleet", "balance", *targets, "--port", str(port), *extra]
     return Service(name, pinned(core, argv), port, workdir)
+
+
+def is_fleet_worker(process: psutil.Process) -> bool:
+    """A process ``fleet up`` runs the app in (``python -m fleet.worker ...``), or one of its children."""
+    try:
+        for candidate in [process, *process.parents()]:
+            if "fleet.worker" in " ".join(candidate.cmdline()):
+                return True
+    except psutil.Error:
+        return False
+    return False
+
+
+def fleet_up(port: int, base_port: int, workdir: Path, name: str, *extra: str) -> Service:
+    """``fleet up examples/tornado_hello.py -n 2`` on its own core (workers inherit the pinning:
+    the other core is the load generator's, so both setups share the same two cores alike)."""
+    argv = [sys.executable, "-m", "fleet", "up", str(HERE.parent / "examples" / "tornado_hello.py"), "-n", "2",
+            "--port", str(port), "--base-port", str(base_port), "--name", f"bench-{name}-{port}", *extra]
+    service = Service(name, argv, port, workdir, timeout=60)
+    service.counts = lambda process: not is_fleet_worker(process)
+    return service
+
+
+def fleet_workers(base_port: int, workdir: Path) -> Service:
+    """The same two Tornado workers without fleet's proxy, for nginx to front."""
+    argv = [sys.executable, "-m", "fleet", "up", str(HERE.parent / "examples" / "tornado_hello.py"), "-n", "2",
+            "--no-proxy", "--base-port", str(base_port), "--name", f"bench-workers-{base_port}"]
+    service = Service("workers", argv, base_port, workdir, timeout=60)
+    wait_port(base_port + 1, timeout=60)
+    return service
 
 
 class Scraper:
@@ -318,6 +371,9 @@ def bench_http(args: argparse.Namespace, workdir: Path) -> dict[str, Row]:
                 ("fleet x2 cores 0-1", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-x2-both",
                                                              "--proxy-processes", "2", core=BOTH_CORES)),
             ]
+        for variant, extra in args.fleet_variant:
+            starters.append((variant, lambda p, extra=extra, variant=variant: fleet_proxy(
+                p, backend_ports, workdir, variant.replace(" ", "-"), *extra)))
         rows["direct"] = Row("direct")
         for name, _ in starters:
             rows[name] = Row(name)
@@ -373,6 +429,58 @@ def bench_websocket(args: argparse.Namespace, workdir: Path) -> dict[str, dict[s
     return results
 
 
+def bench_e2e(args: argparse.Namespace, workdir: Path) -> dict[str, Row]:
+    """Real Tornado workers: fleet's proxy against nginx least_conn in front of the same workers."""
+    rows: dict[str, Row] = {"nginx → fleet up --no-proxy": Row("nginx"), "fleet up": Row("fleet")}
+    for variant, _ in args.fleet_variant:
+        rows[f"fleet up ({variant})"] = Row(variant)
+    for round_number in range(args.rounds):
+        base = free_ports(1)[0]
+        while not all(port_free(base + i) for i in range(2)):
+            base = free_ports(1)[0]
+        workers = fleet_workers(base, workdir)
+        try:
+            port = free_ports(1)[0]
+            # Not pinned, like fleet up (whose workers would inherit a pinning): the proxy and the
+            # two workers share the machine's cores the same way in both setups.
+            service = nginx_proxy(port, [base, base + 1], workdir, "nginx-e2e", pin=False)
+            try:
+                wrk(port, 2, args.connections)
+                rows["nginx → fleet up --no-proxy"].rounds.append(
+                    measured_wrk(service, port, args.duration, args.connections))
+            finally:
+                service.stop()
+        finally:
+            workers.stop()
+        setups: list[tuple[str, tuple[str, ...]]] = [("fleet up", ())]
+        setups += [(f"fleet up ({variant})", tuple(extra)) for variant, extra in args.fleet_variant]
+        for name, extra in setups:
+            port = free_ports(1)[0]
+            base = free_ports(1)[0]
+            while not all(port_free(base + i) for i in range(2)):
+                base = free_ports(1)[0]
+            service = fleet_up(port, base, workdir, "fleet-up", *extra)
+            try:
+                wait_port(base + 1, timeout=60)
+                wrk(port, 2, args.connections)
+                rows[name].rounds.append(measured_wrk(service, port, args.duration, args.connections))
+            finally:
+                service.stop()
+        print(f"e2e round {round_number + 1}/{args.rounds}: " + ", ".join(
+            f"{n} {r.rounds[-1].requests_per_second:,.0f}/s {r.rounds[-1].cpu_us_per_request:.1f} µs CPU/req"
+            for n, r in rows.items()), flush=True)
+    return rows
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def idle_websocket_memory(service: Service, port: int, count: int) -> float:
     time.sleep(0.5)
     before = service.rss()
@@ -390,6 +498,24 @@ def idle_websocket_memory(service: Service, port: int, count: int) -> float:
             holder.stdin.close()
         holder.wait(timeout=60)
     return (after - before) / count
+
+
+def report_e2e(e2e: dict[str, Row], args: argparse.Namespace) -> list[str]:
+    lines = ["", f"End to end, Tornado workers (examples/tornado_hello.py, 2 workers), wrk -t1 -c{args.connections}, "
+                 f"{args.duration:g} s x {args.rounds} rounds (median); proxy CPU excludes the workers:", "",
+             "| setup | requests/s | proxy CPU µs/request | proxy CPU busy | p50 ms | p99 ms | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, row in e2e.items():
+        lines.append(f"| {name} | {row.median('requests_per_second'):,.0f} | {row.median('cpu_us_per_request'):.1f} | "
+                     f"{row.median('cpu_busy'):.0%} | {row.median('p50_ms'):.2f} | {row.median('p99_ms'):.2f} | "
+                     f"{sum(r.errors for r in row.rounds)} |")
+    nginx = e2e["nginx → fleet up --no-proxy"]
+    for name, row in e2e.items():
+        if row is nginx:
+            continue
+        lines.append(f"{name}/nginx: requests/s {row.median('requests_per_second') / nginx.median('requests_per_second'):.2f}, "
+                     f"proxy CPU per request {row.median('cpu_us_per_request') / nginx.median('cpu_us_per_request'):.2f}")
+    return lines
 
 
 def report(http: dict[str, Row], ws: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
@@ -414,10 +540,17 @@ def report(http: dict[str, Row], ws: dict[str, dict[str, float]], args: argparse
               f"(per round: {per_round('haproxy')})",
               f"fleet with /metrics scraped every 1 s / fleet = "
               f"{http['fleet+scrape'].median('requests_per_second') / fleet:.2f}",
-              f"CPU per request fleet/nginx = {http['fleet'].median('cpu_us_per_request') / http['nginx'].median('cpu_us_per_request'):.2f}, "
-              f"fleet/haproxy = {http['fleet'].median('cpu_us_per_request') / http['haproxy'].median('cpu_us_per_request'):.2f}",
               "(proxy CPU busy: its CPU seconds / wall seconds over the run; near 100% means the proxy "
               "was saturated on its core, so requests/s is its ceiling and CPU/request its cost at full load)"]
+    nginx_cpu = http["nginx"].median("cpu_us_per_request")
+    haproxy_cpu = http["haproxy"].median("cpu_us_per_request")
+    for name, row in http.items():
+        if name.startswith("fleet") and nginx_cpu and haproxy_cpu:
+            cpu = row.median("cpu_us_per_request")
+            lines.append(f"CPU per request {name}/nginx = {cpu / nginx_cpu:.2f}, {name}/haproxy = {cpu / haproxy_cpu:.2f} "
+                         f"(per round vs nginx: " + ", ".join(
+                             f"{f.cpu_us_per_request / n.cpu_us_per_request:.2f}"
+                             for f, n in zip(row.rounds, http["nginx"].rounds) if n.cpu_us_per_request) + ")")
     if ws:
         lines += ["", f"WebSocket echo relay, 50 connections x 16 frames in flight; idle memory with "
                       f"{args.idle_websockets} open:", "",
@@ -430,6 +563,14 @@ def report(http: dict[str, Row], ws: dict[str, dict[str, float]], args: argparse
     return "\n".join(lines)
 
 
+def fleet_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME=ARGS`` of --fleet-variant: a row name and the extra fleet options."""
+    name, sep, options = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=ARGS, e.g. 'fleet 2 proc=--proxy-processes 2', got {text!r}")
+    return name.strip(), options.split()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -440,6 +581,9 @@ def main() -> None:
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-multiproc", action="store_true",
                         help="no rows for fleet balance --proxy-processes 2")
+    parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end Tornado table")
+    parser.add_argument("--fleet-variant", action="append", default=[], type=fleet_variant, metavar="NAME=ARGS",
+                        help="one more fleet row with extra options, e.g. 'fleet 3 proc=--proxy-processes 3'")
     args = parser.parse_args()
     missing = [tool for tool in ("nginx", "haproxy", "wrk") if not shutil.which(tool)]
     if missing:
@@ -451,7 +595,10 @@ def main() -> None:
         workdir = Path(tmp)
         http = {} if args.skip_http else bench_http(args, workdir)
         ws = {} if args.skip_websocket else bench_websocket(args, workdir)
-    text = report(http, ws, args) if http else json.dumps(ws, indent=2)
+        e2e = {} if args.skip_e2e else bench_e2e(args, workdir)
+    text = report(http, ws, args) if http else (json.dumps(ws, indent=2) if ws else "")
+    if e2e:
+        text += "\n" + "\n".join(report_e2e(e2e, args))
     print("\n" + text)
     results = HERE / "results"
     results.mkdir(exist_ok=True)
@@ -459,6 +606,7 @@ def main() -> None:
     (results / f"{stamp}.md").write_text(text + "\n")
     (results / f"{stamp}.json").write_text(json.dumps({
         "http": {n: [r.__dict__ for r in row.rounds] for n, row in http.items()}, "websocket": ws,
+        "e2e": {n: [r.__dict__ for r in row.rounds] for n, row in e2e.items()},
         "args": vars(args)}, indent=2))
 
 

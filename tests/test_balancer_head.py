@@ -6,8 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import httptools
+
 from fleet.balancer.head import (
     CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, HeadError, error_response, forward_request, response_head,
+    response_head_raw, split_head,
 )
 from fleet.balancer.trust import TrustedProxies
 
@@ -140,3 +143,73 @@ def test_any_head_is_either_refused_or_forwarded_without_hop_by_hop(headers: lis
     assert not any(line.lower().startswith((b"te:", b"upgrade:", b"connection:")) for line in lines)
     assert request.forward.endswith(b"\r\n\r\n")
     assert not (request.chunked and request.content_length is not None)
+
+
+# -- the worker's head forwarded as its bytes (head.response_head_raw) ----------------------------
+_NAMES = st.sampled_from([b"Server", b"Date", b"Content-Type", b"Content-Length", b"Connection",
+                          b"connection", b"Keep-Alive", b"Transfer-Encoding", b"TE", b"Trailer", b"Upgrade",
+                          b"Proxy-Connection", b"X-Foo", b"Set-Cookie", b"ETag", b"Teapot", b"Connectionx"])
+_VALUES = st.sampled_from([b"keep-alive", b"Keep-Alive", b"close", b"close, x-foo", b"x-foo", b"chunked",
+                           b"6", b"text/html", b"a=b", b"", b"upgrade", b"1"])
+
+
+def llhttp_accepts(raw: bytes) -> bool:
+    """Whether llhttp parses this head (the proxy only ever sees heads it accepted)."""
+    class Sink:
+        def on_headers_complete(self) -> None:
+            pass
+    try:
+        httptools.HttpResponseParser(Sink()).feed_data(raw + b"\r\n\r\n")
+    except httptools.HttpParserError:
+        return False
+    return True
+
+
+@given(status_line=st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found", b"HTTP/1.0 200 OK",
+                                    b"HTTP/1.1 200 ", b"HTTP/1.1 204 No Content", b"HTTP/1.1 304 Not Modified"]),
+       fields=st.lists(st.tuples(_NAMES, _VALUES), max_size=8),
+       head_request=st.booleans(), http10_client=st.booleans(), keep_alive=st.booleans(),
+       cookie=st.sampled_from([None, b"Set-Cookie: fleet_affinity=w1"]),
+       extra=st.sampled_from([None, b"Strict-Transport-Security: max-age=60"]))
+def test_raw_head_path_answers_what_the_field_by_field_path_does(
+        status_line: bytes, fields: list[tuple[bytes, bytes]], head_request: bool, http10_client: bool,
+        keep_alive: bool, cookie: bytes | None, extra: bytes | None) -> None:
+    raw = b"\r\n".join([status_line, *(name + b": " + value for name, value in fields)])
+    if not llhttp_accepts(raw):
+        return
+    status = int(status_line.split(b" ")[1])
+    _, headers = split_head(raw)
+    reason = status_line.split(b" ", 2)[2].strip()
+    expected = response_head(status, reason, headers, head_request=head_request, http10_client=http10_client,
+                             keep_alive=keep_alive, set_cookie=cookie, extra=extra)
+    for _ in range(2):  # the second time from the cache of plain heads
+        got = response_head_raw(raw, status, head_request, http10_client, keep_alive, cookie, extra)
+        assert got[1:] == expected[1:]
+        assert sorted(header_lines(got[0])) == sorted(header_lines(expected[0]))
+        assert got[0].split(b"\r\n")[0] == expected[0].split(b"\r\n")[0]  # the status line
+        assert got[0].endswith(b"\r\n\r\n")
+
+
+def test_raw_head_drops_plain_connection_and_keeps_the_rest_in_order() -> None:
+    raw = (b"HTTP/1.1 200 OK\r\nServer: w\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n"
+           b"Set-Cookie: a=1\r\nSet-Cookie: b=2")
+    head, framing, until_close = response_head_raw(raw, 200, False, False, True, None, None)
+    assert head == (b"HTTP/1.1 200 OK\r\nServer: w\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n"
+                    b"Set-Cookie: b=2\r\n\r\n")
+    assert (framing, until_close) == (LENGTH, False)
+
+
+def test_raw_head_removes_fields_named_in_connection() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nContent-Length: 0"
+    head, _, _ = response_head_raw(raw, 200, False, False, True, None, None)
+    assert b"X-Secret" not in head and b"Content-Length: 0" in head
+
+
+def test_raw_head_remembers_only_small_heads() -> None:
+    from fleet.balancer import head
+    small = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Small: 1"
+    large = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Large: " + b"a" * 5000
+    for raw in (small, large):
+        out, framing, _ = response_head_raw(raw, 200, False, False, True, None, None)
+        assert out == raw + b"\r\n\r\n" and framing == LENGTH
+    assert small in head._PLAIN_HEADS and large not in head._PLAIN_HEADS

@@ -106,7 +106,8 @@ class ProxyContext:
                  "max_header_count", "max_trailer_size", "max_body_size", "min_body_rate", "upstream_timeout",
                  "client_timeout", "header_timeout", "limits", "max_buffered_request", "queue_timeout", "sticky",
                  "trust", "response_extra", "scheme", "default_host", "allowed_hosts", "allowed_origins", "metrics_allow",
-                 "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting", "bokeh")
+                 "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting", "bokeh",
+                 "checks_hosts")
 
     def __init__(self, config: "Config", stats: ProxyStats, upstreams: UpstreamSet,
                  access_log: Callable[[str], None] | None = None) -> None:
@@ -140,6 +141,7 @@ class ProxyContext:
         self.default_host = f"{config.address}:{config.port}".encode()
         self.allowed_hosts = Allowlist(config.allow_host)
         self.allowed_origins = Allowlist(config.allow_websocket_origin)
+        self.checks_hosts = bool(self.allowed_hosts)  # read per request: an attribute, not __bool__
         # Strict-Transport-Security on every worker response over TLS (--hsts).
         self.response_extra = (b"Strict-Transport-Security: max-age=%d" % config.hsts
                                if config.hsts and config.ssl_certfile else None)

@@ -70,6 +70,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 _ALLOWED = [0] * (max(State) + 1)
 for _source, _targets in TRANSITIONS.items():
     _ALLOWED[_source] = sum(1 << _target for _target in _targets)
+# Any state but DONE may move to DONE (a refusal, a timeout, the end of a response): the hot
+# path ends an exchange with a plain assignment, which this keeps true.
+ENDS_ANYWHERE = all(DONE in targets for source, targets in TRANSITIONS.items() if source is not DONE)
+assert ENDS_ANYWHERE, "every state but DONE must be allowed to move to DONE"
 # States in which the exchange holds a worker connection (and counts in its active requests).
 ON_WORKER = frozenset({SENDING, AWAITING_HEAD, UPGRADING, RELAYING})
 # States in which request bytes read from the client are written to the worker at once; in
@@ -145,13 +149,15 @@ class Exchange:
         self.request: Request | None = None
         self.upstream: Upstream | None = None
         self.conn: UpstreamConnection | None = None
-        self.pending: list[bytes] = []  # request bytes (framed for the worker) not yet sent
+        # Tuples until something is held or fails: a list each would be allocated (and freed)
+        # for every request, and nearly every request needs neither.
+        self.pending: list[bytes] | tuple[bytes, ...] = ()  # request bytes (framed for the worker) not yet sent
         self.pending_size = 0
         self.request_done = False  # the whole request has been read from the client
         self.body_received = 0
         self.body_started = 0.0
-        self.tried: list[Upstream] = []  # workers that failed it (not to be chosen again)
-        self.stale: list[Upstream] = []  # workers whose pooled connection failed it
+        self.tried: tuple[Upstream, ...] = ()  # workers that failed it (not to be chosen again)
+        self.stale: tuple[Upstream, ...] = ()  # workers whose pooled connection failed it
         self.started = 0.0
         self.framing = 0
         self.set_cookie: bytes | None = None

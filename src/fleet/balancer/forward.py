@@ -30,7 +30,11 @@ class Forwarding(ClientBase):
         if conn is not None and exchange.state in STREAMS_BODY:
             conn.send(data)
             return
-        exchange.pending.append(data)
+        pending = exchange.pending
+        if pending:
+            pending.append(data)  # type: ignore[union-attr]  (a list once not empty)
+        else:
+            exchange.pending = [data]
         exchange.pending_size += len(data)
         self.buffered += len(data)
         request = exchange.request
@@ -45,7 +49,7 @@ class Forwarding(ClientBase):
         if exchange.pending_size:
             self.buffered -= exchange.pending_size
             exchange.pending_size = 0
-            exchange.pending = []
+            exchange.pending = ()
             if self.buffered <= self.proxy.max_buffered_request:
                 self.flow.resume(BUFFERED)
 
@@ -98,8 +102,8 @@ class Forwarding(ClientBase):
                 # a reason now gone (a pooled connection of a killed worker), and a worker that
                 # died comes back as a new process under its id: what was tried only orders the
                 # choice. The attempts stay bounded by retry_decision's tries and time budget.
-                exchange.tried = []
-                exchange.stale = []
+                exchange.tried = ()
+                exchange.stale = ()
                 upstream = self._choose(exchange, now)
         if upstream is not None:
             self._assign(exchange, upstream, now)
@@ -221,10 +225,10 @@ class Forwarding(ClientBase):
             if conn is not None and conn.reused and failure is Failure.CLOSED:
                 # A pooled connection died under it: the worker may have died with all its
                 # pooled connections (kill -9), which would each fail a request the same way.
-                exchange.stale.append(upstream)
+                exchange.stale += (upstream,)
                 pool.close_idle(upstream)
             else:
-                exchange.tried.append(upstream)
+                exchange.tried += (upstream,)
         proxy = self.proxy
         now = proxy.loop.time()
         replayable = not request.chunked and not request.content_length and (

@@ -52,6 +52,23 @@ _REQUEST_SPECIAL: dict[bytes, int] = {
 _VALID_HOST = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9._~!$&'()*+;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 
+# Host values already checked against _VALID_HOST: a client sends the same Host on every
+# request, and the regex costs as much as several Python calls. Bounded: past the bound,
+# new values are checked each time (a client cannot grow it).
+_VALID_HOSTS: dict[bytes, bool] = {}
+_VALID_HOSTS_MAX = 1024
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether a Host value (or absolute-form authority) is an RFC 3986 host with optional port."""
+    known = _VALID_HOSTS.get(value)
+    if known is None:
+        known = _VALID_HOST.fullmatch(value) is not None
+        if len(_VALID_HOSTS) < _VALID_HOSTS_MAX:
+            _VALID_HOSTS[value] = known
+    return known
+
+
 # How the proxy frames a response body towards the client.
 NO_BODY = 0  # HEAD, 1xx, 204, 304
 LENGTH = 1  # the worker sent Content-Length: bytes pass through as they are
@@ -76,8 +93,8 @@ class Request:
                  "websocket", "forward", "keep_alive", "http10", "path", "client", "query",
                  "bokeh_protocol", "bokeh_session", "if_none_match", "if_modified_since")
 
-    def __init__(self) -> None:
-        self.method = b""
+    def __init__(self, method: bytes = b"", http10: bool = False, keep_alive: bool = True) -> None:
+        self.method = method
         self.path = b""
         self.host: bytes | None = None
         self.affinity_cookie: bytes | None = None
@@ -86,8 +103,8 @@ class Request:
         self.chunked = False
         self.websocket = False
         self.forward = b""
-        self.keep_alive = True
-        self.http10 = False
+        self.keep_alive = keep_alive
+        self.http10 = http10
         # The client's address, resolved through trusted proxies (``balancer.trust``): what
         # every rule about "who is this client" and the access log use.
         self.client = b""
@@ -128,7 +145,7 @@ def split_absolute_target(url: bytes) -> tuple[bytes, bytes]:
         if 0 <= found < end:
             end = found
     authority = url[start:end]
-    if not authority or b"@" in authority or not _VALID_HOST.fullmatch(authority) or authority.startswith(b":"):
+    if not authority or b"@" in authority or not valid_host(authority) or authority.startswith(b":"):
         raise HeadError(400, "bad_request_target", "malformed authority in the request target")
     target = url[end:]
     if not target.startswith(b"/"):
@@ -147,19 +164,19 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
     if method == b"CONNECT":
         raise HeadError(405, "bad_method", "CONNECT is not supported by a reverse proxy")
     authority: bytes | None = None
-    if url.startswith((b"http://", b"https://")):
-        authority, url = split_absolute_target(url)
-    elif not url or not (url[0] == 47 or (url == b"*" and method == b"OPTIONS")):  # 47: "/"
+    if not url:
         raise HeadError(400, "bad_request_target", "malformed request target")
-    request = Request()
-    request.method = method
-    question = url.find(b"?")
-    request.path = url if question < 0 else url[:question]
-    if question >= 0:
-        request.query = url[question + 1:]
-    request.http10 = http10
-    request.keep_alive = keep_alive
-    peer_trusted = bool(trusted) and trusted.is_trusted(client_ip)
+    if url[0] != 47:  # 47: "/", the origin form every browser sends
+        if url.startswith((b"http://", b"https://")):
+            authority, url = split_absolute_target(url)
+        elif not (url == b"*" and method == b"OPTIONS"):
+            raise HeadError(400, "bad_request_target", "malformed request target")
+    request = Request(method, http10, keep_alive)
+    # partition, not find: bytes.find parses its arguments the slow way (a cost per request).
+    request.path, question, query = url.partition(b"?")
+    if question:
+        request.query = query
+    peer_trusted = trusted.any and trusted.is_trusted(client_ip)
     connection = b""
     upgrade_value = b""
     transfer_encoding: bytes | None = None
@@ -171,7 +188,7 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         lower = name.lower()
         kind = special(lower)
         if kind is None:
-            if lower.startswith(b"x-forwarded-") and not peer_trusted:
+            if not peer_trusted and lower[:12] == b"x-forwarded-":  # a slice: startswith costs a call
                 continue  # a forwarding claim from a client: dropped (balancer.trust)
             keep((lower, name + b": " + value))
             continue
@@ -194,7 +211,7 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
             if request.host is not None:
                 raise HeadError(400, "bad_host", "more than one Host header")
             host_value = value.strip()
-            if not _VALID_HOST.fullmatch(host_value):
+            if not (_VALID_HOSTS.get(host_value) or valid_host(host_value)):  # the cache first: no call
                 raise HeadError(400, "bad_host", "invalid Host header")
             request.host = host_value
             if authority is None:
@@ -265,8 +282,8 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
         append(b"X-Real-IP: " + client)
     else:
         client = client_ip
-        append(b"X-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + scheme
-               + b"\r\nX-Forwarded-Host: " + host + b"\r\nX-Real-IP: " + client_ip)
+        append(b"".join((b"X-Forwarded-For: ", client_ip, b"\r\nX-Forwarded-Proto: ", scheme,
+                         b"\r\nX-Forwarded-Host: ", host, b"\r\nX-Real-IP: ", client_ip)))
     request.client = client
     if request.websocket:
         append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value.strip())
@@ -349,6 +366,108 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     append(b"\r\n")
     ends_at_close = framing in (CHUNKED, UNTIL_CLOSE) and not chunked_in
     return b"\r\n".join(out), framing, ends_at_close
+
+
+# What sends a worker's response head down the general path (``response_head``): a status
+# line other than ``HTTP/1.1 NNN Reason`` (rebuilt), a framing or hop-by-hop field, or a
+# Connection field that names more than keep-alive/close. One regex search over the lowercase
+# head, not a test per name: on Python 3.11 each ``bytes.find``/``in`` costs about a Python call.
+_RESPONSE_RARE = re.compile(
+    rb"\r\n(?:(?:t(?:e|railer|ransfer-encoding)|upgrade|keep-alive|proxy-connection):"
+    rb"|connection:(?![ \t]*(?:keep-alive|close)[ \t]*(?:\r\n|\Z)))")
+_PLAIN_STATUS = re.compile(rb"HTTP/1\.1 [0-9]{3} [^\s]")
+# The plain Connection fields, removed from the bytes (case as the worker sent them).
+_CONNECTION_FIELD = re.compile(rb"\r\nconnection:[ \t]*(?:keep-alive|close)[ \t]*(?=\r\n|\Z)", re.IGNORECASE)
+_CONTENT_LENGTH_LINE = b"\r\ncontent-length:"
+
+
+def split_head(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """A head llhttp has accepted (``raw``: its start line and header lines, separated by CRLF,
+    without the empty line) as the start line and (name, value) pairs. llhttp is strict (CRLF
+    only, no obs-fold, no space before the colon), so splitting the bytes finds exactly the
+    fields it parsed."""
+    lines = raw.split(b"\r\n")
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers.append((name, value.strip(b" \t")))
+    return lines[0], headers
+
+
+def status_reason(start_line: bytes) -> bytes:
+    """The reason phrase of a status line (``HTTP/1.1 404 Not Found`` -> ``Not Found``)."""
+    parts = start_line.split(b" ", 2)
+    return parts[2].strip() if len(parts) > 2 else b""
+
+
+# Worker heads seen lately -> (the bytes forwarded, has Content-Length). Under load a worker
+# sends the same head bytes many times a second (only Date changes, once a second), and reading
+# a head costs several regex and bytes calls: a dict lookup instead. Bounded: cleared when full.
+# Only 2xx-5xx heads on the plain path are kept (what is stored depends on the bytes alone).
+_PLAIN_HEADS: dict[bytes, tuple[bytes, bool]] = {}
+_PLAIN_HEADS_MAX = 256
+_PLAIN_HEAD_MAX_SIZE = 4096  # a larger head is read each time: the cache stays under ~2 MiB
+
+
+def _plain_head(raw: bytes) -> tuple[bytes, bool] | None:
+    """A head for the plain path: its bytes without Connection, and whether it has a
+    Content-Length. None: the general path (``response_head``) must take it apart."""
+    lower = raw.lower()
+    if _PLAIN_STATUS.match(raw) is None or _RESPONSE_RARE.search(lower) is not None:
+        return None
+    if lower.partition(b"\r\nconnection:")[1]:
+        raw = _CONNECTION_FIELD.sub(b"", raw)
+    return raw, bool(lower.partition(_CONTENT_LENGTH_LINE)[1])
+
+
+def response_head_raw(raw: bytes, status: int, head_request: bool, http10_client: bool, keep_alive: bool,
+                      set_cookie: bytes | None, extra: bytes | None = None) -> tuple[bytes, int, bool]:
+    """``response_head`` from the worker's head bytes as llhttp accepted them (status line and
+    header lines separated by CRLF, without the final empty line): the same answer, but a common
+    head (``HTTP/1.1 NNN Reason``, no framing or hop-by-hop field but ``Connection: keep-alive``
+    or ``close``) goes out as its bytes with the few edits, not taken apart and rebuilt."""
+    known = _PLAIN_HEADS.get(raw)
+    if known is None:
+        if status == 101 or status < 200:
+            return _response_head_split(raw, status, head_request, http10_client, keep_alive, set_cookie, extra)
+        known = _plain_head(raw)
+        if known is None:
+            return _response_head_split(raw, status, head_request, http10_client, keep_alive, set_cookie, extra)
+        if len(raw) <= _PLAIN_HEAD_MAX_SIZE:
+            if len(_PLAIN_HEADS) >= _PLAIN_HEADS_MAX:
+                _PLAIN_HEADS.clear()
+            _PLAIN_HEADS[raw] = known
+    raw, has_length = known
+    if head_request or status < 200 or status == 204 or status == 304:
+        framing = NO_BODY
+    elif has_length:
+        framing = LENGTH
+    elif http10_client:
+        framing = UNTIL_CLOSE
+        keep_alive = False
+    else:
+        framing = CHUNKED
+    out = [raw, b"\r\n"]
+    if framing == CHUNKED:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if set_cookie is not None:
+        out.append(set_cookie + b"\r\n")
+    if extra is not None:
+        out.append(extra + b"\r\n")
+    if not keep_alive:
+        out.append(b"Connection: close\r\n\r\n")
+    elif http10_client:
+        out.append(b"Connection: keep-alive\r\n\r\n")
+    else:
+        out.append(b"\r\n")
+    return b"".join(out), framing, framing == CHUNKED or framing == UNTIL_CLOSE
+
+
+def _response_head_split(raw: bytes, status: int, head_request: bool, http10_client: bool, keep_alive: bool,
+                         set_cookie: bytes | None, extra: bytes | None) -> tuple[bytes, int, bool]:
+    start_line, headers = split_head(raw)
+    return response_head(status, status_reason(start_line), headers, head_request=head_request,
+                         http10_client=http10_client, keep_alive=keep_alive, set_cookie=set_cookie, extra=extra)
 
 
 def error_response(status: int, detail: str = "", *, close: bool = True, head_only: bool = False,

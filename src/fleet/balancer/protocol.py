@@ -28,7 +28,7 @@ import httptools
 
 from fleet.balancer import head as heads
 from fleet.balancer.context import BUILTIN_PREFIX, ProxyContext
-from fleet.balancer.exchange import AWAITING_HEAD, PIPELINED, SENDING, Exchange
+from fleet.balancer.exchange import AWAITING_HEAD, DONE, HEAD, PIPELINED, SENDING, Exchange
 from fleet.balancer.flow import PIPELINE, ReadFlow
 from fleet.balancer.head import LAST_CHUNK, HeadError
 from fleet.balancer.response import LINGER_BYTES
@@ -213,14 +213,17 @@ class ClientConnection(Timeouts):
             raise HttpParserStop()
         self.parsing = Exchange(self.proxy.loop.time())
         self._url = b""
-        self._headers = []
+        if self._headers:
+            self._headers = []
         self._head_size = 0
         self._trailing = False
         self._raw_head = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._grow_head(len(url))
+        self._head_size += len(url)
+        if self._head_size > self.proxy.max_header_size:
+            self._grow_head(0)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailing:
@@ -232,10 +235,13 @@ class ClientConnection(Timeouts):
             return
         headers = self._headers
         headers.append((name, value))
-        if len(headers) > self.proxy.max_header_count:
+        proxy = self.proxy
+        if len(headers) > proxy.max_header_count:
             self._rejection = HeadError(431, "too_many_headers", "too many header fields")
             raise self._rejection
-        self._grow_head(len(name) + len(value) + 4)
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > proxy.max_header_size:
+            self._grow_head(0)
 
     def _grow_head(self, size: int) -> None:
         self._head_size += size
@@ -255,7 +261,7 @@ class ClientConnection(Timeouts):
             request = heads.forward_request(
                 method, self._url, version == "1.0", parser.should_keep_alive(), upgrade,
                 self._headers, self.client_ip, proxy.scheme, proxy.trust, proxy.default_host)
-            if proxy.allowed_hosts and not proxy.host_allowed(request.host or b""):
+            if proxy.checks_hosts and not proxy.host_allowed(request.host or b""):
                 raise HeadError(421, "bad_host", "Host not allowed")
             if request.content_length is not None and request.content_length > proxy.max_body_size:
                 raise HeadError(413, "body_too_large", "request body too large")
@@ -277,10 +283,13 @@ class ClientConnection(Timeouts):
         exchange.request = request
         self._trailing = True
         self._trailer_size = 0
-        exchange.move(PIPELINED, exchange.since)  # PIPELINED has no timeout of its own
+        # exchange.move(PIPELINED), inline: a new exchange is in HEAD, and HEAD -> PIPELINED is
+        # the table's first move (PIPELINED has no timeout of its own: no clock read).
+        assert exchange.state is HEAD
+        exchange.state = PIPELINED
         path = request.path
         routes = proxy.local_routes
-        if (routes and path in routes) or path.startswith(BUILTIN_PREFIX):
+        if (routes and path in routes) or (len(path) > 1 and path[1] == 95 and path.startswith(BUILTIN_PREFIX)):  # 95: "_"
             # Built-in routes never reach a worker; to a client outside --metrics-allow they
             # answer the 404 an unknown path gets.
             route = routes.get(path)
@@ -300,7 +309,7 @@ class ClientConnection(Timeouts):
 
     def on_body(self, body: bytes) -> None:
         exchange = self.parsing
-        if exchange is None or exchange.finished:
+        if exchange is None or exchange.state is DONE:  # not .finished: a property is a call
             return
         if not exchange.body_received:
             exchange.body_started = self.proxy.loop.time()
@@ -315,7 +324,7 @@ class ClientConnection(Timeouts):
     def on_message_complete(self) -> None:
         exchange = self.parsing
         self.parsing = None
-        if exchange is None or exchange.finished:
+        if exchange is None or exchange.state is DONE:  # not .finished: a property is a call
             return
         request = exchange.request
         assert request is not None

@@ -132,8 +132,9 @@ class ClientBase(asyncio.Protocol):
         if not self.closed:
             self._write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason or b"Continue"))
 
-    def response_head(self, conn: UpstreamConnection, exchange: Exchange, status: int,
-                      reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def response_head(self, conn: UpstreamConnection, exchange: Exchange, status: int, raw: bytes) -> None:
+        """The worker's response head (``raw``: its status and header lines as llhttp accepted
+        them) goes to the client, edited by ``head.response_head_raw``."""
         proxy = self.proxy
         request = exchange.request
         upstream = exchange.upstream
@@ -143,7 +144,8 @@ class ClientBase(asyncio.Protocol):
             conn.close()  # a worker switching protocols nobody asked for: not HTTP any more
             self.upstream_broken(exchange, "the worker switched protocols unasked")
             return
-        upstream.stats.record_response(method_name(request.method), status, now - exchange.started)
+        method = request.method
+        upstream.stats.record_response(_METHOD_NAMES.get(method) or method_name(method), status, now - exchange.started)
         keep_alive = request.keep_alive and not proxy.closing
         if request.websocket and status != 101:
             # Whatever the client sent after its Upgrade head was meant for a WebSocket: it
@@ -153,10 +155,9 @@ class ClientBase(asyncio.Protocol):
             self._release_held(exchange)
             self._dead = True
             self.flow.pause(PIPELINE)
-        head, framing, conn.until_close = heads.response_head(
-            status, reason, headers, head_request=request.method == b"HEAD",
-            http10_client=request.http10, keep_alive=keep_alive, set_cookie=exchange.set_cookie,
-            extra=proxy.response_extra)
+        head, framing, conn.until_close = heads.response_head_raw(
+            raw, status, request.method == b"HEAD", request.http10, keep_alive, exchange.set_cookie,
+            proxy.response_extra)
         exchange.framing = framing
         exchange.status = status
         if status != 101:
@@ -165,7 +166,11 @@ class ClientBase(asyncio.Protocol):
             request.keep_alive = False
         proxy.stats.bytes_sent += len(head)
         if not self.closed:
-            self._write(head)
+            batch = self._batch  # self._write, inline: once per response
+            if batch is not None:
+                batch.append(head)
+            else:
+                self.transport.write(head)
 
     def response_body(self, body: bytes) -> None:
         if self.closed or not self.queue:
@@ -173,7 +178,11 @@ class ClientBase(asyncio.Protocol):
         exchange = self.queue[0]
         data = heads.chunk(body) if exchange.framing == CHUNKED else body
         self.proxy.stats.bytes_sent += len(data)
-        self._write(data)
+        batch = self._batch  # self._write, inline: once per body piece
+        if batch is not None:
+            batch.append(data)
+        else:
+            self.transport.write(data)
 
     def response_complete(self, conn: UpstreamConnection, exchange: Exchange, reusable: bool) -> None:
         if exchange.framing == CHUNKED and not self.closed:
@@ -253,7 +262,9 @@ class ClientBase(asyncio.Protocol):
             self._release_held(exchange)  # a body nobody read (a built-in route's)
         proxy = self.proxy
         if exchange.state is not DONE:
-            exchange.move(DONE, exchange.since)  # DONE has no timeout: no clock read
+            # exchange.move(DONE), inline: every state but DONE may end (exchange.ENDS_ANYWHERE,
+            # checked against the table at import), and DONE has no timeout: no clock read.
+            exchange.state = DONE
         if proxy.access_log is not None:
             self._log(exchange)
         queue = self.queue

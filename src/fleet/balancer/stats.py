@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 DURATION_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )
+_FIRST_BUCKET = DURATION_BUCKETS[0]
 
 
 @dataclass
@@ -31,8 +32,10 @@ class UpstreamStats:
 
     def record_response(self, method: str, code: int, seconds_to_head: float) -> None:
         key = (method, code)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        self.duration_counts[bisect_left(DURATION_BUCKETS, seconds_to_head)] += 1
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        # Most heads come within the first bucket's bound: no bisect call for them.
+        self.duration_counts[0 if seconds_to_head <= _FIRST_BUCKET else bisect_left(DURATION_BUCKETS, seconds_to_head)] += 1
         self.duration_sum += seconds_to_head
 
     @property

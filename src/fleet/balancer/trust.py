@@ -78,9 +78,11 @@ class TrustedProxies:
         self.networks: tuple[Network, ...] = tuple(
             ipaddress.ip_network(entry) for entry in entries if entry != UNIX)
         self._cache: dict[bytes, bool] = {}
+        # ``bool(self)`` as a plain attribute: read on every request, where ``__bool__`` is a call.
+        self.any = self.unix or bool(self.networks)
 
     def __bool__(self) -> bool:
-        return self.unix or bool(self.networks)
+        return self.any
 
     def contains(self, address: Address) -> bool:
         return any(address in network for network in self.networks)

@@ -20,6 +20,7 @@ import httptools
 
 from fleet.balancer import pool
 from fleet.balancer.flow import PEER_FULL, ReadFlow
+from fleet.balancer.head import status_reason
 from fleet.balancer.policy import Upstream
 
 if TYPE_CHECKING:
@@ -28,12 +29,14 @@ if TYPE_CHECKING:
     from fleet.balancer.context import ProxyContext
 
 WRITE_HIGH_WATER = 64 * 1024
+# A worker's response head larger than this is a broken worker (llhttp sets no bound itself).
+MAX_RESPONSE_HEAD = 1024 * 1024
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("proxy", "upstream", "transport", "parser", "client", "exchange", "tunnel",
                  "got_bytes", "sent", "head_done", "until_close", "interim", "head_request",
-                 "reason", "headers", "flow", "closed", "reused", "carried_upgrade", "reads")
+                 "head_bytes", "flow", "closed", "reused", "carried_upgrade", "reads")
 
     def __init__(self, proxy: "ProxyContext", upstream: Upstream) -> None:
         self.proxy = proxy
@@ -49,8 +52,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.until_close = False  # the response's body ends when the worker closes
         self.interim = False
         self.head_request = False
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        # The bytes of the response being read, from its first byte until its head is complete:
+        # the head goes to the client as those bytes, edited (``head.response_head_raw``), so
+        # no header costs a Python call of its own.
+        self.head_bytes = b""
         self.flow = ReadFlow()
         self.closed = False
         self.reused = False  # it has carried an earlier exchange (it came from the pool)
@@ -75,8 +80,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_request = request.method == b"HEAD"  # type: ignore[union-attr]
         if request.websocket:  # type: ignore[union-attr]
             self.carried_upgrade = True
-        self.reason = b""
-        self.headers = []
+        self.head_bytes = b""
 
     def send(self, data: bytes) -> None:
         if not self.closed:
@@ -97,12 +101,17 @@ class UpstreamConnection(asyncio.Protocol):
         """The exchange is over: back to the idle pool if the connection can carry another."""
         self.client = None
         self.exchange = None
-        if reusable and not self.closed and not self.carried_upgrade and pool.put_idle(self.proxy, self):
-            if self.flow.reasons:
-                self.flow.resume(PEER_FULL)
-            self.reused = True
-        else:
-            self.close()
+        if reusable and not self.closed and not self.carried_upgrade:
+            # pool.put_idle, inline: this runs for every request.
+            upstream = self.upstream
+            idle = upstream.idle
+            if upstream.ready and not self.proxy.closing and len(idle) < pool.MAX_IDLE_PER_UPSTREAM:
+                idle.append(self)
+                if self.flow.reasons:
+                    self.flow.resume(PEER_FULL)
+                self.reused = True
+                return
+        self.close()
 
     def close(self) -> None:
         self.client = None
@@ -162,7 +171,18 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()  # a worker talking out of turn on an idle connection: not reusable
             return
         self.got_bytes = True
-        batching.start_batch()
+        if not self.head_done:
+            head_bytes = self.head_bytes
+            if len(head_bytes) > MAX_RESPONSE_HEAD:
+                exchange = self.exchange
+                self.client = self.exchange = None
+                self.close()
+                if exchange is not None:
+                    batching.upstream_broken(exchange, "response head too large from worker")
+                return
+            self.head_bytes = head_bytes + data if head_bytes else data
+        if batching._batch is None:  # batching.start_batch(), inline: once per read
+            batching._batch = []
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -176,28 +196,28 @@ class UpstreamConnection(asyncio.Protocol):
             if client is not None and exchange is not None:
                 client.upstream_broken(exchange, "malformed response from worker")
         finally:
-            batching.flush()
+            batch = batching._batch  # batching.flush(), inline: once per read
+            if batch is not None:
+                batching._batch = None
+                if batch and not batching.closed:
+                    batching.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
-    # httptools callbacks
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
+    # httptools callbacks (no on_status/on_header: the head is read from ``head_bytes``)
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         client, exchange = self.client, self.exchange
         if client is None or exchange is None:
             return
-        headers, reason = self.headers, self.reason
-        self.headers, self.reason = [], b""
+        # llhttp has accepted the head: it ends at the first empty line of these bytes.
+        raw, _, rest = self.head_bytes.partition(b"\r\n\r\n")
         if 100 <= status < 200 and status != 101:
             self.interim = True
-            client.interim_response(status, reason)
+            self.head_bytes = rest  # the next response's first bytes, if any
+            client.interim_response(status, status_reason(raw.partition(b"\r\n")[0]))
             return
+        self.head_bytes = b""
         self.head_done = True
-        client.response_head(self, exchange, status, reason, headers)
+        client.response_head(self, exchange, status, raw)
         if self.head_request and status != 101:
             # httptools cannot be told a response has no body; a fresh parser for the next one.
             keep_alive = self.parser.should_keep_alive()
@@ -218,7 +238,7 @@ class UpstreamConnection(asyncio.Protocol):
         if client is None or exchange is None:
             return
         request = exchange.request
-        if self.parser.should_upgrade() and request is not None and request.websocket:
+        if request is not None and request.websocket and self.parser.should_upgrade():
             return  # the 101 path: ``upgraded`` follows from the HttpParserUpgrade exception
         self.client = self.exchange = None
         client.response_complete(self, exchange, reusable=self.parser.should_keep_alive())

@@ -1,0 +1,132 @@
+"""Instructions per request of ``fleet balance`` under ``valgrind --tool=callgrind``: the figure
+that stays put on a machine shared with other work (CPU time and requests/s do not).
+
+    python bench/callgrind_ir.py                               # this tree
+    python bench/callgrind_ir.py --base-src /tmp/fleet-base/src  # an older fleet (git archive)
+
+The proxy runs under callgrind in front of three nginx ``return 200`` backends; a client sends
+``--warmup`` keep-alive GETs (pools filled, caches hot), the counters are zeroed, then exactly
+``--requests`` more GETs go through ``--connections`` connections (one request in flight on
+each, as wrk does), and the instructions counted are divided by the requests. Keep
+``--connections`` the same between the figures you compare: more connections per event-loop
+pass make each request cheaper.
+
+A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as bench  # noqa: E402  (bench/run.py: services, ports)
+
+
+async def _one_connection(port: int, count: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()  # what wrk sends
+    try:
+        for _ in range(count):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            if not head.startswith(b"HTTP/1.1 200") or match is None:
+                raise RuntimeError(f"unexpected response head: {head[:200]!r}")
+            await reader.readexactly(int(match.group(1)))
+    finally:
+        writer.close()
+
+
+async def load(port: int, requests: int, connections: int) -> None:
+    share, rest = divmod(requests, connections)
+    await asyncio.gather(*(_one_connection(port, share + (1 if i < rest else 0)) for i in range(connections)))
+
+
+def control(*args: str) -> str:
+    return subprocess.run(["callgrind_control", *args], capture_output=True, text=True, check=True,
+                          timeout=120).stdout
+
+
+def instructions(path: Path) -> int:
+    """The ``summary:``/``totals:`` Ir of one callgrind dump."""
+    text = path.read_text(errors="replace")
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+    if match is None:
+        raise RuntimeError(f"no instruction total in {path}")
+    return int(match.group(1))
+
+
+def measure(src: str | None, requests: int, warmup: int, connections: int, workdir: Path,
+            extra: list[str], keep: Path | None = None) -> float:
+    ports = bench.free_ports(4)
+    backends = bench.nginx_backends(ports[:3], workdir)
+    out = workdir / "callgrind.out"
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if src:
+        env["PYTHONPATH"] = src
+    else:
+        env.pop("PYTHONPATH", None)
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no",
+            sys.executable, "-m", "fleet", "balance", *[f"127.0.0.1:{p}" for p in ports[:3]],
+            "--port", str(ports[3]), *extra]
+    log = open(workdir / "proxy.log", "w")
+    proxy = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        bench.wait_port(ports[3], timeout=180)
+        time.sleep(1.5)  # the prober marks the backends ready
+        asyncio.run(load(ports[3], warmup, connections))
+        control("--zero", str(proxy.pid))
+        asyncio.run(load(ports[3], requests, connections))
+        for stale in workdir.glob("callgrind.out.*"):
+            stale.unlink()
+        control("--dump", str(proxy.pid))
+        dumps = sorted(workdir.glob("callgrind.out.*"))
+        if not dumps:
+            raise RuntimeError("callgrind wrote no dump")
+        if keep is not None:
+            for dump in dumps:
+                shutil.copy(dump, keep)
+        return sum(instructions(d) for d in dumps) / requests
+    finally:
+        proxy.terminate()
+        try:
+            proxy.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+            proxy.wait(timeout=30)
+        log.close()
+        backends.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-src", help="src/ of a fleet version to measure instead of this tree")
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--warmup", type=int, default=3000)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--keep", type=Path, help="copy the callgrind dump here (for callgrind_annotate)")
+    parser.add_argument("proxy_args", nargs="*", help="more `fleet balance` options (after --)")
+    args = parser.parse_args()
+    for tool in ("valgrind", "callgrind_control", "nginx"):
+        if not shutil.which(tool):
+            sys.exit(f"needs {tool} (Debian: apt-get install valgrind nginx-light)")
+    with tempfile.TemporaryDirectory(prefix="fleet-callgrind-") as tmp:
+        per_request = measure(args.base_src, args.requests, args.warmup, args.connections, Path(tmp),
+                              args.proxy_args, args.keep)
+    label = args.base_src or "this tree"
+    print(f"{label}: {per_request:,.0f} instructions per request "
+          f"({args.requests} keep-alive GETs over {args.connections} connections)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
