@@ -65,11 +65,15 @@ def free_port_range(count: int, host: str = "127.0.0.1", attempts: int = 200) ->
 
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     ceiling = max(_below_ephemeral(), 12000)
+    # fleet's default --surge-base-port is base + max(100, n): keep that block below the
+    # ephemeral range and free too, for tests that leave it to the default (a surge port in
+    # the ephemeral range failed a start with "port already in use").
+    surge = max(100, count)
     for _ in range(attempts):
-        base = rng.randrange(10000, ceiling - count)
+        base = rng.randrange(10000, ceiling - surge - count)
         socks = []
         try:
-            for offset in range(count):
+            for offset in [*range(count), *range(surge, surge + count)]:
                 sock = socket.socket()
                 socks.append(sock)
                 sock.bind((host, base + offset))
