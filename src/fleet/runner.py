@@ -20,7 +20,7 @@ import signal
 import time
 from typing import Any, Coroutine
 
-from fleet import __version__, status_page
+from fleet import status_page
 from fleet.appspec import AppError, AppKind, AppSpec, detect_apps
 from fleet.balancer.group import ProxyGroup
 from fleet.balancer.server import Balancer
@@ -31,6 +31,7 @@ from fleet.control import ControlError, ControlServer, claim
 from fleet.control_ops import OperationsControl
 from fleet.cpulimit import proxy_processes
 from fleet.discovery import default_name, server_socket_path
+from fleet.frontage import Frontage
 from fleet.dispatch import ControlDispatch
 from fleet.hooks import HookRunner
 from fleet.logfiles import Rotation
@@ -68,7 +69,7 @@ SIGNAL_EVENTS: dict[signal.Signals, Event] = {
 STOP_EVENTS = frozenset({Event.INT, Event.TERM, Event.DOWN})
 
 
-class Master:
+class Master(Frontage):
     def __init__(self, config: Config, output: Output | None = None) -> None:
         self.config = config
         self.output = output or Output()
@@ -248,20 +249,6 @@ class Master:
             self._spawn_background(recycler.watch(self.supervisor, config, self._requests_of))
         return await self._main_loop()
 
-    def _add_fleet_routes(self, supervisor: Supervisor) -> None:
-        """``/_fleet/`` (the status page, ``status.json``) and ``/_fleet/health/...``: on the
-        proxy, and on the ``--metrics-port`` listener (the only place with ``--no-proxy``)."""
-        config = self.config
-        self.status_board = status_page.StatusBoard.of(
-            config, supervisor, self.stats if self.balancer is not None else None,
-            config.name or default_name(config.port, os.getpid()),
-            None if self.balancer is None else self.public_url())
-        self._fleet_routes = status_page.fleet_routes(self.status_board, supervisor)
-        front = self.balancer or self.dataplane
-        if front is not None:
-            for path, (handler, headers) in self._fleet_routes.items():
-                front.add_local_route(path, handler, headers)
-
     def _requests_of(self, worker_id: str) -> int | None:
         upstream = self.stats.upstreams.get(worker_id)
         return upstream.requests_total if upstream is not None else None
@@ -280,86 +267,6 @@ class Master:
                 return True
             self.output.fleet(f"{event.value} ignored while fleet is starting")
         return False
-
-    def _bokeh_static_roots(self) -> list[Any]:
-        """BokehJS under the prefix, and each directory app's ``static/``, for the proxy."""
-        from fleet.balancer.static_files import bokeh_roots
-
-        try:
-            from bokeh.util.paths import static_path
-            bokeh_static: str | None = str(static_path())
-        except ImportError:  # the workers will say so; the proxy just forwards /static/
-            bokeh_static = None
-        apps = [(spec.name, os.path.join(spec.path, "static")) for spec in self.specs
-                if spec.path is not None and os.path.isdir(spec.path)]
-        return bokeh_roots(self.config.prefix, bokeh_static, apps)
-
-    def _banner(self) -> None:
-        config = self.config
-        apps = ", ".join(spec.name for spec in self.specs) or config.app
-        what = f"--cmd {config.cmd!r}" if config.cmd else f"{apps} ({self.spec.kind.value if self.spec else '?'} app)"
-        last = config.worker_port(config.workers - 1)
-        ports = f"port {config.base_port}" if config.workers == 1 else f"ports {config.base_port}-{last}"
-        if not config.no_proxy:
-            surge = config.surge_base()
-            ports += f" (reloads alternate with {surge}-{surge + config.workers - 1})"
-        self.output.fleet(f"fleet {__version__} (pid {os.getpid()}): {config.workers} workers of {what} on {ports}")
-
-    def public_url(self) -> str:
-        path = self.spec.url_path if self.spec is not None else "/"
-        if self.spec is not None and self.spec.kind is AppKind.BOKEH and self.config.prefix:
-            path = self.config.prefix + path
-        port = self.balancer.port if self.balancer is not None else self.config.port
-        scheme = "https" if self.config.ssl_certfile else "http"
-        host = "localhost" if self.config.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.config.address
-        return f"{scheme}://{host}:{port}{path}"
-
-    def status_url(self) -> str | None:
-        """Where ``/_fleet/`` is served: the proxy, else the ``--metrics-port`` listener."""
-        if self.balancer is not None or self.dataplane is not None:
-            origin = "/".join(self.public_url().split("/", 3)[:3])  # scheme://host:port
-            return origin + "/_fleet/"
-        if self._metrics_listener is not None:
-            host = "localhost" if self.config.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.config.address
-            return f"http://{host}:{self._metrics_listener.port}/_fleet/"
-        return None
-
-    def _ready_banner(self) -> None:
-        if self.balancer is not None or self.dataplane is not None:
-            self.output.fleet(f"ready: open {self.public_url()}")
-            for spec in self.specs[1:]:
-                self.output.fleet(f"also: {self.public_url().rsplit('/', 1)[0]}{spec.url_path}")
-            if self.balancer is not None and self.balancer.redirect_port is not None:
-                self.output.fleet(f"http://{self.config.address}:{self.balancer.redirect_port} redirects to https")
-        else:
-            self.output.fleet(f"ready (no proxy): workers on {self.config.address}:{self.config.base_port}"
-                              f"-{self.config.worker_port(self.config.workers - 1)}")
-        status = self.status_url()
-        if status is not None:
-            self.output.fleet(f"status page: {status}")
-        self.output.fleet(f"control socket {self.control.path if self.control else '-'}: "
-                          f"fleet status | reload | scale N | down")
-
-    async def _start_metrics(self) -> None:
-        """Metrics on the proxy port, or on --metrics-port."""
-        config = self.config
-        if config.no_metrics:
-            return
-        from fleet import metrics
-
-        assert self.supervisor is not None
-        supervisor = self.supervisor
-        registry = metrics.make_registry(self.stats if self.balancer is not None else None,
-                                         supervisor.workers, lambda: supervisor.desired,
-                                         recycles=lambda: supervisor.recycles, label=self.slot_of,
-                                         loop_lags=supervisor.loop_lags)
-        if config.metrics_port is not None:
-            self._metrics_listener = await metrics.serve_separately(
-                registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,
-                trusted_proxies=config.trusted_proxies(), extra_routes=self._fleet_routes,
-                idle_timeout=config.client_timeout)
-        elif self.balancer is not None or self.dataplane is not None:
-            (self.balancer or self.dataplane).add_local_route(config.metrics_path, metrics.metrics_route(registry))
 
     # -- the loop --------------------------------------------------------------------------
     def _spawn_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -421,13 +328,6 @@ class Master:
             self.systemd.ready("reload done")
         self._refresh_bokeh_static()
         return message
-
-    def _refresh_bokeh_static(self) -> None:
-        """The new generation serves now: the proxy forgets the static files it read (a deploy
-        may have changed an app's ``static/``, added one, or upgraded Bokeh) and reads them
-        afresh. Not after a failed reload: the old generation, and its files, serve on."""
-        if self.balancer is not None and self.spec is not None and self.spec.kind is AppKind.BOKEH:
-            self.balancer.serve_bokeh(self._bokeh_static_roots())
 
     async def scale(self, workers: int) -> str:
         assert self.supervisor is not None
