@@ -230,6 +230,15 @@ def test_nginx_reaches_every_worker_follows_scale_and_reload_and_serves_stub_sta
         assert outcome.sent > 50 and not [code for code in outcome.statuses if code >= 500], outcome.statuses
         wait_until(lambda: {w["id"] for w in fleet.status()["workers"]} == {"g3w0", "g3w1", "g3w2"}, 30,
                    message="old generation stopped")
+        # --sticky is dropped with nginx: no cookie is set, and a client still sending one from
+        # elsewhere is not pinned to a port the reload left (its workers moved to the other block).
+        pinned = http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)
+        for _ in range(4):
+            pinned.request("GET", "/", headers={"Cookie": "fleet_affinity=w0"})
+            response = pinned.getresponse()
+            assert response.status == 200 and response.read().startswith(b"hello from g3w"), response.status
+            assert response.getheader("Set-Cookie") is None
+        pinned.close()
         status_code, body = get(fleet.port, "/metrics/nginx")
         assert status_code == 200 and b"Active connections:" in body
         status_code, body = get(fleet.port, "/metrics")

@@ -126,7 +126,12 @@ class Renderer:
             trusted_proxies=self.config.trusted_proxies(),
             drain_timeout=self.config.drain_timeout,
         )
-        return render(kind, self.config, replace(self._deployment, managed=managed))
+        # Managed nginx runs without the affinity maps of `fleet config nginx`: their per-worker
+        # upstreams name fixed ports, and a blue/green reload moves every worker to the other
+        # port block, so pinned clients would be sent to stopped workers (start-up says
+        # --sticky is dropped with nginx; HAProxy keeps its cookie).
+        config = replace(self.config, sticky=False) if kind == "nginx" else self.config
+        return render(kind, config, replace(self._deployment, managed=managed))
 
     def write(self, model: PlaneModel) -> str:
         """Write the configuration (atomically: a reload never reads half a file); its text."""
