@@ -25,15 +25,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support import FleetProcess, free_port, require_tool, start_fleet, wait_until
 from test_balancer import BACKEND, get, raw, status_of, worker_of, ws_connect
-from up_helpers import Fleet, up
+from up_helpers import Fleet, up, workers_without_proxy
 
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """Two supervised backend servers without fleet's proxy (the servers ``fleet balance`` fronts)."""
-    started = up(tmp_path_factory.mktemp("backends"), BACKEND, workers=2)
-    with started.proc:
-        started.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+    with workers_without_proxy(tmp_path_factory.mktemp("backends"), BACKEND, workers=2) as started:
         yield started
 
 

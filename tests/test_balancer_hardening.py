@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from support import FleetProcess, free_port, start_fleet, wait_until
-from up_helpers import Fleet, up, balance as start_balance
+from up_helpers import Fleet, balance as start_balance, workers_without_proxy
 
 APPS = Path(__file__).resolve().parent / "apps"
 RECORDER = str(APPS / "recorder.py")
@@ -30,17 +30,13 @@ WS_HEAD = (b"GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upg
 @pytest.fixture(scope="module")
 def recorders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """One recorder worker without fleet's proxy: each test puts its own ``fleet balance`` in front."""
-    started = up(tmp_path_factory.mktemp("recorders"), RECORDER, workers=1)
-    with started.proc:
-        started.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+    with workers_without_proxy(tmp_path_factory.mktemp("recorders"), RECORDER) as started:
         yield started
 
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    started = up(tmp_path_factory.mktemp("backends"), BACKEND, workers=1)
-    with started.proc:
-        started.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+    with workers_without_proxy(tmp_path_factory.mktemp("backends"), BACKEND) as started:
         yield started
 
 

@@ -20,7 +20,7 @@ import websocket
 
 from support import free_port, wait_until
 from test_configgen_servers import SERVERS, TORNADO_APP, fleet_config, get, running, worker_of
-from up_helpers import Fleet, up
+from up_helpers import Fleet, workers_without_proxy
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,12 +30,8 @@ _WORKER = re.compile(r"g(\d+)w(\d+)")
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    fleet = up(tmp_path_factory.mktemp("fleet"), TORNADO_APP, workers=3)
-    try:
-        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+    with workers_without_proxy(tmp_path_factory.mktemp("fleet"), TORNADO_APP, workers=3) as fleet:
         yield fleet
-    finally:
-        fleet.proc.stop()
 
 
 def slot_of(worker: str) -> str:

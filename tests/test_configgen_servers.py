@@ -32,7 +32,7 @@ import websocket
 from fleet.config import Config, build_config
 from fleet.configgen import Deployment, render
 from support import EXAMPLES, alive, free_port, http_get, kill_group, port_open, require_tool, wait_until
-from up_helpers import Fleet, run_cli, up
+from up_helpers import Fleet, run_cli, up, workers_without_proxy
 
 TORNADO_APP = str(EXAMPLES / "tornado_hello.py")
 BOKEH_APP = str(EXAMPLES / "bokeh_random")
@@ -49,12 +49,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    fleet = up(tmp_path_factory.mktemp("fleet"), TORNADO_APP, workers=3)
-    try:
-        fleet.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+    with workers_without_proxy(tmp_path_factory.mktemp("fleet"), TORNADO_APP, workers=3) as fleet:
         yield fleet
-    finally:
-        fleet.proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import websocket
 
 from support import free_port, free_port_range, require_tool, start_fleet
 from test_balancer import BACKEND, raw, status_of
-from up_helpers import Fleet, balance, run_cli, up
+from up_helpers import Fleet, balance, run_cli, workers_without_proxy
 
 PASSWORD = "s3cret-Pw-7d1f"
 
@@ -54,9 +54,7 @@ def insecure() -> ssl.SSLContext:
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    started = up(tmp_path_factory.mktemp("backends"), BACKEND, workers=1)
-    with started.proc:
-        started.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+    with workers_without_proxy(tmp_path_factory.mktemp("backends"), BACKEND) as started:
         yield started
 
 

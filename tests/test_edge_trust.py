@@ -16,7 +16,7 @@ import websocket
 
 from support import free_port
 from test_balancer import BACKEND, get, raw, status_of
-from up_helpers import Fleet, balance, up
+from up_helpers import Fleet, balance, up, workers_without_proxy
 
 FORGED = {"X-Scheme": "https", "X-Forwarded-Proto": "https", "X-Forwarded-For": "127.0.0.1",
           "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1;proto=https",
@@ -26,9 +26,7 @@ FORGED = {"X-Scheme": "https", "X-Forwarded-Proto": "https", "X-Forwarded-For": 
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    started = up(tmp_path_factory.mktemp("backends"), BACKEND, workers=1)
-    with started.proc:
-        started.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+    with workers_without_proxy(tmp_path_factory.mktemp("backends"), BACKEND) as started:
         yield started
 
 

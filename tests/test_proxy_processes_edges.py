@@ -16,14 +16,12 @@ import pytest
 from support import free_port, start_fleet, wait_until
 from test_balancer import BACKEND, raw, status_of
 from test_edge_tls import make_cert
-from up_helpers import Fleet, balance, family, living, up
+from up_helpers import Fleet, balance, family, living, workers_without_proxy
 
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    started = up(tmp_path_factory.mktemp("backends"), BACKEND, workers=1)
-    with started.proc:
-        started.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+    with workers_without_proxy(tmp_path_factory.mktemp("backends"), BACKEND) as started:
         yield started
 
 

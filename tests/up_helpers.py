@@ -3,10 +3,11 @@ list every process it started (to prove none is left), run the CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import psutil
 
@@ -58,6 +59,16 @@ def up(tmp_path: Path, *args: str, workers: int = 1, proxy: bool = False, base: 
     proc = start_fleet("up", *args, "-n", str(workers), "--base-port", str(base), "--port", str(port),
                        "--control-socket", control, *extra, cwd=str(tmp_path))
     return Fleet(proc, base, port, control, surge)
+
+
+@contextlib.contextmanager
+def workers_without_proxy(directory: Path, app: str, workers: int = 1) -> Iterator[Fleet]:
+    """``fleet up APP --no-proxy`` with its workers ready, stopped on exit: the servers a module's
+    tests put their own ``fleet balance``, nginx, HAProxy or Apache in front of."""
+    started = up(directory, app, workers=workers)
+    with started.proc:
+        started.proc.wait_for_output(r"ready \(no proxy\)", timeout=60)
+        yield started
 
 
 def family(pid: int) -> list[psutil.Process]:
