@@ -20,6 +20,7 @@ without a socket. The rules follow RFC 9110/9112 and what nginx does as a revers
 
 from __future__ import annotations
 
+import os
 import re
 from http import HTTPStatus
 
@@ -39,6 +40,10 @@ _DIGITS = frozenset(b"0123456789")
 # from a trusted proxy. Other ``X-Forwarded-*`` names are caught by their prefix.
 (_HOP, _CONNECTION, _UPGRADE, _TRANSFER_ENCODING, _FORWARDING, _HOST, _CONTENT_LENGTH, _COOKIE, _ORIGIN,
  _CLAIM, _WS_PROTOCOL, _SESSION_ID, _IF_NONE_MATCH, _IF_MODIFIED_SINCE) = range(14)
+# Those kinds by name, in their order: the C code (``_speedups.KIND_NAMES``) numbers them alike.
+KIND_NAMES = ("hop", "connection", "upgrade", "transfer-encoding", "forwarding", "host", "content-length",
+              "cookie", "origin", "claim", "sec-websocket-protocol", "bokeh-session-id", "if-none-match",
+              "if-modified-since")
 _REQUEST_SPECIAL: dict[bytes, int] = {
     **{name: _HOP for name in HOP_BY_HOP}, **{name: _CLAIM for name in FORWARDING_HEADERS},
     **{name: _FORWARDING for name in FORWARDING},
@@ -500,3 +505,30 @@ def chunk(data: bytes) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+def _load_speedups() -> object | None:
+    """The optional C module (``balancer/_speedups.c``): the common request head and a cached
+    response head without a Python frame. None when it was not built (no compiler at install)
+    or ``FLEET_PURE_PYTHON=1``; the functions above do the same work then. It declines (None)
+    whatever it does not handle, so every rule and every refusal stays written here, once."""
+    if os.environ.get("FLEET_PURE_PYTHON", "") == "1":
+        return None
+    try:
+        from fleet.balancer import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    if getattr(_speedups, "KIND_NAMES", None) != KIND_NAMES:
+        return None  # built from another version of this file: not to be trusted
+    _speedups.configure(Request, _REQUEST_SPECIAL, _VALID_HOSTS, _PLAIN_HEADS)
+    return _speedups
+
+
+SPEEDUPS = _load_speedups()
+# request_head(method, url, http10, keep_alive, headers, client_ip, scheme, default_host) ->
+# Request | None, for a peer that is not a --trusted-proxy; None: call forward_request.
+FAST_REQUEST_HEAD = getattr(SPEEDUPS, "request_head", None)
+# response_head(raw, status, head_request, http10_client, keep_alive, set_cookie, extra) ->
+# response_head_raw's answer | None; None: call response_head_raw.
+FAST_RESPONSE_HEAD = getattr(SPEEDUPS, "response_head", None)
+HOT_PATH = "compiled" if SPEEDUPS is not None else "pure Python"

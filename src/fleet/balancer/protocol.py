@@ -46,7 +46,7 @@ class ClientConnection(Timeouts):
                  "client_ip", "peer", "closed", "buffered", "lingering", "linger_bytes", "idle_since",
                  "_counted_ip", "_url", "_headers", "_head_size", "_trailing", "_trailer_size", "_raw_head",
                  "_rejection", "_write_paused", "_upgrading", "_batch", "_reads", "_reads_seen", "_progress_at",
-                 "_relay_reads", "_eof", "_dead", "_deferred", "_static_wait")
+                 "_relay_reads", "_eof", "_dead", "_deferred", "_static_wait", "_fast_head")
 
     def __init__(self, proxy: ProxyContext) -> None:
         self.proxy = proxy
@@ -83,6 +83,9 @@ class ClientConnection(Timeouts):
         self._eof = False  # the client half-closed: answer what it sent, then close
         self._dead = False  # a request was refused: nothing more is read
         self._deferred: bytes | None = None  # that refusal, sent once earlier answers are out
+        # head.FAST_REQUEST_HEAD (compiled) unless the peer is a trusted proxy, whose
+        # forwarding headers only the Python code reads; None: head.forward_request alone.
+        self._fast_head = heads.FAST_REQUEST_HEAD
 
     # -- connection lifecycle ----------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -94,6 +97,9 @@ class ClientConnection(Timeouts):
         if isinstance(peer, tuple) and peer:
             self.peer = str(peer[0])
             self.client_ip = self.peer.encode()
+        trust = proxy.trust
+        if trust.any and trust.is_trusted(self.client_ip):
+            self._fast_head = None
         proxy.clients.add(self)
         cap = proxy.max_connections_per_ip
         if cap and not proxy.exempt_from_ip_limits(self.peer):
@@ -258,9 +264,17 @@ class ClientConnection(Timeouts):
         try:
             if version != "1.1" and version != "1.0":
                 raise HeadError(400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported")
-            request = heads.forward_request(
-                method, self._url, version == "1.0", parser.should_keep_alive(), upgrade,
-                self._headers, self.client_ip, proxy.scheme, proxy.trust, proxy.default_host)
+            http10 = version == "1.0"
+            keep_alive = parser.should_keep_alive()
+            fast = self._fast_head
+            # The compiled common case first; None for anything it does not handle (and for
+            # every head to refuse): the Python rules decide those.
+            request = None if fast is None or upgrade else fast(
+                method, self._url, http10, keep_alive, self._headers, self.client_ip, proxy.scheme, proxy.default_host)
+            if request is None:
+                request = heads.forward_request(
+                    method, self._url, http10, keep_alive, upgrade,
+                    self._headers, self.client_ip, proxy.scheme, proxy.trust, proxy.default_host)
             if proxy.checks_hosts and not proxy.host_allowed(request.host or b""):
                 raise HeadError(421, "bad_host", "Host not allowed")
             if request.content_length is not None and request.content_length > proxy.max_body_size:

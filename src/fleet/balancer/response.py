@@ -20,7 +20,7 @@ from fleet.balancer.bokeh_routing import StaticHit
 from fleet.balancer.context import ProxyContext
 from fleet.balancer.exchange import DONE, Exchange, QUEUED, RELAYING, TUNNEL, UPGRADING
 from fleet.balancer.flow import PEER_FULL, PIPELINE, UPGRADE, BUFFERED, ReadFlow
-from fleet.balancer.head import CHUNKED, LAST_CHUNK, UNTIL_CLOSE, HeadError
+from fleet.balancer.head import CHUNKED, FAST_RESPONSE_HEAD, LAST_CHUNK, UNTIL_CLOSE, HeadError
 
 if TYPE_CHECKING:
     from fleet.balancer.upstream import UpstreamConnection
@@ -155,9 +155,14 @@ class ClientBase(asyncio.Protocol):
             self._release_held(exchange)
             self._dead = True
             self.flow.pause(PIPELINE)
-        head, framing, conn.until_close = heads.response_head_raw(
-            raw, status, request.method == b"HEAD", request.http10, keep_alive, exchange.set_cookie,
-            proxy.response_extra)
+        # The compiled path answers for a head seen before (None otherwise): same bytes.
+        answer = None if FAST_RESPONSE_HEAD is None else FAST_RESPONSE_HEAD(
+            raw, status, method == b"HEAD", request.http10, keep_alive, exchange.set_cookie, proxy.response_extra)
+        if answer is None:
+            answer = heads.response_head_raw(
+                raw, status, method == b"HEAD", request.http10, keep_alive, exchange.set_cookie,
+                proxy.response_extra)
+        head, framing, conn.until_close = answer
         exchange.framing = framing
         exchange.status = status
         if status != 101:
