@@ -132,10 +132,20 @@ def test_ci_builds_the_compiled_module() -> None:
 
 
 def test_fleet_pure_python_forces_the_python_path() -> None:
-    code = "from fleet.balancer import head; print(head.HOT_PATH, head.FAST_REQUEST_HEAD, head.FAST_RESPONSE_HEAD)"
+    code = ("from fleet.balancer import head; from fleet.balancer.standalone import hot_path_line; "
+            "print(head.HOT_PATH, head.FAST_REQUEST_HEAD, head.FAST_RESPONSE_HEAD); print(hot_path_line())")
     env = {**os.environ, "FLEET_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.split() == ["pure", "Python", "None", "None"]
+    first, banner = out.stdout.splitlines()
+    assert first.split() == ["pure", "Python", "None", "None"]
+    assert banner == "proxy hot path: pure Python (FLEET_PURE_PYTHON=1)"
+
+
+@compiled
+def test_the_start_up_banner_names_the_compiled_path() -> None:
+    from fleet.balancer.standalone import hot_path_line
+
+    assert hot_path_line() == "proxy hot path: compiled (fleet.balancer._speedups)"
 
 
 @pytest.mark.skipif(os.environ.get("FLEET_PURE_PYTHON") == "1", reason="this run is the pure-Python one already")

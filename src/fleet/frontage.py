@@ -79,6 +79,10 @@ class Frontage:
             surge = config.surge_base()
             ports += f" (reloads alternate with {surge}-{surge + config.workers - 1})"
         self.output.fleet(f"fleet {__version__} (pid {os.getpid()}): {config.workers} workers of {what} on {ports}")
+        if not config.no_proxy and config.proxy == "builtin":
+            from fleet.balancer.standalone import hot_path_line
+
+            self.output.fleet(hot_path_line())
 
     def public_url(self) -> str:
         path = self.spec.url_path if self.spec is not None else "/"

@@ -27,6 +27,17 @@ PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 
 
+def hot_path_line() -> str:
+    """Which hot path the proxy runs (``balancer.head.HOT_PATH``), and why when it is the slow one."""
+    from fleet.balancer.head import HOT_PATH
+
+    if HOT_PATH == "compiled":
+        return "proxy hot path: compiled (fleet.balancer._speedups)"
+    why = ("FLEET_PURE_PYTHON=1" if os.environ.get("FLEET_PURE_PYTHON") == "1"
+           else "the C module was not built: install gcc and python3-dev, then reinstall fleet")
+    return f"proxy hot path: pure Python ({why})"
+
+
 def _say(message: str) -> None:
     print(f"fleet | {message}", flush=True)
 
@@ -117,6 +128,7 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
         _say(f"http://{config.address}:{balancer.redirect_port} redirects to https")
     _say(f"fleet {__version__} balance (pid {os.getpid()}): {scheme}://{config.address}:{balancer.port} -> "
          f"{', '.join(f'{t} {prober.addresses[t]}' for t, _, _ in prober.targets)} ({up} up)")
+    _say(hot_path_line())
     probing = asyncio.ensure_future(prober.run())
 
     loop = asyncio.get_running_loop()
