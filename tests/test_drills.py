@@ -411,6 +411,13 @@ BAD_HEADERS = [b"X-A: a\x00b", b"X-A: a\x01b", b"X-A: a\x7fb", b"X-A: a\rb", b"X
 HOSTS = [None, b"", b" ", b"a b", b"a,b", b"a/b", b"a@b", b"a?b", b"a#b", b"\xc3\xa9vil.test", b"fuzz.test:99999",
          b"fuzz.test:", b"[::1]:80", b"[::1", b"a:b:c", b"%zz", b"fuzz.test\t", b"\tfuzz.test",
          b"x" * 300, b"localhost", b"127.0.0.1:1", b"fuzz.test\\evil", b"fuzz.test;evil"]
+FIELDS = [b"HOST: fuzz.test", b"host: fuzz.test", b"Host: other.test", b"Host: \tfuzz.test ", b"Cookie: a=1",
+          b"cookie: fleet_affinity=g1w0", b"Connection: keep-alive", b"Connection: close, X-Drop",
+          b"CONNECTION: Keep-Alive, close", b"Connection: ,,", b"Connection: host", b"Connection: upgrade",
+          b"X-Drop: 1", b"close: 1", b"Close: 1", b"Keep-Alive: 1", b"X-" + b"n" * 70 + b": v",
+          b"x-forwarded-for: 6.6.6.6", b"X-FORWARDED-HOST: evil.test", b"X-Forwarded-: x", b"Forwarded: for=6.6.6.6",
+          b"X-Real-IP: 6.6.6.6", b"Origin: http://evil.test", b"If-None-Match: \"x\"", b"Bokeh-Session-Id: abc",
+          b"Sec-WebSocket-Protocol: bokeh", b"Upgrade: websocket", b"Content-Length: 0", b"Transfer-Encoding: chunked"]
 CHUNK_SIZES = [b"zz", b"-1", b"0x3", b"+3", b"3 ", b" 3", b"3\t", b"3;", b"3;a=b", b"3;a=\"b\"", b"03",
                b"fffffffffffffffffff", b"", b"3\x00", b"\xff", b"1" * 40]
 
@@ -419,7 +426,7 @@ def hostile_request(rng: random.Random, n: int, i: int) -> tuple[str, bytes, boo
     """One adversarial request: (kind, bytes, close_early)."""
     kind = rng.choice(["method", "target", "version", "eol", "header", "host", "length", "chunked",
                        "transfer-encoding", "size", "partial", "smuggle", "garbage", "mutate", "valid",
-                       "upgrade", "trailers", "builtin", "header-count"])
+                       "upgrade", "trailers", "builtin", "header-count", "fields"])
     body = payload(rng)
     if kind == "upgrade":
         # Bytes after an Upgrade head must wait for a 101 the recorder never sends: the hidden
@@ -443,6 +450,13 @@ def hostile_request(rng: random.Random, n: int, i: int) -> tuple[str, bytes, boo
         first = request(n, 0, method=method, target=local, close=False,
                         headers=[b"Content-Length: 0"] if method == b"POST" else [])
         return kind, first + request(n, 1), False
+    if kind == "fields":
+        # Where the compiled head path (balancer/_speedups.c) decides or declines: names in any
+        # case, duplicates, Connection lists, a field named "close", long names, forwarding claims.
+        fields = [rng.choice(FIELDS) for _ in range(rng.randint(1, 6))]
+        return kind, request(n, i, headers=fields, host=rng.choice([HOST, HOST, None]),
+                             version=rng.choice([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0"]),
+                             close=rng.random() < 0.5), False
     if kind == "header-count":
         # Header fields around --max-header-count (100, Host and Connection included).
         fields = [b"X-F%d: v" % k for k in range(rng.randint(90, 110))]
