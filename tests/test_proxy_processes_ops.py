@@ -21,6 +21,7 @@ from typing import Iterator
 import psutil
 import pytest
 
+from fleet.control import request
 from support import alive, port_open, wait_until
 from test_proxy_processes_e2e import BACKEND, get, in_flight, split_connections
 from up_helpers import Fleet, family, living, up
@@ -144,6 +145,26 @@ def test_reload_under_keep_alive_load_on_both_proxy_processes(fleet: Fleet) -> N
         assert counts == sorted(counts), f"proxy process {row}'s request count went back: {counts}"
     for conn in connections:
         conn.close()
+
+
+def test_a_request_sent_the_moment_reload_answers_reaches_generation_2_in_both_processes(fleet: Fleet) -> None:
+    """The reload's answer waits until every proxy process applied "draining" (a sync round
+    trip): without it, requests sent at once on open connections still reached generation 1
+    (the master had set it draining, the proxy processes had not read it yet)."""
+    a, b, by_pid = split_connections(fleet, 3)
+    connections = [*by_pid[a], *by_pid[b]]
+    for conn in connections:
+        assert get(conn)[0] == 200  # the connections are open and idle, on both processes
+    request(fleet.control, "reload")  # what `fleet reload` sends, without a CLI's exit in between
+    for conn in connections:
+        conn.request("GET", "/")
+    workers = []
+    for conn in connections:
+        response = conn.getresponse()
+        assert response.status == 200
+        workers.append(response.read().split()[2].decode())
+        conn.close()
+    assert all(worker.startswith("g2w") for worker in workers), workers
 
 
 def refused(port: int) -> bool:
