@@ -158,3 +158,25 @@ def test_max_memory_restarts_a_worker_gracefully(tmp_path: Path) -> None:
                    and fleet.worker("g1w0")["pid"] != first_pid, 30, message="w0 restarted")
         assert fleet.worker("g1w0")["restarts"] == 0  # a recycle, not a crash
         assert "crash" not in fleet.proc.output()
+
+
+def test_format_status_shows_each_proxy_process_with_two_or_more() -> None:
+    workers = [{"id": "g1w0", "generation": 1, "pid": 42, "port": 5100, "state": "ready", "started_at": 990.0}]
+    proxies = [
+        {"row": 0, "pid": 4242, "state": "serving", "serving": True, "started_at": 1000.0 - 125,
+         "restarts": 0, "connections": 7, "requests": 1200},
+        {"row": 1, "pid": None, "state": "restarting", "serving": False, "started_at": None,
+         "restarts": 3, "connections": 0, "requests": 0},
+    ]
+    reply = {"pid": 1, "app": "app.py", "desired": 1, "proxy": "http://127.0.0.1:8000/", "time": 1000.0,
+             "data_plane": {"kind": "builtin"}, "workers": workers, "proxies": proxies}
+    lines = format_status(reply).splitlines()
+    assert lines[1] == "data plane: built-in proxy, 2 processes on one port (SO_REUSEPORT), 1 serving"
+    assert lines[2].split() == ["PROXY", "PID", "STATE", "UPTIME", "RESTARTS", "CONNS", "REQUESTS"]
+    assert lines[3] == "p0     4242  serving     2m05s   0         7      1200"
+    assert lines[4].split() == ["p1", "-", "restarting", "-", "3", "0", "0"]
+    assert lines[5].split()[0] == "WORKER" and lines[6].split()[0] == "g1w0"
+    # One proxy process (the JSON has no list then) or none: no proxy rows.
+    for single in (None, proxies[:1]):
+        text = format_status({**reply, "proxies": single})
+        assert "PROXY" not in text and "data plane" not in text

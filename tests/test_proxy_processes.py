@@ -192,3 +192,23 @@ def test_generated_command_lines_keep_auto() -> None:
     config = build_config({"proxy_processes": "auto"}, {}, {}, command="up", app="app.py")
     args = fleet_arguments(config)
     assert args[args.index("--proxy-processes") + 1] == "auto"
+
+
+def test_every_proxy_state_move_is_in_the_table_or_raises() -> None:
+    from fleet.balancer.proxystate import TRANSITIONS, InvalidProxyTransition, ProxyState, transition
+
+    assert set(TRANSITIONS) == set(ProxyState)
+    for current in ProxyState:
+        assert transition(current, current) is current  # staying put is no move
+        for new in ProxyState:
+            if new is current:
+                continue
+            if new in TRANSITIONS[current]:
+                assert transition(current, new) is new
+            else:
+                with pytest.raises(InvalidProxyTransition, match=f"from {current.value} to {new.value}"):
+                    transition(current, new)
+    assert not TRANSITIONS[ProxyState.STOPPED]  # final
+    # Every state but STOPPED can reach STOPPED, and a dead process always comes back.
+    assert all(ProxyState.STOPPED in TRANSITIONS[s] for s in ProxyState if s is not ProxyState.STOPPED)
+    assert ProxyState.STARTING in TRANSITIONS[ProxyState.RESTARTING]

@@ -186,8 +186,34 @@ def _bytes(size: int | None) -> str:
     return f"{size}B"
 
 
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as left-aligned columns (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+def _proxy_lines(proxies: list[dict[str, Any]], now: float) -> list[str]:
+    """--proxy-processes N: the data plane line and one row per proxy process."""
+    states = [str(p.get("state") or "?") for p in proxies]
+    rows = [("PROXY", "PID", "STATE", "UPTIME", "RESTARTS", "CONNS", "REQUESTS")]
+    for p, state in zip(proxies, states):
+        started = p.get("started_at")
+        rows.append((
+            f"p{p.get('row', '?')}",
+            str(p.get("pid") or "-"),
+            state,
+            _duration(now - started if started else None),
+            str(p.get("restarts", 0)),
+            "-" if p.get("connections") is None else str(p["connections"]),
+            "-" if p.get("requests") is None else str(p["requests"]),
+        ))
+    return [f"data plane: built-in proxy, {len(proxies)} processes on one port (SO_REUSEPORT), "
+            f"{states.count('serving')} serving", *_table(rows)]
+
+
 def format_status(reply: dict[str, Any]) -> str:
-    """The ``fleet status`` table (one row per worker) with a one-line summary above it."""
+    """The ``fleet status`` table (one row per worker) with a one-line summary above it, and
+    with ``--proxy-processes N`` a row per proxy process between the two."""
     workers = reply.get("workers", [])
     now = reply.get("time", time.time())
     header = ("WORKER", "GEN", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "CONNS", "REQUESTS", "CPU%", "RSS")
@@ -208,7 +234,6 @@ def format_status(reply: dict[str, Any]) -> str:
             "-" if w.get("cpu_percent") is None else f"{w['cpu_percent']:.1f}",
             _bytes(w.get("rss")),
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     proxy = reply.get("proxy") or "no proxy"
     serving = [w for w in workers if w.get("current", True)]
@@ -223,9 +248,11 @@ def format_status(reply: dict[str, Any]) -> str:
         lines.append(f"data plane: {plane['kind']} pid {plane.get('pid') or '-'}"
                      f"{f', restarted {restarts} times' if restarts else ''}"
                      f"{', metrics at ' + plane['metrics'] if plane.get('metrics') else ''}")
+    proxies = reply.get("proxies") or []
+    if len(proxies) > 1:
+        lines += _proxy_lines(proxies, now)
     last = reply.get("last_reload")
     if last and not last.get("ok"):
         lines.append(f"last reload FAILED: {last.get('message', '?')}")
-    for row in rows:
-        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    lines += _table(rows)
     return "\n".join(lines)

@@ -327,6 +327,7 @@ class Master(Frontage):
         finally:
             self.systemd.ready("reload done")
         self._refresh_bokeh_static()
+        await self._settle_proxies()
         return message
 
     async def scale(self, workers: int) -> str:
@@ -335,8 +336,14 @@ class Master(Frontage):
         if refused:
             raise SupervisorError(refused)
         await self.supervisor.scale(workers)
+        await self._settle_proxies()
         ready = sum(1 for w in self.supervisor.workers() if w.ready and w.current)
         return f"scaled to {workers} workers ({ready} ready)"
+
+    async def _settle_proxies(self) -> None:
+        """--proxy-processes N: answer only once every proxy process knows the new routing."""
+        if isinstance(self.balancer, ProxyGroup):
+            await self.balancer.settle()
 
     async def _graceful_stop(self) -> None:
         config = self.config

@@ -9,8 +9,9 @@ what the built-in routes answer; it tells the master its counters. Messages:
     master -> proxy   config and row (first line; a spare process waits for it)   add / ready / draining / remove (a worker)
                       route (a built-in route's latest answer)   bokeh (static roots)
                       reload_tls   stop_accepting   drain   close
-    proxy -> master   started (port bound) or error   stats (counters, every STATS_INTERVAL)
-                      drained
+                      sync (answer when every earlier message is applied)
+    proxy -> master   started (port bound) or error   stats (counters, every STATS_INTERVAL,
+                      with this process's open connections and requests)   drained   synced
 
 It dies with the master (``PR_SET_PDEATHSIG``, and the control socket's end-of-file).
 """
@@ -70,6 +71,13 @@ class ProxyProcess:
         self.stats = stats
         self.writer = writer
         self.routes: dict[str, PushedRoute] = {}
+        self.removed_requests = 0  # relayed to workers since removed: the count stays monotonic
+
+    def report(self) -> dict[str, Any]:
+        """The stats message: the counters, and this process's own figures for ``fleet status``."""
+        requests = self.removed_requests + sum(u.requests_total for u in self.stats.upstreams.values())
+        return {"op": "stats", "stats": snapshot.snapshot(self.stats),
+                "process": {"connections": len(self.balancer.context.clients), "requests": requests}}
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
@@ -79,9 +87,9 @@ class ProxyProcess:
         last: dict[str, Any] | None = None
         while True:
             await asyncio.sleep(STATS_INTERVAL)
-            current = snapshot.snapshot(self.stats)
+            current = self.report()
             if current != last:
-                self.send({"op": "stats", "stats": current})
+                self.send(current)
                 last = current
 
     async def handle(self, message: dict[str, Any]) -> bool:
@@ -99,7 +107,8 @@ class ProxyProcess:
             balancer.set_draining(message["id"], message["draining"])
         elif op == "remove":
             balancer.remove_upstream(message["id"])
-            self.stats.upstreams.pop(message["id"], None)  # as the one-process master forgets it
+            removed = self.stats.upstreams.pop(message["id"], None)  # as the one-process master forgets it
+            self.removed_requests += removed.requests_total if removed is not None else 0
         elif op == "route":
             route = self.routes.get(message["path"])
             if route is None:
@@ -116,8 +125,10 @@ class ProxyProcess:
             await balancer.stop_accepting()
         elif op == "drain":
             drained = await balancer.drain(message["timeout"])
-            self.send({"op": "stats", "stats": snapshot.snapshot(self.stats)})
+            self.send(self.report())
             self.send({"op": "drained", "ok": drained})
+        elif op == "sync":
+            self.send({"op": "synced", "n": message["n"]})
         elif op == "close":
             return False
         return True

@@ -43,6 +43,7 @@ from fleet.balancer import snapshot
 from fleet.balancer.child import pack
 from fleet.balancer.loadtable import Columns, LoadTable
 from fleet.balancer.proxylives import CLOSE_WAIT, START_TIMEOUT, ProxyLives, ProxySlot
+from fleet.balancer.proxystate import ProxyState
 from fleet.balancer.server import _tcp_listeners, unix_listener
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config, replace
@@ -72,7 +73,6 @@ class ProxyGroup(ProxyLives):
         self._reserved: list[socket.socket] = []
         self._unix: socket.socket | None = None
         self._closed = False
-        self._accepting = True
 
     # -- start ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -239,8 +239,14 @@ class ProxyGroup(ProxyLives):
 
     # -- stop ----------------------------------------------------------------------------------
     async def stop_accepting(self) -> None:
+        """Every proxy process closes its listeners; returns once each has (``settle``), so
+        a connection attempt after this is refused, as with one proxy process."""
         self._accepting = False
+        for slot in self.slots:
+            if slot.state in (ProxyState.STARTING, ProxyState.SERVING):
+                slot.move(ProxyState.STOPPING)
         self._broadcast({"op": "stop_accepting"})
+        await self.settle()
 
     async def drain(self, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -274,6 +280,8 @@ class ProxyGroup(ProxyLives):
                 await asyncio.wait(pending, timeout=CLOSE_WAIT)
         await cancel_and_wait(self._tasks)
         self._tasks = []
+        for slot in self.slots:
+            slot.move(ProxyState.STOPPED)
         self._refresh()
         self.table.close()
         for sock in self._reserved:

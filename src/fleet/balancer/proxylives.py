@@ -22,6 +22,7 @@ from typing import Any, Callable
 from fleet.balancer import snapshot
 from fleet.balancer.child import LINE_LIMIT, encode, pack
 from fleet.balancer.loadtable import LoadTable
+from fleet.balancer.proxystate import ProxyState, transition
 from fleet.config import Config
 from fleet.supervisor.policy import RestartPolicy
 from fleet.supervisor.process import _child_setup
@@ -30,6 +31,7 @@ from fleet.tasks import cancel_and_wait
 START_TIMEOUT = 30.0  # a proxy process that has not bound its port by then fails the start
 CLOSE_WAIT = 5.0  # after "close", a proxy process that has not exited is killed
 SPARE_RETRY = 1.0  # a spare proxy process that died unused is replaced after this
+SYNC_WAIT = 5.0  # settle() waits at most this for each proxy process's answer
 
 
 class Launched:
@@ -53,7 +55,19 @@ class ProxySlot:
         self.started: asyncio.Future[str | None] | None = None  # None: serving; str: bind error
         self.drained: asyncio.Future[bool] | None = None
         self.restarts = 0
-        self.serving = False  # its listener is bound (it said "started")
+        self.state = ProxyState.STARTING
+        self.since: float | None = None  # wall clock: when the current process began serving
+        self.connections = 0  # client connections it holds (its last stats message)
+        self.requests = 0  # requests it relayed since its start, removed workers' included
+        self.syncs: dict[int, asyncio.Future[None]] = {}  # settle(): sent, not yet answered
+
+    @property
+    def serving(self) -> bool:
+        """Its listener is bound and accepts (it said "started", fleet is not stopping)."""
+        return self.state is ProxyState.SERVING
+
+    def move(self, state: ProxyState) -> None:
+        self.state = transition(self.state, state)
 
     def send(self, message: dict[str, Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -75,6 +89,8 @@ class ProxyLives:
         self._closing = False
         self._spare: Launched | None = None
         self._spare_taken = asyncio.Event()
+        self._accepting = True  # False once fleet stops: a new proxy process is told at once
+        self._syncs = 0
         # Set by fleet up: declare each proxy process to the supervisor's reaper.
         self.spawning: Callable[[], Any] = contextlib.nullcontext
         self.own: Callable[[int], None] = lambda pid: None
@@ -124,6 +140,8 @@ class ProxyLives:
             launched = await self._launch()
         slot.proc, slot.writer = launched.proc, launched.writer
         slot.started_at = time.monotonic()
+        slot.move(ProxyState.STARTING)
+        slot.since, slot.connections, slot.requests = None, 0, 0
         slot.send({"op": "config", "row": slot.row, "config": pack(self.config)})
         self._tasks = [task for task in self._tasks if not task.done()]  # a crash loop runs for days
         self._tasks.append(asyncio.get_running_loop().create_task(self._listen(slot, launched.reader)))
@@ -157,9 +175,16 @@ class ProxyLives:
             op = message.get("op")
             if op == "stats":
                 slot.snapshot = message["stats"]
+                process = message.get("process", {})
+                slot.connections, slot.requests = process.get("connections", 0), process.get("requests", 0)
                 self._refresh()
+            elif op == "synced":
+                future = slot.syncs.pop(message["n"], None)
+                if future is not None and not future.done():
+                    future.set_result(None)
             elif op == "started":
-                slot.serving = True
+                slot.move(ProxyState.SERVING if self._accepting else ProxyState.STOPPING)
+                slot.since = time.time()
                 self._welcome(slot)
                 if slot.started is not None and not slot.started.done():
                     slot.started.set_result(None)
@@ -178,20 +203,23 @@ class ProxyLives:
             except OSError as exc:  # cannot even start Python: the user must see why
                 if slot.started is not None and not slot.started.done():
                     slot.started.set_result(f"cannot start a proxy process: {exc}")
+                    slot.move(ProxyState.STOPPED)
                     return
                 self.say(f"cannot start proxy process {slot.row}: {exc}; retrying in {SPARE_RETRY:g} s")
                 await asyncio.sleep(SPARE_RETRY)
                 continue
             returncode = await proc.wait()
             slot.writer = None
-            slot.serving = False
             self._bury(slot)
             if self._closing:
+                slot.move(ProxyState.STOPPED)
                 return
             if first and slot.started is not None and not slot.started.done():
                 slot.started.set_result(f"proxy process {slot.row} exited with code {returncode} at start")
+                slot.move(ProxyState.STOPPED)
                 return
             first = False
+            slot.move(ProxyState.RESTARTING)
             decision = slot.policy.on_exit(slot.started_at, time.monotonic(), returncode,
                                            ever_ready=True, starting_up=False)
             slot.restarts += 1
@@ -208,20 +236,46 @@ class ProxyLives:
             slot.snapshot = None
         if slot.drained is not None and not slot.drained.done():
             slot.drained.set_result(True)  # nothing of it is left in flight
+        for future in slot.syncs.values():
+            if not future.done():
+                future.set_result(None)  # it has nothing left to apply
+        slot.syncs.clear()
+        slot.since, slot.connections = None, 0
         self._refresh()
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         for slot in self.slots:
             slot.send(message)
 
+    async def settle(self, timeout: float = SYNC_WAIT) -> None:
+        """Return once every live proxy process has applied every message sent so far (a
+        round trip each: messages are applied in order). ``fleet reload`` answers only then,
+        so a request sent after the answer finds the old generation draining in every
+        process, not only in the master; the stop closes every listener before it drains."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for slot in self.slots:
+            if slot.writer is None or slot.writer.is_closing():
+                continue
+            self._syncs += 1
+            future = slot.syncs[self._syncs] = loop.create_future()
+            slot.send({"op": "sync", "n": self._syncs})
+            waits.append(future)
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)  # a stuck process must not stall fleet
+
     def processes(self) -> list[dict[str, Any]]:
-        """For ``fleet status``: each proxy process, whether it serves, its restarts, and the
-        requests it relayed (since its start)."""
+        """For ``fleet status``: each proxy process, its state, since when it serves, its
+        restarts, the client connections it holds and the requests it relayed (since its
+        start: a monotonic count, removed workers included)."""
         rows = []
+        now = time.time()
         for slot in self.slots:
             alive = slot.proc is not None and slot.proc.returncode is None
-            counts = slot.snapshot["upstreams"].values() if slot.snapshot else ()
             rows.append({"row": slot.row, "pid": slot.proc.pid if alive and slot.proc else None,
-                         "serving": alive and slot.serving, "restarts": slot.restarts,
-                         "requests": sum(n for entry in counts for _, _, n in entry["requests"])})
+                         "state": slot.state.value, "serving": alive and slot.serving,
+                         "started_at": slot.since if alive else None,
+                         "uptime": now - slot.since if alive and slot.since else None,
+                         "restarts": slot.restarts, "connections": slot.connections if alive else 0,
+                         "requests": slot.requests})
         return rows

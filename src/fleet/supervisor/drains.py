@@ -34,22 +34,30 @@ class Drains:
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def begin(self, workers: list[Worker], timeout: float) -> None:
-        """Drain ``workers`` in the background (each until idle or ``timeout``), then TERM."""
+        """Drain ``workers`` in the background (each until idle or ``timeout``), then TERM.
+        They are set draining now, not when their task first runs: the reload's answer says
+        "draining", and a request sent after it must not reach them."""
         for worker in workers:
+            self._mark(worker)
             task = asyncio.ensure_future(self.drain_and_stop(worker, timeout))
             self._tasks[worker.id] = task
             task.add_done_callback(lambda _t, wid=worker.id: self._tasks.pop(wid, None))
+
+    def _mark(self, worker: Worker) -> None:
+        """``worker`` is replaced: it must not start again, and gets no new client if ready."""
+        sup = self._sup
+        sup._replaced[worker.id] = worker
+        worker.intent = Intent.STOP
+        worker.wake.set()
+        if worker.state is S.READY:
+            sup._set_state(worker, S.DRAINING)
 
     async def drain_and_stop(self, worker: Worker, timeout: float) -> None:
         """Set ``worker`` draining (if ready), wait until idle (at most ``timeout``), TERM it,
         wait for its exit. A worker that is not ready (starting, in backoff) is just stopped."""
         sup = self._sup
-        sup._replaced[worker.id] = worker
-        worker.intent = Intent.STOP
-        worker.wake.set()
+        self._mark(worker)
         try:
-            if worker.state is S.READY:
-                sup._set_state(worker, S.DRAINING)
             if worker.state is S.DRAINING and sup._wait_idle is not None:
                 began = time.monotonic()
                 idle = await sup._wait_idle(worker.id, timeout)
