@@ -3,11 +3,15 @@ that stays put on a machine shared with other work (CPU time and requests/s do n
 
     python bench/callgrind_ir.py                               # this tree
     python bench/callgrind_ir.py --base-src /tmp/fleet-base/src  # an older fleet (git archive)
+    python bench/callgrind_ir.py -- --proxy-processes 2          # every process of the proxy
+    python bench/callgrind_ir.py --group-of-one                  # the --proxy-processes machinery, one process
 
 The proxy runs under callgrind in front of three nginx ``return 200`` backends; a client sends
 ``--warmup`` keep-alive GETs (pools filled, caches hot), the counters are zeroed, then exactly
 ``--requests`` more GETs go through ``--connections`` connections (one request in flight on
-each, as wrk does), and the instructions counted are divided by the requests. Keep
+each, as wrk does), and the instructions counted are divided by the requests. With
+``--proxy-processes N`` (or ``--group-of-one``) the proxy processes, the spare and the master
+run under callgrind too (``--trace-children``), and every one of them is zeroed and counted. Keep
 ``--connections`` the same between the figures you compare: more connections per event-loop
 pass make each request cheaper.
 
@@ -28,6 +32,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import psutil  # noqa: E402
+
+import mp_cost  # noqa: E402  (GROUP_OF_ONE)
 import run as bench  # noqa: E402  (bench/run.py: services, ports)
 
 
@@ -65,8 +72,26 @@ def instructions(path: Path) -> int:
     return int(match.group(1))
 
 
+def tree(pid: int) -> list[str]:
+    """The pids of the proxy under valgrind and of its children (proxy processes, spare)."""
+    root = psutil.Process(pid)
+    return [str(p.pid) for p in [root, *root.children(recursive=True)]]
+
+
+def quiet(pid: int, timeout: float = 180.0) -> None:
+    """Wait until the proxy's processes are idle (a spare still importing under valgrind would
+    count its start-up in the measurement)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(sum(p.cpu_times()[:2]) for p in map(psutil.Process, map(int, tree(pid))))
+        time.sleep(1.0)
+        if sum(sum(p.cpu_times()[:2]) for p in map(psutil.Process, map(int, tree(pid)))) - before < 0.1:
+            return
+    raise RuntimeError(f"the proxy's processes were still busy after {timeout:g} s")
+
+
 def measure(src: str | None, requests: int, warmup: int, connections: int, workdir: Path,
-            extra: list[str], keep: Path | None = None) -> float:
+            extra: list[str], keep: Path | None = None, group_of_one: bool = False) -> float:
     ports = bench.free_ports(4)
     backends = bench.nginx_backends(ports[:3], workdir)
     out = workdir / "callgrind.out"
@@ -75,20 +100,25 @@ def measure(src: str | None, requests: int, warmup: int, connections: int, workd
         env["PYTHONPATH"] = src
     else:
         env.pop("PYTHONPATH", None)
+    head = ["-c", mp_cost.GROUP_OF_ONE] if group_of_one else ["-m", "fleet"]
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no",
-            sys.executable, "-m", "fleet", "balance", *[f"127.0.0.1:{p}" for p in ports[:3]],
+            "--trace-children=yes", sys.executable, *head, "balance", *[f"127.0.0.1:{p}" for p in ports[:3]],
             "--port", str(ports[3]), *extra]
     log = open(workdir / "proxy.log", "w")
     proxy = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         bench.wait_port(ports[3], timeout=180)
-        time.sleep(1.5)  # the prober marks the backends ready
+        time.sleep(5 if group_of_one or extra else 1.5)  # backends ready (and, under valgrind, the spare up)
         asyncio.run(load(ports[3], warmup, connections))
-        control("--zero", str(proxy.pid))
+        quiet(proxy.pid)
+        pids = tree(proxy.pid)
+        for pid in pids:
+            control("--zero", pid)
         asyncio.run(load(ports[3], requests, connections))
         for stale in workdir.glob("callgrind.out.*"):
             stale.unlink()
-        control("--dump", str(proxy.pid))
+        for pid in pids:
+            control("--dump", pid)
         dumps = sorted(workdir.glob("callgrind.out.*"))
         if not dumps:
             raise RuntimeError("callgrind wrote no dump")
@@ -113,6 +143,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--warmup", type=int, default=3000)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--group-of-one", action="store_true",
+                        help="the --proxy-processes machinery with one proxy process (master, proxy process, spare)")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dump here (for callgrind_annotate)")
     parser.add_argument("proxy_args", nargs="*", help="more `fleet balance` options (after --)")
     args = parser.parse_args()
@@ -121,8 +153,9 @@ def main() -> int:
             sys.exit(f"needs {tool} (Debian: apt-get install valgrind nginx-light)")
     with tempfile.TemporaryDirectory(prefix="fleet-callgrind-") as tmp:
         per_request = measure(args.base_src, args.requests, args.warmup, args.connections, Path(tmp),
-                              args.proxy_args, args.keep)
-    label = args.base_src or "this tree"
+                              args.proxy_args, args.keep, args.group_of_one)
+    label = (args.base_src or "this tree") + (" (group of one)" if args.group_of_one else "") + "".join(
+        f" {a}" for a in args.proxy_args)
     print(f"{label}: {per_request:,.0f} instructions per request "
           f"({args.requests} keep-alive GETs over {args.connections} connections)")
     return 0
