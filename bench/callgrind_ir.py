@@ -145,7 +145,12 @@ def measure(src: str | None, requests: int, warmup: int, connections: int, workd
     proxy = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         bench.wait_port(ports[3], timeout=180)
-        time.sleep(5 if group_of_one or extra else 1.5)  # backends ready (and, under valgrind, the spare up)
+        deadline = time.monotonic() + 180
+        while " balance (pid " not in (workdir / "proxy.log").read_text(errors="replace"):  # every process serves
+            if proxy.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"fleet balance did not start: {(workdir / 'proxy.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        time.sleep(1.5)  # the prober marks the backends ready
         asyncio.run(load(ports[3], warmup, connections))
         quiet(proxy.pid)
         pids = tree(proxy.pid)

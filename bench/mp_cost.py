@@ -151,7 +151,7 @@ def measure(service: bench.Service, port: int, duration: float, script: Path | N
     sample = Sample(requests_per_second=requests / seconds)
     for pid, (user, system) in after.items():
         user0, system0 = before.get(pid, (0.0, 0.0))
-        if pid == root.pid:
+        if pid == root.pid and children:  # one process: the master is the proxy
             sample.master_us = (user - user0 + system - system0) / requests * 1e6
         else:
             sample.proxies_user_us += (user - user0) / requests * 1e6
