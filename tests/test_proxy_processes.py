@@ -230,3 +230,19 @@ def test_generated_command_lines_keep_auto() -> None:
     config = build_config({"proxy_processes": "auto"}, {}, {}, command="up", app="app.py")
     args = fleet_arguments(config)
     assert args[args.index("--proxy-processes") + 1] == "auto"
+
+
+def test_a_forgotten_workers_column_views_do_not_pile_up(table: LoadTable) -> None:
+    """Workers come and go for as long as the fleet runs (reloads, --max-requests): the table
+    keeps no view of a worker whose stats are gone, and closes with live ones outstanding."""
+    stats = SharedProxyStats(table, 0)
+    for generation in range(200):
+        stats.columns[f"g{generation}w0"] = generation % 4
+        assert stats.upstream(f"g{generation}w0").load == 0
+        stats.upstreams.pop(f"g{generation}w0")  # as ProxyProcess does on "remove"
+    assert len([ref for ref in table._columns if ref() is not None]) == 0
+    assert len(table._columns) <= 2
+    stats.columns["kept"] = 1
+    kept = stats.upstream("kept")
+    kept.active_requests += 1
+    assert table.active(1) == 1 and kept.load == 1  # table.close() (the fixture) releases its views

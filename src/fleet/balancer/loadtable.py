@@ -23,6 +23,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import weakref
 from typing import Any, Iterable
 
 from fleet.balancer.policy import Upstream, UpstreamSet
@@ -45,7 +46,9 @@ class LoadTable:
         self._map = mmap.mmap(fd, rows * COLUMNS * 2 * CELL)
         self._view = memoryview(self._map)
         self.cells: Any = self._view.cast("q")
-        self._columns: list[Any] = []  # views handed out by column(): released with the table
+        # Views handed out by column(), released with the table (the map cannot close while one
+        # is exported); weak, so a forgotten worker's views go with its stats, not pile up here.
+        self._columns: list[weakref.ref[Any]] = []
 
     @classmethod
     def create(cls, rows: int) -> "LoadTable":
@@ -74,7 +77,7 @@ class LoadTable:
         or Python loop per read (least-connections reads it for every candidate, per request)."""
         stride = COLUMNS * 2
         views = (self.cells[column * 2::stride], self.cells[column * 2 + 1::stride])
-        self._columns += views
+        self._columns = [ref for ref in self._columns if ref() is not None] + [weakref.ref(v) for v in views]
         return views
 
     def active(self, column: int) -> int:
@@ -92,8 +95,10 @@ class LoadTable:
             self.cells[index] = 0
 
     def close(self) -> None:
-        for view in self._columns:
-            view.release()
+        for ref in self._columns:
+            view = ref()
+            if view is not None:
+                view.release()
         self.cells.release()
         self._view.release()
         self._map.close()
