@@ -20,7 +20,8 @@ Per setup and load, two wrk runs on the same proxy: the first for CPU time per r
 system of every process of the proxy, master apart), the second under ``perf stat`` (software
 events and syscall tracepoints, which count whatever the machine's load) for system calls,
 event-loop passes (``epoll_wait``) and context switches per request. ``idle`` is the CPU the
-proxy's processes spend per second with no traffic (timers, snapshots, pushed routes).
+proxy's processes spend per second with no traffic (timers, snapshots, pushed routes);
+``busy`` is CPU seconds per wall second (near 100%: the proxy's core was saturated).
 
 A benchmark, not a test. Needs nginx, wrk, perf (root, or perf_event_paranoid <= 1).
 """
@@ -192,12 +193,13 @@ def report(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> str:
     lines = [f"wrk -t1 -c50, {args.duration:g} s per measurement, median of {args.rounds} rounds; proxy on core "
              f"{bench.PROXY_CORE}, wrk and backends on core {bench.LOAD_CORE}; paced: {args.pace_ms:g} ms "
              "between a connection's requests", "",
-             "| load | setup | requests/s | CPU µs/req | master µs/req | proxies user µs/req | proxies sys µs/req "
+             "| load | setup | requests/s | busy | CPU µs/req | master µs/req | proxies user µs/req | proxies sys µs/req "
              "| syscalls/req | epoll_wait/req | req per epoll_wait | ctx switches/req | idle CPU µs/s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (load, name), cell in cells.items():
         waits = cell.median("epoll_waits")
-        lines.append(f"| {load} | {name} | {cell.median('requests_per_second'):,.0f} | {cell.median('cpu_us'):.1f} | "
+        busy = statistics.median(s.cpu_us * s.requests_per_second / 1e6 for s in cell.samples)
+        lines.append(f"| {load} | {name} | {cell.median('requests_per_second'):,.0f} | {busy:.0%} | {cell.median('cpu_us'):.1f} | "
                      f"{cell.median('master_us'):.2f} | {cell.median('proxies_user_us'):.1f} | "
                      f"{cell.median('proxies_system_us'):.1f} | {cell.median('syscalls'):.2f} | {waits:.3f} | "
                      f"{1 / waits if waits else 0:.1f} | {cell.median('context_switches'):.3f} | "
