@@ -3,11 +3,15 @@ that stays put on a machine shared with other work (CPU time and requests/s do n
 
     python bench/callgrind_ir.py                               # this tree
     python bench/callgrind_ir.py --base-src /tmp/fleet-base/src  # an older fleet (git archive)
+    python bench/callgrind_ir.py -- --proxy-processes 2          # every process of the proxy
+    python bench/callgrind_ir.py --group-of-one                  # the --proxy-processes machinery, one process
 
 The proxy runs under callgrind in front of three nginx ``return 200`` backends; a client sends
 ``--warmup`` keep-alive GETs (pools filled, caches hot), the counters are zeroed, then exactly
 ``--requests`` more GETs go through ``--connections`` connections (one request in flight on
-each, as wrk does), and the instructions counted are divided by the requests. Keep
+each, as wrk does), and the instructions counted are divided by the requests. With
+``--proxy-processes N`` (or ``--group-of-one``) the proxy processes, the spare and the master
+run under callgrind too (``--trace-children``), and every one of them is zeroed and counted. Keep
 ``--connections`` the same between the figures you compare: more connections per event-loop
 pass make each request cheaper.
 
@@ -25,9 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import psutil  # noqa: E402
+
+import mp_cost  # noqa: E402  (GROUP_OF_ONE)
 import run as bench  # noqa: E402  (bench/run.py: services, ports)
 
 
@@ -65,8 +73,62 @@ def instructions(path: Path) -> int:
     return int(match.group(1))
 
 
+def tree(pid: int) -> list[str]:
+    """The pids of the proxy under valgrind and of its children (proxy processes, spare)."""
+    root = psutil.Process(pid)
+    return [str(p.pid) for p in [root, *root.children(recursive=True)]]
+
+
+def quiet(pid: int, timeout: float = 180.0) -> None:
+    """Wait until the proxy's processes are idle (a spare still importing under valgrind would
+    count its start-up in the measurement)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(sum(p.cpu_times()[:2]) for p in map(psutil.Process, map(int, tree(pid))))
+        time.sleep(1.0)
+        if sum(sum(p.cpu_times()[:2]) for p in map(psutil.Process, map(int, tree(pid)))) - before < 0.1:
+            return
+    raise RuntimeError(f"the proxy's processes were still busy after {timeout:g} s")
+
+
+@dataclass
+class Counted:
+    """Instructions of the master (the pid valgrind started) and of its children (proxy
+    processes and the spare), under load and, if asked, per second with no traffic."""
+
+    requests: int
+    seconds: float  # wall time of the measured load
+    master: int = 0
+    children: int = 0
+    idle_master_per_s: float = 0.0
+    idle_children_per_s: float = 0.0
+
+    def per_request(self) -> float:
+        return (self.master + self.children) / self.requests
+
+    def periodic_per_request(self) -> float:
+        """What the idle rate (timers, snapshots, pushed routes) accounts for over the load's seconds."""
+        return (self.idle_master_per_s + self.idle_children_per_s) * self.seconds / self.requests
+
+
+def dump_all(pids: list[str], workdir: Path) -> dict[int, int]:
+    """Dump every process; instructions by pid since its last zeroing."""
+    for stale in workdir.glob("callgrind.out.*"):
+        stale.unlink()
+    for pid in pids:
+        control("--dump", pid)
+    dumps = sorted(workdir.glob("callgrind.out.*"))
+    if not dumps:
+        raise RuntimeError("callgrind wrote no dump")
+    counts: dict[int, int] = {}
+    for dump in dumps:
+        pid = int(dump.name.split(".")[2])
+        counts[pid] = counts.get(pid, 0) + instructions(dump)
+    return counts
+
+
 def measure(src: str | None, requests: int, warmup: int, connections: int, workdir: Path,
-            extra: list[str], keep: Path | None = None) -> float:
+            extra: list[str], keep: Path | None = None, group_of_one: bool = False, idle: float = 0.0) -> Counted:
     ports = bench.free_ports(4)
     backends = bench.nginx_backends(ports[:3], workdir)
     out = workdir / "callgrind.out"
@@ -75,27 +137,44 @@ def measure(src: str | None, requests: int, warmup: int, connections: int, workd
         env["PYTHONPATH"] = src
     else:
         env.pop("PYTHONPATH", None)
+    head = ["-c", mp_cost.GROUP_OF_ONE] if group_of_one else ["-m", "fleet"]
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no",
-            sys.executable, "-m", "fleet", "balance", *[f"127.0.0.1:{p}" for p in ports[:3]],
+            "--trace-children=yes", sys.executable, *head, "balance", *[f"127.0.0.1:{p}" for p in ports[:3]],
             "--port", str(ports[3]), *extra]
     log = open(workdir / "proxy.log", "w")
     proxy = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         bench.wait_port(ports[3], timeout=180)
+        deadline = time.monotonic() + 180
+        while " balance (pid " not in (workdir / "proxy.log").read_text(errors="replace"):  # every process serves
+            if proxy.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"fleet balance did not start: {(workdir / 'proxy.log').read_text()[-2000:]}")
+            time.sleep(0.5)
         time.sleep(1.5)  # the prober marks the backends ready
         asyncio.run(load(ports[3], warmup, connections))
-        control("--zero", str(proxy.pid))
+        quiet(proxy.pid)
+        pids = tree(proxy.pid)
+        for pid in pids:
+            control("--zero", pid)
+        began = time.monotonic()
         asyncio.run(load(ports[3], requests, connections))
-        for stale in workdir.glob("callgrind.out.*"):
-            stale.unlink()
-        control("--dump", str(proxy.pid))
-        dumps = sorted(workdir.glob("callgrind.out.*"))
-        if not dumps:
-            raise RuntimeError("callgrind wrote no dump")
+        counted = Counted(requests, time.monotonic() - began)
+        loaded = dump_all(pids, workdir)
         if keep is not None:
-            for dump in dumps:
+            for dump in workdir.glob("callgrind.out.*"):
                 shutil.copy(dump, keep)
-        return sum(instructions(d) for d in dumps) / requests
+        counted.master = loaded.pop(proxy.pid, 0)
+        counted.children = sum(loaded.values())
+        if idle > 0:
+            for pid in pids:
+                control("--zero", pid)
+            began = time.monotonic()
+            time.sleep(idle)
+            quiet_counts = dump_all(pids, workdir)
+            seconds = time.monotonic() - began
+            counted.idle_master_per_s = quiet_counts.pop(proxy.pid, 0) / seconds
+            counted.idle_children_per_s = sum(quiet_counts.values()) / seconds
+        return counted
     finally:
         proxy.terminate()
         try:
@@ -113,6 +192,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--warmup", type=int, default=3000)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--group-of-one", action="store_true",
+                        help="the --proxy-processes machinery with one proxy process (master, proxy process, spare)")
+    parser.add_argument("--idle", type=float, default=0.0,
+                        help="also count this many seconds with no traffic: the periodic work per second, "
+                             "taken out of the per-request figure (callgrind's slow rate overweights it)")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dump here (for callgrind_annotate)")
     parser.add_argument("proxy_args", nargs="*", help="more `fleet balance` options (after --)")
     args = parser.parse_args()
@@ -120,11 +204,20 @@ def main() -> int:
         if not shutil.which(tool):
             sys.exit(f"needs {tool} (Debian: apt-get install valgrind nginx-light)")
     with tempfile.TemporaryDirectory(prefix="fleet-callgrind-") as tmp:
-        per_request = measure(args.base_src, args.requests, args.warmup, args.connections, Path(tmp),
-                              args.proxy_args, args.keep)
-    label = args.base_src or "this tree"
-    print(f"{label}: {per_request:,.0f} instructions per request "
-          f"({args.requests} keep-alive GETs over {args.connections} connections)")
+        counted = measure(args.base_src, args.requests, args.warmup, args.connections, Path(tmp),
+                          args.proxy_args, args.keep, args.group_of_one, args.idle)
+    label = (args.base_src or "this tree") + (" (group of one)" if args.group_of_one else "") + "".join(
+        f" {a}" for a in args.proxy_args)
+    print(f"{label}: {counted.per_request():,.0f} instructions per request "
+          f"({args.requests} keep-alive GETs over {args.connections} connections, {counted.seconds:.1f} s)")
+    if counted.children:
+        print(f"  master {counted.master / args.requests:,.0f}, proxy processes and spare "
+              f"{counted.children / args.requests:,.0f} per request")
+    if args.idle > 0:
+        periodic = counted.periodic_per_request()
+        print(f"  idle: master {counted.idle_master_per_s:,.0f}, children {counted.idle_children_per_s:,.0f} "
+              f"instructions/s; that rate over the load's {counted.seconds:.1f} s is {periodic:,.0f} per request; "
+              f"without it {counted.per_request() - periodic:,.0f} per request")
     return 0
 
 

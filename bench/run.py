@@ -30,6 +30,10 @@ CPU µs per request is measured at saturation: wrk is a closed loop (50 connecti
 its next request when the answer came), so the proxy runs as fast as it can; the "busy" column
 (CPU seconds / wall seconds) says how close to one full core that was.
 
+Before and after: ``--base-src DIR/src`` (an older fleet, ``git archive COMMIT src | tar -x -C
+DIR``) adds the row "fleet (before, base)": ``fleet balance`` run from that source with
+``PYTHONPATH`` (same interpreter and libraries), right after this tree's in every round.
+
 More fleet rows: ``--fleet-variant NAME=ARGS`` (repeatable) adds a row to the HTTP and end-to-end
 tables for ``fleet balance``/``fleet up`` with extra options, e.g.
 ``--fleet-variant "fleet 2 proc=--proxy-processes 2"``; each such row is also in the CPU ratios.
@@ -64,6 +68,7 @@ HERE = Path(__file__).resolve().parent
 LOAD_CORE = "0"
 PROXY_CORE = "1"
 BOTH_CORES = "0,1"
+BASE_ROW = "fleet (before, base)"  # --base-src: an older fleet's src/, measured in the same run
 
 
 def free_ports(count: int) -> list[int]:
@@ -96,12 +101,12 @@ class Service:
     """A process started by the bench, always ended by it (its whole process group)."""
 
     def __init__(self, name: str, argv: list[str], port: int, workdir: Path, stdin: bool = False,
-                 timeout: float = 15.0) -> None:
+                 timeout: float = 15.0, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.port = port
         self.log = open(workdir / f"{name}.log", "w")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, env=env)
         try:
             wait_port(port, timeout)
         except RuntimeError:
@@ -237,10 +242,17 @@ backend app
 
 
 def fleet_proxy(port: int, backends: list[int], workdir: Path, name: str = "fleet", *extra: str,
-                core: str = PROXY_CORE) -> Service:
+                core: str = PROXY_CORE, src: str | None = None) -> Service:
+    """``fleet balance`` from this tree, or with ``src`` from an older fleet's ``src/`` on
+    ``PYTHONPATH`` (as bench/ab_cpu.py runs a base; the same interpreter and libraries)."""
     targets = [f"127.0.0.1:{b}" for b in backends]
     argv = [sys.executable, "-m", "fleet", "balance", *targets, "--port", str(port), *extra]
-    return Service(name, pinned(core, argv), port, workdir)
+    env = None
+    if src is not None:
+        env = dict(os.environ, PYTHONPATH=src)
+    elif "PYTHONPATH" in os.environ:  # this tree's fleet, not whatever PYTHONPATH names
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return Service(name, pinned(core, argv), port, workdir, env=env)
 
 
 def is_fleet_worker(process: psutil.Process) -> bool:
@@ -360,6 +372,12 @@ def bench_http(args: argparse.Namespace, workdir: Path) -> dict[str, Row]:
             ("nginx", lambda p: nginx_proxy(p, backend_ports, workdir)),
             ("haproxy", lambda p: haproxy_proxy(p, backend_ports, workdir)),
             ("fleet", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet")),
+        ]
+        if args.base_src:
+            # The older fleet (--base-src) in the same run, right after this tree's: before and after.
+            starters.append((BASE_ROW, lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-base",
+                                                             src=args.base_src)))
+        starters += [
             ("fleet+scrape", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-scraped")),
         ]
         if not args.skip_multiproc:
@@ -542,6 +560,12 @@ def report(http: dict[str, Row], ws: dict[str, dict[str, float]], args: argparse
               f"{http['fleet+scrape'].median('requests_per_second') / fleet:.2f}",
               "(proxy CPU busy: its CPU seconds / wall seconds over the run; near 100% means the proxy "
               "was saturated on its core, so requests/s is its ceiling and CPU/request its cost at full load)"]
+    if BASE_ROW in http:
+        base_cpu, cpu = http[BASE_ROW].median("cpu_us_per_request"), http["fleet"].median("cpu_us_per_request")
+        lines.append(f"CPU per request fleet / {BASE_ROW} = {cpu / base_cpu:.3f} ({base_cpu:.1f} -> {cpu:.1f} µs; "
+                     "per round: " + ", ".join(f"{f.cpu_us_per_request / b.cpu_us_per_request:.3f}"
+                                               for f, b in zip(http["fleet"].rounds, http[BASE_ROW].rounds)
+                                               if b.cpu_us_per_request) + f"; base: {args.base_src})")
     nginx_cpu = http["nginx"].median("cpu_us_per_request")
     haproxy_cpu = http["haproxy"].median("cpu_us_per_request")
     for name, row in http.items():
@@ -582,9 +606,15 @@ def main() -> None:
     parser.add_argument("--skip-multiproc", action="store_true",
                         help="no rows for fleet balance --proxy-processes 2")
     parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end Tornado table")
+    parser.add_argument("--base-src", metavar="PATH",
+                        help="src/ of an older fleet (git archive COMMIT src | tar -x -C DIR; then DIR/src): "
+                             f"adds the row '{BASE_ROW}', its fleet balance run with PYTHONPATH=PATH")
     parser.add_argument("--fleet-variant", action="append", default=[], type=fleet_variant, metavar="NAME=ARGS",
                         help="one more fleet row with extra options, e.g. 'fleet 3 proc=--proxy-processes 3'")
     args = parser.parse_args()
+    if args.base_src and not (Path(args.base_src) / "fleet" / "__init__.py").is_file():
+        sys.exit(f"--base-src {args.base_src}: no fleet package there (expected {args.base_src}/fleet/__init__.py; "
+                 "make it with: mkdir -p DIR && git archive COMMIT src | tar -x -C DIR, then --base-src DIR/src)")
     missing = [tool for tool in ("nginx", "haproxy", "wrk") if not shutil.which(tool)]
     if missing:
         sys.exit(f"bench needs {', '.join(missing)} (Debian: apt-get install nginx-light haproxy wrk)")

@@ -96,6 +96,44 @@ def test_the_shared_choice_is_the_one_process_choice_on_the_same_counts(
         table.close()
 
 
+SPLIT_STATE = st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2), st.integers(0, 2), st.booleans(),
+                        st.booleans())
+
+
+@given(st.lists(SPLIT_STATE, min_size=0, max_size=5), st.integers(0, 5), st.integers(-1, 5), st.integers(1, 8))
+def test_the_shared_choice_over_two_rows_is_the_one_process_choice_on_the_summed_counts(
+        workers: list[tuple[int, int, int, int, bool, bool]], cap: int, affinity: int, picks: int) -> None:
+    """Counts split between this process's row and another's: the choice is the one a single
+    process makes holding them all (what the inlined column sums in choose must keep)."""
+    table = LoadTable.create(rows=2)
+    other = LoadTable.attach(os.dup(table.fd), rows=2)
+    try:
+        mine, theirs = SharedProxyStats(table, 1), SharedProxyStats(other, 0)
+        plain, shared = UpstreamSet(ProxyStats(), cap), SharedUpstreamSet(mine, cap)
+        for index, (active, active_there, websockets, websockets_there, ready, draining) in enumerate(workers):
+            mine.columns[f"w{index}"] = theirs.columns[f"w{index}"] = 3 * index + 1
+            for upstreams in (plain, shared):
+                upstream = upstreams.add(f"w{index}", "127.0.0.1", 1000 + index, ready=ready)
+                upstream.draining = draining
+            plain.get(f"w{index}").stats.active_requests = active + active_there  # type: ignore[union-attr]
+            plain.get(f"w{index}").stats.websockets = websockets + websockets_there  # type: ignore[union-attr]
+            shared.get(f"w{index}").stats.active_requests = active  # type: ignore[union-attr]
+            shared.get(f"w{index}").stats.websockets = websockets  # type: ignore[union-attr]
+            there = theirs.upstream(f"w{index}")
+            there.active_requests, there.websockets = active_there, websockets_there
+        wanted = f"w{affinity}" if affinity >= 0 else None
+        for _ in range(picks):
+            a, b = plain.choose(1.0, wanted), shared.choose(1.0, wanted)
+            assert (a and a.id) == (b and b.id)
+            if a is not None and b is not None:
+                assert b.stats.load == a.stats.load  # type: ignore[attr-defined]
+                a.stats.active_requests += 1
+                b.stats.active_requests += 1
+    finally:
+        other.close()
+        table.close()
+
+
 def test_an_unannounced_worker_is_counted_privately(table: LoadTable) -> None:
     stats = SharedProxyStats(table, 0)
     upstream = stats.upstream("b9")
@@ -212,3 +250,19 @@ def test_every_proxy_state_move_is_in_the_table_or_raises() -> None:
     # Every state but STOPPED can reach STOPPED, and a dead process always comes back.
     assert all(ProxyState.STOPPED in TRANSITIONS[s] for s in ProxyState if s is not ProxyState.STOPPED)
     assert ProxyState.STARTING in TRANSITIONS[ProxyState.RESTARTING]
+
+
+def test_a_forgotten_workers_column_views_do_not_pile_up(table: LoadTable) -> None:
+    """Workers come and go for as long as the fleet runs (reloads, --max-requests): the table
+    keeps no view of a worker whose stats are gone, and closes with live ones outstanding."""
+    stats = SharedProxyStats(table, 0)
+    for generation in range(200):
+        stats.columns[f"g{generation}w0"] = generation % 4
+        assert stats.upstream(f"g{generation}w0").load == 0
+        stats.upstreams.pop(f"g{generation}w0")  # as ProxyProcess does on "remove"
+    assert len([ref for ref in table._columns if ref() is not None]) == 0
+    assert len(table._columns) <= 2
+    stats.columns["kept"] = 1
+    kept = stats.upstream("kept")
+    kept.active_requests += 1
+    assert table.active(1) == 1 and kept.load == 1  # table.close() (the fixture) releases its views

@@ -23,6 +23,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import weakref
 from typing import Any, Iterable
 
 from fleet.balancer.policy import Upstream, UpstreamSet
@@ -45,6 +46,9 @@ class LoadTable:
         self._map = mmap.mmap(fd, rows * COLUMNS * 2 * CELL)
         self._view = memoryview(self._map)
         self.cells: Any = self._view.cast("q")
+        # Views handed out by column(), released with the table (the map cannot close while one
+        # is exported); weak, so a forgotten worker's views go with its stats, not pile up here.
+        self._columns: list[weakref.ref[Any]] = []
 
     @classmethod
     def create(cls, rows: int) -> "LoadTable":
@@ -66,16 +70,23 @@ class LoadTable:
         """Index of the in-flight cell of ``column`` in ``row`` (the WebSocket cell follows it)."""
         return (row * COLUMNS + column) * 2
 
-    def column_indexes(self, column: int) -> tuple[int, ...]:
-        return tuple(self.index(row, column) for row in range(self.rows))
+    def column(self, column: int) -> tuple[Any, Any]:
+        """Live views of ``column``'s in-flight cells and WebSocket cells over every row: the
+        cells of one column are ``2 * COLUMNS`` apart, so each is a strided slice, and
+        ``sum(view)`` adds a worker's count over the processes in C, with no index arithmetic
+        or Python loop per read (least-connections reads it for every candidate, per request)."""
+        stride = COLUMNS * 2
+        views = (self.cells[column * 2::stride], self.cells[column * 2 + 1::stride])
+        self._columns = [ref for ref in self._columns if ref() is not None] + [weakref.ref(v) for v in views]
+        return views
 
     def active(self, column: int) -> int:
-        cells = self.cells
-        return sum(cells[i] for i in self.column_indexes(column))
+        stride = COLUMNS * 2
+        return sum(self.cells[column * 2::stride])
 
     def websockets(self, column: int) -> int:
-        cells = self.cells
-        return sum(cells[i + 1] for i in self.column_indexes(column))
+        stride = COLUMNS * 2
+        return sum(self.cells[column * 2 + 1::stride])
 
     def zero_row(self, row: int) -> None:
         """Only while no process owns ``row``: a dead proxy process leaves no phantom load."""
@@ -84,6 +95,10 @@ class LoadTable:
             self.cells[index] = 0
 
     def close(self) -> None:
+        for ref in self._columns:
+            view = ref()
+            if view is not None:
+                view.release()
         self.cells.release()
         self._view.release()
         self._map.close()
@@ -136,12 +151,12 @@ class SharedUpstreamStats(UpstreamStats):
     def __init__(self, worker_id: str, table: LoadTable, row: int, column: int) -> None:
         self._cells = table.cells
         self._own = table.index(row, column)
-        self._all = table.column_indexes(column)
+        self.fleet_active, self.fleet_websockets = table.column(column)  # live views, summed on read
         super().__init__(worker_id)
 
     @property  # type: ignore[override]
     def active_requests(self) -> int:
-        return int(self._cells[self._own])
+        return self._cells[self._own]
 
     @active_requests.setter
     def active_requests(self, value: int) -> None:
@@ -149,7 +164,7 @@ class SharedUpstreamStats(UpstreamStats):
 
     @property  # type: ignore[override]
     def websockets(self) -> int:
-        return int(self._cells[self._own + 1])
+        return self._cells[self._own + 1]
 
     @websockets.setter
     def websockets(self, value: int) -> None:
@@ -157,13 +172,11 @@ class SharedUpstreamStats(UpstreamStats):
 
     @property
     def load(self) -> int:
-        cells = self._cells
-        return sum(cells[i] + cells[i + 1] for i in self._all)
+        return sum(self.fleet_active) + sum(self.fleet_websockets)
 
     @property
     def fleet_active_requests(self) -> int:
-        cells = self._cells
-        return sum(cells[i] for i in self._all)
+        return sum(self.fleet_active)
 
 
 def fleet_load(stats: UpstreamStats) -> tuple[int, int]:
@@ -177,9 +190,11 @@ class SharedUpstreamSet(UpstreamSet):
     """``UpstreamSet`` whose choice and cap read the fleet-wide counts.
 
     ``choose`` mirrors ``UpstreamSet.choose`` line for line, with one change: the load and the
-    in-flight count come from ``fleet_load``. The base class keeps its inline reads so that one
-    proxy process pays nothing for this; ``test_proxy_processes`` checks the two choose alike
-    when the counts are the same.
+    in-flight count are the column's sums over every row (``fleet_load``, inlined: a function
+    call and two properties per candidate were most of what a second process added per
+    request). The base class keeps its inline reads so that one proxy process pays nothing for
+    this; ``test_proxy_processes`` checks the two choose alike when the counts are the same,
+    in one row or split over two.
     """
 
     def full(self, upstream: Upstream) -> bool:
@@ -204,7 +219,13 @@ class SharedUpstreamSet(UpstreamSet):
             upstream = order[(start + offset) % count]
             if not upstream.ready or upstream.down_until > now or upstream.draining or upstream in exclude:
                 continue
-            active, load = fleet_load(upstream.stats)
+            stats = upstream.stats
+            if type(stats) is SharedUpstreamStats:  # inline fleet_load: this runs per candidate, per request
+                active = sum(stats.fleet_active)
+                load = active + sum(stats.fleet_websockets)
+            else:
+                active = stats.active_requests
+                load = active + stats.websockets
             if cap and active >= cap:
                 continue
             if best is None or load < best_load:
