@@ -64,11 +64,14 @@ from typing import Callable
 
 import psutil
 
+from fleet.balancer.head import HOT_PATH
+
 HERE = Path(__file__).resolve().parent
 LOAD_CORE = "0"
 PROXY_CORE = "1"
 BOTH_CORES = "0,1"
 BASE_ROW = "fleet (before, base)"  # --base-src: an older fleet's src/, measured in the same run
+PURE_ROW = "fleet (pure Python)"  # this tree with FLEET_PURE_PYTHON=1
 
 
 def free_ports(count: int) -> list[int]:
@@ -242,16 +245,17 @@ backend app
 
 
 def fleet_proxy(port: int, backends: list[int], workdir: Path, name: str = "fleet", *extra: str,
-                core: str = PROXY_CORE, src: str | None = None) -> Service:
+                core: str = PROXY_CORE, src: str | None = None, pure: bool = False) -> Service:
     """``fleet balance`` from this tree, or with ``src`` from an older fleet's ``src/`` on
-    ``PYTHONPATH`` (as bench/ab_cpu.py runs a base; the same interpreter and libraries)."""
+    ``PYTHONPATH`` (as bench/ab_cpu.py runs a base; the same interpreter and libraries);
+    ``pure``: with ``FLEET_PURE_PYTHON=1`` (no compiled hot path)."""
     targets = [f"127.0.0.1:{b}" for b in backends]
     argv = [sys.executable, "-m", "fleet", "balance", *targets, "--port", str(port), *extra]
-    env = None
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLEET_PURE_PYTHON")}
     if src is not None:
-        env = dict(os.environ, PYTHONPATH=src)
-    elif "PYTHONPATH" in os.environ:  # this tree's fleet, not whatever PYTHONPATH names
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PYTHONPATH"] = src
+    if pure:
+        env["FLEET_PURE_PYTHON"] = "1"
     return Service(name, pinned(core, argv), port, workdir, env=env)
 
 
@@ -377,6 +381,9 @@ def bench_http(args: argparse.Namespace, workdir: Path) -> dict[str, Row]:
             # The older fleet (--base-src) in the same run, right after this tree's: before and after.
             starters.append((BASE_ROW, lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-base",
                                                              src=args.base_src)))
+        if not args.skip_pure:
+            # This tree without its compiled hot path: what an install without a C compiler gets.
+            starters.append((PURE_ROW, lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-pure", pure=True)))
         starters += [
             ("fleet+scrape", lambda p: fleet_proxy(p, backend_ports, workdir, "fleet-scraped")),
         ]
@@ -566,6 +573,10 @@ def report(http: dict[str, Row], ws: dict[str, dict[str, float]], args: argparse
                      "per round: " + ", ".join(f"{f.cpu_us_per_request / b.cpu_us_per_request:.3f}"
                                                for f, b in zip(http["fleet"].rounds, http[BASE_ROW].rounds)
                                                if b.cpu_us_per_request) + f"; base: {args.base_src})")
+    if PURE_ROW in http:
+        pure_cpu, cpu = http[PURE_ROW].median("cpu_us_per_request"), http["fleet"].median("cpu_us_per_request")
+        lines.append(f"CPU per request fleet / {PURE_ROW} = {cpu / pure_cpu:.3f} ({pure_cpu:.1f} -> {cpu:.1f} µs: "
+                     f"the compiled hot path, {HOT_PATH})")
     nginx_cpu = http["nginx"].median("cpu_us_per_request")
     haproxy_cpu = http["haproxy"].median("cpu_us_per_request")
     for name, row in http.items():
@@ -606,6 +617,8 @@ def main() -> None:
     parser.add_argument("--skip-multiproc", action="store_true",
                         help="no rows for fleet balance --proxy-processes 2")
     parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end Tornado table")
+    parser.add_argument("--skip-pure", action="store_true",
+                        help=f"no row '{PURE_ROW}' (this tree's fleet balance with FLEET_PURE_PYTHON=1)")
     parser.add_argument("--base-src", metavar="PATH",
                         help="src/ of an older fleet (git archive COMMIT src | tar -x -C DIR; then DIR/src): "
                              f"adds the row '{BASE_ROW}', its fleet balance run with PYTHONPATH=PATH")
