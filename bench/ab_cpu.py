@@ -10,7 +10,6 @@ A benchmark, not a test. Prints each round and the medians; the ratio is what to
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -18,20 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (bench/run.py: services, pinning, wrk, CPU accounting)
-
-
-def proxy(name: str, port: int, backends: list[int], workdir: Path, base_src: str | None) -> bench.Service:
-    argv = [sys.executable, "-m", "fleet", "balance", *[f"127.0.0.1:{b}" for b in backends], "--port", str(port)]
-    saved = os.environ.copy()
-    if base_src:
-        os.environ["PYTHONPATH"] = base_src
-    else:
-        os.environ.pop("PYTHONPATH", None)
-    try:
-        return bench.Service(name, bench.pinned(bench.PROXY_CORE, argv), port, workdir)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def main() -> int:
@@ -49,7 +34,8 @@ def main() -> int:
             for _ in range(args.rounds):
                 for label in ("base", "new"):
                     port = bench.free_ports(1)[0]
-                    service = proxy(label, port, ports, workdir, args.base_src if label == "base" else None)
+                    service = bench.fleet_proxy(port, ports, workdir, label,
+                                                src=args.base_src if label == "base" else None)
                     try:
                         bench.wrk(port, 2, 50)  # warm-up
                         result = bench.measured_wrk(service, port, args.duration, 50)

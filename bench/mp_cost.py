@@ -29,7 +29,6 @@ A benchmark, not a test. Needs nginx, wrk, perf (root, or perf_event_paranoid <=
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -79,17 +78,8 @@ def start(name: str, setup: str, port: int, backends: list[int], workdir: Path, 
     targets = [f"127.0.0.1:{b}" for b in backends]
     head = [sys.executable, "-c", GROUP_OF_ONE] if setup == "group of 1" else [sys.executable, "-m", "fleet"]
     argv = bench.pinned(bench.PROXY_CORE, [*head, "balance", *targets, "--port", str(port), *SETUPS[setup]])
-    saved = os.environ.copy()
-    if base_src:
-        os.environ["PYTHONPATH"] = base_src
-    else:
-        os.environ.pop("PYTHONPATH", None)
-    try:
-        service = bench.Service(name.replace(" ", "-").replace("(", "").replace(")", ""), argv, port, workdir)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return service
+    return bench.Service(name.replace(" ", "-").replace("(", "").replace(")", ""), argv, port, workdir,
+                         env=bench.fleet_env(base_src))
 
 
 def processes(service: bench.Service) -> tuple[psutil.Process, list[psutil.Process]]:

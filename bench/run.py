@@ -251,12 +251,18 @@ def fleet_proxy(port: int, backends: list[int], workdir: Path, name: str = "flee
     ``pure``: with ``FLEET_PURE_PYTHON=1`` (no compiled hot path)."""
     targets = [f"127.0.0.1:{b}" for b in backends]
     argv = [sys.executable, "-m", "fleet", "balance", *targets, "--port", str(port), *extra]
+    return Service(name, pinned(core, argv), port, workdir, env=fleet_env(src, pure))
+
+
+def fleet_env(src: str | None = None, pure: bool = False) -> dict[str, str]:
+    """The environment of a fleet the bench starts: this tree's fleet (whatever PYTHONPATH
+    names here), or ``src`` on ``PYTHONPATH``; compiled hot path unless ``pure``."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLEET_PURE_PYTHON")}
     if src is not None:
         env["PYTHONPATH"] = src
     if pure:
         env["FLEET_PURE_PYTHON"] = "1"
-    return Service(name, pinned(core, argv), port, workdir, env=env)
+    return env
 
 
 def is_fleet_worker(process: psutil.Process) -> bool:

@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -204,6 +205,20 @@ class FleetProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def tls_over_unix_socket(path: Path | str, context: ssl.SSLContext, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data`` over TLS on a Unix socket (``--unix-socket`` with a certificate) and read
+    until the server closes: the whole answer."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        wrapped = context.wrap_socket(sock)
+        wrapped.sendall(data)
+        answer = b""
+        while chunk := wrapped.recv(65536):
+            answer += chunk
+    return answer
 
 
 def kill_group(pgid: int) -> None:

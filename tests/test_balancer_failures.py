@@ -23,7 +23,7 @@ import pytest
 import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import FleetProcess, free_port, require_tool, start_fleet, wait_until
+from support import FleetProcess, free_port, require_tool, start_fleet, tls_over_unix_socket, wait_until
 from test_balancer import BACKEND, get, raw, status_of, worker_of, ws_connect
 from up_helpers import Fleet, up, workers_without_proxy
 
@@ -227,14 +227,7 @@ def test_https_and_unix_socket_listeners(backends: Fleet, tmp_path: Path) -> Non
         seen = {k.lower(): v for k, v in json.loads(connection.getresponse().read())["headers"]}
         connection.close()
         assert seen["x-forwarded-proto"] == "https"
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(10)
-            sock.connect(str(unix_path))
-            wrapped = context.wrap_socket(sock)
-            wrapped.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            answer = b""
-            while chunk := wrapped.recv(65536):
-                answer += chunk
+        answer = tls_over_unix_socket(unix_path, context, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 200") and b"hello from g1w" in answer
         proc.signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

@@ -8,6 +8,7 @@ process holds enough of them, and asks psutil which process holds which.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -25,9 +26,12 @@ from up_helpers import Fleet, family, living, up
 BACKEND = str(Path(__file__).parent / "apps" / "backend.py")
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    started = up(tmp_path, BACKEND, "--proxy-processes", "2", "--graceful-timeout", "2", workers=2, proxy=True)
+@contextlib.contextmanager
+def two_proxy_processes(tmp_path: Path, graceful_timeout: str) -> Iterator[Fleet]:
+    """Two workers behind two serving proxy processes; stopped (if the test did not) and every
+    process of its tree gone afterwards."""
+    started = up(tmp_path, BACKEND, "--proxy-processes", "2", "--graceful-timeout", graceful_timeout,
+                 workers=2, proxy=True)
     everyone: list[psutil.Process] = []
     try:
         wait_until(lambda: started.all_ready(2), timeout=60, message="2 ready workers")
@@ -38,6 +42,12 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     finally:
         started.proc.stop()
     wait_until(lambda: not living(everyone), timeout=20, message="every process of the fleet gone")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with two_proxy_processes(tmp_path, "2") as started:
+        yield started
 
 
 def proxy_pids(fleet: Fleet) -> list[int]:

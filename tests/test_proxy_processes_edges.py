@@ -13,7 +13,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from support import free_port, start_fleet, wait_until
+from support import free_port, start_fleet, tls_over_unix_socket, wait_until
 from test_balancer import BACKEND, raw, status_of
 from test_edge_tls import make_cert
 from up_helpers import Fleet, balance, family, living, workers_without_proxy
@@ -50,14 +50,7 @@ def test_tls_redirect_and_unix_socket_with_two_proxy_processes(backends: Fleet, 
         answer = raw(redirect, b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert status_of(answer) == 301 and f"Location: https://localhost:{port}/x".encode() in answer
         for _ in range(10):
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(10)
-                sock.connect(str(unix_path))
-                wrapped = context.wrap_socket(sock)
-                wrapped.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                answer = b""
-                while chunk := wrapped.recv(65536):
-                    answer += chunk
+            answer = tls_over_unix_socket(unix_path, context, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 200") and b"hello from g1w0" in answer
 
         def metrics_total() -> int:

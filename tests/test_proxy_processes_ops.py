@@ -23,25 +23,14 @@ import pytest
 
 from fleet.control import request
 from support import alive, port_open, wait_until
-from test_proxy_processes_e2e import BACKEND, get, in_flight, split_connections
-from up_helpers import Fleet, family, living, up
+from test_proxy_processes_e2e import get, in_flight, split_connections, two_proxy_processes
+from up_helpers import Fleet, family, living
 
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    """Two workers behind two proxy processes; stopped (if a test did not) and every process
-    of its tree gone afterwards."""
-    started = up(tmp_path, BACKEND, "--proxy-processes", "2", "--graceful-timeout", "30", workers=2, proxy=True)
-    everyone: list[psutil.Process] = []
-    try:
-        wait_until(lambda: started.all_ready(2), timeout=60, message="2 ready workers")
-        wait_until(lambda: all(p["serving"] for p in started.status()["proxies"]), timeout=30,
-                   message="2 serving proxy processes")
-        everyone = family(started.proc.pid)
+    with two_proxy_processes(tmp_path, "30") as started:
         yield started
-    finally:
-        started.proc.stop()
-    wait_until(lambda: not living(everyone), timeout=20, message="every process of the fleet gone")
 
 
 def proxy_rows(fleet: Fleet) -> dict[int, dict]:

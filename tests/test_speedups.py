@@ -125,10 +125,10 @@ def test_ci_builds_the_compiled_module() -> None:
     if os.environ.get("FLEET_PURE_PYTHON") == "1":
         assert head.SPEEDUPS is None and head.HOT_PATH == "pure Python"
         return
-    if os.environ.get("CI") == "true":
-        assert head.SPEEDUPS is not None, "fleet.balancer._speedups was not built (is gcc/python3-dev missing?)"
-    if head.SPEEDUPS is not None:
-        assert head.HOT_PATH == "compiled"
+    if head.SPEEDUPS is None and os.environ.get("CI") != "true":
+        pytest.skip("fleet.balancer._speedups is not built here (no C compiler at install); in CI this fails")
+    assert head.SPEEDUPS is not None, "fleet.balancer._speedups was not built (is gcc/python3-dev missing?)"
+    assert head.HOT_PATH == "compiled"
 
 
 def test_fleet_pure_python_forces_the_python_path() -> None:

@@ -149,9 +149,99 @@ strip_bytes(PyObject *value)
     return PyBytes_FromStringAndSize(text + a, b - a);
 }
 
-#define APPEND(src, n) do { memcpy(cursor, (src), (n)); cursor += (n); } while (0)
-#define APPEND_LIT(lit) APPEND((lit), sizeof(lit) - 1)
-#define APPEND_BYTES(obj) APPEND(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
+/* Heads are made in two passes of the same emitter: one with ``at`` NULL counts the bytes,
+ * one writes them into a bytes object of that size. No length is derived by hand. */
+typedef struct {
+    char *at;
+    Py_ssize_t size;
+} Out;
+
+static inline void
+put(Out *out, const char *src, Py_ssize_t n)
+{
+    if (out->at != NULL) {
+        memcpy(out->at, src, n);
+        out->at += n;
+    }
+    out->size += n;
+}
+#define PUT_LIT(out, lit) put((out), (lit), sizeof(lit) - 1)
+#define PUT_BYTES(out, obj) put((out), PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
+
+/* The bytes ``emit`` puts, in a new bytes object; NULL with an exception set on error. */
+#define EMIT_BYTES(result, emit_call)                                                     \
+    do {                                                                                  \
+        Out out = {NULL, 0};                                                              \
+        Out *o = &out;                                                                    \
+        emit_call;                                                                        \
+        Py_ssize_t measured = out.size;                                                   \
+        result = PyBytes_FromStringAndSize(NULL, measured);                               \
+        if (result != NULL) {                                                             \
+            out.at = PyBytes_AS_STRING(result);                                           \
+            out.size = 0;                                                                 \
+            emit_call;                                                                    \
+            assert(out.size == measured);                                                 \
+        }                                                                                 \
+    } while (0)
+
+/* The forwarded request head: request line, the kept fields, Host if it was defaulted, and
+ * fleet's forwarding fields (as head.forward_request builds it for an untrusted peer). */
+static void
+emit_request(Out *o, PyObject *method, PyObject *url, PyObject *headers, const unsigned char *kinds,
+             Py_ssize_t count, PyObject *default_host, PyObject *host, PyObject *client_ip, PyObject *scheme)
+{
+    PUT_BYTES(o, method);
+    PUT_LIT(o, " ");
+    PUT_BYTES(o, url);
+    PUT_LIT(o, " HTTP/1.1");
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (!kinds[i])
+            continue;
+        PyObject *field = PyList_GET_ITEM(headers, i);
+        PUT_LIT(o, "\r\n");
+        PUT_BYTES(o, PyTuple_GET_ITEM(field, 0));
+        PUT_LIT(o, ": ");
+        PUT_BYTES(o, PyTuple_GET_ITEM(field, 1));
+    }
+    if (host == default_host) {
+        PUT_LIT(o, "\r\nHost: ");
+        PUT_BYTES(o, host);
+    }
+    PUT_LIT(o, "\r\nX-Forwarded-For: ");
+    PUT_BYTES(o, client_ip);
+    PUT_LIT(o, "\r\nX-Forwarded-Proto: ");
+    PUT_BYTES(o, scheme);
+    PUT_LIT(o, "\r\nX-Forwarded-Host: ");
+    PUT_BYTES(o, host);
+    PUT_LIT(o, "\r\nX-Real-IP: ");
+    PUT_BYTES(o, client_ip);
+    PUT_LIT(o, "\r\n\r\n");
+}
+
+/* A cached worker head with the proxy's edits (as head.response_head_raw adds them). */
+static void
+emit_response(Out *o, PyObject *raw, int chunked, PyObject *set_cookie, PyObject *extra, int keep_alive,
+              int http10)
+{
+    PUT_BYTES(o, raw);
+    PUT_LIT(o, "\r\n");
+    if (chunked)
+        PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+    if (set_cookie != Py_None) {
+        PUT_BYTES(o, set_cookie);
+        PUT_LIT(o, "\r\n");
+    }
+    if (extra != Py_None) {
+        PUT_BYTES(o, extra);
+        PUT_LIT(o, "\r\n");
+    }
+    if (!keep_alive)
+        PUT_LIT(o, "Connection: close\r\n\r\n");
+    else if (http10)
+        PUT_LIT(o, "Connection: keep-alive\r\n\r\n");
+    else
+        PUT_LIT(o, "\r\n");
+}
 
 /* request_head(method, url, http10, keep_alive, headers, client_ip, scheme, default_host)
  * -> head.Request, or None to let head.forward_request decide. */
@@ -183,7 +273,6 @@ request_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned char kinds[MAX_FIELDS];
     PyObject *host = NULL, *cookie = NULL, *origin = NULL, *ws_protocol = NULL, *session = NULL,
              *if_none_match = NULL, *if_modified_since = NULL;  /* borrowed, except host */
-    Py_ssize_t size = PyBytes_GET_SIZE(method) + 1 + url_size + 9;  /* "M URL HTTP/1.1" */
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *field = PyList_GET_ITEM(headers, i);
         if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2)
@@ -232,50 +321,17 @@ request_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto decline;
         }
         kinds[i] = 1;
-        size += 2 + PyBytes_GET_SIZE(name) + 2 + PyBytes_GET_SIZE(value);  /* CRLF "Name: value" */
     }
     if (host == NULL) {
         if (!http10)
             goto decline;  /* HTTP/1.1 without Host: 400, from the Python code */
         host = default_host;
         Py_INCREF(host);
-        size += 2 + 6 + PyBytes_GET_SIZE(host);  /* CRLF "Host: " */
     }
-    Py_ssize_t ip_size = PyBytes_GET_SIZE(client_ip);
-    size += 2 + 17 + ip_size + 21 + PyBytes_GET_SIZE(scheme) + 20 + PyBytes_GET_SIZE(host)
-            + 13 + ip_size + 4;
-
-    PyObject *forward = PyBytes_FromStringAndSize(NULL, size);
+    PyObject *forward;
+    EMIT_BYTES(forward, emit_request(o, method, url, headers, kinds, count, default_host, host, client_ip, scheme));
     if (forward == NULL)
         goto error;
-    char *cursor = PyBytes_AS_STRING(forward);
-    APPEND_BYTES(method);
-    APPEND_LIT(" ");
-    APPEND_BYTES(url);
-    APPEND_LIT(" HTTP/1.1");
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (!kinds[i])
-            continue;
-        PyObject *field = PyList_GET_ITEM(headers, i);
-        APPEND_LIT("\r\n");
-        APPEND_BYTES(PyTuple_GET_ITEM(field, 0));
-        APPEND_LIT(": ");
-        APPEND_BYTES(PyTuple_GET_ITEM(field, 1));
-    }
-    if (host == default_host) {
-        APPEND_LIT("\r\nHost: ");
-        APPEND_BYTES(host);
-    }
-    APPEND_LIT("\r\nX-Forwarded-For: ");
-    APPEND_BYTES(client_ip);
-    APPEND_LIT("\r\nX-Forwarded-Proto: ");
-    APPEND_BYTES(scheme);
-    APPEND_LIT("\r\nX-Forwarded-Host: ");
-    APPEND_BYTES(host);
-    APPEND_LIT("\r\nX-Real-IP: ");
-    APPEND_BYTES(client_ip);
-    APPEND_LIT("\r\n\r\n");
-    assert(cursor == PyBytes_AS_STRING(forward) + size);
 
     PyTypeObject *type = (PyTypeObject *)request_type;
     PyObject *request = type->tp_alloc(type, 0);
@@ -370,46 +426,10 @@ response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         keep_alive = 0;
     } else
         framing = 2;
-    PyObject *raw = PyTuple_GET_ITEM(known, 0);
-    static const char chunked[] = "Transfer-Encoding: chunked\r\n";
-    static const char close_line[] = "Connection: close\r\n\r\n";
-    static const char keep_line[] = "Connection: keep-alive\r\n\r\n";
-    Py_ssize_t size = PyBytes_GET_SIZE(raw) + 2;
-    if (framing == 2)
-        size += sizeof(chunked) - 1;
-    if (set_cookie != Py_None)
-        size += PyBytes_GET_SIZE(set_cookie) + 2;
-    if (extra != Py_None)
-        size += PyBytes_GET_SIZE(extra) + 2;
-    if (!keep_alive)
-        size += sizeof(close_line) - 1;
-    else if (http10)
-        size += sizeof(keep_line) - 1;
-    else
-        size += 2;
-    PyObject *head = PyBytes_FromStringAndSize(NULL, size);
+    PyObject *raw = PyTuple_GET_ITEM(known, 0), *head;
+    EMIT_BYTES(head, emit_response(o, raw, framing == 2, set_cookie, extra, keep_alive, http10));
     if (head == NULL)
         return NULL;
-    char *cursor = PyBytes_AS_STRING(head);
-    APPEND_BYTES(raw);
-    APPEND_LIT("\r\n");
-    if (framing == 2)
-        APPEND_LIT(chunked);
-    if (set_cookie != Py_None) {
-        APPEND_BYTES(set_cookie);
-        APPEND_LIT("\r\n");
-    }
-    if (extra != Py_None) {
-        APPEND_BYTES(extra);
-        APPEND_LIT("\r\n");
-    }
-    if (!keep_alive)
-        APPEND_LIT(close_line);
-    else if (http10)
-        APPEND_LIT(keep_line);
-    else
-        APPEND_LIT("\r\n");
-    assert(cursor == PyBytes_AS_STRING(head) + size);
     PyObject *result = Py_BuildValue("(NlO)", head, framing, (framing == 2 || framing == 3) ? Py_True : Py_False);
     return result;
 }

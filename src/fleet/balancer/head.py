@@ -297,6 +297,17 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
     return request
 
 
+def body_framing(status: int, head_request: bool, has_length: bool, http10_client: bool) -> int:
+    """How a response body (not a 101's) is framed towards the client: none (HEAD, 1xx, 204,
+    304), as the worker's Content-Length, re-chunked, or until the connection closes (an
+    unframed body for an HTTP/1.0 client, whose connection then cannot be kept alive)."""
+    if head_request or status < 200 or status == 204 or status == 304:
+        return NO_BODY
+    if has_length:
+        return LENGTH
+    return UNTIL_CLOSE if http10_client else CHUNKED
+
+
 def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *,
                   head_request: bool, http10_client: bool, keep_alive: bool,
                   set_cookie: bytes | None, extra: bytes | None = None) -> tuple[bytes, int, bool]:
@@ -329,15 +340,10 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     if status == 101:
         framing = NO_BODY
         keep_alive = True
-    elif head_request or status < 200 or status in (204, 304):
-        framing = NO_BODY
-    elif has_length and not chunked_in:
-        framing = LENGTH
-    elif http10_client:
-        framing = UNTIL_CLOSE
-        keep_alive = False
     else:
-        framing = CHUNKED
+        framing = body_framing(status, head_request, has_length and not chunked_in, http10_client)
+        if framing == UNTIL_CLOSE:
+            keep_alive = False
     if not reason:
         try:
             reason = HTTPStatus(status).phrase.encode()
@@ -443,15 +449,9 @@ def response_head_raw(raw: bytes, status: int, head_request: bool, http10_client
                 _PLAIN_HEADS.clear()
             _PLAIN_HEADS[raw] = known
     raw, has_length = known
-    if head_request or status < 200 or status == 204 or status == 304:
-        framing = NO_BODY
-    elif has_length:
-        framing = LENGTH
-    elif http10_client:
-        framing = UNTIL_CLOSE
+    framing = body_framing(status, head_request, has_length, http10_client)
+    if framing == UNTIL_CLOSE:
         keep_alive = False
-    else:
-        framing = CHUNKED
     out = [raw, b"\r\n"]
     if framing == CHUNKED:
         out.append(b"Transfer-Encoding: chunked\r\n")
