@@ -246,7 +246,7 @@ class Config:
         30.0, "--header-timeout", parse=parse_duration, metavar="SECONDS", commands=PROXY,
         help="Close a client that has not sent a whole request head within this time.",
     )
-    # -- trust, allowlists and TLS extras (issue 12, holes 4, 7, 10) -------------------------
+    # -- trust, allowlists and TLS extras -------------------------
     use_xheaders: bool = option(
         False, "--use-xheaders", is_flag=True, parse=parse_bool, commands=PROXY,
         help="Deprecated: same as --trusted-proxy for loopback and private networks "
@@ -358,7 +358,7 @@ class Config:
         None, "--log-dir", metavar="DIR",
         help="Also write each worker's output to DIR/w<i>.log (DIR/s<i>.log in the surge port block).",
     )
-    # -- operations (issue 16): log files, JSON output ------------------------------------
+    # -- operations: log files, JSON output ------------------------------------
     log_max_size: int = option(
         100 * MIB, "--log-max-size", parse=parse_size, metavar="SIZE", show_default="100MiB",
         help="Rotate a --log-dir file when it would grow past this (0: never).",
@@ -372,7 +372,7 @@ class Config:
         help="fleet's output as one JSON object per line (time, source, worker, message), for log "
              "shippers.",
     )
-    # -- operations (issue 16): hooks ---------------------------------------------------------
+    # -- operations: hooks ---------------------------------------------------------
     on_ready: str | None = option(
         None, "--on-ready", metavar="CMD",
         help="Shell command run when a worker becomes ready (env: FLEET_HOOK_EVENT, "
@@ -449,7 +449,7 @@ class Config:
         help="Where the generated nginx/Apache/HAProxy config puts pid file, logs and temp "
              "files (lets the proxy run unprivileged); default: the system paths.",
     )
-    # -- Bokeh: `bokeh serve`'s deployment options, same names and units (issue 14) -----------
+    # -- Bokeh: `bokeh serve`'s deployment options, same names and units -----------
     # Each reaches every Bokeh worker with the same value (``fleet.bokeh_settings``); secrets
     # only through the environment. Meaningless for Tornado apps and --cmd.
     glob: bool = option(

@@ -4,7 +4,7 @@ On Python 3.11, ``asyncio.wait_for`` swallows a cancellation that arrives while 
 task is finishing (CPython gh-86296), and ``asyncio.timeout`` can leave a stray cancellation
 behind when it expires just as its body completes. fleet's readiness probe is a polling loop:
 one swallowed cancel and it polled on until ``--start-timeout`` while ``asyncio.Runner``
-waited for it at shutdown (issue 11: ``fleet up`` stopped while starting never exited).
+waited for it at shutdown (so ``fleet up`` stopped while starting once never exited).
 
 So fleet never uses either. It waits with ``asyncio.wait``, which never swallows a
 cancellation of its caller, and stops a task with ``cancel_and_wait``, which cancels again
