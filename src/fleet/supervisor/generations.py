@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from fleet.statetable import InvalidTransition, StateTable
 
@@ -243,6 +243,14 @@ def scale_placements(current: dict[int, int], held: frozenset[tuple[int, int]] |
             for i in range(workers) if i not in current]
 
 
+def port_list(ports: Iterable[int]) -> str:
+    """``5101-5104`` for a run of ports, ``5101, 5203`` otherwise (for the reload's messages)."""
+    ordered = sorted(ports)
+    if ordered == list(range(ordered[0], ordered[0] + len(ordered))):
+        return f"{ordered[0]}-{ordered[-1]}" if len(ordered) > 1 else str(ordered[0])
+    return ", ".join(map(str, ordered))
+
+
 def request_limit(max_requests: int, jitter: int, draw: int) -> int:
     """A worker's own ``--max-requests``: ``max_requests + draw % (jitter + 1)``; 0 stays off."""
     if not max_requests:
@@ -252,6 +260,6 @@ def request_limit(max_requests: int, jitter: int, draw: int) -> int:
 
 __all__ = [
     "worker_id", "parse_worker_id", "slot_label", "other_block", "ReloadPhase", "RELOAD_TRANSITIONS",
-    "RELOAD_LIFECYCLE", "GenerationNumbers", "ReloadPlan", "scale_placements", "Placement", "InvalidReloadStep", "RecycleReason", "RecycleLimits",
+    "RELOAD_LIFECYCLE", "GenerationNumbers", "ReloadPlan", "scale_placements", "port_list", "Placement", "InvalidReloadStep", "RecycleReason", "RecycleLimits",
     "recycle_reason", "request_limit",
 ]

@@ -28,7 +28,7 @@ from fleet.ports import PortInUseError, check_free
 from fleet.supervisor.command import worker_host
 from fleet.supervisor.drains import Drains, WaitIdle
 from fleet.supervisor.generations import (
-    Placement, RecycleReason, ReloadPhase, ReloadPlan, request_limit, scale_placements,
+    Placement, RecycleReason, ReloadPhase, ReloadPlan, port_list, request_limit, scale_placements,
 )
 from fleet.supervisor.info import Observer
 from fleet.supervisor.lifecycle import WorkerLives
@@ -178,41 +178,53 @@ class Supervisor(WorkerLives):
                 return await self._reload_in_place()
             plan = ReloadPlan(self._numbers.upcoming, {i: w.block for i, w in self._roster.current.items()},
                               self.config.reload_batch, self._roster.held_ports())
-            notes: list[str] = []
-            if plan.begin() is ReloadPhase.ENDING_OLD_DRAIN:
-                notes.append(await self._drains.end_on(plan.blocking_drains()))
-                plan.old_drain_ended()
+            notes = await self._end_blocking_drains(plan)
             try:
                 self._check_ports(plan.placements)
             except SupervisorError as exc:
                 plan.fail_before_start(str(exc))
                 raise self._reload_failed(plan, notes) from None
             self._numbers.take(plan.generation)
-            self.output.fleet(f"reload: starting generation {plan.generation} on ports "
-                              f"{_ports(self.config, plan.placements)}")
-            started: list[Worker] = []
-            while (batch := plan.next_batch()) is not None:
-                new = [self._add(p, plan.generation, trial=True, hold_output=bool(started) or i > 0)
-                       for i, p in enumerate(batch)]
-                started += new
-                failed = await self._settle(new, None)
-                if failed is not None:
-                    plan.batch_failed(f"{failed.id} failed to start: {failed.failure}")
-                    await self._discard(started)
-                    plan.rolled_back()
-                    raise self._reload_failed(plan, notes)
-                plan.batch_ready([w.index for w in new])
+            ports = port_list(self.config.worker_port(p.index, p.block) for p in plan.placements)
+            self.output.fleet(f"reload: starting generation {plan.generation} on ports {ports}")
+            started, failed = await self._start_plan(plan)
+            if failed is not None:
+                raise self._reload_failed(plan, notes)
             old = [w for w in map(self._serve, started) if w is not None]
             old_generations = sorted({w.generation for w in old})
             self._drains.begin(old, self.config.drain_timeout)
-            message = (f"generation {plan.generation} ready ({len(started)} workers on ports "
-                       f"{_ports(self.config, plan.placements)}); generation "
-                       f"{', '.join(map(str, old_generations))} draining (up to --drain-timeout "
+            message = (f"generation {plan.generation} ready ({len(started)} workers on ports {ports}); "
+                       f"generation {', '.join(map(str, old_generations))} draining (up to --drain-timeout "
                        f"{self.config.drain_timeout:g} s)")
             self.last_reload = {"generation": plan.generation, "ok": True, "time": time.time(),
                                 "message": message}
             self.output.fleet(message)
             return "\n".join([*notes, message])
+
+    async def _end_blocking_drains(self, plan: ReloadPlan) -> list[str]:
+        """Begin ``plan``: end first the drains that hold ports it needs (said in the answer)."""
+        if plan.begin() is not ReloadPhase.ENDING_OLD_DRAIN:
+            return []
+        note = await self._drains.end_on(plan.blocking_drains())
+        plan.old_drain_ended()
+        return [note]
+
+    async def _start_plan(self, plan: ReloadPlan) -> tuple[list[Worker], Worker | None]:
+        """Start ``plan``'s workers batch by batch: (started, None) once all are ready, or
+        (started, the failed one) after every started worker was stopped again."""
+        started: list[Worker] = []
+        while (batch := plan.next_batch()) is not None:
+            new = [self._add(p, plan.generation, trial=True, hold_output=bool(started) or i > 0)
+                   for i, p in enumerate(batch)]
+            started += new
+            failed = await self._settle(new, None)
+            if failed is not None:
+                plan.batch_failed(f"{failed.id} failed to start: {failed.failure}")
+                await self._discard(started)
+                plan.rolled_back()
+                return started, failed
+            plan.batch_ready([w.index for w in new])
+        return started, None
 
     def _reload_failed(self, plan: ReloadPlan, notes: list[str]) -> SupervisorError:
         current = self._roster.current
@@ -297,24 +309,14 @@ class Supervisor(WorkerLives):
                 return f"{worker.id} restarted in place"
             plan = ReloadPlan.one_worker(self._numbers.upcoming, worker.index, worker.block,
                                          self._roster.held_ports())
-            notes = []
-            if plan.begin() is ReloadPhase.ENDING_OLD_DRAIN:
-                notes.append(await self._drains.end_on(plan.blocking_drains()))
-                plan.old_drain_ended()
+            notes = await self._end_blocking_drains(plan)
             self._check_ports(plan.placements)
-            generation = self._numbers.take(plan.generation)
             self.output.fleet(f"{worker.label} recycling ({why}): starting its replacement "
-                              f"in generation {generation}")
-            [placement] = plan.next_batch() or []
-            new = self._add(placement, generation, trial=True)
-            failed = await self._settle([new], None)
+                              f"in generation {self._numbers.take(plan.generation)}")
+            [new], failed = await self._start_plan(plan)
             if failed is not None:
-                plan.batch_failed(f"{failed.failure}")
-                await self._discard([new])
-                plan.rolled_back()
                 raise SupervisorError(f"recycle of {worker.id} failed: {failed.failure}; "
                                       f"{worker.id} keeps serving")
-            plan.batch_ready([new.index])
             self._serve(new)
             self._drains.begin([worker], self.config.drain_timeout)
             return "\n".join([*notes, f"{worker.id} replaced by {new.id} ({reason.value})"])
@@ -345,8 +347,8 @@ class Supervisor(WorkerLives):
                 self.desired = workers
                 self.output.fleet(f"scaling down to {workers} workers")
                 removed = [roster.current[i] for i in current[workers:]]
-                for worker in removed:
-                    roster.retire(worker)  # no index to serve any more: it drains, then stops
+                for worker in removed:  # no index to serve any more: it drains, then stops
+                    roster.retire(worker)
                 await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout)
                                        for w in removed))
 
@@ -394,9 +396,3 @@ class Supervisor(WorkerLives):
             self._watchdog.close()
             self._watchdog = None
 
-
-def _ports(config: Config, placements: list[Placement]) -> str:
-    ports = sorted(config.worker_port(p.index, p.block) for p in placements)
-    if ports == list(range(ports[0], ports[0] + len(ports))):
-        return f"{ports[0]}-{ports[-1]}" if len(ports) > 1 else str(ports[0])
-    return ", ".join(map(str, ports))
