@@ -12,6 +12,7 @@ from fleet.supervisor.info import WorkerChange
 from fleet.supervisor.manager import Supervisor
 from fleet.supervisor.policy import WorkerState
 from fleet.supervisor.process import Output
+from fleet.supervisor.worker import Worker
 from support import free_port_range
 
 S = WorkerState
@@ -59,3 +60,27 @@ def test_each_change_carries_the_snapshot_announced_before_it_to_every_observer_
                          S.STOPPING, S.EXITED, S.STOPPED], (index, moves)
         ids = [c.after.id for c in changes if c.after.index == index]
         assert ids[0] == f"g1w{index}" and ids[-1] == f"g2w{index}"
+
+
+def test_an_observer_that_fails_neither_hides_the_change_from_the_next_nor_leaves_a_waiter_waiting() -> None:
+    config = build_config({"cmd": HTTP_SERVER, "workers": "1", "no_proxy": True}, {}, {})
+    seen: list[str] = []
+
+    def broken(change: WorkerChange) -> None:
+        raise ValueError("observer bug")
+
+    async def scenario() -> bool:
+        supervisor = Supervisor(config, None, output=_Quiet(), observers=[broken, lambda c: seen.append(c.after.id)])
+        worker = Worker(index=0, generation=1, block=0, port=5100)  # a record only: no process
+        waiting = asyncio.ensure_future(supervisor._wait_for(lambda: worker.state is S.EXITED, 5.0))
+        await asyncio.sleep(0)
+        try:
+            supervisor._set_state(worker, S.EXITED)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("the observer's error was swallowed")
+        return await waiting
+
+    assert asyncio.run(scenario()) is True
+    assert seen == ["g1w0"]

@@ -57,10 +57,6 @@ class WorkerChange:
     before: WorkerInfo | None
     after: WorkerInfo
 
-    @property
-    def info(self) -> WorkerInfo:
-        return self.after
-
     def entered(self, state: WorkerState) -> bool:
         """The worker is in ``state`` now and was not before."""
         return self.after.state is state and (self.before is None or self.before.state is not state)
