@@ -12,8 +12,9 @@ import pytest
 from fleet.config import ConfigError, build_config
 from fleet.configgen.deployment import Deployment
 from fleet.dataplane.files import DataPlaneError, Layout, Renderer, make_private, private_directory
-from fleet.dataplane.model import MIN_SLOTS, PlaneModel, ServerState, downgrades, parse_stat, refusals, state_command
+from fleet.dataplane.model import MIN_SLOTS, SERVER_STATES, PlaneModel, ServerState, downgrades, parse_stat, refusals, state_command
 from fleet.dataplane.process import command, find_binary
+from fleet.statetable import InvalidTransition
 
 
 def config(**options: str):
@@ -163,3 +164,24 @@ def test_the_servers_run_in_the_foreground_with_the_private_files() -> None:
         "/run/fleet/x.dataplane/nginx.conf", "-g", "daemon off;"]
     assert command("haproxy", "haproxy", Layout("haproxy", "/d"), test=True) == [
         "haproxy", "-f", "/d/haproxy.conf", "-c", "-q"]
+
+
+def test_the_server_state_table_is_walked_and_staying_put_is_no_move() -> None:
+    V = ServerState
+    expected = {(V.OFF, V.READY), (V.OFF, V.DRAINING), (V.READY, V.OFF), (V.READY, V.DRAINING),
+                (V.DRAINING, V.OFF)}
+    for current, target, allowed in SERVER_STATES.walk():
+        assert allowed == ((current, target) in expected), (current, target)
+        if not allowed:
+            with pytest.raises(InvalidTransition, match="data-plane server cannot go"):
+                SERVER_STATES.move(current, target)
+
+
+def test_a_draining_slot_is_never_made_ready_without_going_off_first() -> None:
+    model = PlaneModel(config())
+    model.update("g1w0", "w0", "ready")
+    model.update("g1w0", "w0", "draining")
+    with pytest.raises(InvalidTransition):
+        model.update("g1w0", "w0", "ready")  # a draining worker never serves again: a fleet bug
+    assert model.update("g1w0", "w0", "stopping") and model.slots["w0"].state is ServerState.OFF
+    assert not model.update("g1w0", "w0", "exited")  # OFF again: no move, nothing to do

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from fleet.config import Config, ConfigError, build_config, default_surge_base
 from fleet.supervisor.generations import (
+    port_list,
+    RELOAD_LIFECYCLE,
     RELOAD_TRANSITIONS,
     InvalidReloadStep,
     Placement,
@@ -169,3 +171,27 @@ def test_bad_generation_options_are_clear_errors(options: dict[str, str], messag
 
 def test_no_proxy_ignores_the_surge_block() -> None:
     assert up_config(workers="3", surge_base_port="5101", no_proxy="true").no_proxy
+
+
+def test_the_reload_table_is_a_state_table_walked_pair_by_pair() -> None:
+    for current, target, allowed in RELOAD_LIFECYCLE.walk():
+        assert allowed == (target in RELOAD_TRANSITIONS[current])
+        if not allowed:
+            with pytest.raises(InvalidReloadStep, match=f"reload cannot go from {current.value} to {target.value}"):
+                RELOAD_LIFECYCLE.move(current, target)
+    # The one same-state move: a batch is ready and the next one starts.
+    assert [s for s in ReloadPhase if RELOAD_LIFECYCLE.allows(s, s)] == [P.STARTING]
+
+
+def test_a_recycle_is_a_one_worker_plan_that_ends_an_older_drain_on_its_port_first() -> None:
+    plan = ReloadPlan.one_worker(7, 2, 0, draining_ports=frozenset({(2, 1), (0, 1)}))
+    assert plan.placements == [Placement(2, 1)] and plan.blocking_drains() == [(2, 1)]
+    assert plan.begin() is P.ENDING_OLD_DRAIN
+    plan.old_drain_ended()
+    assert plan.next_batch() == [Placement(2, 1)]
+    assert plan.batch_ready([2]) is P.SWITCHED
+
+
+def test_port_lists_name_a_run_as_a_range() -> None:
+    assert port_list([5103, 5101, 5102]) == "5101-5103"
+    assert port_list([5101]) == "5101" and port_list([5201, 5101]) == "5101, 5201"

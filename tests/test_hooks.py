@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fleet.hooks import MAX_RUNNING, HookEvent, HookRunner, detect, exit_fields
 from fleet.supervisor.process import Output
-from fleet.supervisor.info import WorkerInfo
+from fleet.supervisor.info import WorkerChange, WorkerInfo
 from support import FleetProcess, free_port_range, wait_until
 from up_helpers import processes_mentioning
 
@@ -27,16 +27,18 @@ def _info(state: str, *, pid: int | None = 10, last_exit: int | None = None, loo
 
 
 def test_detect_ready_exit_and_crash_loop_once_each() -> None:
+    C = WorkerChange
     starting, ready = _info("starting"), _info("ready")
-    assert detect(starting, ready) == [HookEvent("ready", "w0", 10, 5100)]
-    assert detect(ready, _info("ready")) == []
+    assert detect(C(starting, ready)) == [HookEvent("ready", "w0", 10, 5100)]
+    assert detect(C(ready, _info("ready"))) == []
+    assert detect(C(None, ready)) == [HookEvent("ready", "w0", 10, 5100)]
     exited = _info("exited", pid=None, last_exit=-9)
-    assert detect(ready, exited) == [HookEvent("exit", "w0", 10, 5100, None, "SIGKILL")]
+    assert detect(C(ready, exited)) == [HookEvent("exit", "w0", 10, 5100, None, "SIGKILL")]
     looping = _info("backoff", pid=None, last_exit=3, looping=True)
-    assert detect(_info("exited", pid=None, last_exit=3), looping) == [
+    assert detect(C(_info("exited", pid=None, last_exit=3), looping)) == [
         HookEvent("crash-loop", "w0", None, 5100, 3, None)]
-    assert detect(looping, _info("starting", looping=True)) == []
-    assert detect(None, _info("starting")) == []
+    assert detect(C(looping, _info("starting", looping=True))) == []
+    assert detect(C(None, _info("starting"))) == []
 
 
 def test_exit_fields_and_environment() -> None:
@@ -142,7 +144,7 @@ def test_at_most_max_running_hooks_at_once_and_close_kills_them(tmp_path: Path) 
         for index in range(MAX_RUNNING + 2):
             info = WorkerInfo(index=index, id=f"w{index}", port=5100 + index, pid=100 + index,
                               state="ready", started_at=None, restarts=0, crash_looping=False, last_exit=None)
-            runner.observe(info)
+            runner.observe(WorkerChange(None, info))
         await asyncio.sleep(0)
         deadline = time.monotonic() + 10
         while len([p for p in processes_mentioning(str(marker))]) < MAX_RUNNING and time.monotonic() < deadline:

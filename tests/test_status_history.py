@@ -11,10 +11,10 @@ import sys
 from hypothesis import given, strategies as st
 
 from fleet.status_history import (
-    ExitLog, History, Point, Traffic, Usage, document, rates, totals, worker_row,
+    Exit, ExitLog, History, Point, Traffic, Usage, document, rates, totals, worker_row,
 )
 from fleet.status_page import app_label
-from fleet.supervisor.info import WorkerInfo
+from fleet.supervisor.info import WorkerChange, WorkerInfo
 from fleet.supervisor.usage import trees_usage
 
 
@@ -53,19 +53,27 @@ def test_history_keeps_only_the_last_points_and_gives_them_column_wise() -> None
 
 def test_exit_log_lists_crashes_not_stops_fleet_asked_for_and_stays_bounded() -> None:
     log = ExitLog(size=2)
-    assert log.observe(info("ready", pid=100), 1000.0) is None
-    crash = log.observe(info("exited", pid=None, last_exit=-9), 1012.5)
+    last: dict[str, WorkerInfo] = {}
+
+    def observe(after: WorkerInfo, now: float) -> Exit | None:
+        # What the supervisor announces: each snapshot with the one announced before it.
+        change = WorkerChange(last.get(after.id), after)
+        last[after.id] = after
+        return log.observe(change, now)
+
+    assert observe(info("ready", pid=100), 1000.0) is None
+    crash = observe(info("exited", pid=None, last_exit=-9), 1012.5)
     assert crash is not None and (crash.pid, crash.code, crash.signal, crash.lived) == (100, None, "SIGKILL", 12.5)
-    assert log.observe(info("exited", pid=None, last_exit=-9), 1013.0) is None  # the same exit again
-    log.observe(info("ready", pid=101, worker="g1w1"), 1014.0)
-    log.observe(info("stopping", pid=101, worker="g1w1"), 1015.0)  # reload, scale-down: asked for
-    assert log.observe(info("exited", pid=None, worker="g1w1", last_exit=0), 1016.0) is None
+    assert observe(info("exited", pid=None, last_exit=-9), 1013.0) is None  # the same exit again
+    observe(info("ready", pid=101, worker="g1w1"), 1014.0)
+    observe(info("stopping", pid=101, worker="g1w1"), 1015.0)  # reload, scale-down: asked for
+    assert observe(info("exited", pid=None, worker="g1w1", last_exit=0), 1016.0) is None
     for pid in (200, 201, 202):
-        log.observe(info("starting", pid=pid), 1020.0)
-        log.observe(info("exited", pid=None, last_exit=3), 1021.0)
+        observe(info("starting", pid=pid), 1020.0)
+        observe(info("exited", pid=None, last_exit=3), 1021.0)
     assert [(e.pid, e.code) for e in log.exits] == [(201, 3), (202, 3)]
-    log.observe(info("stopped", pid=None), 1030.0)
-    assert log._last == {"g1w1": info("exited", pid=None, worker="g1w1", last_exit=0)}
+    first = log.observe(WorkerChange(None, info("exited", pid=None, last_exit=1)), 1040.0)
+    assert first is not None and (first.pid, first.lived) == (None, None)  # never seen running
 
 
 def test_a_sample_becomes_rows_totals_and_a_compact_json_document() -> None:
@@ -81,8 +89,8 @@ def test_a_sample_becomes_rows_totals_and_a_compact_json_document() -> None:
     history = History()
     history.add(point)
     log = ExitLog()
-    log.observe(info("ready"), 1000.0)
-    log.observe(info("exited", pid=None, last_exit=1), 1001.0)
+    assert log.observe(WorkerChange(None, info("ready")), 1000.0) is None
+    log.observe(WorkerChange(info("ready"), info("exited", pid=None, last_exit=1)), 1001.0)
     body = json.loads(document({"name": "web"}, rows, history, log, 2.0))
     assert body["name"] == "web" and body["interval"] == 2.0 and len(body["workers"]) == 2
     assert body["exits"] == [{"time": 1001.0, "worker": "g1w0", "pid": 100, "port": 5100, "code": 1,

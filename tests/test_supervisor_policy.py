@@ -9,6 +9,7 @@ import pytest
 from fleet.supervisor.policy import (
     BOOT_ERROR,
     TRANSITIONS,
+    WORKER_LIFECYCLE,
     InvalidTransition,
     RestartPolicy,
     WorkerState,
@@ -35,6 +36,13 @@ def test_every_pair_of_states_is_allowed_exactly_when_the_table_says_so() -> Non
             with pytest.raises(InvalidTransition):
                 transition(current, new)
     assert {(c, n) for c, targets in TRANSITIONS.items() for n in targets} == EXPECTED
+
+
+def test_the_worker_table_is_a_state_table_with_no_same_state_move() -> None:
+    assert {(c, n) for c, n, allowed in WORKER_LIFECYCLE.walk() if allowed} == EXPECTED
+    assert WORKER_LIFECYCLE.final_states() == {S.FAILED, S.STOPPED}
+    with pytest.raises(InvalidTransition, match="worker cannot go from ready to ready"):
+        transition(S.READY, S.READY)
 
 
 def test_final_states_and_reachability() -> None:

@@ -2,9 +2,9 @@
 ready, when its process exits, and when it starts crash-looping (as circus's hooks and
 gunicorn's ``post_worker_init``/``child_exit`` do).
 
-Driven by the supervisor's ``on_change(WorkerInfo)`` callback, which the master wraps
-(``HookRunner.wrap``): ``detect`` compares a worker's snapshot with its previous one (pure, unit
-tested) and each event starts its command without waiting for it. A hook gets
+``HookRunner.observe`` is one of the supervisor's observers: ``detect`` reads the hook events
+off a ``WorkerChange`` (pure, unit tested) and each event starts its command without waiting
+for it. A hook gets
 ``FLEET_HOOK_EVENT`` (ready, exit, crash-loop), ``FLEET_WORKER_ID``, ``FLEET_WORKER_PID``,
 ``FLEET_WORKER_PORT``, ``FLEET_EXIT_CODE`` and ``FLEET_EXIT_SIGNAL`` (empty when they do not
 apply) on top of the workers' environment (fleet's settings and secrets removed). Its output is
@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from fleet.supervisor.command import worker_environment
-from fleet.supervisor.info import WorkerInfo
-from fleet.supervisor.process import Output
+from fleet.supervisor.info import WorkerChange
+from fleet.supervisor.policy import WorkerState
+from fleet.supervisor.process import Output, relay_lines
 from fleet.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -67,24 +68,24 @@ def exit_fields(returncode: int | None) -> tuple[int | None, str | None]:
         return None, f"SIG{-returncode}"
 
 
-def detect(previous: WorkerInfo | None, info: WorkerInfo) -> list[HookEvent]:
-    """The hook events between two snapshots of one worker."""
+def detect(change: WorkerChange) -> list[HookEvent]:
+    """The hook events of one worker change."""
     events: list[HookEvent] = []
-    before = previous.state if previous is not None else None
-    if info.state == "ready" and before != "ready":
+    previous, info = change.before, change.after
+    if change.entered(WorkerState.READY):
         events.append(HookEvent("ready", info.id, info.pid, info.port))
-    if info.state == "exited" and before != "exited":
+    if change.entered(WorkerState.EXITED):
         code, sig = exit_fields(info.last_exit)
-        pid = previous.pid if previous is not None else None
+        pid = previous.pid if previous is not None else None  # the process that exited
         events.append(HookEvent("exit", info.id, pid, info.port, code, sig))
-    if info.crash_looping and not (previous is not None and previous.crash_looping):
+    if change.started_crash_looping:
         code, sig = exit_fields(info.last_exit)
         events.append(HookEvent("crash-loop", info.id, None, info.port, code, sig))
     return events
 
 
 class HookRunner:
-    """Starts hook commands for worker events; never blocks the supervisor's callback."""
+    """Starts hook commands for worker events; never blocks the supervisor's announcement."""
 
     def __init__(self, commands: dict[str, str | None], timeout: float, output: Output,
                  stopping: Callable[[], bool]) -> None:
@@ -92,7 +93,6 @@ class HookRunner:
         self.timeout = timeout
         self.output = output
         self._stopping = stopping
-        self._last: dict[str, WorkerInfo] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._groups: set[int] = set()
 
@@ -102,28 +102,12 @@ class HookRunner:
         return cls({event: cmd for event, cmd in commands.items() if cmd}, config.hook_timeout,
                    output, stopping)
 
-    def wrap(self, on_change: Callable[[WorkerInfo], None]) -> Callable[[WorkerInfo], None]:
-        """``on_change`` first (the proxy must learn of a ready worker at once), then the hooks."""
-        if not self.commands:
-            return on_change
-
-        def changed(info: WorkerInfo) -> None:
-            try:
-                on_change(info)
-            finally:
-                self.observe(info)
-
-        return changed
-
-    def observe(self, info: WorkerInfo) -> None:
-        previous = self._last.get(info.id)
-        if info.state == "stopped":
-            self._last.pop(info.id, None)  # ids of removed workers are not kept forever
-        else:
-            self._last[info.id] = info
-        if self._stopping():
+    def observe(self, change: WorkerChange) -> None:
+        """The supervisor's observer; registered after the front end's, so the proxy learns
+        of a ready worker before its hook runs."""
+        if not self.commands or self._stopping():
             return
-        for event in detect(previous, info):
+        for event in detect(change):
             command = self.commands.get(event.event)
             if command is None:
                 continue
@@ -167,20 +151,10 @@ class HookRunner:
             await cancel_and_wait([relay, exited])
 
     async def _relay(self, label: str, stream: asyncio.StreamReader) -> None:
-        pending = b""
-        while True:
-            chunk = await stream.read(65536)
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > MAX_HOOK_LINE:
-                lines.append(pending)
-                pending = b""
-            for raw in lines:
-                self.output.write_line(f"{label} | {raw.decode('utf-8', 'replace').rstrip(chr(13))}")
-        if pending:
-            self.output.write_line(f"{label} | {pending.decode('utf-8', 'replace')}")
+        def line(raw: bytes) -> None:
+            self.output.write_line(f"{label} | {raw.decode('utf-8', 'replace').rstrip(chr(13))}")
+
+        await relay_lines(stream, line, MAX_HOOK_LINE)
 
     @staticmethod
     def _kill(pgid: int) -> None:

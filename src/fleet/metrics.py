@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from fleet.balancer.stats import DURATION_BUCKETS, ProxyStats
 from fleet.supervisor.info import WorkerInfo
+from fleet.supervisor.policy import WorkerState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -188,7 +189,7 @@ class WorkerCollector(Collector):
             restarts.add_metric([worker], info.restarts)
             crash_looping.add_metric([worker], 1.0 if info.crash_looping else 0.0)
             info_family.add_metric([worker, str(info.generation)], 1.0)
-            draining.add_metric([worker], 1.0 if info.state == "draining" else 0.0)
+            draining.add_metric([worker], 1.0 if info.state is WorkerState.DRAINING else 0.0)
             if info.started_at is not None and info.pid is not None:
                 start_time.add_metric([worker], info.started_at)
             usage = tree_usage(info.pid) if info.pid is not None else None

@@ -38,9 +38,9 @@ from fleet.logfiles import Rotation
 from fleet.logs import RecordingOutput
 from fleet.sdnotify import SystemdNotifier
 from fleet.ports import PortInUseError
-from fleet.supervisor.info import WorkerInfo
+from fleet.supervisor.info import WorkerChange
 from fleet.supervisor.manager import Supervisor, SupervisorError
-from fleet.supervisor.policy import term_wait
+from fleet.supervisor.policy import WorkerState, term_wait
 from fleet.supervisor.process import Output
 from fleet.tasks import cancel_and_wait, run_loop
 
@@ -106,18 +106,17 @@ class Master(Frontage):
         self._events.put_nowait(Event.DOWN)
 
     # -- supervisor -> balancer -------------------------------------------------------------
-    def _on_change(self, info: WorkerInfo) -> None:
-        if self.status_board is not None:
-            self.status_board.observe(info)
+    def _on_change(self, change: WorkerChange) -> None:
+        info = change.after
         if self.dataplane is not None:  # nginx/HAProxy instead of the built-in balancer
             self.dataplane.on_worker(info)
-            if info.state in ("stopped", "failed"):
+            if info.state in (WorkerState.STOPPED, WorkerState.FAILED):
                 self._slots.pop(info.id, None)
             else:
                 self._slots[info.id] = info.slot
             return
         balancer = self.balancer
-        if info.state in ("stopped", "failed"):
+        if info.state in (WorkerState.STOPPED, WorkerState.FAILED):
             if balancer is not None and info.id in self._upstreams and not self.stopping:
                 balancer.remove_upstream(info.id)
                 self._upstreams.discard(info.id)
@@ -131,7 +130,7 @@ class Master(Frontage):
         if info.id not in self._upstreams:
             balancer.add_upstream(info.id, "127.0.0.1", info.port, ready=info.ready)
             self._upstreams.add(info.id)
-        elif info.state == "draining":
+        elif info.state is WorkerState.DRAINING:
             balancer.set_draining(info.id)
         else:
             balancer.set_ready(info.id, info.ready)
@@ -195,12 +194,14 @@ class Master(Frontage):
             except DataPlaneError as exc:
                 return self._error(str(exc))
         front = self.balancer or self.dataplane
-        self.supervisor = Supervisor(config, self.spec, on_change=self.hooks.wrap(self._on_change),
+        self.supervisor = Supervisor(config, self.spec, observers=(self._on_change, self.hooks.observe),
                                      wait_idle=front.wait_idle if front is not None else None,
                                      output=self.output)
         if isinstance(self.balancer, ProxyGroup):  # the reaper leaves proxy processes alone
             self.balancer.declare(self.supervisor.helper_spawning, self.supervisor.own_helper)
         self._add_fleet_routes(self.supervisor)
+        if self.status_board is not None:
+            self.supervisor.observe(self.status_board.observe)
         try:
             await self._start_metrics()  # binds --metrics-port now, before any worker runs
         except (PortInUseError, OSError) as exc:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from fleet.hooks import exit_fields
-from fleet.supervisor.info import WorkerInfo
+from fleet.supervisor.info import WorkerChange, WorkerInfo
+from fleet.supervisor.policy import WorkerState
 
 # 10 minutes of 2-second samples: about 25 KB of JSON per poll at most.
 HISTORY_POINTS = 300
@@ -109,15 +110,11 @@ class ExitLog:
 
     def __init__(self, size: int = RECENT_EXITS) -> None:
         self.exits: deque[Exit] = deque(maxlen=size)
-        self._last: dict[str, WorkerInfo] = {}
 
-    def observe(self, info: WorkerInfo, now: float) -> Exit | None:
-        previous = self._last.get(info.id)
-        if info.state == "stopped":
-            self._last.pop(info.id, None)  # removed workers are not remembered forever
-        else:
-            self._last[info.id] = info
-        if info.state != "exited" or (previous is not None and previous.state in ("exited", "stopping")):
+    def observe(self, change: WorkerChange, now: float) -> Exit | None:
+        previous, info = change.before, change.after
+        if info.state is not WorkerState.EXITED or (
+                previous is not None and previous.state in (WorkerState.EXITED, WorkerState.STOPPING)):
             return None
         code, sig = exit_fields(info.last_exit)
         started = previous.started_at if previous is not None else None
@@ -131,7 +128,7 @@ def worker_row(info: WorkerInfo, now: float, usage: Usage | None, cpu_percent: f
                traffic: Traffic | None, requests_per_second: float | None) -> dict[str, Any]:
     """One row of the page's worker table."""
     return {
-        "id": info.id, "generation": info.generation, "slot": info.label, "state": info.state,
+        "id": info.id, "generation": info.generation, "slot": info.label, "state": info.state.value,
         "current": info.current, "pid": info.pid, "port": info.port,
         "uptime": _round(now - info.started_at) if info.started_at is not None and info.pid is not None else None,
         "restarts": info.restarts, "crash_looping": info.crash_looping, "last_exit": info.last_exit,
@@ -154,7 +151,7 @@ def totals(now: float, rows: Iterable[dict[str, Any]], proxy: bool) -> Point:
         websockets=sum(r["websockets"] or 0 for r in rows) if proxy else None,
         cpu_percent=sum(r["cpu_percent"] or 0.0 for r in rows),
         rss=sum(r["rss"] or 0 for r in rows),
-        ready=sum(1 for r in rows if r["state"] == "ready"),
+        ready=sum(1 for r in rows if r["state"] == WorkerState.READY.value),
     )
 
 

@@ -27,7 +27,7 @@ import psutil
 from fleet import __version__, health
 from fleet.balancer.stats import ProxyStats
 from fleet.status_history import ExitLog, History, Traffic, Usage, document, rates, totals, worker_row
-from fleet.supervisor.info import WorkerInfo
+from fleet.supervisor.info import WorkerChange, WorkerInfo
 from fleet.supervisor.usage import trees_usage
 
 if TYPE_CHECKING:
@@ -84,9 +84,9 @@ class StatusBoard:
         return cls(supervisor.workers, lambda: supervisor.desired, lambda: supervisor.generation, stats,
                    meta_of(app_label(config.cmd, config.apps()), name, proxy_url))
 
-    def observe(self, info: WorkerInfo) -> None:
-        """The supervisor's ``on_change``: exits are caught as they happen, not at the next sample."""
-        self.exits.observe(info, time.time())
+    def observe(self, change: WorkerChange) -> None:
+        """A supervisor observer: exits are caught as they happen, not at the next sample."""
+        self.exits.observe(change, time.time())
 
     def sample(self) -> bytes:
         started = time.process_time()

@@ -10,7 +10,8 @@ block, the same names as fleet's metrics ``worker`` label):
 
 HAProxy gets every slot in its configuration and an admin state per slot (``maint``,
 ``ready``, ``drain``) through its runtime API; nginx gets only the slots it may send to and a
-graceful reload whenever that list changes. Also here: the options a server cannot honour, and
+graceful reload whenever that list changes. A slot's state changes only through
+``SERVER_STATES`` (``fleet.statetable``). Also here: the options a server cannot honour, and
 HAProxy's ``show stat`` CSV.
 """
 
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 
 from fleet.config import Config, option_fields
 from fleet.configgen.common import Upstream
+from fleet.statetable import StateTable
 from fleet.supervisor.generations import slot_label
+from fleet.supervisor.policy import WorkerState
 
 # Slots per port block configured in HAProxy beyond -n: room for `fleet scale` without a
 # restart (HAProxy 2.6 refuses `cookie` on servers added at run time, so affinity needs
@@ -37,6 +40,17 @@ class ServerState(enum.Enum):
     DRAINING = "drain"
 
 
+_V = ServerState
+# A slot follows its worker: READY -> DRAINING once replaced, OFF whenever nothing may reach it.
+# A draining worker is never ready again, and a new worker takes the slot only after the old
+# one stopped (its port), which set the slot OFF first. Staying put is no move (``_set``).
+SERVER_STATES: StateTable[ServerState] = StateTable("data-plane server", {
+    _V.OFF: {_V.READY, _V.DRAINING},
+    _V.READY: {_V.OFF, _V.DRAINING},
+    _V.DRAINING: {_V.OFF},
+})
+
+
 @dataclass
 class Slot:
     name: str
@@ -44,6 +58,11 @@ class Slot:
     worker_id: str | None = None
     state: ServerState = ServerState.OFF
     served: bool = False  # its worker has been ready: nginx keeps it listed while it restarts
+
+
+def _set(slot: Slot, state: ServerState) -> None:
+    if slot.state is not state:
+        slot.state = SERVER_STATES.move(slot.state, state)
 
 
 def slot_count(workers: int) -> int:
@@ -62,24 +81,27 @@ class PlaneModel:
                 name = slot_label(block, index)
                 self.slots[name] = Slot(name, config.worker_port(index, block))
 
-    def update(self, worker_id: str, slot: str, state: str) -> bool:
+    def update(self, worker_id: str, slot: str, state: WorkerState | str) -> bool:
         """A worker's state changed; True if the data plane must change."""
         entry = self.slots.get(slot)
         if entry is None:
             return False
+        state = WorkerState(state)
         before = (entry.worker_id, entry.state, entry.served)
-        if state in ("stopped", "failed"):
+        if state in (WorkerState.STOPPED, WorkerState.FAILED):
             if entry.worker_id == worker_id:
-                entry.worker_id, entry.state, entry.served = None, ServerState.OFF, False
+                _set(entry, ServerState.OFF)
+                entry.worker_id, entry.served = None, False
             return before != (entry.worker_id, entry.state, entry.served)
         if entry.worker_id != worker_id:
             entry.worker_id, entry.served = worker_id, False
-        if state == "ready":
-            entry.state, entry.served = ServerState.READY, True
-        elif state == "draining":
-            entry.state = ServerState.DRAINING
+        if state is WorkerState.READY:
+            _set(entry, ServerState.READY)
+            entry.served = True
+        elif state is WorkerState.DRAINING:
+            _set(entry, ServerState.DRAINING)
         else:  # starting, stopping, exited, backoff: nothing may reach it now
-            entry.state = ServerState.OFF
+            _set(entry, ServerState.OFF)
         return before != (entry.worker_id, entry.state, entry.served)
 
     def slot_of(self, worker_id: str) -> Slot | None:

@@ -7,31 +7,44 @@ polling here) until its in-flight requests and open WebSockets have ended or the
 timeout passed, then it gets SIGTERM (SIGKILL after ``--graceful-timeout``).
 
 A reload that needs the ports of a worker still draining ends that drain first (``end_on``);
-the message says so. What this is not: it never starts workers.
+the message says so. What this is not: it never starts workers. It knows the supervisor only
+through what it is given (the roster of workers and four callables), so it imports nothing of
+``manager``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Awaitable, Callable
 
-from fleet.supervisor.lifecycle import Intent, Worker
 from fleet.supervisor.policy import WorkerState, term_wait
+from fleet.supervisor.worker import Intent, Roster, Worker
 from fleet.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from fleet.supervisor.manager import Supervisor
 
 S = WorkerState
 # How long a drained worker's task may take to record its exit.
 JOIN_WAIT = 10.0
 
+# The proxy's "wait until this worker has nothing in flight" (False at the timeout).
+WaitIdle = Callable[[str, "float | None"], Awaitable[bool]]
+SetState = Callable[[Worker, WorkerState], None]
+# TERM the worker's group, KILL it after the given seconds; returns once it exited.
+Terminate = Callable[[Worker, float], Awaitable[None]]
+
 
 class Drains:
-    def __init__(self, supervisor: "Supervisor") -> None:
-        self._sup = supervisor
+    def __init__(self, roster: Roster, *, wait_idle: WaitIdle | None, set_state: SetState,
+                 terminate: Terminate, say: Callable[[str], None],
+                 graceful_timeout: Callable[[], float]) -> None:
+        self._roster = roster
+        self._wait_idle = wait_idle  # None: no proxy, nothing to wait for
+        self._set_state = set_state
+        self._terminate = terminate
+        self._say = say
+        self._graceful_timeout = graceful_timeout
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._handed_over: set[str] = set()  # drains end_on cut short and finishes itself
 
     def begin(self, workers: list[Worker], timeout: float) -> None:
         """Drain ``workers`` in the background (each until idle or ``timeout``), then TERM.
@@ -45,44 +58,48 @@ class Drains:
 
     def _mark(self, worker: Worker) -> None:
         """``worker`` is replaced: it must not start again, and gets no new client if ready."""
-        sup = self._sup
-        sup._replaced[worker.id] = worker
-        worker.intent = Intent.STOP
+        self._roster.retire(worker)
+        worker.intend(Intent.STOP)
         worker.wake.set()
         if worker.state is S.READY:
-            sup._set_state(worker, S.DRAINING)
+            self._set_state(worker, S.DRAINING)
 
     async def drain_and_stop(self, worker: Worker, timeout: float) -> None:
         """Set ``worker`` draining (if ready), wait until idle (at most ``timeout``), TERM it,
         wait for its exit. A worker that is not ready (starting, in backoff) is just stopped."""
-        sup = self._sup
         self._mark(worker)
         try:
-            if worker.state is S.DRAINING and sup._wait_idle is not None:
+            if worker.state is S.DRAINING and self._wait_idle is not None:
                 began = time.monotonic()
-                idle = await sup._wait_idle(worker.id, timeout)
+                idle = await self._wait_idle(worker.id, timeout)
                 if not idle:
-                    sup.output.fleet(f"{worker.label} still had connections after {timeout:g} s "
-                                     f"of draining; stopping it")
+                    self._say(f"{worker.label} still had connections after {timeout:g} s "
+                              f"of draining; stopping it")
                 elif time.monotonic() - began >= 1.0:
-                    sup.output.fleet(f"{worker.label} drained after {time.monotonic() - began:.0f} s")
-            graceful = sup.config.graceful_timeout
-            await sup._terminate(worker, term_wait(time.monotonic() + graceful, time.monotonic(), graceful))
+                    self._say(f"{worker.label} drained after {time.monotonic() - began:.0f} s")
+            graceful = self._graceful_timeout()
+            await self._terminate(worker, term_wait(time.monotonic() + graceful, time.monotonic(), graceful))
             if worker.task is not None:
                 _, pending = await asyncio.wait({worker.task}, timeout=JOIN_WAIT)
                 await cancel_and_wait(pending)
         finally:
-            sup._replaced.pop(worker.id, None)
+            if worker.id not in self._handed_over:
+                self._roster.forget(worker)
 
     async def end_on(self, ports: list[tuple[int, int]]) -> str:
         """End at once the drains of the workers on ``ports`` ((index, block) pairs)."""
-        sup = self._sup
-        victims = [w for w in list(sup._replaced.values()) if (w.index, w.block) in set(ports)]
+        victims = [w for w in list(self._roster.replaced.values()) if (w.index, w.block) in set(ports)]
         generations = ", ".join(str(g) for g in sorted({w.generation for w in victims}))
         message = (f"ending the drain of generation {generations} first "
                    f"({', '.join(w.id for w in victims)}; their open connections are closed)")
-        sup.output.fleet(message)
-        await cancel_and_wait([self._tasks[w.id] for w in victims if w.id in self._tasks])
+        self._say(message)
+        # The cut drains leave their workers listed: the stops below finish and forget them.
+        ids = {w.id for w in victims}
+        self._handed_over |= ids
+        try:
+            await cancel_and_wait([self._tasks[w.id] for w in victims if w.id in self._tasks])
+        finally:
+            self._handed_over -= ids
         await asyncio.gather(*(self.drain_and_stop(w, 0.0) for w in victims))
         return message
 

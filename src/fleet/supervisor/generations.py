@@ -16,7 +16,9 @@ Metrics label workers by *slot*, the port they occupy: ``w<i>`` in the base bloc
 time, and the number of series stays 2 x workers however many reloads happen;
 ``fleet_worker_info{worker,generation}`` says which generation holds each slot.
 
-``ReloadPlan`` is the life of one reload as an enum and a transition table (like
+``GenerationNumbers`` is the one place a generation number is made: a reload, a recycle (a
+one-worker ``ReloadPlan``), a scale-up and the ``--no-proxy`` in-place reload all take theirs
+from it. ``ReloadPlan`` is the life of one reload as an enum and a transition table (like
 ``supervisor.policy``), unit-tested without processes; ``recycle_reason`` decides recycling.
 """
 
@@ -25,7 +27,9 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
+
+from fleet.statetable import InvalidTransition, StateTable
 
 _WORKER_ID = re.compile(r"g([1-9][0-9]*)w([0-9]+)")
 
@@ -69,8 +73,36 @@ RELOAD_TRANSITIONS: dict[ReloadPhase, frozenset[ReloadPhase]] = {
 }
 
 
-class InvalidReloadStep(RuntimeError):
+class InvalidReloadStep(InvalidTransition):
     """The reload tried a step its table does not allow (a fleet bug)."""
+
+
+# STARTING -> STARTING is a move of its own: a batch is ready and the next one starts.
+RELOAD_LIFECYCLE = StateTable("reload", RELOAD_TRANSITIONS, error=InvalidReloadStep)
+
+
+class GenerationNumbers:
+    """Hands out generation numbers, each once and in order: the only place one is made.
+
+    ``upcoming`` is the number the next operation will use; ``take`` uses it once its workers
+    are about to start (a reload refused before that, a taken port, leaves it unused)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = 0  # the last number used; 0 before the first start
+
+    @property
+    def upcoming(self) -> int:
+        return self.last + 1
+
+    def take(self, generation: int | None = None) -> int:
+        """Use ``generation`` (default: ``upcoming``); it must be the upcoming one."""
+        wanted = self.upcoming if generation is None else generation
+        if wanted != self.upcoming:
+            raise ValueError(f"generation {wanted} is not the next one ({self.upcoming})")
+        self.last = wanted
+        return wanted
 
 
 @dataclass(frozen=True)
@@ -102,10 +134,14 @@ class ReloadPlan:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
 
+    @classmethod
+    def one_worker(cls, generation: int, index: int, block: int,
+                   draining_ports: frozenset[tuple[int, int]] = frozenset()) -> "ReloadPlan":
+        """A recycle: one replacement for the worker of ``index`` on ``block``, in the other block."""
+        return cls(generation, {index: block}, 1, draining_ports)
+
     def _go(self, phase: ReloadPhase) -> None:
-        if phase not in RELOAD_TRANSITIONS[self.phase]:
-            raise InvalidReloadStep(f"reload cannot go from {self.phase.value} to {phase.value}")
-        self.phase = phase
+        self.phase = RELOAD_LIFECYCLE.move(self.phase, phase)
 
     @property
     def placements(self) -> list[Placement]:
@@ -136,8 +172,8 @@ class ReloadPlan:
         """The next batch to start, or None once every worker is ready (SWITCHED)."""
         if self.phase is _P.SWITCHED:
             return None
-        if self.phase is not _P.STARTING:
-            raise InvalidReloadStep(f"no batch to start in phase {self.phase.value}")
+        if self.phase is not _P.STARTING:  # not begun, or rolled back: no batch may start
+            raise InvalidReloadStep(RELOAD_LIFECYCLE.name, self.phase, _P.STARTING)
         batches = self.batches()
         if self._next_batch >= len(batches):
             return None
@@ -198,6 +234,23 @@ def recycle_reason(limits: RecycleLimits, *, requests: int | None, ready_for: fl
     return None
 
 
+def scale_placements(current: dict[int, int], held: frozenset[tuple[int, int]] | set[tuple[int, int]],
+                     workers: int) -> list[Placement]:
+    """Where the new indices of a scale-up to ``workers`` go: the block the serving workers use
+    (``current``: index -> block), or the other one where a draining worker still holds it."""
+    block = current[min(current)] if current else 0
+    return [Placement(i, block if (i, block) not in held else other_block(block))
+            for i in range(workers) if i not in current]
+
+
+def port_list(ports: Iterable[int]) -> str:
+    """``5101-5104`` for a run of ports, ``5101, 5203`` otherwise (for the reload's messages)."""
+    ordered = sorted(ports)
+    if ordered == list(range(ordered[0], ordered[0] + len(ordered))):
+        return f"{ordered[0]}-{ordered[-1]}" if len(ordered) > 1 else str(ordered[0])
+    return ", ".join(map(str, ordered))
+
+
 def request_limit(max_requests: int, jitter: int, draw: int) -> int:
     """A worker's own ``--max-requests``: ``max_requests + draw % (jitter + 1)``; 0 stays off."""
     if not max_requests:
@@ -207,6 +260,6 @@ def request_limit(max_requests: int, jitter: int, draw: int) -> int:
 
 __all__ = [
     "worker_id", "parse_worker_id", "slot_label", "other_block", "ReloadPhase", "RELOAD_TRANSITIONS",
-    "ReloadPlan", "Placement", "InvalidReloadStep", "RecycleReason", "RecycleLimits",
+    "RELOAD_LIFECYCLE", "GenerationNumbers", "ReloadPlan", "scale_placements", "port_list", "Placement", "InvalidReloadStep", "RecycleReason", "RecycleLimits",
     "recycle_reason", "request_limit",
 ]

@@ -5,103 +5,52 @@ each worker's task (``_run``), which owns the worker's process from spawn to exi
 ``RestartPolicy`` what to do after an exit. Operations (``manager.Supervisor``) never restart a
 process themselves: they set the worker's ``intent`` and send signals; the task sees the exit
 and acts on the intent. Every state change goes through ``_set_state``, which checks the
-lifecycle table and fires ``on_change``.
+lifecycle table; every change a worker's snapshot shows is announced to the observers as a
+``WorkerChange`` (``_changed``).
 
-Whether a worker should stop is tracked in one place, its ``intent``: ``Intent.STOP`` once
-fleet stops, the worker is scaled away or it has been replaced.
+Whether a worker should stop is tracked in one place, its ``intent`` (``worker.INTENTS``):
+``Intent.STOP`` once fleet stops, the worker is scaled away or it has been replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import os
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from fleet.appspec import AppSpec
 from fleet.config import Config
 from fleet.ports import PortInUseError, check_free
 from fleet.supervisor.command import probe_host, worker_command, worker_host
-from fleet.supervisor.generations import slot_label, worker_id
+from fleet.supervisor.generations import GenerationNumbers
 from fleet.supervisor.heartbeat import Liveness
-from fleet.supervisor.info import WorkerInfo
-from fleet.supervisor.policy import RUNNING_STATES, RestartPolicy, WorkerState, is_boot_error, transition
+from fleet.supervisor.info import Observer, WorkerChange, WorkerInfo
+from fleet.supervisor.policy import RUNNING_STATES, WorkerState, is_boot_error, transition
 from fleet.supervisor.probe import wait_ready
 from fleet.supervisor.process import LineRelay, Output, WorkerProcess
 from fleet.supervisor.reaper import Reaper
 from fleet.supervisor.watchdog import Watchdog
+from fleet.supervisor.worker import Intent, Roster, Worker
 from fleet.tasks import cancel_and_wait, wait_event
 
 S = WorkerState
-
-
-class Intent(enum.Enum):
-    RUN = "run"  # restart after an exit (crash policy)
-    RESTART = "restart"  # planned restart on the same port (--no-proxy reload, hard recycle)
-    STOP = "stop"  # do not start again (shutdown, scale down, replaced by a new generation)
-
-
-@dataclass
-class Worker:
-    index: int
-    generation: int
-    block: int  # 0: the --base-port block, 1: the --surge-base-port block
-    port: int
-    state: WorkerState = S.STARTING
-    intent: Intent = Intent.RUN
-    # Started by a reload, a recycle or a scale-up: a boot failure fails that operation
-    # (the old worker serves on) instead of being retried. Cleared once ready.
-    trial: bool = False
-    request_limit: int = 0
-    proc: WorkerProcess | None = None
-    policy: RestartPolicy = field(default_factory=RestartPolicy)
-    spawns: int = 0
-    planned_restarts: int = 0  # restarts on purpose (in-place reload, hard recycle): not crashes
-    started_at: float | None = None  # wall clock, for WorkerInfo
-    started_mono: float = 0.0
-    ready_since: float | None = None  # monotonic
-    ever_ready: bool = False
-    crash_looping: bool = False
-    last_exit: int | None = None
-    next_start_at: float | None = None
-    failure: str | None = None  # why it went FAILED, or why its last start timed out
-    timed_out: bool = False  # the current process was not ready within --start-timeout
-    relay: LineRelay | None = None  # output of the current (or last) process
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    next_generation: int | None = None  # --no-proxy reload: the id it takes at its restart
-
-    @property
-    def id(self) -> str:
-        return worker_id(self.generation, self.index)
-
-    @property
-    def slot(self) -> str:
-        return slot_label(self.block, self.index)
-
-    @property
-    def label(self) -> str:
-        return f"{self.id}:{self.port}"
 
 
 class WorkerLives:
     """The per-worker tasks of one supervisor; ``manager.Supervisor`` adds the operations."""
 
     def __init__(self, config: Config, spec: AppSpec | None, *,
-                 on_change: Callable[[WorkerInfo], None] | None = None,
-                 output: Output | None = None) -> None:
+                 observers: Iterable[Observer] = (), output: Output | None = None) -> None:
         self.config = config
         self.spec = spec
         self.desired = config.workers
-        self._on_change = on_change or (lambda info: None)
+        self._observers: list[Observer] = list(observers)
         self.output = output or Output()
-        self._current: dict[int, Worker] = {}  # index -> the worker that serves it
-        self._replaced: dict[str, Worker] = {}  # id -> a worker still draining or stopping
-        self._pending: dict[str, Worker] = {}  # id -> started by an operation, not serving yet
+        self._roster = Roster()  # current (by index), pending and replaced workers
+        self._numbers = GenerationNumbers()
         self._starting_up = False
         self._watchdog: Watchdog | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -127,26 +76,48 @@ class WorkerLives:
             generation=worker.generation, slot=worker.slot,
             ready_since=worker.ready_since if worker.state is S.READY else None,
             request_limit=worker.request_limit,
-            current=self._current.get(worker.index) is worker,
+            current=self._roster.is_current(worker),
         )
+
+    @property
+    def generation(self) -> int:
+        """The last generation number used (``generations.GenerationNumbers``)."""
+        return self._numbers.last
 
     def workers(self) -> list[WorkerInfo]:
         """Snapshots of the serving workers (by index), then of the replaced ones still alive."""
-        current = [self._info(w) for _, w in sorted(self._current.items())]
-        others = [*self._pending.values(), *self._replaced.values()]
+        roster = self._roster
+        current = [self._info(w) for _, w in sorted(roster.current.items())]
+        others = [*roster.pending.values(), *roster.replaced.values()]
         return current + sorted((self._info(w) for w in others), key=lambda i: (i.generation, i.index))
 
     def _all(self) -> list[Worker]:
-        return [*self._current.values(), *self._pending.values(), *self._replaced.values()]
+        return self._roster.all()
+
+    def observe(self, observer: Observer) -> None:
+        """Announce every later worker change to ``observer`` too (after the earlier ones)."""
+        self._observers.append(observer)
 
     def _set_state(self, worker: Worker, new: WorkerState) -> None:
         worker.state = transition(worker.state, new)
         self._changed(worker)
 
     def _changed(self, worker: Worker) -> None:
+        """Announce ``worker``'s new snapshot, with the one announced before it, to every
+        observer in order; one observer's error neither hides the change from the next nor
+        leaves a waiter waiting (it is raised once all have seen it)."""
         info = self._info(worker)
+        change = WorkerChange(worker.announced, info)
+        worker.announced = info
+        error: BaseException | None = None
         try:
-            self._on_change(info)
+            for observer in self._observers:
+                try:
+                    observer(change)
+                except BaseException as exc:  # re-raised below, after the other observers
+                    error = error or exc
+            if error is not None:
+                raise error
         finally:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
@@ -248,7 +219,7 @@ class WorkerLives:
                 self._set_state(worker, S.STOPPED)
                 return
             if worker.intent is Intent.RESTART:
-                worker.intent = Intent.RUN
+                worker.intend(Intent.RUN)
                 worker.planned_restarts += 1
                 if worker.next_generation is not None:
                     worker.generation, worker.next_generation = worker.next_generation, None
@@ -278,7 +249,8 @@ class WorkerLives:
             if worker.intent is Intent.STOP:
                 self._set_state(worker, S.STOPPED)
                 return
-            worker.intent = Intent.RUN
+            if worker.intent is not Intent.RUN:
+                worker.intend(Intent.RUN)
 
     async def _supervise(self, worker: Worker) -> int:
         """From spawn to exit of one process; returns its exit code."""
@@ -375,7 +347,7 @@ class WorkerLives:
         if worker.proc is not proc:
             return
         if worker.intent is Intent.RUN:
-            worker.intent = Intent.RESTART
+            worker.intend(Intent.RESTART)
             self.recycles["hung"] = self.recycles.get("hung", 0) + 1
         if worker.state in (S.READY, S.DRAINING):
             self._set_state(worker, S.STOPPING)  # no new requests for it from now on

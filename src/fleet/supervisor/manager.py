@@ -8,8 +8,10 @@ ended or ``--drain-timeout`` passed. If a new worker cannot start, the new ones 
 the old generation serves on, unchanged. With ``--no-proxy`` nothing can steer traffic away
 from a worker, so a reload restarts workers one at a time on their own ports.
 
-The supervisor knows nothing about the proxy: it reports states through ``on_change`` and
-waits for a draining worker through ``wait_idle(worker_id, timeout)`` (``Balancer.wait_idle``).
+The supervisor knows nothing about the proxy: it announces each worker change to its
+observers (``info.WorkerChange``) and waits for a draining worker through
+``wait_idle(worker_id, timeout)`` (``Balancer.wait_idle``). Generation numbers come from
+``generations.GenerationNumbers`` only: a recycle is a one-worker ``ReloadPlan``.
 """
 
 from __future__ import annotations
@@ -18,24 +20,26 @@ import asyncio
 import random
 import signal
 import time
-from typing import Awaitable, Callable
+from typing import Iterable
 
 from fleet.appspec import AppSpec
 from fleet.config import Config
 from fleet.ports import PortInUseError, check_free
 from fleet.supervisor.command import worker_host
-from fleet.supervisor.drains import Drains
-from fleet.supervisor.generations import Placement, RecycleReason, ReloadPhase, ReloadPlan, other_block, request_limit
-from fleet.supervisor.info import WorkerInfo
-from fleet.supervisor.lifecycle import Intent, Worker, WorkerLives
+from fleet.supervisor.drains import Drains, WaitIdle
+from fleet.supervisor.generations import (
+    Placement, RecycleReason, ReloadPhase, ReloadPlan, port_list, request_limit, scale_placements,
+)
+from fleet.supervisor.info import Observer
+from fleet.supervisor.lifecycle import WorkerLives
 from fleet.supervisor.policy import WorkerState, term_wait
 from fleet.supervisor.process import Output
 from fleet.supervisor.reaper import Reaper
 from fleet.supervisor.watchdog import Watchdog
+from fleet.supervisor.worker import Intent, Worker
 from fleet.tasks import cancel_and_wait
 
 S = WorkerState
-WaitIdle = Callable[[str, "float | None"], Awaitable[bool]]
 
 # When a held worker fails at start-up before the first one has settled, how long to wait for it.
 BOOT_SETTLE_SECONDS = 3.0
@@ -51,15 +55,16 @@ class Supervisor(WorkerLives):
     """Spawns and watches the workers of one fleet. Use from one event loop."""
 
     def __init__(self, config: Config, spec: AppSpec | None, *,
-                 on_change: Callable[[WorkerInfo], None] | None = None,
+                 observers: Iterable[Observer] = (),
                  wait_idle: WaitIdle | None = None, output: Output | None = None) -> None:
-        super().__init__(config, spec, on_change=on_change, output=output)
+        super().__init__(config, spec, observers=observers, output=output)
         self._wait_idle = wait_idle  # None: no proxy, nothing to drain through
-        self.generation = 0  # the last generation number used
         self.last_reload: dict[str, object] | None = None  # for fleet status
         self._stopping = False
         self._ops = asyncio.Lock()  # one reload/scale/recycle at a time
-        self._drains = Drains(self)
+        self._drains = Drains(self._roster, wait_idle=wait_idle, set_state=self._set_state,
+                              terminate=self._terminate, say=self.output.fleet,
+                              graceful_timeout=lambda: self.config.graceful_timeout)
         self._rng = random.Random()
 
     @property
@@ -78,15 +83,13 @@ class Supervisor(WorkerLives):
         worker = self._new_worker(placement.index, generation, placement.block, trial=trial,
                                   hold_output=hold_output, request_limit=limit)
         if self._stopping:
-            worker.intent = Intent.STOP
-        self._pending[worker.id] = worker  # listed (and stopped with fleet) until it serves
+            worker.intend(Intent.STOP)
+        self._roster.add(worker)  # listed (and stopped with fleet) until it serves
         return worker
 
     def _serve(self, worker: Worker) -> Worker | None:
-        """``worker`` now serves its index; returns the one it replaces, if any."""
-        self._pending.pop(worker.id, None)
-        old = self._current.get(worker.index)
-        self._current[worker.index] = worker
+        """``worker`` now serves its index; returns the one it replaces (now retired), if any."""
+        old = self._roster.serve(worker)
         self._changed(worker)  # its snapshot says current now
         return old
 
@@ -145,13 +148,13 @@ class Supervisor(WorkerLives):
         self._watchdog = Watchdog()
         self._reaper = self._start_reaper(self._watchdog)  # subreaper + escaped groups
         self._starting_up = True
-        self.generation = 1
+        generation = self._numbers.take()  # 1
         try:
             # Only the first worker talks at once while fleet starts: if the app is broken,
             # every worker prints the same traceback, and the user should read it once.
             for p in placements:
-                self._serve(self._add(p, 1, trial=False, hold_output=p.index > 0))
-            failed = await self._settle(list(self._current.values()), None)
+                self._serve(self._add(p, generation, trial=False, hold_output=p.index > 0))
+            failed = await self._settle(list(self._roster.current.values()), None)
             if failed is not None:
                 raise SupervisorError(f"worker {failed.id} failed to start: {failed.failure}")
         except BaseException:
@@ -173,50 +176,62 @@ class Supervisor(WorkerLives):
                 raise SupervisorError("fleet is stopping")
             if self._wait_idle is None:
                 return await self._reload_in_place()
-            plan = ReloadPlan(self.generation + 1, {i: w.block for i, w in self._current.items()},
-                              self.config.reload_batch,
-                              frozenset((w.index, w.block) for w in self._replaced.values()))
-            notes: list[str] = []
-            if plan.begin() is ReloadPhase.ENDING_OLD_DRAIN:
-                notes.append(await self._drains.end_on(plan.blocking_drains()))
-                plan.old_drain_ended()
+            plan = ReloadPlan(self._numbers.upcoming, {i: w.block for i, w in self._roster.current.items()},
+                              self.config.reload_batch, self._roster.held_ports())
+            notes = await self._end_blocking_drains(plan)
             try:
                 self._check_ports(plan.placements)
             except SupervisorError as exc:
                 plan.fail_before_start(str(exc))
                 raise self._reload_failed(plan, notes) from None
-            self.generation = plan.generation
-            self.output.fleet(f"reload: starting generation {plan.generation} on ports "
-                              f"{_ports(self.config, plan.placements)}")
-            started: list[Worker] = []
-            while (batch := plan.next_batch()) is not None:
-                new = [self._add(p, plan.generation, trial=True, hold_output=bool(started) or i > 0)
-                       for i, p in enumerate(batch)]
-                started += new
-                failed = await self._settle(new, None)
-                if failed is not None:
-                    plan.batch_failed(f"{failed.id} failed to start: {failed.failure}")
-                    await self._discard(started)
-                    plan.rolled_back()
-                    raise self._reload_failed(plan, notes)
-                plan.batch_ready([w.index for w in new])
+            self._numbers.take(plan.generation)
+            ports = port_list(self.config.worker_port(p.index, p.block) for p in plan.placements)
+            self.output.fleet(f"reload: starting generation {plan.generation} on ports {ports}")
+            started, failed = await self._start_plan(plan)
+            if failed is not None:
+                raise self._reload_failed(plan, notes)
             old = [w for w in map(self._serve, started) if w is not None]
             old_generations = sorted({w.generation for w in old})
             self._drains.begin(old, self.config.drain_timeout)
-            message = (f"generation {plan.generation} ready ({len(started)} workers on ports "
-                       f"{_ports(self.config, plan.placements)}); generation "
-                       f"{', '.join(map(str, old_generations))} draining (up to --drain-timeout "
+            message = (f"generation {plan.generation} ready ({len(started)} workers on ports {ports}); "
+                       f"generation {', '.join(map(str, old_generations))} draining (up to --drain-timeout "
                        f"{self.config.drain_timeout:g} s)")
             self.last_reload = {"generation": plan.generation, "ok": True, "time": time.time(),
                                 "message": message}
             self.output.fleet(message)
             return "\n".join([*notes, message])
 
+    async def _end_blocking_drains(self, plan: ReloadPlan) -> list[str]:
+        """Begin ``plan``: end first the drains that hold ports it needs (said in the answer)."""
+        if plan.begin() is not ReloadPhase.ENDING_OLD_DRAIN:
+            return []
+        note = await self._drains.end_on(plan.blocking_drains())
+        plan.old_drain_ended()
+        return [note]
+
+    async def _start_plan(self, plan: ReloadPlan) -> tuple[list[Worker], Worker | None]:
+        """Start ``plan``'s workers batch by batch: (started, None) once all are ready, or
+        (started, the failed one) after every started worker was stopped again."""
+        started: list[Worker] = []
+        while (batch := plan.next_batch()) is not None:
+            new = [self._add(p, plan.generation, trial=True, hold_output=bool(started) or i > 0)
+                   for i, p in enumerate(batch)]
+            started += new
+            failed = await self._settle(new, None)
+            if failed is not None:
+                plan.batch_failed(f"{failed.id} failed to start: {failed.failure}")
+                await self._discard(started)
+                plan.rolled_back()
+                return started, failed
+            plan.batch_ready([w.index for w in new])
+        return started, None
+
     def _reload_failed(self, plan: ReloadPlan, notes: list[str]) -> SupervisorError:
-        serving = sorted({w.generation for w in self._current.values()})
+        current = self._roster.current
+        serving = sorted({w.generation for w in current.values()})
         message = (f"reload failed: generation {plan.generation} could not start ({plan.failure}); "
                    f"generation {', '.join(map(str, serving))} keeps serving with "
-                   f"{len(self._current)} workers")
+                   f"{len(current)} workers")
         self.last_reload = {"generation": plan.generation, "ok": False, "time": time.time(),
                             "message": message}
         self.output.fleet(message)
@@ -226,16 +241,15 @@ class Supervisor(WorkerLives):
         """Stop workers of a failed generation; any request they took is let finish first."""
         await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout)
                                for w in workers))
-        for worker in workers:
-            self._pending.pop(worker.id, None)
 
     async def _reload_in_place(self) -> str:
         """--no-proxy: restart each worker on its own port, one at a time (nothing can steer
         traffic away from it). Stops at the first worker that does not come back ready."""
-        generation = self.generation = self.generation + 1
+        generation = self._numbers.take()
         count = 0
-        for index in sorted(self._current):
-            worker = self._current.get(index)
+        current = self._roster.current
+        for index in sorted(current):
+            worker = current.get(index)
             if worker is None or worker.state in (S.FAILED, S.STOPPED) or self._stopping:
                 continue
             self.output.fleet(f"{worker.label} reloading")
@@ -253,7 +267,7 @@ class Supervisor(WorkerLives):
                 worker.generation, worker.next_generation = generation, None
             worker.wake.set()  # start it now instead of after the backoff
         elif worker.state in (S.STARTING, S.READY, S.DRAINING, S.STOPPING):
-            worker.intent = Intent.RESTART
+            worker.intend(Intent.RESTART)
             graceful = self.config.graceful_timeout
             await self._terminate(worker, term_wait(time.monotonic() + graceful, time.monotonic(), graceful))
         else:
@@ -274,7 +288,7 @@ class Supervisor(WorkerLives):
         hung worker). Graceful reasons start a replacement in the other block and drain the old
         worker; ``reason.graceful`` False (hard memory limit, hung) kills it at once and restarts
         it on its port. Returns what happened, or None if the worker is not serving any more."""
-        worker = next((w for w in self._current.values() if w.id == worker_id), None)
+        worker = next((w for w in self._roster.current.values() if w.id == worker_id), None)
         if worker is None or self._stopping:
             return None
         why = f"{reason.value}{': ' + detail if detail else ''}"
@@ -282,29 +296,25 @@ class Supervisor(WorkerLives):
             self.recycles[reason.value] = self.recycles.get(reason.value, 0) + 1
             self.output.fleet(f"{worker.label} killed ({why}); restarting it on its port")
             if worker.proc is not None:
-                worker.intent = Intent.RESTART
+                worker.intend(Intent.RESTART)
                 worker.proc.signal_group(signal.SIGKILL)
             return f"{worker.id} killed and restarted ({reason.value})"
         async with self._ops:
-            if self._current.get(worker.index) is not worker or worker.state is not S.READY or self._stopping:
+            if not self._roster.is_current(worker) or worker.state is not S.READY or self._stopping:
                 return None
             self.recycles[reason.value] = self.recycles.get(reason.value, 0) + 1
             if self._wait_idle is None:
                 self.output.fleet(f"{worker.label} restarting in place ({why}; --no-proxy)")
                 await self._restart_in_place(worker, None)
                 return f"{worker.id} restarted in place"
-            placement = Placement(worker.index, other_block(worker.block))
-            notes = []
-            if (placement.index, placement.block) in {(w.index, w.block) for w in self._replaced.values()}:
-                notes.append(await self._drains.end_on([(placement.index, placement.block)]))
-            self._check_ports([placement])
-            self.generation += 1
+            plan = ReloadPlan.one_worker(self._numbers.upcoming, worker.index, worker.block,
+                                         self._roster.held_ports())
+            notes = await self._end_blocking_drains(plan)
+            self._check_ports(plan.placements)
             self.output.fleet(f"{worker.label} recycling ({why}): starting its replacement "
-                              f"in generation {self.generation}")
-            new = self._add(placement, self.generation, trial=True)
-            failed = await self._settle([new], None)
+                              f"in generation {self._numbers.take(plan.generation)}")
+            [new], failed = await self._start_plan(plan)
             if failed is not None:
-                await self._discard([new])
                 raise SupervisorError(f"recycle of {worker.id} failed: {failed.failure}; "
                                       f"{worker.id} keeps serving")
             self._serve(new)
@@ -319,17 +329,16 @@ class Supervisor(WorkerLives):
         async with self._ops:
             if self._stopping:
                 return
-            current = sorted(self._current)
+            roster = self._roster
+            current = sorted(roster.current)
             if workers > len(current):
-                block = self._current[current[0]].block if current else 0
-                held = {(w.index, w.block) for w in self._replaced.values()}
-                placements = [Placement(i, block if (i, block) not in held else other_block(block))
-                              for i in range(workers) if i not in self._current]
+                placements = scale_placements({i: w.block for i, w in roster.current.items()},
+                                              roster.held_ports(), workers)
                 self._check_ports(placements)
                 self.desired = workers
-                self.generation += 1
-                self.output.fleet(f"scaling up to {workers} workers (generation {self.generation})")
-                added = [self._add(p, self.generation, trial=False) for p in placements]
+                generation = self._numbers.take()
+                self.output.fleet(f"scaling up to {workers} workers (generation {generation})")
+                added = [self._add(p, generation, trial=False) for p in placements]
                 for worker in added:
                     self._serve(worker)
                 await self._wait_for(lambda: all(w.state is not S.STARTING for w in added),
@@ -337,7 +346,9 @@ class Supervisor(WorkerLives):
             elif workers < len(current):
                 self.desired = workers
                 self.output.fleet(f"scaling down to {workers} workers")
-                removed = [self._current.pop(i) for i in current[workers:]]
+                removed = [roster.current[i] for i in current[workers:]]
+                for worker in removed:  # no index to serve any more: it drains, then stops
+                    roster.retire(worker)
                 await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout)
                                        for w in removed))
 
@@ -349,7 +360,7 @@ class Supervisor(WorkerLives):
         workers = self._all()  # before the drains end: an ended drain forgets its worker
         await self._drains.cancel()
         for worker in workers:
-            worker.intent = Intent.STOP
+            worker.intend(Intent.STOP)
             worker.wake.set()
         await asyncio.gather(*(self._terminate(w, graceful_timeout) for w in workers))
         await self._join(workers)
@@ -362,7 +373,7 @@ class Supervisor(WorkerLives):
         workers = self._all()
         await self._drains.cancel()
         for worker in workers:
-            worker.intent = Intent.STOP
+            worker.intend(Intent.STOP)
             worker.wake.set()
             if worker.proc is not None:
                 worker.proc.signal_group(signal.SIGKILL)
@@ -385,9 +396,3 @@ class Supervisor(WorkerLives):
             self._watchdog.close()
             self._watchdog = None
 
-
-def _ports(config: Config, placements: list[Placement]) -> str:
-    ports = sorted(config.worker_port(p.index, p.block) for p in placements)
-    if ports == list(range(ports[0], ports[0] + len(ports))):
-        return f"{ports[0]}-{ports[-1]}" if len(ports) > 1 else str(ports[0])
-    return ", ".join(map(str, ports))

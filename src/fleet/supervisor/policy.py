@@ -1,7 +1,8 @@
 """How a worker lives and how it is restarted: pure logic, no processes, no clock.
 
-``WorkerState`` and ``TRANSITIONS`` are the whole lifecycle in one table (like h11's
-``_state.py``): a move that is not in the table raises ``InvalidTransition``, so a bug in the
+``WorkerState`` and ``WORKER_LIFECYCLE`` (a ``fleet.statetable.StateTable`` built from
+``TRANSITIONS``) are the whole lifecycle in one table (like h11's ``_state.py``): a move that is
+not in the table raises ``InvalidTransition``, so a bug in the
 supervisor shows up as an exception instead of a worker stuck in a state nobody expected::
 
     STARTING -> READY -> DRAINING -> STOPPING -> EXITED -> STARTING   (reload, a planned restart)
@@ -18,6 +19,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from fleet import statetable
+
 # Exit code of ``python -m fleet.worker`` when the app cannot even be loaded (gunicorn's
 # WORKER_BOOT_ERROR). 126/127 are the shell's "cannot execute" / "command not found", the
 # same outcome for a ``--cmd`` worker.
@@ -25,7 +28,10 @@ BOOT_ERROR = 3
 SHELL_BOOT_ERRORS = frozenset({126, 127})
 
 
-class WorkerState(enum.Enum):
+class WorkerState(enum.StrEnum):
+    """A str as well, so ``fleet status --json``, the status page and the metrics print the
+    value unchanged; compare members with ``is`` in fleet's own code."""
+
     STARTING = "starting"  # process spawned, not yet accepting connections
     READY = "ready"  # receives traffic
     DRAINING = "draining"  # no new traffic; in-flight requests finish
@@ -52,15 +58,17 @@ TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
 RUNNING_STATES = frozenset({_S.STARTING, _S.READY, _S.DRAINING, _S.STOPPING})
 
 
-class InvalidTransition(RuntimeError):
+class InvalidTransition(statetable.InvalidTransition):
     """The supervisor tried a move the lifecycle table does not allow (a fleet bug)."""
+
+
+# No same-state move: every caller changes a worker's state or leaves it alone.
+WORKER_LIFECYCLE = statetable.StateTable("worker", TRANSITIONS, error=InvalidTransition)
 
 
 def transition(current: WorkerState, new: WorkerState) -> WorkerState:
     """Return ``new`` if the table allows ``current -> new``; raise otherwise."""
-    if new not in TRANSITIONS[current]:
-        raise InvalidTransition(f"worker cannot go from {current.value} to {new.value}")
-    return new
+    return WORKER_LIFECYCLE.move(current, new)
 
 
 def is_boot_error(returncode: int | None) -> bool:

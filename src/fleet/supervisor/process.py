@@ -50,6 +50,30 @@ def _child_setup(master_pid: int) -> Callable[[], None]:
     return setup
 
 
+async def relay_lines(stream: asyncio.StreamReader, line: Callable[[bytes], None],
+                      max_line: int = MAX_LINE) -> None:
+    """Split ``stream`` into lines (without the newline) until its end, calling ``line`` for
+    each: the one splitter for worker and hook output.
+
+    Chunks, not readline(): a process printing a 1 MB line must not raise LimitOverrunError.
+    Output without newlines (a progress bar, binary junk) longer than ``max_line`` is passed on
+    in pieces rather than buffered without bound."""
+    pending = b""
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            line(raw)
+        if len(pending) > max_line:
+            line(pending)
+            pending = b""
+    if pending:
+        line(pending)
+
+
 class Output:
     """Where worker lines and fleet's own messages go (fleet's stdout by default).
 
@@ -137,23 +161,7 @@ class WorkerProcess:
         return cls(proc, relay)
 
     async def _relay_output(self, stream: asyncio.StreamReader) -> None:
-        # Chunks, not readline(): a worker printing a 1 MB line must not raise LimitOverrunError.
-        pending = b""
-        while True:
-            chunk = await stream.read(65536)
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                self.relay.line(raw)
-            if len(pending) > MAX_LINE:
-                # Output without newlines (a progress bar, binary junk): pass it on in pieces
-                # rather than buffering it without bound.
-                self.relay.line(pending)
-                pending = b""
-        if pending:
-            self.relay.line(pending)
+        await relay_lines(stream, self.relay.line)
 
     @property
     def returncode(self) -> int | None:
