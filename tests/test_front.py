@@ -70,6 +70,13 @@ def test_each_config_gets_its_front_and_every_front_is_a_front(tmp_path: Path) -
     assert not (tmp_path / "fleet.dataplane").exists()  # choosing starts nothing
 
 
+def test_every_front_has_every_member_of_the_interface() -> None:
+    members = {name for name in vars(Front) if not name.startswith("_")}
+    assert {"start", "serve", "worker_changed", "wait_idle", "drain", "close", "routes"} <= members
+    for kind in (BuiltinFront, ManagedFront, NoFront):
+        assert not [name for name in members if not hasattr(kind, name)], kind
+
+
 def test_the_none_front_starts_serves_and_stops_without_a_trace() -> None:
     async def main() -> None:
         front = NoFront()

@@ -297,8 +297,9 @@ class Master(Frontage):
         await self._abort(None)
 
     async def _abort(self, error: str | None) -> int:
-        """Stop at once whatever started, in reverse order; ``error`` for the user. The front
-        goes first: a managed nginx/HAProxy is owned by the supervisor's watchdog."""
+        """Stop at once whatever started (a failed start, a second Ctrl-C); ``error`` for the
+        user. Each step is safe when its part never started. The front goes first: a managed
+        nginx/HAProxy is owned by the supervisor's watchdog, which ``kill_now`` closes."""
         await self.front.close()
         if self.supervisor is not None:
             await self.supervisor.kill_now()
