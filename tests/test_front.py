@@ -25,7 +25,7 @@ from fleet.front.noproxy import NoFront
 from fleet.runner import Master
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.process import Output
-from support import free_port, free_port_range, port_open, require_tool
+from support import free_port, free_port_range, http_get, port_open, require_tool
 
 
 def bindable(port: int) -> bool:
@@ -243,3 +243,64 @@ def test_a_master_whose_start_fails_after_the_proxy_started_leaves_nothing_behin
     left = {child.pid for child in psutil.Process().children(recursive=True)
             if child.status() != psutil.STATUS_ZOMBIE} - before
     assert not left, [psutil.Process(pid).cmdline() for pid in left]
+
+
+class Alone:
+    """A ``Crew`` without a supervisor: the managed server is owned by nobody else."""
+
+    family = (None, None)
+
+    def helper_spawning(self) -> None:
+        return None
+
+    def own_helper(self, pid: int) -> None:
+        pass
+
+
+def test_a_managed_server_that_cannot_bind_at_serve_leaves_no_process_and_no_files(tmp_path: Path) -> None:
+    """``start`` found the port free; it is taken before ``serve``: nginx cannot listen, the
+    front says so and removes everything it made."""
+    require_tool("nginx")
+    from up_helpers import processes_mentioning
+
+    async def main() -> None:
+        port = free_port()
+        front = ManagedFront(Config(proxy="nginx", port=port, address="127.0.0.1"),
+                             str(tmp_path / "fleet.sock"), Output(io.StringIO()))
+        await front.start()
+        assert (tmp_path / "fleet.dataplane").is_dir()
+        front.attach(Alone())
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", port))  # bound, not listening: nothing answers the probe
+            with pytest.raises(FrontError, match="nginx exited at start"):
+                await front.serve()
+        await front.close()
+
+    asyncio.run(main())
+    assert not (tmp_path / "fleet.dataplane").exists()
+    assert not processes_mentioning(str(tmp_path))
+
+
+def test_a_managed_server_serves_fleet_routes_and_close_ends_it(tmp_path: Path) -> None:
+    require_tool("nginx")
+    from up_helpers import processes_mentioning
+
+    async def main() -> None:
+        port = free_port()
+        front = ManagedFront(Config(proxy="nginx", port=port, address="127.0.0.1"),
+                             str(tmp_path / "fleet.sock"), Output(io.StringIO()))
+        await front.start()
+        front.attach(Alone())
+        front.add_local_route("/_fleet/probe", lambda: (200, "text/plain", b"front\n"))
+        try:
+            await front.serve()
+            assert front.status()["pid"] is not None and processes_mentioning(str(tmp_path))
+            status, _, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/_fleet/probe")
+            assert (status, body) == (200, b"front\n")
+        finally:
+            await front.close()
+        assert not port_open(port)
+
+    asyncio.run(main())
+    assert not (tmp_path / "fleet.dataplane").exists()
+    assert not processes_mentioning(str(tmp_path))
