@@ -44,6 +44,7 @@ class Frontage:
         proxy, and on the ``--metrics-port`` listener (the only place with ``--no-proxy``)."""
         config = self.config
         front = self.front
+        # The page links to the proxy only where fleet itself listens (front.port).
         self.status_board = status_page.StatusBoard.of(
             config, supervisor, front.stats, config.name or default_name(config.port, os.getpid()),
             None if front.port is None else self.public_url())
