@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from fleet.runner import _new_loop
+from fleet.loop import new_loop
 from fleet.tasks import cancel_and_wait, run_loop, wait_event, with_timeout
 
 
@@ -141,6 +141,6 @@ def test_run_loop_returns_although_a_task_refuses_to_end() -> None:
         return 7
 
     started = time.monotonic()
-    assert run_loop(main(), _new_loop, warn=warnings.append, grace=0.5) == 7
+    assert run_loop(main(), new_loop, warn=warnings.append, grace=0.5) == 7
     assert time.monotonic() - started < 5
     assert len(warnings) == 1 and "refuses" in warnings[0]

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from fleet.control import ControlError
 
 if TYPE_CHECKING:
-    from fleet.runner import Master
+    from fleet.config import Config
+    from fleet.front.interface import Front
+    from fleet.supervisor.manager import Supervisor
+    from fleet.supervisor.process import Output
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -24,10 +27,19 @@ Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_LOG_LINES = 5000
 
 
+class Described(Protocol):
+    """What ``info`` and ``logs`` read of the running fleet (``runner.Master`` is one)."""
+
+    config: "Config"
+    front: "Front"
+    supervisor: "Supervisor | None"
+    output: "Output"  # ``logs`` when it keeps them in memory (``fleet.logs.RecordingOutput``)
+
+
 class OperationsControl:
     """Answers ``info`` and ``logs``; hands every other command to ``fallback``."""
 
-    def __init__(self, master: "Master", fallback: Handler, name: str) -> None:
+    def __init__(self, master: Described, fallback: Handler, name: str) -> None:
         self._master = master
         self._fallback = fallback
         self.name = name
@@ -45,11 +57,10 @@ class OperationsControl:
         config = master.config
         supervisor = master.supervisor
         workers = supervisor.workers() if supervisor is not None else []
-        balancer = master.balancer
         return {
             "ok": True, "name": self.name, "pid": os.getpid(),
             "app": f"--cmd {config.cmd}" if config.cmd else str(config.app),
-            "port": balancer.port if balancer is not None else None,
+            "port": master.front.port,
             "workers": supervisor.desired if supervisor is not None else 0,
             "ready": sum(1 for w in workers if w.ready),
             "started_at": self.started_at,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fleet import __version__
 from fleet.control import ControlError
@@ -17,11 +17,30 @@ from fleet.supervisor.manager import SupervisorError
 from fleet.supervisor.usage import tree_cpu_percent, tree_rss
 
 if TYPE_CHECKING:
-    from fleet.runner import Master
+    from fleet.config import Config
+    from fleet.front.interface import Front
+    from fleet.supervisor.manager import Supervisor
+
+
+class Steerable(Protocol):
+    """What the commands need from the running fleet (``runner.Master`` is one)."""
+
+    config: "Config"
+    front: "Front"
+    supervisor: "Supervisor | None"
+    stopping: bool
+
+    async def reload(self) -> str: ...
+
+    async def scale(self, workers: int) -> str: ...
+
+    def request_stop(self) -> None: ...
+
+    def public_url(self) -> str: ...
 
 
 class ControlDispatch:
-    def __init__(self, master: "Master") -> None:
+    def __init__(self, master: Steerable) -> None:
         self._master = master
 
     async def __call__(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +72,7 @@ class ControlDispatch:
         master = self._master
         supervisor = master.supervisor
         assert supervisor is not None
+        front = master.front
         infos = supervisor.workers()
         pids = [info.pid for info in infos if info.pid is not None]
         cpu = await tree_cpu_percent(pids)
@@ -67,8 +87,8 @@ class ControlDispatch:
                 "uptime": (time.time() - info.started_at) if info.started_at else None,
                 "connections": None, "requests": None, "cpu_percent": None, "rss": None,
             }
-            if master.balancer is not None:
-                upstream = master.stats.upstreams.get(info.id)
+            if front.stats is not None:
+                upstream = front.stats.upstreams.get(info.id)
                 # In-flight HTTP requests plus open WebSockets: what a draining worker has left.
                 row["connections"] = upstream.active_requests + upstream.websockets if upstream else 0
                 row["requests"] = upstream.requests_total if upstream else 0
@@ -83,10 +103,9 @@ class ControlDispatch:
             "generation": supervisor.generation,
             "last_reload": supervisor.last_reload,
             "recycles": dict(supervisor.recycles),
-            "proxy": master.public_url() if master.balancer is not None or master.dataplane is not None else None,
-            "data_plane": (master.dataplane.status() if master.dataplane is not None
-                           else {"kind": "none" if master.config.no_proxy else "builtin"}),
+            "proxy": master.public_url() if front.routes else None,
+            "data_plane": front.status(),
             "workers": workers,
             # --proxy-processes N: each proxy process (balancer.group); absent with one.
-            "proxies": processes() if (processes := getattr(master.balancer, "processes", None)) else None,
+            "proxies": front.proxies(),
         }

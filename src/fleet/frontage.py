@@ -1,7 +1,8 @@
-"""What the master shows outward: its banners and URLs, the proxy's built-in routes
+"""What the master shows outward: its banners and URLs, the front's built-in routes
 (``/_fleet/``, the status page, health) and the metrics listener, and the Bokeh static files
-the proxy serves. A mixin of ``runner.Master``, kept apart so the master's own module is about
-starting, signals and stopping.
+the front serves. A mixin of ``runner.Master``, kept apart so the master's own module is about
+starting, signals and stopping. It asks the front (``fleet.front.interface.Front``) what it
+can do, never which kind it is.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from fleet.config import Config
 from fleet.discovery import default_name
 
 if TYPE_CHECKING:
-    from fleet.balancer.group import ProxyGroup
-    from fleet.balancer.server import Balancer
-    from fleet.balancer.stats import ProxyStats
     from fleet.control import ControlServer
+    from fleet.front.interface import Front
     from fleet.supervisor.manager import Supervisor
     from fleet.supervisor.process import Output
 
@@ -30,9 +29,7 @@ class Frontage:
     output: "Output"
     spec: AppSpec | None
     specs: tuple[AppSpec, ...]
-    stats: "ProxyStats"
-    balancer: "Balancer | ProxyGroup | None"
-    dataplane: Any
+    front: "Front"
     supervisor: "Supervisor | None"
     control: "ControlServer | None"
     status_board: status_page.StatusBoard | None
@@ -46,13 +43,13 @@ class Frontage:
         """``/_fleet/`` (the status page, ``status.json``) and ``/_fleet/health/...``: on the
         proxy, and on the ``--metrics-port`` listener (the only place with ``--no-proxy``)."""
         config = self.config
+        front = self.front
+        # The page links to the proxy only where fleet itself listens (front.port).
         self.status_board = status_page.StatusBoard.of(
-            config, supervisor, self.stats if self.balancer is not None else None,
-            config.name or default_name(config.port, os.getpid()),
-            None if self.balancer is None else self.public_url())
+            config, supervisor, front.stats, config.name or default_name(config.port, os.getpid()),
+            None if front.port is None else self.public_url())
         self._fleet_routes = status_page.fleet_routes(self.status_board, supervisor)
-        front = self.balancer or self.dataplane
-        if front is not None:
+        if front.routes:
             for path, (handler, headers) in self._fleet_routes.items():
                 front.add_local_route(path, handler, headers)
 
@@ -75,27 +72,25 @@ class Frontage:
         what = f"--cmd {config.cmd!r}" if config.cmd else f"{apps} ({self.spec.kind.value if self.spec else '?'} app)"
         last = config.worker_port(config.workers - 1)
         ports = f"port {config.base_port}" if config.workers == 1 else f"ports {config.base_port}-{last}"
-        if not config.no_proxy:
+        if self.front.routes:
             surge = config.surge_base()
             ports += f" (reloads alternate with {surge}-{surge + config.workers - 1})"
         self.output.fleet(f"fleet {__version__} (pid {os.getpid()}): {config.workers} workers of {what} on {ports}")
-        if not config.no_proxy and config.proxy == "builtin":
-            from fleet.balancer.standalone import hot_path_line
-
-            self.output.fleet(hot_path_line())
+        for line in self.front.banner():
+            self.output.fleet(line)
 
     def public_url(self) -> str:
         path = self.spec.url_path if self.spec is not None else "/"
         if self.spec is not None and self.spec.kind is AppKind.BOKEH and self.config.prefix:
             path = self.config.prefix + path
-        port = self.balancer.port if self.balancer is not None else self.config.port
+        port = self.front.port if self.front.port is not None else self.config.port
         scheme = "https" if self.config.ssl_certfile else "http"
         host = "localhost" if self.config.address in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.config.address
         return f"{scheme}://{host}:{port}{path}"
 
     def status_url(self) -> str | None:
         """Where ``/_fleet/`` is served: the proxy, else the ``--metrics-port`` listener."""
-        if self.balancer is not None or self.dataplane is not None:
+        if self.front.routes:
             origin = "/".join(self.public_url().split("/", 3)[:3])  # scheme://host:port
             return origin + "/_fleet/"
         if self._metrics_listener is not None:
@@ -104,12 +99,12 @@ class Frontage:
         return None
 
     def _ready_banner(self) -> None:
-        if self.balancer is not None or self.dataplane is not None:
+        if self.front.routes:
             self.output.fleet(f"ready: open {self.public_url()}")
             for spec in self.specs[1:]:
                 self.output.fleet(f"also: {self.public_url().rsplit('/', 1)[0]}{spec.url_path}")
-            if self.balancer is not None and self.balancer.redirect_port is not None:
-                self.output.fleet(f"http://{self.config.address}:{self.balancer.redirect_port} redirects to https")
+            if self.front.redirect_port is not None:
+                self.output.fleet(f"http://{self.config.address}:{self.front.redirect_port} redirects to https")
         else:
             self.output.fleet(f"ready (no proxy): workers on {self.config.address}:{self.config.base_port}"
                               f"-{self.config.worker_port(self.config.workers - 1)}")
@@ -128,7 +123,7 @@ class Frontage:
 
         assert self.supervisor is not None
         supervisor = self.supervisor
-        registry = metrics.make_registry(self.stats if self.balancer is not None else None,
+        registry = metrics.make_registry(self.front.stats,
                                          supervisor.workers, lambda: supervisor.desired,
                                          recycles=lambda: supervisor.recycles, label=self.slot_of,
                                          loop_lags=supervisor.loop_lags)
@@ -137,15 +132,15 @@ class Frontage:
                 registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,
                 trusted_proxies=config.trusted_proxies(), extra_routes=self._fleet_routes,
                 idle_timeout=config.client_timeout)
-        elif self.balancer is not None or self.dataplane is not None:
-            (self.balancer or self.dataplane).add_local_route(config.metrics_path, metrics.metrics_route(registry))
+        elif self.front.routes:
+            self.front.add_local_route(config.metrics_path, metrics.metrics_route(registry))
 
-    def _refresh_bokeh_static(self) -> None:
-        """The new generation serves now: the proxy forgets the static files it read (a deploy
-        may have changed an app's ``static/``, added one, or upgraded Bokeh) and reads them
-        afresh. Not after a failed reload: the old generation, and its files, serve on."""
-        if self.balancer is not None and self.spec is not None and self.spec.kind is AppKind.BOKEH:
-            self.balancer.serve_bokeh(self._bokeh_static_roots())
+    def _serve_bokeh_static(self) -> None:
+        """At start, and once a new generation serves: the front forgets the static files it
+        read (a deploy may have changed an app's ``static/``, added one, or upgraded Bokeh) and
+        reads them afresh. Not after a failed reload: the old generation, and its files, serve on."""
+        if self.spec is not None and self.spec.kind is AppKind.BOKEH:
+            self.front.serve_static(self._bokeh_static_roots)
 
 
 __all__ = ["Frontage"]

@@ -2,9 +2,10 @@
 control socket, and dispatching signals.
 
 Start order is chosen so a failure leaves nothing behind: resolve APP, claim the control
-socket path, bind the proxy port (fails fast, before any worker exists), start the workers,
-then serve the control socket. Stop order is the reverse, and graceful: stop accepting, drain
-in-flight requests, TERM workers, KILL stragglers.
+socket path, start the front (``fleet.front``: binds the proxy port, failing fast, before any
+worker exists), start the workers, let the front serve them, then serve the control socket.
+A failure at any step undoes them all (``_abort``). Stop order is the reverse, and graceful:
+the front stops accepting and drains in-flight requests, TERM workers, KILL stragglers.
 
 Signals only enqueue an ``Event`` (``SIGNAL_EVENTS``); ``_main_loop`` decides:
 INT/TERM graceful stop (a second INT stops at once), HUP reload, TTIN/TTOU one worker
@@ -21,26 +22,26 @@ import time
 from typing import Any, Coroutine
 
 from fleet import status_page
-from fleet.appspec import AppError, AppKind, AppSpec, detect_apps
-from fleet.balancer.group import ProxyGroup
-from fleet.balancer.server import Balancer
+from fleet.appspec import AppError, AppSpec, detect_apps
 from fleet.bokeh_settings import app_paths
-from fleet.balancer.stats import ProxyStats
 from fleet.config import Config, ConfigError, replace
 from fleet.control import ControlError, ControlServer, claim
 from fleet.control_ops import OperationsControl
-from fleet.cpulimit import proxy_processes
 from fleet.discovery import default_name, server_socket_path
+from fleet.front.factory import front_for
+from fleet.front.interface import Front, FrontError
+from fleet.front.noproxy import NoFront
 from fleet.frontage import Frontage
 from fleet.dispatch import ControlDispatch
 from fleet.hooks import HookRunner
 from fleet.logfiles import Rotation
 from fleet.logs import RecordingOutput
+from fleet.loop import new_loop
 from fleet.sdnotify import SystemdNotifier
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerChange
 from fleet.supervisor.manager import Supervisor, SupervisorError
-from fleet.supervisor.policy import WorkerState, term_wait
+from fleet.supervisor.policy import term_wait
 from fleet.supervisor.process import Output
 from fleet.tasks import cancel_and_wait, run_loop
 
@@ -75,17 +76,13 @@ class Master(Frontage):
         self.output = output or Output()
         self.spec: AppSpec | None = None  # the first APP (the only one unless all are Bokeh apps)
         self.specs: tuple[AppSpec, ...] = ()
-        self.stats = ProxyStats()
-        self.balancer: Balancer | ProxyGroup | None = None
-        self.dataplane: Any = None  # fleet.dataplane.DataPlane with --proxy nginx|haproxy
+        self.front: Front = NoFront()  # until run() starts the one the config asks for
         self.supervisor: Supervisor | None = None
         self.control: ControlServer | None = None
         self.status_board: status_page.StatusBoard | None = None  # ops: /_fleet/
         self._fleet_routes: dict[str, status_page.Route] = {}
         self._metrics_listener: Any = None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._upstreams: set[str] = set()
-        self._slots: dict[str, str] = {}  # worker id -> its metrics label (slot)
         self.stopping = False
         self._background: set[asyncio.Task[Any]] = set()
         self.hooks = HookRunner.from_config(config, self.output, lambda: self.stopping)  # ops
@@ -105,38 +102,13 @@ class Master(Frontage):
     def request_stop(self) -> None:
         self._events.put_nowait(Event.DOWN)
 
-    # -- supervisor -> balancer -------------------------------------------------------------
+    # -- supervisor -> front ----------------------------------------------------------------
     def _on_change(self, change: WorkerChange) -> None:
-        info = change.after
-        if self.dataplane is not None:  # nginx/HAProxy instead of the built-in balancer
-            self.dataplane.on_worker(info)
-            if info.state in (WorkerState.STOPPED, WorkerState.FAILED):
-                self._slots.pop(info.id, None)
-            else:
-                self._slots[info.id] = info.slot
-            return
-        balancer = self.balancer
-        if info.state in (WorkerState.STOPPED, WorkerState.FAILED):
-            if balancer is not None and info.id in self._upstreams and not self.stopping:
-                balancer.remove_upstream(info.id)
-                self._upstreams.discard(info.id)
-                # Forget a removed worker: its counters would otherwise be exported forever.
-                self.stats.upstreams.pop(info.id, None)
-                self._slots.pop(info.id, None)
-            return
-        if balancer is None:
-            return
-        self._slots[info.id] = info.slot
-        if info.id not in self._upstreams:
-            balancer.add_upstream(info.id, "127.0.0.1", info.port, ready=info.ready)
-            self._upstreams.add(info.id)
-        elif info.state is WorkerState.DRAINING:
-            balancer.set_draining(info.id)
-        else:
-            balancer.set_ready(info.id, info.ready)
+        # The first observer: the proxy learns of a ready worker before that worker's hook runs.
+        self.front.worker_changed(change.after)
 
     def slot_of(self, worker_id: str) -> str:
-        return self._slots.get(worker_id, worker_id)
+        return self.front.slot_of(worker_id)
 
     # -- start -----------------------------------------------------------------------------
     def _error(self, message: str) -> int:
@@ -171,74 +143,42 @@ class Master(Frontage):
 
     async def _run_started(self, control_path: str) -> int:
         config = self.config
-        if not config.no_proxy and config.proxy == "builtin":
-            processes = proxy_processes(config.proxy_processes, "up")
-            if processes > 1:  # --proxy-processes: N processes on the port (balancer.group)
-                self.balancer = ProxyGroup(config, processes, self.stats, self.output.fleet)
-            else:
-                self.balancer = Balancer(config, self.stats)
-            try:
-                await self.balancer.start()  # binds now: a taken port fails before any worker runs
-            except PortInUseError as exc:
-                return self._error(f"proxy {exc}")
-            except OSError as exc:
-                await self.balancer.close()
-                return self._error(f"cannot listen on {config.address}:{config.port}: {exc.strerror or exc}")
-            if self.spec is not None and self.spec.kind is AppKind.BOKEH:
-                self.balancer.serve_bokeh(self._bokeh_static_roots())
-        elif not config.no_proxy:
-            from fleet.dataplane.plane import DataPlane, DataPlaneError
-
-            try:  # binary, refused options, port, `nginx -t`: before any worker runs
-                self.dataplane = await DataPlane.prepare(config, control_path, self.output)
-            except DataPlaneError as exc:
-                return self._error(str(exc))
-        front = self.balancer or self.dataplane
-        self.supervisor = Supervisor(config, self.spec, observers=(self._on_change, self.hooks.observe),
-                                     wait_idle=front.wait_idle if front is not None else None,
-                                     output=self.output)
-        if isinstance(self.balancer, ProxyGroup):  # the reaper leaves proxy processes alone
-            self.balancer.declare(self.supervisor.helper_spawning, self.supervisor.own_helper)
-        self._add_fleet_routes(self.supervisor)
+        front = self.front = front_for(config, control_path, self.output)
+        try:
+            await front.start()  # binds now: a taken port fails before any worker runs
+        except FrontError as exc:
+            return self._error(str(exc))
+        self._serve_bokeh_static()
+        supervisor = self.supervisor = Supervisor(
+            config, self.spec, observers=(self._on_change, self.hooks.observe),
+            wait_idle=front.wait_idle if front.routes else None, output=self.output)
+        front.attach(supervisor)
+        self._add_fleet_routes(supervisor)
         if self.status_board is not None:
-            self.supervisor.observe(self.status_board.observe)
+            supervisor.observe(self.status_board.observe)
         try:
             await self._start_metrics()  # binds --metrics-port now, before any worker runs
         except (PortInUseError, OSError) as exc:
-            await self._close_proxy()
-            return self._error(str(exc))
+            return await self._abort(str(exc))
         self._banner()
-        started = asyncio.ensure_future(self.supervisor.start())
+        started = asyncio.ensure_future(supervisor.start())
         if await self._stop_requested_before(started):
             # Stopped while starting: nothing serves yet, so there is nothing to drain. start()
             # kills what it had spawned when cancelled; that clean-up is not interrupted, but
             # it is not waited for without bound either.
             if await cancel_and_wait([started], START_ABORT_WAIT, recancel=False):
                 self.output.fleet("start-up did not end in time; killing the workers")
-            await self.supervisor.kill_now()
-            await self._close_proxy()
+            await self._abort(None)
             self.output.fleet("stopped before all workers were ready")
             return 0
         try:
             started.result()
-        except SupervisorError as exc:
-            await self._close_proxy()
-            return self._error(str(exc))
-        failure = await self.dataplane.start_for(self.supervisor) if self.dataplane is not None else None
-        if failure:  # nginx/HAProxy could not serve: nothing may keep running
-            await self.dataplane.stop(0.0)  # before the supervisor closes the watchdog it uses
-            await self.supervisor.kill_now()
-            await self._close_proxy()
-            return self._error(failure)
-
-        try:
+            await front.serve()  # a managed nginx/HAProxy starts in front of the ready workers
             self.control = ControlServer(control_path, OperationsControl(  # ops: info, logs
                 self, ControlDispatch(self), config.name or default_name(config.port, os.getpid())))
             await self.control.start()
-        except (ControlError, OSError) as exc:
-            await self.supervisor.kill_now()
-            await self._close_all()
-            return self._error(str(exc))
+        except (SupervisorError, FrontError, ControlError, OSError) as exc:
+            return await self._abort(str(exc))
         self._ready_banner()
         self.systemd.ready(f"{config.workers} workers ready")  # ops: systemd Type=notify
         self._spawn_background(self.systemd.watchdog())
@@ -247,11 +187,12 @@ class Master(Frontage):
         from fleet import recycler
 
         if recycler.enabled(config):
-            self._spawn_background(recycler.watch(self.supervisor, config, self._requests_of))
+            self._spawn_background(recycler.watch(supervisor, config, self._requests_of))
         return await self._main_loop()
 
     def _requests_of(self, worker_id: str) -> int | None:
-        upstream = self.stats.upstreams.get(worker_id)
+        stats = self.front.stats
+        upstream = stats.upstreams.get(worker_id) if stats is not None else None
         return upstream.requests_total if upstream is not None else None
 
     async def _stop_requested_before(self, started: asyncio.Future[None]) -> bool:
@@ -317,45 +258,36 @@ class Master(Frontage):
 
     async def reload(self) -> str:
         assert self.supervisor is not None
-        if self.balancer is not None:
-            tls = self.balancer.reload_tls()  # first: a rotated certificate matters at once
-            if tls is not None:
-                self.output.fleet(tls)
+        tls = self.front.reload_tls()  # first: a rotated certificate matters at once
+        if tls is not None:
+            self.output.fleet(tls)
         self.output.fleet("reload")
         self.systemd.reloading()  # ops: systemd Type=notify
         try:
             message = await self.supervisor.reload()
         finally:
             self.systemd.ready("reload done")
-        self._refresh_bokeh_static()
-        await self._settle_proxies()
+        self._serve_bokeh_static()
+        await self.front.settle()  # answer once every proxy process knows the new routing
         return message
 
     async def scale(self, workers: int) -> str:
         assert self.supervisor is not None
-        refused = self.dataplane.check_scale(workers) if self.dataplane is not None else None
+        refused = self.front.check_scale(workers)
         if refused:
             raise SupervisorError(refused)
         await self.supervisor.scale(workers)
-        await self._settle_proxies()
+        await self.front.settle()
         ready = sum(1 for w in self.supervisor.workers() if w.ready and w.current)
         return f"scaled to {workers} workers ({ready} ready)"
-
-    async def _settle_proxies(self) -> None:
-        """--proxy-processes N: answer only once every proxy process knows the new routing."""
-        if isinstance(self.balancer, ProxyGroup):
-            await self.balancer.settle()
 
     async def _graceful_stop(self) -> None:
         config = self.config
         self.stopping = True
         self.systemd.stopping()  # ops: systemd Type=notify
         deadline = time.monotonic() + config.graceful_timeout
-        if self.balancer is not None:
-            await self.balancer.stop_accepting()
-            await self.balancer.drain(config.graceful_timeout)
-        if self.dataplane is not None:  # stops listening, finishes in-flight requests
-            await self.dataplane.stop(config.graceful_timeout)
+        await self.front.stop_accepting()
+        await self.front.drain(config.graceful_timeout)  # in-flight requests finish
         assert self.supervisor is not None
         await self.supervisor.stop(term_wait(deadline, time.monotonic(), config.graceful_timeout))
         await self._close_all()
@@ -363,41 +295,33 @@ class Master(Frontage):
 
     async def _stop_now(self) -> None:
         self.stopping = True
-        if self.dataplane is not None:
-            await self.dataplane.stop(0.0)
+        await self._abort(None)
+
+    async def _abort(self, error: str | None) -> int:
+        """Stop at once whatever started (a failed start, a second Ctrl-C); ``error`` for the
+        user. Each step is safe when its part never started. The front goes first: a managed
+        nginx/HAProxy is owned by the supervisor's watchdog, which ``kill_now`` closes."""
+        await self.front.close()
         if self.supervisor is not None:
             await self.supervisor.kill_now()
         await self._close_all()
-
-    async def _close_proxy(self) -> None:
-        if self._metrics_listener is not None:
-            self._metrics_listener.close()
-            self._metrics_listener = None
-        if self.balancer is not None:
-            await self.balancer.close()
-        if self.dataplane is not None:
-            await self.dataplane.stop(0.0)
+        return 0 if error is None else self._error(error)
 
     async def _close_all(self) -> None:
         await cancel_and_wait(list(self._background))
         if self.control is not None:
             await self.control.close()
-        await self._close_proxy()
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+        if self._metrics_listener is not None:
+            self._metrics_listener.close()
+            self._metrics_listener = None
+        await self.front.close()
 
 
 def run_up(config: Config) -> int:
     """Run ``fleet up`` until stopped; return the process exit code."""
     master = Master(config, RecordingOutput(  # ops: fleet logs, --log-json, --log-dir rotation
         as_json=config.log_json, log_rotation=Rotation(config.log_max_size, config.log_keep)))
-    return run_loop(master.run(), _new_loop, warn=lambda message: master.output.fleet(f"warning: {message}"))
+    return run_loop(master.run(), new_loop, warn=lambda message: master.output.fleet(f"warning: {message}"))
 
 
 __all__ = ["Master", "run_up", "EXIT_FORCED", "Event", "SIGNAL_EVENTS"]

@@ -167,15 +167,6 @@ async def _run(control: socket.socket, table: LoadTable, unix_fd: int | None) ->
     return 0
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    # As fleet.runner's, without importing the master's modules: a restart is back sooner.
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet.balancer.child")
     parser.add_argument("--control-fd", type=int, required=True)
@@ -185,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Ctrl-C at a terminal is the master's to handle (it stops us gracefully, by message).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from fleet.loop import new_loop
     from fleet.tasks import run_loop
 
     control = socket.socket(fileno=args.control_fd)
     table = LoadTable.attach(args.table_fd, args.rows)
-    return run_loop(_run(control, table, args.unix_fd), _new_loop,
+    return run_loop(_run(control, table, args.unix_fd), new_loop,
                     warn=lambda message: print(f"fleet proxy {os.getpid()} | warning: {message}", flush=True))
 
 

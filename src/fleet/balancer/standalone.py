@@ -15,6 +15,7 @@ import time
 
 from fleet import __version__
 from fleet.balancer.group import ProxyGroup
+from fleet.balancer.hotpath import hot_path_line
 from fleet.balancer.server import Balancer
 from fleet.config import Config
 from fleet.cpulimit import proxy_processes
@@ -25,17 +26,6 @@ from fleet.tasks import cancel_and_wait
 
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
-
-
-def hot_path_line() -> str:
-    """Which hot path the proxy runs (``balancer.head.HOT_PATH``), and why when it is the slow one."""
-    from fleet.balancer.head import HOT_PATH
-
-    if HOT_PATH == "compiled":
-        return "proxy hot path: compiled (fleet.balancer._speedups)"
-    why = ("FLEET_PURE_PYTHON=1" if os.environ.get("FLEET_PURE_PYTHON") == "1"
-           else "the C module was not built: install gcc and python3-dev, then reinstall fleet")
-    return f"proxy hot path: pure Python ({why})"
 
 
 def _say(message: str) -> None:
@@ -161,7 +151,7 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
 
 def run_balance(config: Config, targets: tuple[str, ...]) -> int:
     """Run ``fleet balance`` until INT/TERM; return the exit code."""
-    from fleet.runner import _new_loop
+    from fleet.loop import new_loop
     from fleet.tasks import run_loop
 
-    return run_loop(_run(config, targets), _new_loop, warn=lambda message: _say(f"warning: {message}"))
+    return run_loop(_run(config, targets), new_loop, warn=lambda message: _say(f"warning: {message}"))

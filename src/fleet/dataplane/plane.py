@@ -1,6 +1,6 @@
-"""``DataPlane``: what the master holds instead of the built-in ``Balancer`` with ``--proxy
-nginx|haproxy``. The same verbs: worker changes in (``on_worker``), ``wait_idle`` for drains,
-``add_local_route`` for fleet's own routes, and start/stop.
+"""``DataPlane``: nginx or HAProxy run by fleet (``--proxy nginx|haproxy``); the master sees
+it through ``fleet.front.managed``. Worker changes in (``on_worker``), ``wait_idle`` for
+drains, ``add_local_route`` for fleet's own routes, and start/stop.
 
 Order (each failure leaves nothing running): ``prepare`` (binary, refused options, private
 directory, port free, ``nginx -t`` / ``haproxy -c`` of a rendered configuration) before any
@@ -123,17 +123,6 @@ class DataPlane:
         await self.server.start()
         self.sync.start()
         await self.sync.resync()
-
-    async def start_for(self, supervisor: Any) -> str | None:
-        """Start in front of ``supervisor``'s ready workers, owned like a worker (reaper,
-        watchdog); the error for the user if it cannot serve."""
-        try:
-            await self.start(supervisor.family)
-        except (DataPlaneError, OSError) as exc:
-            return str(exc)
-        assert self.server is not None
-        self.output.fleet(f"data plane: {self.kind} (pid {self.server.pid}), files in {self.layout.directory}")
-        return None
 
     async def stop(self, timeout: float) -> None:
         """Graceful: the server stops accepting and finishes in-flight requests (up to timeout)."""
