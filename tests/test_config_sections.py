@@ -167,3 +167,14 @@ def test_config_imports_no_higher_layer_and_nothing_lazily() -> None:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 inner = [n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
                 assert not inner, f"{path.name}: {node.name} imports inside a function"
+
+
+def test_bokeh_worker_settings_come_from_the_bokeh_section_alone() -> None:
+    from fleet.bokeh_settings import run_secrets, worker_settings
+
+    config = build_config({"keep_alive": "500", "prefix": "/dash", "session_ids": "signed"}, {}, {}, app="app.py")
+    assert worker_settings(config.bokeh) == worker_settings(config) == \
+        '{"keep_alive":500,"prefix":"/dash","session_ids":"signed"}'
+    environment, warnings = run_secrets(config.bokeh, {}, make_secret=lambda: "s" * 43)
+    assert dict(environment) == {"BOKEH_SIGN_SESSIONS": "true", "BOKEH_SECRET_KEY": "s" * 43}
+    assert len(warnings) == 1
