@@ -119,16 +119,16 @@ def _make_config(ctx: click.Context, command: str, **positional: Any) -> Config:
         config = build_config(typed, os.environ, toml, command=command, **positional)
     except ConfigError as exc:
         raise click.UsageError(str(exc), ctx) from None
-    if command == "up" and config.app and not config.cmd:
+    if command == "up" and config.supervisor.app and not config.supervisor.cmd:
         from fleet.bokeh_settings import with_run_secrets
 
         config, warnings = with_run_secrets(config, os.environ)
         for warning in warnings:
             click.echo(f"fleet | warning: {warning}", err=True)
-    if config.cookie_secret and command != "config":
+    if config.bokeh.cookie_secret and command != "config":
         click.echo("fleet | warning: --cookie-secret on the command line shows in `ps`; set "
                    "BOKEH_COOKIE_SECRET in the environment instead (workers get it only there).", err=True)
-    if config.use_xheaders and command != "config":
+    if config.trust.use_xheaders and command != "config":
         click.echo("fleet | warning: --use-xheaders is deprecated; it now trusts the forwarding headers "
                    "of loopback and private-network peers only. Name your proxies with --trusted-proxy "
                    "CIDR instead.", err=True)
@@ -223,8 +223,8 @@ def _socket_of(ctx: click.Context, command: str, config: Config) -> str:
     from fleet.discovery import find_socket
 
     try:
-        return find_socket(config.control_socket, config.name,
-                           config.port if _port_selected(ctx) else None)
+        return find_socket(config.operations.control_socket, config.operations.name,
+                           config.frontend.port if _port_selected(ctx) else None)
     except ControlError as exc:
         click.echo(f"fleet {command}: {exc}", err=True)
         sys.exit(1)
