@@ -66,7 +66,7 @@ def field_default(f: Field[Any]) -> Any:
     """The value a field has when no source sets it."""
     if f.default is not MISSING:
         return f.default
-    return f.default_factory()  # type: ignore[misc]
+    return f.default_factory()  # type: ignore[misc,operator]
 
 
 def env_name(name: str) -> str:
