@@ -54,7 +54,9 @@ def test_help_shows_the_section_headings_in_order_and_each_option_under_its_sect
                 if any(command in f.metadata["commands"] for f in option_fields() if section_of(f.name) is s)]
     assert headings[1:] == expected
     listed = dict(sections)
-    assert set(listed["Options"]) >= {"--config", "-h"}
+    # click caches a command's help option with the names of the first context it saw: "-h"
+    # through `fleet`, "--help" when another test invoked the command alone.
+    assert "--config" in listed["Options"] and listed["Options"][-1] in {"-h", "--help"}
     for f in option_fields():
         if command in f.metadata["commands"]:
             assert first_flag(f) in listed[section_of(f.name).title], (f.name, section_of(f.name).title)
