@@ -15,7 +15,16 @@ import pytest
 from click.testing import CliRunner
 
 from fleet.cli import main
-from fleet.config import SECTIONS, Config, LimitSettings, TLSSettings, build_config, option_fields, section_of
+from fleet.config import (
+    SECTIONS,
+    Config,
+    LimitSettings,
+    TLSSettings,
+    build_config,
+    changed_sections,
+    option_fields,
+    section_of,
+)
 from fleet.config.reference import BEGIN, END, markdown_table
 from fleet.supervisor.portblocks import block_range, default_surge_base, overlaps, surge_base
 
@@ -104,6 +113,13 @@ def test_a_section_view_is_a_frozen_copy_of_its_own_fields_only() -> None:
         view = getattr(config, section.key)
         assert type(view) is section.settings
         assert all(getattr(view, name) == getattr(config, name) for name in section.names())
+
+
+def test_changed_sections_name_only_the_sections_a_change_touches() -> None:
+    config = build_config({}, {}, {}, app="app.py")
+    assert changed_sections(config, config) == ()
+    changed = dataclasses.replace(config, max_body_size=1, hsts=5, on_ready="true")
+    assert changed_sections(config, changed) == ("limits", "tls", "hooks")
 
 
 def test_a_section_taker_accepts_the_view_and_the_whole_config_alike() -> None:

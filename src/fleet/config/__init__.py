@@ -29,7 +29,7 @@ from fleet.bokeh_values import (
 )
 from fleet.config.declare import CONTROL, PROXY, SSL_PASSWORD_ENV, UP, ConfigError, option
 from fleet.config.merge import build_config, load_toml, option_fields
-from fleet.config.model import Config
+from fleet.config.model import Config, changed_sections
 from fleet.config.sections import (
     SECTIONS,
     BokehSettings,
@@ -76,8 +76,8 @@ __all__ = [
     "SSL_PASSWORD_ENV", "UP", "BokehSettings", "Config", "ConfigError", "GeneratedSettings",
     "HookSettings", "LimitSettings", "LogSettings", "OperationsSettings", "ProxySettings",
     "RecyclingSettings", "Section", "TLSSettings", "TrustSettings", "WorkerSettings", "build_config",
-    "default_surge_base", "load_toml", "option", "option_fields", "parse_bool", "parse_count",
-    "parse_duration", "parse_existing_file", "parse_fleet_name", "parse_host_entry", "parse_hostport",
+    "changed_sections", "default_surge_base", "load_toml", "option", "option_fields", "parse_bool",
+    "parse_count", "parse_duration", "parse_existing_file", "parse_fleet_name", "parse_host_entry", "parse_hostport",
     "parse_hsts", "parse_log_level", "parse_milliseconds", "parse_network", "parse_num_procs",
     "parse_origin_entry", "parse_port", "parse_positive_int", "parse_prefix", "parse_proxy_kind",
     "parse_proxy_processes", "parse_session_ids", "parse_size", "parse_trusted_proxy",

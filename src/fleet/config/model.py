@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import TypeVar
 
 from fleet.config.sections import (
+    SECTIONS,
     BokehSettings,
     GeneratedSettings,
     HookSettings,
@@ -121,4 +122,9 @@ class Config(
         return f"{scheme}://{host}:{self.port}"
 
 
-__all__ = ["Config"]
+def changed_sections(before: Config, after: Config) -> tuple[str, ...]:
+    """The keys of the sections whose values differ: which subsystems a new config touches."""
+    return tuple(s.key for s in SECTIONS if before.view(s.settings) != after.view(s.settings))
+
+
+__all__ = ["Config", "changed_sections"]

@@ -1,6 +1,8 @@
-"""Bokeh section: ``bokeh serve``'s deployment options, with the same names and units. Each reaches
-every Bokeh worker with the same value (``fleet.bokeh_settings``); secrets only through the
-environment. Meaningless for Tornado apps and --cmd. Read as ``config.bokeh``.
+"""The Bokeh section of fleet's settings.
+
+``bokeh serve``'s deployment options, with the same names and units. Each reaches every Bokeh
+worker with the same value (``fleet.bokeh_settings``); secrets only through the environment.
+Meaningless for Tornado apps and --cmd. Read as ``config.bokeh``.
 """
 
 from __future__ import annotations

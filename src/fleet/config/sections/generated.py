@@ -1,6 +1,7 @@
-"""Generated configuration section: options of ``fleet config`` only: what the generated
-nginx/Apache/HAProxy configuration points at and where it keeps its files. Read by
-``fleet.configgen`` (``config.generated``).
+"""The Generated configuration section of fleet's settings.
+
+Options of ``fleet config`` only: what the generated nginx/Apache/HAProxy configuration points
+at and where it keeps its files. Read by ``fleet.configgen`` (``config.generated``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Hooks section: shell commands run on worker events (ready, exit, crash loop) and how long they
-may run. Read by the hook runner (``config.hooks``).
+"""The Hooks section of fleet's settings.
+
+Shell commands run on worker events (ready, exit, crash loop) and how long they may run. Read by
+the hook runner (``config.hooks``).
 """
 
 from __future__ import annotations

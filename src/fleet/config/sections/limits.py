@@ -1,5 +1,7 @@
-"""Limits section: every bound on a client connection and its requests, in time and in memory (the
-README's Limits table explains each). Read by the proxy (``config.limits``).
+"""The Limits section of fleet's settings.
+
+Every bound on a client connection and its requests, in time and in memory (the README's Limits
+table explains each). Read by the proxy (``config.limits``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Logs section: fleet's own output and the workers' log files: level, access log, JSON lines, per-
-worker files and their rotation. Read as ``config.logs``.
+"""The Logs section of fleet's settings.
+
+Fleet's own output and the workers' log files: level, access log, JSON lines, per- worker files
+and their rotation. Read as ``config.logs``.
 """
 
 from __future__ import annotations

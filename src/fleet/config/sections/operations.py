@@ -1,5 +1,7 @@
-"""Operations section: running a fleet: its name and control socket (for ``fleet
-status``/``reload``/...), and the Prometheus metrics. Read as ``config.operations``.
+"""The Operations section of fleet's settings.
+
+Running a fleet: its name and control socket (for ``fleet status``/``reload``/...), and the
+Prometheus metrics. Read as ``config.operations``.
 """
 
 from __future__ import annotations

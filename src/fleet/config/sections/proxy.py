@@ -1,6 +1,8 @@
-"""Proxy section: the front end: where the proxy listens, which data plane runs it (built-in,
-nginx, HAProxy or none), in how many processes, and whether clients stick to a worker. Read by
-the front end (``config.frontend``).
+"""The Proxy section of fleet's settings.
+
+The front end: where the proxy listens, which data plane runs it (built-in, nginx, HAProxy or
+none), in how many processes, and whether clients stick to a worker. Read by the front end
+(``config.frontend``).
 """
 
 from __future__ import annotations

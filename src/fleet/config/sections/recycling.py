@@ -1,5 +1,7 @@
-"""Recycling section: when a healthy worker is replaced anyway: by memory, by requests answered, by
-age. Read by the recycler (``config.recycling``).
+"""The Recycling section of fleet's settings.
+
+When a healthy worker is replaced anyway: by memory, by requests answered, by age. Read by the
+recycler (``config.recycling``).
 """
 
 from __future__ import annotations

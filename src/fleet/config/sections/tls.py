@@ -1,5 +1,7 @@
-"""TLS section: hTTPS on the proxy port: certificate, key (its password only from the environment),
-the plain HTTP redirect listener and HSTS. Read by the proxy (``config.tls``).
+"""The TLS section of fleet's settings.
+
+HTTPS on the proxy port: certificate, key (its password only from the environment), the plain
+HTTP redirect listener and HSTS. Read by the proxy (``config.tls``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Trust section: whom fleet believes and whom it lets in: the proxies whose forwarding headers
-count, the allowed Host headers and WebSocket origins, and who may see the built-in routes.
-Entries are parsed by ``fleet.rules``; read by the proxy and the workers' guard
-(``config.trust``).
+"""The Trust section of fleet's settings.
+
+Whom fleet believes and whom it lets in: the proxies whose forwarding headers count, the allowed
+Host headers and WebSocket origins, and who may see the built-in routes. Entries are parsed by
+``fleet.rules``; read by the proxy and the workers' guard (``config.trust``).
 """
 
 from __future__ import annotations

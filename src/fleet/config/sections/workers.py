@@ -1,6 +1,8 @@
-"""Workers section: what runs and how the supervisor runs it: the APP or --cmd, how many workers,
-their two port blocks, how a reload batches and drains them, and how long a worker may take to
-start, to stop and to answer its liveness check. Read by the supervisor (``config.supervisor``).
+"""The Workers section of fleet's settings.
+
+What runs and how the supervisor runs it: the APP or --cmd, how many workers, their two port
+blocks, how a reload batches and drains them, and how long a worker may take to start, to stop
+and to answer its liveness check. Read by the supervisor (``config.supervisor``).
 """
 
 from __future__ import annotations
