@@ -2,8 +2,8 @@
 
 The master decides these once per run; each worker gets the same values:
 
-- the options of the "Bokeh" block of ``fleet.config.Config`` (``--prefix``, ``--keep-alive``,
-  ...), as one JSON argument (``worker_settings``), in Bokeh's own units;
+- the options of the Bokeh section (``config.bokeh``: ``--prefix``, ``--keep-alive``, ...), as
+  one JSON argument (``worker_settings``), in Bokeh's own units;
 - the secrets only in the environment, under the names Bokeh reads (``BOKEH_SECRET_KEY``,
   ``BOKEH_SIGN_SESSIONS``, ``BOKEH_COOKIE_SECRET``), never in argv, where ``ps`` shows them.
   With signed session ids and no ``BOKEH_SECRET_KEY`` (or an auth module and no cookie
@@ -19,12 +19,14 @@ import glob as globbing
 import json
 import os
 import secrets
-from dataclasses import MISSING, fields, replace
+from dataclasses import fields, replace
 from typing import Any, Mapping
 
-from fleet.config import Config, ConfigError
+from fleet.config import BokehSettings, Config, ConfigError
+from fleet.config.declare import field_default
 
-# The Config fields of the Bokeh block that a worker needs (secrets excluded: environment).
+# The fields of the Bokeh section that a worker needs (secrets excluded: environment; --glob
+# and --num-procs are the master's).
 WORKER_FIELDS = (
     "prefix", "auth_module", "enable_xsrf_cookies", "session_ids", "session_token_expiration",
     "keep_alive", "check_unused_sessions", "unused_session_lifetime", "stats_log_frequency",
@@ -41,28 +43,38 @@ AUTH_MODULE_ENV = "BOKEH_AUTH_MODULE"
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def worker_settings(config: Config) -> str:
+def worker_settings(bokeh: BokehSettings) -> str:
     """The Bokeh options that differ from their defaults, as the worker's JSON argument."""
-    defaults = {f.name: (f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc]
-                for f in fields(Config)}
+    defaults = {f.name: field_default(f) for f in fields(BokehSettings)}
     chosen: dict[str, Any] = {}
     for name in WORKER_FIELDS:
-        value = getattr(config, name)
+        value = getattr(bokeh, name)
         if value != defaults[name]:
             chosen[name] = list(value) if isinstance(value, tuple) else value
     return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
 
 
-def signs_sessions(config: Config, environ: Mapping[str, str]) -> bool:
+def signs_sessions(bokeh: BokehSettings, environ: Mapping[str, str]) -> bool:
     """Bokeh's rule: ``--session-ids`` wins; without it, ``$BOKEH_SIGN_SESSIONS``."""
-    if config.session_ids is not None:
-        return config.session_ids != "unsigned"
+    if bokeh.session_ids is not None:
+        return bokeh.session_ids != "unsigned"
     return environ.get(SIGN_SESSIONS_ENV, "").strip().lower() in _TRUE
 
 
+def _new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 def with_run_secrets(config: Config, environ: Mapping[str, str],
-                     make_secret: Any = lambda: secrets.token_urlsafe(32)) -> tuple[Config, list[str]]:
-    """``config`` with the environment every Bokeh worker gets, and the warnings to show.
+                     make_secret: Any = _new_secret) -> tuple[Config, list[str]]:
+    """``config`` with the environment every Bokeh worker gets, and the warnings to show."""
+    environment, warnings = run_secrets(config.bokeh, environ, make_secret)
+    return replace(config, bokeh_environment=environment), warnings
+
+
+def run_secrets(bokeh: BokehSettings, environ: Mapping[str, str],
+                make_secret: Any = _new_secret) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """The environment every Bokeh worker gets (sorted pairs), and the warnings to show.
 
     Secrets already in ``environ`` reach workers anyway (``worker_environment`` passes
     ``BOKEH_*`` through); only what fleet decides is added here.
@@ -71,29 +83,30 @@ def with_run_secrets(config: Config, environ: Mapping[str, str],
     warnings: list[str] = []
     # Never "false": bokeh.settings hands the text back and some of Bokeh's defaults read any
     # non-empty value as true. --session-ids unsigned reaches the worker in its settings.
-    if config.session_ids in {"signed", "external-signed"}:
+    if bokeh.session_ids in {"signed", "external-signed"}:
         env[SIGN_SESSIONS_ENV] = "true"
-    if signs_sessions(config, environ) and not environ.get(SECRET_KEY_ENV):
+    if signs_sessions(bokeh, environ) and not environ.get(SECRET_KEY_ENV):
         env[SECRET_KEY_ENV] = make_secret()
         warnings.append(
             f"signed session ids and no ${SECRET_KEY_ENV}: fleet made one for this run and gave it "
             f"to every worker. Sessions will not survive a restart of fleet, and nothing outside "
             f"this fleet can sign ids; set {SECRET_KEY_ENV} (e.g. from `fleet secret`)."
         )
-    if config.cookie_secret:
-        env[COOKIE_SECRET_ENV] = config.cookie_secret
-    elif (config.auth_module or environ.get(AUTH_MODULE_ENV)) and not environ.get(COOKIE_SECRET_ENV):
+    if bokeh.cookie_secret:
+        env[COOKIE_SECRET_ENV] = bokeh.cookie_secret
+    elif (bokeh.auth_module or environ.get(AUTH_MODULE_ENV)) and not environ.get(COOKIE_SECRET_ENV):
         env[COOKIE_SECRET_ENV] = make_secret()
         warnings.append(
             f"--auth-module and no cookie secret: fleet made one for this run and gave it to "
             f"every worker. Login cookies will not survive a restart of fleet; set "
             f"{COOKIE_SECRET_ENV} (e.g. from `fleet secret`)."
         )
-    return replace(config, bokeh_environment=tuple(sorted(env.items()))), warnings
+    return tuple(sorted(env.items())), warnings
 
 
 def app_paths(config: Config, cwd: str | None = None) -> list[str]:
-    """Every APP, with ``--glob`` patterns expanded (sorted, like a shell would)."""
+    """Every APP, with ``--glob`` patterns expanded (sorted, like a shell would). Reads two
+    sections: the APPs (Workers) and ``--glob`` (Bokeh)."""
     if not config.glob:
         return list(config.apps())
     base = cwd or os.getcwd()
@@ -107,5 +120,5 @@ def app_paths(config: Config, cwd: str | None = None) -> list[str]:
 
 
 __all__ = [
-    "WORKER_FIELDS", "app_paths", "signs_sessions", "with_run_secrets", "worker_settings",
+    "WORKER_FIELDS", "app_paths", "run_secrets", "signs_sessions", "with_run_secrets", "worker_settings",
 ]

@@ -1,7 +1,8 @@
 """The ``fleet`` command: a thin click adapter over ``fleet.config`` and the runners.
 
-Options are generated from ``Config`` field metadata (one declaration per option); click only
-collects what was typed, ``build_config`` merges it with the environment and ``fleet.toml``.
+Options are generated from ``Config`` field metadata (one declaration per option, in its
+section); click only collects what was typed, ``build_config`` merges it with the environment
+and ``fleet.toml``. ``--help`` lists the options section by section (``SectionedCommand``).
 Heavy imports (tornado, the proxy) happen inside the commands so ``fleet --help`` stays fast.
 """
 
@@ -14,7 +15,6 @@ import sys
 from typing import Any, Callable
 
 import click
-from dataclasses import MISSING
 from click.core import ParameterSource
 
 from fleet import __version__
@@ -27,11 +27,36 @@ from fleet.config import (
     parse_port,
     parse_positive_int,
 )
+from fleet.config.reference import group_by_section, shown_default
 
 _METAVARS = {parse_port: "PORT", parse_positive_int: "N"}
+# The widest option column of --help (click's own limit): wider terms put their help below.
+_TERM_WIDTH = 30
 
 
-class AppCommand(click.Command):
+class SectionedCommand(click.Command):
+    """A command whose ``--help`` lists its settings under one heading per section, like
+    gunicorn's settings reference; the command's own options (``--json``, ``--config``,
+    ``--help``, ...) come first, under "Options"."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and not isinstance(param, click.Argument):  # as click's own
+                records.append((param.name or "", record))
+        if not records:
+            return
+        width = min(max(len(term) for _, (term, _) in records), _TERM_WIDTH)
+        own, sections = group_by_section(
+            (name, (term.ljust(width), text)) for name, (term, text) in records)
+        for title, rows in [("Options", own), *((section.title, rows) for section, rows in sections)]:
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows, col_max=_TERM_WIDTH)
+
+
+class AppCommand(SectionedCommand):
     """``APP... [--args ARGS...]`` as ``bokeh serve`` reads it (``fleet.cli_grammar``)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -57,11 +82,7 @@ def _config_options(command: str) -> Callable[[Callable[..., Any]], Callable[...
             meta = f.metadata
             if command not in meta["commands"]:
                 continue
-            shown = meta["show_default"]
-            if shown is None and f.default not in (None, (), False, MISSING) and not meta["is_flag"]:
-                shown = str(f.default)
-            if shown is None and "/" in meta["flags"][-1]:
-                shown = meta["flags"][-1].split("/")[0 if f.default else 1]
+            shown = shown_default(f)
             help_text = meta["help"]
             if shown is not None:
                 help_text += f"  [default: {shown}]"
@@ -98,23 +119,27 @@ def _make_config(ctx: click.Context, command: str, **positional: Any) -> Config:
         config = build_config(typed, os.environ, toml, command=command, **positional)
     except ConfigError as exc:
         raise click.UsageError(str(exc), ctx) from None
-    if command == "up" and config.app and not config.cmd:
+    if command == "up" and config.supervisor.app and not config.supervisor.cmd:
         from fleet.bokeh_settings import with_run_secrets
 
         config, warnings = with_run_secrets(config, os.environ)
         for warning in warnings:
             click.echo(f"fleet | warning: {warning}", err=True)
-    if config.cookie_secret and command != "config":
+    if config.bokeh.cookie_secret and command != "config":
         click.echo("fleet | warning: --cookie-secret on the command line shows in `ps`; set "
                    "BOKEH_COOKIE_SECRET in the environment instead (workers get it only there).", err=True)
-    if config.use_xheaders and command != "config":
+    if config.trust.use_xheaders and command != "config":
         click.echo("fleet | warning: --use-xheaders is deprecated; it now trusts the forwarding headers "
                    "of loopback and private-network peers only. Name your proxies with --trusted-proxy "
                    "CIDR instead.", err=True)
     return config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class FleetGroup(click.Group):
+    command_class = SectionedCommand
+
+
+@click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fleet")
 def main() -> None:
     """Run a Python web app as a self-healing, load-balanced cluster on one machine.
@@ -198,8 +223,8 @@ def _socket_of(ctx: click.Context, command: str, config: Config) -> str:
     from fleet.discovery import find_socket
 
     try:
-        return find_socket(config.control_socket, config.name,
-                           config.port if _port_selected(ctx) else None)
+        return find_socket(config.operations.control_socket, config.operations.name,
+                           config.frontend.port if _port_selected(ctx) else None)
     except ControlError as exc:
         click.echo(f"fleet {command}: {exc}", err=True)
         sys.exit(1)

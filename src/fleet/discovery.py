@@ -17,27 +17,19 @@ that a starting fleet is binding right now.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from fleet.control import ControlError, request, socket_answers
+from fleet.rules import valid_fleet_name
 
 SUFFIX = ".sock"
 # A socket refusing connections is left alone this long: a fleet may be between bind and listen.
 STALE_AFTER = 5.0
 INFO_TIMEOUT = 3.0
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def valid_name(name: str) -> str:
-    """A fleet name is a file name in the runtime directory: letters, digits, ``.``, ``_``, ``-``."""
-    if not _NAME.fullmatch(name) or name.endswith(SUFFIX):
-        raise ValueError(f"not a fleet name: {name!r} (letters, digits, '.', '_', '-'; at most 64; "
-                         f"starting with a letter or digit)")
-    return name
+valid_name = valid_fleet_name  # the rule lives with the other parsers of what users write
 
 
 def default_name(port: int, pid: int) -> str:

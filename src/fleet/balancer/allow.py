@@ -21,64 +21,16 @@ target's authority): ``app.example.com`` accepts ``Host: app.example.com`` and
 (``app.example.com:5006``, or ``app.example.com:*``). nginx's ``server_name`` ignores the
 port; fleet does not, so an app that builds URLs from ``Host`` cannot be handed a foreign port.
 
-Pure functions on ``str``; no I/O.
+Pure functions on ``str``; no I/O. The entries are parsed by ``fleet.rules``, which the option
+declarations use too; this module matches requests against them.
 """
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
-_LABEL = re.compile(r"\*|[A-Za-z0-9_-]+|\[[0-9A-Fa-f:.]+\]")
-
-
-def _split(value: str) -> tuple[str, str | None]:
-    """``name[:port]`` -> (name, port or None); ``[v6]:port`` keeps its brackets."""
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return value, None
-        rest = value[end + 1:]
-        return value[: end + 1], (rest[1:] if rest.startswith(":") else None)
-    if ":" in value:
-        name, port = value.rsplit(":", 1)
-        return name, port
-    return value, None
-
-
-def _check_entry(value: str, *, any_port: bool) -> str:
-    text = str(value).strip().lower()
-    if text == "*":
-        return text
-    name, port = _split(text)
-    if not name:
-        raise ValueError(f"empty host in {value!r}")
-    if port is not None:
-        if port == "*":
-            if not any_port:
-                raise ValueError(f"{value!r}: Bokeh does not accept ':*' in --allow-websocket-origin; "
-                                 f"name the port, or use '*' for any origin")
-        elif not port.isdigit() or not 0 < int(port) <= 65535:
-            raise ValueError(f"invalid port in {value!r} (use NAME, NAME:PORT, *.NAME or *)")
-    labels = [name] if name.startswith("[") else name.split(".")
-    if not all(_LABEL.fullmatch(label) for label in labels):
-        raise ValueError(f"invalid host in {value!r} (use NAME, NAME:PORT, *.NAME or *)")
-    return text
-
-
-def validate_host_entry(value: str) -> str:
-    """An ``--allow-host`` entry, normalised (lowercase); ValueError explains a bad one."""
-    return _check_entry(value, any_port=True)
-
-
-def validate_origin_entry(value: str) -> str:
-    """An ``--allow-websocket-origin`` entry as Bokeh's ``create_hosts_allowlist`` accepts it.
-
-    Entries are kept as given (not ``:80``-suffixed), because the same text goes to Bokeh
-    workers; a ``scheme://`` prefix is refused since Bokeh would never match it."""
-    if "://" in str(value):
-        raise ValueError(f"{value!r}: give HOST[:PORT] without a scheme (Bokeh compares host:port only)")
-    return _check_entry(value, any_port=False)
+from fleet.rules import split_host_port as _split
+from fleet.rules import validate_host_entry, validate_origin_entry  # parsed where the options are declared
 
 
 def match_host(host: str, pattern: str) -> bool:

@@ -7,13 +7,15 @@ the real client address the way nginx's ``real_ip_recursive on`` does: walk
 ``X-Forwarded-For`` from the right, skipping trusted hops; the first untrusted address is the
 client. ``FORWARDING_HEADERS`` / ``is_forwarding_header`` say which request headers carry such
 claims, so both the proxy (``balancer.head``) and the worker guard (``worker.guard``) strip the
-same set from untrusted peers.
+same set from untrusted peers. The entries themselves are parsed by ``fleet.rules``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from typing import Iterable, Union
+
+from fleet.rules import LOOPBACK, PRIVATE, UNIX, parse_cidr  # parsed where the options are declared
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -27,10 +29,7 @@ FORWARDING_HEADERS = frozenset({
 })
 _X_FORWARDED = b"x-forwarded-"
 
-LOOPBACK = ("127.0.0.0/8", "::1/128")
-PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "169.254.0.0/16", "fe80::/10")
-# The pseudo-network of peers on fleet's --unix-socket listener (nginx spells it "unix:").
-UNIX = "unix:"
+# The peer name of a --unix-socket client (``rules.UNIX`` is the entry that trusts it).
 UNIX_PEER = b"unix"
 
 # Hops of X-Forwarded-For looked at; a longer chain is a client padding it, not real proxies.
@@ -42,19 +41,6 @@ _CACHE_SIZE = 4096
 def is_forwarding_header(lower_name: bytes) -> bool:
     """Whether a (lowercase) request header is a forwarding claim only a trusted proxy may make."""
     return lower_name in FORWARDING_HEADERS or lower_name.startswith(_X_FORWARDED)
-
-
-def parse_cidr(value: str) -> str:
-    """Validate a ``--trusted-proxy`` entry (``10.0.0.0/8``, ``192.0.2.7``, ``::1``, ``unix:``)
-    and return its normal form; raises ValueError with a readable message."""
-    text = str(value).strip()
-    if text == UNIX:
-        return text
-    try:
-        return str(ipaddress.ip_network(text, strict=False))
-    except ValueError:
-        raise ValueError(f"not an IP address or CIDR network: {value!r} "
-                         f"(e.g. 10.0.0.0/8, 192.0.2.7, ::1, or {UNIX} for --unix-socket peers)") from None
 
 
 def parse_ip(value: bytes | str) -> Address | None:

@@ -1,0 +1,103 @@
+"""What a user may write for networks, hosts and fleet names: the parsers of the trust and
+allow rules (pure; imports nothing of fleet).
+
+The option declarations (``fleet.config``) parse with these, and the proxy (``balancer.trust``,
+``balancer.allow``) matches requests against what they return, so both sides agree on one
+normal form without the configuration importing the proxy:
+
+- ``parse_cidr``: a ``--trusted-proxy`` entry (a CIDR network, one address, or ``unix:``);
+- ``validate_host_entry`` / ``validate_origin_entry``: ``--allow-host`` and
+  ``--allow-websocket-origin`` entries with Bokeh's rules (``*`` labels, no port means :80,
+  ``NAME:*`` for ``--allow-host`` only), and ``split_host_port`` that both the parser and the
+  matcher use;
+- ``valid_fleet_name``: a ``--name`` (a file name in the runtime directory).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "169.254.0.0/16", "fe80::/10")
+# The pseudo-network of peers on fleet's --unix-socket listener (nginx spells it "unix:").
+UNIX = "unix:"
+
+_LABEL = re.compile(r"\*|[A-Za-z0-9_-]+|\[[0-9A-Fa-f:.]+\]")
+_FLEET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A fleet's control socket is <name>.sock: a name ending so would read as a socket file itself.
+_SOCKET_SUFFIX = ".sock"
+
+
+def parse_cidr(value: str) -> str:
+    """Validate a ``--trusted-proxy`` entry (``10.0.0.0/8``, ``192.0.2.7``, ``::1``, ``unix:``)
+    and return its normal form; raises ValueError with a readable message."""
+    text = str(value).strip()
+    if text == UNIX:
+        return text
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise ValueError(f"not an IP address or CIDR network: {value!r} "
+                         f"(e.g. 10.0.0.0/8, 192.0.2.7, ::1, or {UNIX} for --unix-socket peers)") from None
+
+
+def split_host_port(value: str) -> tuple[str, str | None]:
+    """``name[:port]`` -> (name, port or None); ``[v6]:port`` keeps its brackets."""
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return value, None
+        rest = value[end + 1:]
+        return value[: end + 1], (rest[1:] if rest.startswith(":") else None)
+    if ":" in value:
+        name, port = value.rsplit(":", 1)
+        return name, port
+    return value, None
+
+
+def _check_entry(value: str, *, any_port: bool) -> str:
+    text = str(value).strip().lower()
+    if text == "*":
+        return text
+    name, port = split_host_port(text)
+    if not name:
+        raise ValueError(f"empty host in {value!r}")
+    if port is not None:
+        if port == "*":
+            if not any_port:
+                raise ValueError(f"{value!r}: Bokeh does not accept ':*' in --allow-websocket-origin; "
+                                 f"name the port, or use '*' for any origin")
+        elif not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"invalid port in {value!r} (use NAME, NAME:PORT, *.NAME or *)")
+    labels = [name] if name.startswith("[") else name.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"invalid host in {value!r} (use NAME, NAME:PORT, *.NAME or *)")
+    return text
+
+
+def validate_host_entry(value: str) -> str:
+    """An ``--allow-host`` entry, normalised (lowercase); ValueError explains a bad one."""
+    return _check_entry(value, any_port=True)
+
+
+def validate_origin_entry(value: str) -> str:
+    """An ``--allow-websocket-origin`` entry as Bokeh's ``create_hosts_allowlist`` accepts it.
+
+    Entries are kept as given (not ``:80``-suffixed), because the same text goes to Bokeh
+    workers; a ``scheme://`` prefix is refused since Bokeh would never match it."""
+    if "://" in str(value):
+        raise ValueError(f"{value!r}: give HOST[:PORT] without a scheme (Bokeh compares host:port only)")
+    return _check_entry(value, any_port=False)
+
+
+def valid_fleet_name(name: str) -> str:
+    """A fleet name is a file name in the runtime directory: letters, digits, ``.``, ``_``, ``-``."""
+    if not _FLEET_NAME.fullmatch(name) or name.endswith(_SOCKET_SUFFIX):
+        raise ValueError(f"not a fleet name: {name!r} (letters, digits, '.', '_', '-'; at most 64; "
+                         f"starting with a letter or digit)")
+    return name
+
+
+__all__ = ["LOOPBACK", "PRIVATE", "UNIX", "parse_cidr", "split_host_port", "valid_fleet_name",
+           "validate_host_entry", "validate_origin_entry"]
