@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 
+from fleet.values import parse_url_path
+
 SESSION_ID_MODES = ("unsigned", "signed", "external-signed")
 
 
@@ -17,9 +19,12 @@ def parse_prefix(value: str) -> str | None:
     text = str(value).strip().strip("/")
     if not text:
         return None
-    if any(ch in text for ch in "?#% ") or ".." in text.split("/"):
-        raise ValueError(f"not a URL prefix: {value!r} (use e.g. /dash)")
-    return "/" + text
+    # Every generated configuration writes it (nginx location, cookie Path, Apache Alias): an
+    # RFC 3986 path, without %XX escapes (Bokeh compares the prefix with the decoded path).
+    prefix = parse_url_path("/" + text, "a URL prefix")
+    if "%" in text or ".." in text.split("/"):
+        raise ValueError(f"not a URL prefix: {value!r} (no '%' and no '..' segment; use e.g. /dash)")
+    return prefix
 
 
 def parse_milliseconds(value: str | int) -> int:

@@ -34,6 +34,8 @@ from fleet.values import (  # re-exported: fleet.config is where options and the
     parse_count,
     parse_duration,
     parse_host_entry,
+    parse_file_path,
+    parse_host,
     parse_hostport,
     parse_hsts,
     parse_log_level,
@@ -42,6 +44,8 @@ from fleet.values import (  # re-exported: fleet.config is where options and the
     parse_port,
     parse_positive_int,
     parse_size,
+    parse_text,
+    parse_token,
     parse_trusted_proxy,
     parse_url_path,
 )
@@ -136,7 +140,7 @@ class Config:
     app_args: tuple[str, ...] = ()  # after --args (or the older --), for every app
 
     cmd: str | None = option(
-        None, "--cmd", metavar="'CMD {port}'",
+        None, "--cmd", parse=parse_text, metavar="'CMD {port}'",
         help="Run any server command instead of APP; {port} and $PORT give each worker its port.",
     )
     workers: int = option(
@@ -148,7 +152,7 @@ class Config:
         help="Public port of the built-in proxy.",
     )
     address: str = option(
-        "127.0.0.1", "--address", commands=PROXY, help="Address the proxy listens on.",
+        "127.0.0.1", "--address", parse=parse_host, commands=PROXY, help="Address the proxy listens on.",
     )
     base_port: int = option(
         5100, "--base-port", parse=parse_port,
@@ -173,7 +177,7 @@ class Config:
              "WebSockets before SIGTERM (0: at once).",
     )
     unix_socket: str | None = option(
-        None, "--unix-socket", metavar="PATH", commands=PROXY,
+        None, "--unix-socket", parse=parse_file_path, metavar="PATH", commands=PROXY,
         help="Also listen on this unix domain socket.",
     )
     no_proxy: bool = option(
@@ -346,16 +350,16 @@ class Config:
              "in the queue (HAProxy server maxconn).",
     )
     ssl_certfile: str | None = option(
-        None, "--ssl-certfile", metavar="PATH", commands=PROXY,
+        None, "--ssl-certfile", parse=parse_file_path, metavar="PATH", commands=PROXY,
         help="Serve HTTPS with this certificate (PEM).",
     )
     ssl_keyfile: str | None = option(
-        None, "--ssl-keyfile", metavar="PATH", commands=PROXY,
+        None, "--ssl-keyfile", parse=parse_file_path, metavar="PATH", commands=PROXY,
         help="Private key for --ssl-certfile (password from $FLEET_SSL_PASSWORD or "
              "$BOKEH_SSL_PASSWORD). SIGHUP / fleet reload re-reads certificate and key.",
     )
     log_dir: str | None = option(
-        None, "--log-dir", metavar="DIR",
+        None, "--log-dir", parse=parse_file_path, metavar="DIR",
         help="Also write each worker's output to DIR/w<i>.log (DIR/s<i>.log in the surge port block).",
     )
     # -- operations: log files, JSON output ------------------------------------
@@ -374,17 +378,17 @@ class Config:
     )
     # -- operations: hooks ---------------------------------------------------------
     on_ready: str | None = option(
-        None, "--on-ready", metavar="CMD",
+        None, "--on-ready", parse=parse_text, metavar="CMD",
         help="Shell command run when a worker becomes ready (env: FLEET_HOOK_EVENT, "
              "FLEET_WORKER_ID, FLEET_WORKER_PID, FLEET_WORKER_PORT).",
     )
     on_exit: str | None = option(
-        None, "--on-exit", metavar="CMD",
+        None, "--on-exit", parse=parse_text, metavar="CMD",
         help="Shell command run when a worker's process exits (not during fleet's own stop); "
              "also FLEET_EXIT_CODE or FLEET_EXIT_SIGNAL.",
     )
     on_crash_loop: str | None = option(
-        None, "--on-crash-loop", metavar="CMD",
+        None, "--on-crash-loop", parse=parse_text, metavar="CMD",
         help="Shell command run when a worker starts crash-looping.",
     )
     hook_timeout: float = option(
@@ -421,7 +425,7 @@ class Config:
              "has no hang detection.",
     )
     control_socket: str | None = option(
-        None, "--control-socket", metavar="PATH", commands=CONTROL,
+        None, "--control-socket", parse=parse_file_path, metavar="PATH", commands=CONTROL,
         show_default="$XDG_RUNTIME_DIR/fleet/<name>.sock, else /tmp/fleet-<uid>/<name>.sock",
         help="Unix socket for fleet status/reload/scale/down/logs (overrides --name and discovery).",
     )
@@ -445,7 +449,7 @@ class Config:
         help="Upstream server for the generated configuration (repeatable); default: the workers.",
     )
     state_dir: str | None = option(
-        None, "--state-dir", metavar="DIR", commands=frozenset({"config"}),
+        None, "--state-dir", parse=parse_file_path, metavar="DIR", commands=frozenset({"config"}),
         help="Where the generated nginx/Apache/HAProxy config puts pid file, logs and temp "
              "files (lets the proxy run unprivileged); default: the system paths.",
     )
@@ -467,7 +471,7 @@ class Config:
              "logout_url, LogoutHandler). Also $BOKEH_AUTH_MODULE.",
     )
     cookie_secret: str | None = option(
-        None, "--cookie-secret", metavar="SECRET", secret=True,
+        None, "--cookie-secret", parse=parse_text, metavar="SECRET", secret=True,
         help="Bokeh: secret for secure cookies. Prefer $BOKEH_COOKIE_SECRET (argv shows in ps); "
              "workers get it only through the environment.",
     )
@@ -517,7 +521,7 @@ class Config:
         help="Bokeh: do not redirect the root path to the only app.",
     )
     ico_path: str | None = option(
-        None, "--ico-path", metavar="PATH",
+        None, "--ico-path", parse=parse_file_path, metavar="PATH",
         help="Bokeh: favicon.ico to serve, or 'none' for none.",
     )
     websocket_max_message_size: int | None = option(
@@ -533,19 +537,19 @@ class Config:
         help="Bokeh: Tornado WebSocket compression mem_level.",
     )
     include_headers: tuple[str, ...] = option(
-        (), "--include-headers", multiple=True, metavar="HEADER...", default_factory=tuple,
+        (), "--include-headers", multiple=True, parse=parse_token, metavar="HEADER...", default_factory=tuple,
         help="Bokeh: request headers the session context sees (default: all).",
     )
     exclude_headers: tuple[str, ...] = option(
-        (), "--exclude-headers", multiple=True, metavar="HEADER...", default_factory=tuple,
+        (), "--exclude-headers", multiple=True, parse=parse_token, metavar="HEADER...", default_factory=tuple,
         help="Bokeh: request headers kept from the session context.",
     )
     include_cookies: tuple[str, ...] = option(
-        (), "--include-cookies", multiple=True, metavar="COOKIE...", default_factory=tuple,
+        (), "--include-cookies", multiple=True, parse=parse_token, metavar="COOKIE...", default_factory=tuple,
         help="Bokeh: request cookies the session context sees (default: all).",
     )
     exclude_cookies: tuple[str, ...] = option(
-        (), "--exclude-cookies", multiple=True, metavar="COOKIE...", default_factory=tuple,
+        (), "--exclude-cookies", multiple=True, parse=parse_token, metavar="COOKIE...", default_factory=tuple,
         help="Bokeh: request cookies kept from the session context.",
     )
     num_procs: int = option(
@@ -681,6 +685,11 @@ def build_config(
     if apps:
         apps = (apps,) if isinstance(apps, str) else tuple(str(app) for app in apps)
         values["app"], values["extra_apps"] = apps[0], apps[1:]
+        for app in apps:  # APP reaches every generated file too
+            try:
+                parse_text(app, "APP")
+            except ValueError as exc:
+                raise ConfigError(f"APP: {exc}") from None
     if positional.get("app_args"):
         values["app_args"] = tuple(positional["app_args"])
     elif "app_args" in toml_values:
