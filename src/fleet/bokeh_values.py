@@ -19,11 +19,14 @@ def parse_prefix(value: str) -> str | None:
     text = str(value).strip().strip("/")
     if not text:
         return None
-    # Every generated configuration writes it (nginx location, cookie Path, Apache Alias): an
-    # RFC 3986 path, without %XX escapes (Bokeh compares the prefix with the decoded path).
+    # Every generated configuration writes it (nginx location, Apache Alias, the affinity
+    # cookie's Path): an RFC 3986 path, without %XX escapes (Bokeh compares it with the decoded
+    # path) and without ';' (it would end the cookie's Path attribute).
     prefix = parse_url_path("/" + text, "a URL prefix")
-    if "%" in text or ".." in text.split("/"):
-        raise ValueError(f"not a URL prefix: {value!r} (no '%' and no '..' segment; use e.g. /dash)")
+    bad = next((ch for ch in text if ch in "%;"), None)
+    if bad is not None or ".." in text.split("/"):
+        raise ValueError(f"not a URL prefix: {value!r}" + (f" has {bad!r}" if bad else " has a '..' segment")
+                         + " (use e.g. /dash)")
     return prefix
 
 

@@ -44,6 +44,7 @@ from fleet.values import (  # re-exported: fleet.config is where options and the
     parse_port,
     parse_positive_int,
     parse_size,
+    parse_socket_path,
     parse_text,
     parse_token,
     parse_trusted_proxy,
@@ -177,7 +178,7 @@ class Config:
              "WebSockets before SIGTERM (0: at once).",
     )
     unix_socket: str | None = option(
-        None, "--unix-socket", parse=parse_file_path, metavar="PATH", commands=PROXY,
+        None, "--unix-socket", parse=parse_socket_path, metavar="PATH", commands=PROXY,
         help="Also listen on this unix domain socket.",
     )
     no_proxy: bool = option(
@@ -425,7 +426,7 @@ class Config:
              "has no hang detection.",
     )
     control_socket: str | None = option(
-        None, "--control-socket", parse=parse_file_path, metavar="PATH", commands=CONTROL,
+        None, "--control-socket", parse=parse_socket_path, metavar="PATH", commands=CONTROL,
         show_default="$XDG_RUNTIME_DIR/fleet/<name>.sock, else /tmp/fleet-<uid>/<name>.sock",
         help="Unix socket for fleet status/reload/scale/down/logs (overrides --name and discovery).",
     )

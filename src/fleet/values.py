@@ -176,6 +176,14 @@ def parse_file_path(value: str) -> str:
     return text
 
 
+def parse_socket_path(value: str) -> str:
+    """A unix socket path: a file path without ``,`` (HAProxy splits a bind address list there)."""
+    text = parse_file_path(value)
+    if "," in text:
+        raise ValueError(f"a socket path must not contain ',' (U+002C): {text!r}")
+    return text
+
+
 _HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
                         r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
 _HOST_CHAR = re.compile(r"[A-Za-z0-9_.:\[\]-]")
