@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 
 # Written bare when a value holds only these (so ordinary files read as before); else quoted.
 _BARE = re.compile(r"[A-Za-z0-9_/.:@=+,*!&~%\[\]-]+")
@@ -118,11 +117,6 @@ def dockerfile_word(word: str) -> str:
     return visible(word).replace("\\", "\\\\").replace("$", "\\$").replace(" ", "\\ ")
 
 
-def printable(text: str) -> bool:
-    """True when ``text`` has no control, format or unassigned character."""
-    return all(unicodedata.category(ch)[0] != "C" for ch in text)
-
-
 __all__ = ["NGINX_DOLLAR", "NGINX_DOLLAR_GEO", "apache", "apache_format", "comment_line",
-           "dockerfile_list", "dockerfile_word", "haproxy", "nginx", "nginx_value", "printable",
+           "dockerfile_list", "dockerfile_word", "haproxy", "nginx", "nginx_value",
            "systemd_value", "systemd_word", "visible"]
