@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 
+from fleet.values import parse_url_path
+
 SESSION_ID_MODES = ("unsigned", "signed", "external-signed")
 
 
@@ -17,9 +19,15 @@ def parse_prefix(value: str) -> str | None:
     text = str(value).strip().strip("/")
     if not text:
         return None
-    if any(ch in text for ch in "?#% ") or ".." in text.split("/"):
-        raise ValueError(f"not a URL prefix: {value!r} (use e.g. /dash)")
-    return "/" + text
+    # Every generated configuration writes it (nginx location, Apache Alias, the affinity
+    # cookie's Path): an RFC 3986 path, without %XX escapes (Bokeh compares it with the decoded
+    # path) and without ';' (it would end the cookie's Path attribute).
+    prefix = parse_url_path("/" + text, "a URL prefix")
+    bad = next((ch for ch in text if ch in "%;"), None)
+    if bad is not None or ".." in text.split("/"):
+        raise ValueError(f"not a URL prefix: {value!r}" + (f" has {bad!r}" if bad else " has a '..' segment")
+                         + " (use e.g. /dash)")
+    return prefix
 
 
 def parse_milliseconds(value: str | int) -> int:

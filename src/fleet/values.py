@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from fleet.rules import parse_cidr, validate_host_entry, validate_origin_entry
+
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
@@ -106,20 +108,14 @@ DEFAULT_METRICS_ALLOW = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12"
 
 
 def parse_trusted_proxy(value: str) -> str:
-    from fleet.balancer.trust import parse_cidr  # lazy: fleet.balancer imports fleet.config
-
     return parse_cidr(value)
 
 
 def parse_origin_entry(value: str) -> str:
-    from fleet.balancer.allow import validate_origin_entry
-
     return validate_origin_entry(value)
 
 
 def parse_host_entry(value: str) -> str:
-    from fleet.balancer.allow import validate_host_entry
-
     return validate_host_entry(value)
 
 
@@ -130,20 +126,130 @@ def parse_hsts(value: str | int) -> int:
     return int(seconds)
 
 
+def describe_character(ch: str) -> str:
+    """``'\\t' (U+0009)``: a character named so that an error shows it even when invisible."""
+    return f"{ch!r} (U+{ord(ch):04X})"
+
+
+def _first_bad(text: str, allowed: re.Pattern[str]) -> str | None:
+    return next((ch for ch in text if not allowed.fullmatch(ch)), None)
+
+
+# Control characters (C0, DEL, C1), the Unicode line and paragraph separators and the BOM: none
+# belongs in an option value, and each can end a line or a comment in some generated file.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+
+
+def parse_text(value: str, what: str = "this value") -> str:
+    """Free text (a shell command, an argument, a module): printable, no control character."""
+    text = str(value)
+    bad = _CONTROL.search(text)
+    if bad:
+        raise ValueError(f"{what} must not contain control characters: {text!r} has "
+                         f"{describe_character(bad.group())}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid text (an undecodable byte at {exc.start}): {text!r}") from None
+    return text
+
+
+# ``"`` and ``\`` cannot be written in every generated format (Apache has no escape for a
+# final backslash), ``$`` and the backquote start substitutions (nginx, HAProxy, shells).
+# Spaces, ``'``, ``;``, ``#`` and braces are fine: every writer quotes them.
+_PATH_FORBIDDEN = '"\\$`'
+
+
+def parse_file_path(value: str) -> str:
+    """A file or directory path: printable, none of ``"``, ``\\``, ``$``, backquote."""
+    text = parse_text(value, "a path")
+    if not text.strip():
+        raise ValueError("a path must not be empty")
+    bad = next((ch for ch in text if ch in _PATH_FORBIDDEN), None)
+    if bad is not None:
+        raise ValueError(f"a path must not contain {describe_character(bad)} (nor any of "
+                         f"\" \\ $ `): {text!r}")
+    return text
+
+
+def parse_socket_path(value: str) -> str:
+    """A unix socket path: a file path without ``,`` (HAProxy splits a bind address list there)."""
+    text = parse_file_path(value)
+    if "," in text:
+        raise ValueError(f"a socket path must not contain ',' (U+002C): {text!r}")
+    return text
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                        r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
+_HOST_CHAR = re.compile(r"[A-Za-z0-9_.:\[\]-]")
+
+
+def parse_host(value: str) -> str:
+    """A host: an IPv4 or IPv6 address (``::1`` or ``[::1]``) or a DNS name; returned unchanged."""
+    import ipaddress
+
+    text = str(value).strip()
+    bad = _first_bad(text, _HOST_CHAR)
+    if bad is not None:
+        raise ValueError(f"not a host: {text!r} has {describe_character(bad)} (use an IP address "
+                         f"or a DNS name: letters, digits, '-', '.')")
+    bracketed = text.startswith("[") and text.endswith("]")
+    bare = text[1:-1] if bracketed else text
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        address = None
+    if address is not None and (address.version == 6 or not bracketed):
+        return text
+    if bracketed or not _HOST_NAME.fullmatch(text):
+        raise ValueError(f"not a host: {text!r} (use an IP address or a DNS name)")
+    return text
+
+
 def parse_hostport(value: str) -> str:
     """Validate ``HOST:PORT`` (``[::1]:80`` for IPv6) and return it unchanged."""
     text = str(value).strip()
     match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(\d+)", text)
     if not match:
         raise ValueError(f"not HOST:PORT: {value!r}")
+    try:
+        parse_host(match.group(1))
+    except ValueError as exc:
+        raise ValueError(f"not HOST:PORT: {exc}") from None
     parse_port(match.group(2))
     return text
 
 
-def parse_url_path(value: str) -> str:
+# RFC 3986 path characters: unreserved, sub-delims, ":", "@", "/" and %XX escapes.
+_PATH_CHAR = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]")
+
+
+def parse_url_path(value: str, what: str = "a URL path") -> str:
+    """A URL path as RFC 3986 spells it: ``/`` then letters, digits, ``-._~!$&'()*+,;=:@/`` and
+    ``%XX`` escapes only (no space, no control character, no ``"``, ``?``, ``#``, braces)."""
     text = str(value)
     if not text.startswith("/"):
-        raise ValueError(f"a URL path must start with '/': {value!r}")
+        raise ValueError(f"{what} must start with '/': {value!r}")
+    bad = _first_bad(text, _PATH_CHAR)
+    if bad is not None:
+        raise ValueError(f"{what} takes only RFC 3986 path characters (letters, digits, "
+                         f"-._~!$&'()*+,;=:@/ and %XX): {text!r} has {describe_character(bad)}")
+    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
+        raise ValueError(f"{what}: '%' must start a %XX escape (two hex digits): {text!r}")
+    return text
+
+
+_TOKEN_CHAR = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]")
+
+
+def parse_token(value: str) -> str:
+    """An HTTP header or cookie name: an RFC 9110 token."""
+    text = str(value).strip()
+    bad = _first_bad(text, _TOKEN_CHAR)
+    if not text or bad is not None:
+        raise ValueError(f"not a header or cookie name (an HTTP token): {text!r}"
+                         + (f" has {describe_character(bad)}" if bad else ""))
     return text
 
 

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from fleet.config.declare import SSL_PASSWORD_ENV, ConfigError, env_name, is_option, long_flag
 from fleet.config.model import Config
 from fleet.config.validate import validate
+from fleet.values import parse_text
 
 
 def option_fields() -> list[Field[Any]]:
@@ -79,6 +80,11 @@ def build_config(
     if apps:
         apps = (apps,) if isinstance(apps, str) else tuple(str(app) for app in apps)
         values["app"], values["extra_apps"] = apps[0], apps[1:]
+        for app in apps:  # APP reaches every generated file too
+            try:
+                parse_text(app, "APP")
+            except ValueError as exc:
+                raise ConfigError(f"APP: {exc}") from None
     if positional.get("app_args"):
         values["app_args"] = tuple(positional["app_args"])
     elif "app_args" in toml_values:

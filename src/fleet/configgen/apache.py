@@ -25,6 +25,7 @@ from fleet.configgen.common import (
     whole_seconds,
 )
 from fleet.configgen.deployment import Deployment
+from fleet.configgen.quoting import apache as q, apache_format
 
 _LOG_LEVELS = {"debug": "debug", "info": "notice", "warning": "warn", "error": "error", "critical": "crit"}
 
@@ -136,8 +137,9 @@ def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[st
             "# The affinity cookie (fleet's --sticky): a client stays on the worker that answered it.",
             "# Its value is the worker's slot (w0, w1, ...: its port, which a --no-proxy reload keeps)",
             "# after a dot, where mod_proxy_balancer reads a route.",
-            f'Header add Set-Cookie "{AFFINITY_COOKIE}=.%{{BALANCER_WORKER_ROUTE}}e; '
-            f'{affinity_cookie_attributes(config)}" env=BALANCER_ROUTE_CHANGED',
+            "Header add Set-Cookie "
+            + q(f"{AFFINITY_COOKIE}=.%{{BALANCER_WORKER_ROUTE}}e; " + apache_format(affinity_cookie_attributes(config)))
+            + " env=BALANCER_ROUTE_CHANGED",
         ]
     lines.append("")
     lines += ["RewriteEngine On"]
@@ -158,8 +160,8 @@ def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[st
         prefix = config.prefix or ""
         lines += [
             "# Bokeh's runtime extensions are not on disk: the workers serve them (the first match wins).",
-            f'ProxyPass "{prefix}/static/extensions/" "balancer://fleet_http{prefix}/static/extensions/" nocanon',
-            f'ProxyPass "{prefix}/static/" !',
+            f"ProxyPass {q(prefix + '/static/extensions/')} {q(f'balancer://fleet_http{prefix}/static/extensions/')} nocanon",
+            f"ProxyPass {q(prefix + '/static/')} !",
         ]
     lines += [
         'ProxyPass "/" "balancer://fleet_http/" nocanon',
@@ -174,8 +176,8 @@ def _static(config: Config, deployment: Deployment) -> list[str]:
     static_dir = deployment.bokeh_static_dir.rstrip("/")
     return [
         "# Bokeh's JavaScript and CSS, straight from the installed bokeh package.",
-        f'Alias "{config.prefix or ""}/static/" "{static_dir}/"',  # BokehJS lives under --prefix
-        f'<Directory "{static_dir}">',
+        f"Alias {q((config.prefix or '') + '/static/')} {q(static_dir + '/')}",  # BokehJS lives under --prefix
+        f"<Directory {q(static_dir)}>",
         "    Require all granted",
         "</Directory>",
         "AddType text/javascript .js .mjs",
@@ -201,13 +203,13 @@ def render(config: Config, deployment: Deployment) -> str:
     group = deployment.group or (None if deployment.state_dir else "www-data")
 
     out: list[str] = [
-        f'ServerRoot "{deployment.state_dir or "/etc/apache2"}"',
+        f"ServerRoot {q(deployment.state_dir or '/etc/apache2')}",
         "ServerName localhost",
         "ServerTokens Prod",
         "ServerSignature Off",
-        f'PidFile "{state("apache2.pid", "/run/apache2/fleet.pid")}"',
-        f'DefaultRuntimeDir "{state("", "/run/apache2/")}"',
-        f'ErrorLog "{state("error.log", "/var/log/apache2/fleet-error.log")}"',
+        f"PidFile {q(state('apache2.pid', '/run/apache2/fleet.pid'))}",
+        f"DefaultRuntimeDir {q(state('', '/run/apache2/'))}",
+        f"ErrorLog {q(state('error.log', '/var/log/apache2/fleet-error.log'))}",
         f"LogLevel {_LOG_LEVELS[config.log_level]}",
     ]
     if user:
@@ -241,14 +243,14 @@ def render(config: Config, deployment: Deployment) -> str:
         "# does not queue per worker), --websocket-idle-timeout (ProxyWebsocketIdleTimeout, 2.4.49+).",
     ]
     if config.access_log:
-        out.append(f'CustomLog "{state("access.log", "/var/log/apache2/fleet-access.log")}" '
+        out.append(f"CustomLog {q(state('access.log', '/var/log/apache2/fleet-access.log'))} "
                    '"%h %l %u %t \\"%r\\" %>s %b %D"')
     if deployment.bokeh_static_dir:
         out += ["# The types of Bokeh's files are added below; no mime.types file has to exist.",
                 "TypesConfig /dev/null"]
     if config.ssl_certfile:
         out += [
-            f'SSLSessionCache "shmcb:{state("ssl_scache", "/run/apache2/fleet_ssl_scache")}(512000)"',
+            f"SSLSessionCache {q('shmcb:' + state('ssl_scache', '/run/apache2/fleet_ssl_scache') + '(512000)')}",
             "SSLProtocol -all +TLSv1.2 +TLSv1.3",
         ]
     out += [
@@ -264,8 +266,8 @@ def render(config: Config, deployment: Deployment) -> str:
     if config.ssl_certfile:
         out += _indent([
             "SSLEngine on",
-            f'SSLCertificateFile "{config.ssl_certfile}"',
-            f'SSLCertificateKeyFile "{config.ssl_keyfile}"',
+            f"SSLCertificateFile {q(config.ssl_certfile)}",
+            f"SSLCertificateKeyFile {q(config.ssl_keyfile or '')}",
             *(["# the key is encrypted: add SSLPassPhraseDialog exec:/path/to/script"]
               if config.ssl_password is not None else []),
         ])

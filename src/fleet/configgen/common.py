@@ -11,6 +11,7 @@ from dataclasses import MISSING, dataclass, replace
 from typing import Any
 
 from fleet.config import GIB, KIB, MIB, Config, option_fields
+from fleet.configgen.quoting import comment_line
 from fleet.supervisor.generations import slot_label
 
 # The proxy connects to a worker on the same machine (or LAN): a connect that takes longer
@@ -195,5 +196,6 @@ def fleet_command_line(config: Config, command: str = "up", executable: str = "f
 
 
 def comment_block(lines: list[str], prefix: str = "# ") -> str:
-    """Lines turned into a comment block (empty lines become a bare ``#``)."""
-    return "\n".join((prefix + line).rstrip() for line in lines) + "\n"
+    """Lines turned into a comment block (empty lines become a bare ``#``). Each line is made
+    one printable line first: a value with a newline must not end the comment."""
+    return "\n".join((prefix + comment_line(line)).rstrip() for line in lines) + "\n"

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from fleet.appspec import AppError, AppKind, detect as detect_app
-from fleet.config import Config
+from fleet.config import Config, ConfigError
 from fleet.configgen.managed import Managed
+from fleet.values import parse_file_path
 
 # Read by ``detect``: put the proxy's pid file, logs and temp files under this directory instead
 # of the distribution's system locations, so nginx/Apache/HAProxy run without root.
@@ -86,6 +87,11 @@ def detect(config: Config, environ: Mapping[str, str] | None = None, cwd: str | 
     cwd = cwd or os.getcwd()
     static_dir, note = bokeh_static_dir(config, cwd)
     state_dir = config.state_dir or environ.get(STATE_DIR_ENV) or None
+    if state_dir and not config.state_dir:
+        try:  # the same rule as --state-dir, whose environment variable this is too
+            parse_file_path(state_dir)
+        except ValueError as exc:
+            raise ConfigError(f"${STATE_DIR_ENV}: {exc}") from None
     return Deployment(
         fleet_executable=fleet_executable(sys.argv[0], sys.executable, shutil.which("fleet")),
         working_directory=cwd,

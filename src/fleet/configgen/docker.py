@@ -10,11 +10,14 @@ functions of Config and Deployment.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 
 from fleet.config import Config
 from fleet.configgen.common import comment_block, fleet_arguments, fleet_command_line, whole_seconds
 from fleet.configgen.deployment import Deployment
 from fleet.configgen.systemd import STOP_MARGIN_SECONDS
+from fleet.configgen.quoting import dockerfile_list, dockerfile_word, visible
 
 PYTHON_IMAGE = "python:3.11-slim"
 PROMETHEUS_IMAGE = "prom/prometheus:v2.53.0"
@@ -57,18 +60,21 @@ def render_dockerfile(config: Config, deployment: Deployment) -> str:
         f"FROM {PYTHON_IMAGE}",
         "",
         "ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
-        f"WORKDIR {workdir}",
+        f"WORKDIR {dockerfile_word(workdir)}",
         "",
         "COPY pyproject.toml README.md ./",
         "COPY src ./src",
         "RUN pip install '.[bokeh]'",
     ]
     if source and source not in {"src", "."}:
-        lines.append(f"COPY {source} ./{source}")
+        plain = re.fullmatch(r"[A-Za-z0-9_.@+-][A-Za-z0-9_./@+-]*", source)
+        # Exec form (a JSON array) for a name Docker would split or expand.
+        lines.append(f"COPY {source} ./{source}" if plain else f"COPY {dockerfile_list([source, './' + source])}")
     lines += [
         "",
         "# fleet status/down find the control socket by themselves: `docker exec CONTAINER fleet status`.",
-        f"RUN useradd --system --no-create-home --home-dir {workdir} fleet && chown fleet {workdir}",
+        f"RUN useradd --system --no-create-home --home-dir {shlex.quote(visible(workdir))} fleet "
+        f"&& chown fleet {shlex.quote(visible(workdir))}",
         "USER fleet",
         "",
         f"EXPOSE {' '.join(str(port) for port in _ports(config))}",

@@ -25,6 +25,7 @@ from fleet.configgen.common import (
 )
 from fleet.configgen.deployment import Deployment
 from fleet.configgen import managed as managed_lines
+from fleet.configgen.quoting import haproxy as q
 
 # HAProxy keeps a whole request head in one buffer and reserves tune.maxrewrite (1 KiB by
 # default) of it for header rewrites; 16 KiB is HAProxy's own default buffer size.
@@ -64,13 +65,13 @@ def render(config: Config, deployment: Deployment) -> str:
     https = bool(config.ssl_certfile)
     out: list[str] = ["global", f"    log stdout format raw local0 {log_level}"]
     if deployment.state_dir:
-        out.append(f"    pidfile {deployment.state_path('haproxy.pid', '')}")
+        out.append(f"    pidfile {q(deployment.state_path('haproxy.pid', ''))}")
     user = deployment.user or (None if deployment.state_dir else "haproxy")
     group = deployment.group or (None if deployment.state_dir else "haproxy")
     if user:
-        out.append(f"    user {user}")
+        out.append(f"    user {q(user)}")
     if group:
-        out.append(f"    group {group}")
+        out.append(f"    group {q(group)}")
     out += [
         "    # Bokeh sends its session token in Sec-WebSocket-Protocol: a whole request head of",
         "    # fleet's --max-header-size must fit in one buffer.",
@@ -112,10 +113,10 @@ def render(config: Config, deployment: Deployment) -> str:
     bind = f"    bind {listen_address(config.address, config.port)}"
     per_ip = config.max_connections_per_ip
     if https:
-        bind += f" ssl crt {config.ssl_certfile} alpn http/1.1"
+        bind += f" ssl crt {q(config.ssl_certfile)} alpn http/1.1"
     out.append(bind)
     if config.unix_socket:
-        out.append(f"    bind unix@{config.unix_socket} mode 666")
+        out.append(f"    bind {q('unix@' + config.unix_socket)} mode 666")
     if config.max_connections:
         # On the frontend, not global: a global maxconn also sizes HAProxy's descriptor limit.
         out += ["    # --max-connections: past it HAProxy stops accepting, as fleet does.",
@@ -168,7 +169,7 @@ def render(config: Config, deployment: Deployment) -> str:
     if config.health_path:
         out += [
             "    option httpchk",
-            f"    http-check send meth GET uri {config.health_path} ver HTTP/1.1 hdr Host localhost",
+            f"    http-check send meth GET uri {q(config.health_path)} ver HTTP/1.1 hdr Host localhost",
             "    http-check expect status 200-299",
         ]
     if managed:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleet.configgen.common import Upstream, seconds
+from fleet.configgen.quoting import haproxy as hq, nginx as nq
 
 # The server's own metrics are served at <--metrics-path>/<kind>: /metrics/haproxy, /metrics/nginx.
 
@@ -47,7 +48,7 @@ def own_metrics_path(metrics_path: str, kind: str) -> str:
 def haproxy_global(managed: Managed) -> list[str]:
     return [
         "    # fleet's runtime API socket (add/drain/remove workers), private to fleet's user.",
-        f"    stats socket {managed.admin_socket} mode 600 level admin",
+        f"    stats socket {hq(managed.admin_socket)} mode 600 level admin",
     ]
 
 
@@ -57,16 +58,16 @@ def _haproxy_terms(managed: Managed) -> list[str]:
     prefixes = [p for p in managed.fleet_paths if p.endswith("/")]
     terms = []
     if exact:
-        terms.append(f"{{ path {' '.join(exact)} }}")
+        terms.append(f"{{ path {' '.join(hq(p) for p in exact)} }}")
     if prefixes:
-        terms.append(f"{{ path_beg {' '.join(prefixes)} }}")
+        terms.append(f"{{ path_beg {' '.join(hq(p) for p in prefixes)} }}")
     return terms
 
 
 def haproxy_frontend(managed: Managed) -> list[str]:
     routed = _haproxy_terms(managed) if managed.fleet_socket else []
     own = managed.metrics_path
-    guarded = [*routed, *([f"{{ path {own} }}"] if own else [])]
+    guarded = [*routed, *([f"{{ path {hq(own)} }}"] if own else [])]
     if not guarded:
         return []
     allow = " ".join(managed.metrics_allow)
@@ -95,7 +96,7 @@ def haproxy_frontend(managed: Managed) -> list[str]:
                 f"!fleet_forwarded_peer",
             ]
     if own:
-        lines.append(f"    http-request use-service prometheus-exporter if {{ path {own} }}")
+        lines.append(f"    http-request use-service prometheus-exporter if {{ path {hq(own)} }}")
     if routed:
         lines.append(f"    use_backend fleet_master if {' || '.join(routed)}")
     return lines
@@ -104,7 +105,7 @@ def haproxy_frontend(managed: Managed) -> list[str]:
 def haproxy_backends(managed: Managed) -> list[str]:
     if not managed.fleet_socket:
         return []
-    return ["", "backend fleet_master", f"    server master unix@{managed.fleet_socket}"]
+    return ["", "backend fleet_master", f"    server master {hq('unix@' + managed.fleet_socket)}"]
 
 
 # -- nginx --------------------------------------------------------------------------------
@@ -134,15 +135,15 @@ def nginx_locations(managed: Managed) -> list[str]:
     if managed.fleet_socket:
         for path in managed.fleet_paths:
             lines += [
-                f"location {'^~ ' if path.endswith('/') else '= '}{path} {{",
+                f"location {'^~ ' if path.endswith('/') else '= '}{nq(path)} {{",
                 "    if ($fleet_metrics_peer = 0) { return 404; }",
-                f"    proxy_pass http://unix:{managed.fleet_socket}:;",
+                f"    proxy_pass {nq(f'http://unix:{managed.fleet_socket}:')};",
                 "    proxy_set_header X-Forwarded-For $remote_addr;",
                 "}",
             ]
     if managed.metrics_path:
         lines += [
-            f"location = {managed.metrics_path} {{",
+            f"location = {nq(managed.metrics_path)} {{",
             "    if ($fleet_metrics_peer = 0) { return 404; }",
             "    stub_status;",
             "}",

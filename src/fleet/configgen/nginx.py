@@ -29,6 +29,7 @@ from fleet.configgen.common import (
 )
 from fleet.configgen.deployment import Deployment
 from fleet.configgen import managed as managed_lines
+from fleet.configgen.quoting import NGINX_DOLLAR, NGINX_DOLLAR_GEO, nginx as q
 
 _ERROR_LOG_LEVELS = {"debug": "debug", "info": "notice", "warning": "warn", "error": "error", "critical": "crit"}
 
@@ -93,7 +94,7 @@ def _listen_lines(config: Config, default_server: bool = False) -> list[str]:
     lines = [f"listen {listen_address(config.address, config.port)}{tls}{suffix};"]
     if config.unix_socket:
         # A local client on the socket speaks plain HTTP, like fleet's own unix listener.
-        lines.append(f"listen unix:{config.unix_socket}{suffix};")
+        lines.append(f"listen {q('unix:' + config.unix_socket)}{suffix};")
     return lines
 
 
@@ -101,8 +102,8 @@ def _tls_lines(config: Config) -> list[str]:
     if not config.ssl_certfile:
         return []
     lines = [
-        f"ssl_certificate {config.ssl_certfile};",
-        f"ssl_certificate_key {config.ssl_keyfile};",
+        f"ssl_certificate {q(config.ssl_certfile)};",
+        f"ssl_certificate_key {q(config.ssl_keyfile or '')};",
     ]
     if config.ssl_password is not None:
         lines.append("# the key is encrypted: add `ssl_password_file FILE;` (FLEET_SSL_PASSWORD in a file)")
@@ -148,7 +149,8 @@ def _affinity(config: Config, servers: list[Upstream]) -> list[str]:
         "}",
         "# Set the cookie unless the client already has this worker's, or nginx answered itself.",
         f'map "$cookie_{AFFINITY_COOKIE}|$fleet_worker" $fleet_set_cookie {{',
-        f'    default "{AFFINITY_COOKIE}=$fleet_worker; {affinity_cookie_attributes(config)}";',
+        # The attributes hold --prefix: a "$" there is literal, not a variable.
+        f"    default {q(f'{AFFINITY_COOKIE}=$fleet_worker; ' + affinity_cookie_attributes(config).replace('$', NGINX_DOLLAR))};",
         '    "~^([^|]*)\\|\\1$" "";',
         '    "~\\|$" "";',
         "}",
@@ -195,7 +197,7 @@ def _proxy_location(config: Config, path: str = "/") -> list[str]:
             *([f'add_header Strict-Transport-Security "{hsts}" always;'] if hsts else []),
         ]
     return [
-        f"location {path} {{",
+        f"location {q(path)} {{",
         f"    proxy_pass http://{'$fleet_pool' if _sticky(config) else 'fleet_workers'};",
         *("    " + line for line in affinity),
         "    proxy_http_version 1.1;",
@@ -224,8 +226,8 @@ def _static_location(config: Config, deployment: Deployment) -> list[str]:
     return [
         "# Bokeh's JavaScript and CSS, straight from the installed bokeh package",
         "# (python -c 'from bokeh.util.paths import static_path; print(static_path())').",
-        f"location {config.prefix or ''}/static/ {{",  # Bokeh serves BokehJS under --prefix
-        f"    alias {static_dir}/;",
+        f"location {q((config.prefix or '') + '/static/')} {{",  # Bokeh serves BokehJS under --prefix
+        f"    alias {q(static_dir + '/')};",
         *("    " + line for line in _STATIC_TYPES),
         "    default_type application/octet-stream;",
         "    expires 1h;",
@@ -246,11 +248,11 @@ def render(config: Config, deployment: Deployment) -> str:
     main: list[str] = []
     user = deployment.user or (None if deployment.state_dir else "www-data")
     if user:
-        main.append(f"user {user}{' ' + deployment.group if deployment.group else ''};")
+        main.append(f"user {q(user)}{' ' + q(deployment.group) if deployment.group else ''};")
     main += [
         "worker_processes auto;",
-        f"pid {state('nginx.pid', '/run/nginx.pid')};",
-        f"error_log {'stderr' if managed else state('error.log', '/var/log/nginx/error.log')} "
+        f"pid {q(state('nginx.pid', '/run/nginx.pid'))};",
+        f"error_log {'stderr' if managed else q(state('error.log', '/var/log/nginx/error.log'))} "
         f"{_ERROR_LOG_LEVELS[config.log_level]};",
     ]
     if managed:
@@ -260,10 +262,10 @@ def render(config: Config, deployment: Deployment) -> str:
         "server_tokens off;",
         "tcp_nodelay on;",
         "sendfile on;",
-        f"access_log {state('access.log', '/var/log/nginx/access.log') if config.access_log else 'off'};",
+        f"access_log {q(state('access.log', '/var/log/nginx/access.log')) if config.access_log else 'off'};",
     ]
     if deployment.state_dir:
-        http += [f"{kind}_temp_path {state(kind + '_temp', '')};"
+        http += [f"{kind}_temp_path {q(state(kind + '_temp', ''))};"
                  for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
     http += [
         "",
@@ -339,7 +341,7 @@ def render(config: Config, deployment: Deployment) -> str:
         # fail_timeout is short because fleet restarts a dead worker within a second.
         max_conns = f" max_conns={config.worker_max_conns}" if config.worker_max_conns else ""
         down = " down" if server.disabled else ""
-        http.append(f"    server {server.address} max_fails=1 fail_timeout=2s{max_conns}{down};  # {server.id}")
+        http.append(f"    server {q(server.address)} max_fails=1 fail_timeout=2s{max_conns}{down};  # {server.id}")
     http += ["    keepalive 32;", "}", ""]
     if _sticky(config):
         http += [*_affinity(config, servers), ""]
@@ -389,6 +391,8 @@ def render(config: Config, deployment: Deployment) -> str:
             "}",
         ]
 
+    if any(NGINX_DOLLAR in line for line in http):
+        http = [*NGINX_DOLLAR_GEO, *http]
     return (
         _header(config, deployment)
         + "\n"

@@ -18,17 +18,13 @@ from fleet.config import Config
 from fleet.discovery import default_name
 from fleet.configgen.common import comment_block, fleet_arguments, fleet_command_line, whole_seconds
 from fleet.configgen.deployment import Deployment
+from fleet.configgen import quoting
 
 # Time past --graceful-timeout for fleet to TERM, then KILL, stragglers and exit by itself.
 STOP_MARGIN_SECONDS = 15
 
 
-def quote_word(word: str) -> str:
-    """One ExecStart word in systemd's syntax: ``$`` and ``%`` escaped, quoted when needed."""
-    escaped = word.replace("%", "%%").replace("$", "$$")
-    if escaped and not any(ch in escaped for ch in " \t\n\"'\\;"):
-        return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+quote_word = quoting.systemd_word  # one ExecStart word
 
 
 def exec_start(config: Config, deployment: Deployment) -> str:
@@ -60,7 +56,7 @@ def render(config: Config, deployment: Deployment) -> str:
     ])
     lines = [
         "[Unit]",
-        f"Description=fleet: {what} ({config.workers} workers)",
+        f"Description={quoting.systemd_value(f'fleet: {what} ({config.workers} workers)')}",
         "After=network-online.target",
         "Wants=network-online.target",
         "",
@@ -69,7 +65,7 @@ def render(config: Config, deployment: Deployment) -> str:
         "Type=notify",
         "NotifyAccess=main",
         f"TimeoutStartSec={whole_seconds(config.start_timeout) + STOP_MARGIN_SECONDS}",
-        f"WorkingDirectory={deployment.working_directory}",
+        f"WorkingDirectory={quoting.systemd_value(deployment.working_directory)}",
         f"ExecStart={exec_start(config, deployment)}",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",

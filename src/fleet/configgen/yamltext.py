@@ -2,8 +2,9 @@
 
 Only what manifests need: mappings, lists, strings, ints, floats and booleans, in block style.
 A string is written plain when YAML reads it back as the same string, else double-quoted with
-JSON's escaping (a JSON string is a valid YAML double-quoted scalar). The tests load the output
-with PyYAML and compare it with the input.
+JSON's escaping (a JSON string is a valid YAML double-quoted scalar), every character YAML could
+read as a line break or must not hold raw (C0, C1, NEL, LS, PS, BOM, surrogates) escaped.
+The tests load the output with PyYAML and compare it with the input.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from typing import Any
 _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./@=+-]*( [A-Za-z0-9_./@=+-]+)*")
 # Words YAML 1.1 (PyYAML, many controllers) reads as booleans or null.
 _SPECIAL = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
+_RAW_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]")
+
+
+def _quoted(text: str) -> str:
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _RAW_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
 
 
 def scalar(value: Any) -> str:
@@ -27,7 +34,7 @@ def scalar(value: Any) -> str:
     text = str(value)
     if _PLAIN.fullmatch(text) and text.lower() not in _SPECIAL:
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _quoted(text)
 
 
 def _lines(value: Any, indent: int) -> list[str]:

@@ -18,7 +18,7 @@ from fleet.bokeh_values import (
     parse_whole_seconds,
 )
 from fleet.config.declare import option
-from fleet.values import parse_bool, parse_size
+from fleet.values import parse_bool, parse_file_path, parse_size, parse_text, parse_token
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class BokehSettings:
              "logout_url, LogoutHandler). Also $BOKEH_AUTH_MODULE.",
     )
     cookie_secret: str | None = option(
-        None, "--cookie-secret", metavar="SECRET", secret=True,
+        None, "--cookie-secret", parse=parse_text, metavar="SECRET", secret=True,
         help="Bokeh: secret for secure cookies. Prefer $BOKEH_COOKIE_SECRET (argv shows in ps); "
              "workers get it only through the environment.",
     )
@@ -90,7 +90,7 @@ class BokehSettings:
         help="Bokeh: do not redirect the root path to the only app.",
     )
     ico_path: str | None = option(
-        None, "--ico-path", metavar="PATH",
+        None, "--ico-path", parse=parse_file_path, metavar="PATH",
         help="Bokeh: favicon.ico to serve, or 'none' for none.",
     )
     websocket_max_message_size: int | None = option(
@@ -106,19 +106,19 @@ class BokehSettings:
         help="Bokeh: Tornado WebSocket compression mem_level.",
     )
     include_headers: tuple[str, ...] = option(
-        (), "--include-headers", multiple=True, metavar="HEADER...", default_factory=tuple,
+        (), "--include-headers", parse=parse_token, multiple=True, metavar="HEADER...", default_factory=tuple,
         help="Bokeh: request headers the session context sees (default: all).",
     )
     exclude_headers: tuple[str, ...] = option(
-        (), "--exclude-headers", multiple=True, metavar="HEADER...", default_factory=tuple,
+        (), "--exclude-headers", parse=parse_token, multiple=True, metavar="HEADER...", default_factory=tuple,
         help="Bokeh: request headers kept from the session context.",
     )
     include_cookies: tuple[str, ...] = option(
-        (), "--include-cookies", multiple=True, metavar="COOKIE...", default_factory=tuple,
+        (), "--include-cookies", parse=parse_token, multiple=True, metavar="COOKIE...", default_factory=tuple,
         help="Bokeh: request cookies the session context sees (default: all).",
     )
     exclude_cookies: tuple[str, ...] = option(
-        (), "--exclude-cookies", multiple=True, metavar="COOKIE...", default_factory=tuple,
+        (), "--exclude-cookies", parse=parse_token, multiple=True, metavar="COOKIE...", default_factory=tuple,
         help="Bokeh: request cookies kept from the session context.",
     )
     num_procs: int = option(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleet.config.declare import option
-from fleet.values import parse_hostport
+from fleet.values import parse_file_path, parse_hostport
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class GeneratedSettings:
         help="Upstream server for the generated configuration (repeatable); default: the workers.",
     )
     state_dir: str | None = option(
-        None, "--state-dir", metavar="DIR", commands=frozenset({"config"}),
+        None, "--state-dir", parse=parse_file_path, metavar="DIR", commands=frozenset({"config"}),
         help="Where the generated nginx/Apache/HAProxy config puts pid file, logs and temp "
              "files (lets the proxy run unprivileged); default: the system paths.",
     )

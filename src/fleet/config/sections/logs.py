@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleet.config.declare import PROXY, option
-from fleet.values import MIB, parse_bool, parse_count, parse_log_level, parse_size
+from fleet.values import MIB, parse_bool, parse_count, parse_file_path, parse_log_level, parse_size
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class LogSettings:
     """The Logs section (``config.logs``); frozen."""
 
     log_dir: str | None = option(
-        None, "--log-dir", metavar="DIR",
+        None, "--log-dir", parse=parse_file_path, metavar="DIR",
         help="Also write each worker's output to DIR/w<i>.log (DIR/s<i>.log in the surge port block).",
     )
     log_max_size: int = option(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fleet.config.declare import CONTROL, PROXY, option
 from fleet.rules import valid_fleet_name
-from fleet.values import parse_bool, parse_port, parse_url_path
+from fleet.values import parse_bool, parse_port, parse_socket_path, parse_url_path
 
 
 def parse_fleet_name(value: str) -> str:
@@ -35,7 +35,7 @@ class OperationsSettings:
         help="Do not serve Prometheus metrics.",
     )
     control_socket: str | None = option(
-        None, "--control-socket", metavar="PATH", commands=CONTROL,
+        None, "--control-socket", parse=parse_socket_path, metavar="PATH", commands=CONTROL,
         show_default="$XDG_RUNTIME_DIR/fleet/<name>.sock, else /tmp/fleet-<uid>/<name>.sock",
         help="Unix socket for fleet status/reload/scale/down/logs (overrides --name and discovery).",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleet.config.declare import CONTROL, PROXY, option
-from fleet.values import parse_bool, parse_port
+from fleet.values import parse_bool, parse_host, parse_port, parse_socket_path
 
 
 PROXY_KINDS = ("builtin", "nginx", "haproxy")
@@ -42,10 +42,10 @@ class ProxySettings:
         help="Public port of the built-in proxy.",
     )
     address: str = option(
-        "127.0.0.1", "--address", commands=PROXY, help="Address the proxy listens on.",
+        "127.0.0.1", "--address", parse=parse_host, commands=PROXY, help="Address the proxy listens on.",
     )
     unix_socket: str | None = option(
-        None, "--unix-socket", metavar="PATH", commands=PROXY,
+        None, "--unix-socket", parse=parse_socket_path, metavar="PATH", commands=PROXY,
         help="Also listen on this unix domain socket.",
     )
     no_proxy: bool = option(

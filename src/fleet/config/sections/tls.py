@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleet.config.declare import PROXY, option
-from fleet.values import parse_hsts, parse_port
+from fleet.values import parse_file_path, parse_hsts, parse_port
 
 
 @dataclass(frozen=True)
@@ -17,11 +17,11 @@ class TLSSettings:
     """The TLS section (``config.tls``); frozen."""
 
     ssl_certfile: str | None = option(
-        None, "--ssl-certfile", metavar="PATH", commands=PROXY,
+        None, "--ssl-certfile", parse=parse_file_path, metavar="PATH", commands=PROXY,
         help="Serve HTTPS with this certificate (PEM).",
     )
     ssl_keyfile: str | None = option(
-        None, "--ssl-keyfile", metavar="PATH", commands=PROXY,
+        None, "--ssl-keyfile", parse=parse_file_path, metavar="PATH", commands=PROXY,
         help="Private key for --ssl-certfile (password from $FLEET_SSL_PASSWORD or "
              "$BOKEH_SSL_PASSWORD). SIGHUP / fleet reload re-reads certificate and key.",
     )

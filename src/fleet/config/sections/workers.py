@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from fleet.config.declare import PROXY, option
 from fleet.cpulimit import default_workers  # the cgroup's CPU quota in a container
-from fleet.values import parse_duration, parse_port, parse_positive_int, parse_url_path
+from fleet.values import parse_duration, parse_port, parse_positive_int, parse_text, parse_url_path
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class WorkerSettings:
     extra_apps: tuple[str, ...] = ()  # `fleet up a.py b/ c.ipynb`: b/ and c.ipynb (Bokeh apps only)
     app_args: tuple[str, ...] = ()  # after --args (or the older --), for every app
     cmd: str | None = option(
-        None, "--cmd", metavar="'CMD {port}'",
+        None, "--cmd", parse=parse_text, metavar="'CMD {port}'",
         help="Run any server command instead of APP; {port} and $PORT give each worker its port.",
     )
     workers: int = option(
