@@ -26,7 +26,7 @@ import tempfile
 import weakref
 from typing import Any
 
-from fleet.balancer.policy import UpstreamSet, load_of
+from fleet.balancer.policy import UpstreamSet
 from fleet.balancer.stats import ProxyStats, UpstreamStats
 
 CELL = 8  # bytes: one signed 64-bit counter
@@ -182,7 +182,6 @@ class SharedUpstreamStats(UpstreamStats):
 # The least-connections choice reads fleet-wide counts wherever a worker's stats are a
 # SharedUpstreamStats (policy.load_of): one UpstreamSet serves one proxy process and many.
 SharedUpstreamSet = UpstreamSet
-fleet_load = load_of
 
 
 class SharedProxyStats(ProxyStats):
@@ -207,5 +206,4 @@ class SharedProxyStats(ProxyStats):
         return stats
 
 
-__all__ = ["COLUMNS", "Columns", "LoadTable", "SharedProxyStats", "SharedUpstreamSet", "SharedUpstreamStats",
-           "fleet_load"]
+__all__ = ["COLUMNS", "Columns", "LoadTable", "SharedProxyStats", "SharedUpstreamSet", "SharedUpstreamStats"]
