@@ -25,8 +25,6 @@ from fleet.balancer.exchange import Exchange
 class ResponseSink(Protocol):
     """The client side of one connection, as a worker connection sees it."""
 
-    closed: bool
-
     def start_batch(self) -> None:
         """Collect the writes of one read from the worker into one write to the client."""
 

@@ -4,8 +4,8 @@
 into an ``Exchange`` (``balancer.exchange``: one state enum, one transition table): head checked
 and rewritten by ``balancer.head``, a worker chosen and the request sent by its
 ``forward.Forwarder``, the response streamed back by its ``response.Responder``, its timeouts
-checked by its ``timeouts.Sweeper`` (the parts call each other through ``balancer.contracts``). Requests pipelined
-on one connection queue behind each other and are answered in order.
+checked by its ``timeouts.Sweeper`` (the parts call each other through ``balancer.contracts``).
+Requests pipelined on one connection queue behind each other and are answered in order.
 
 Memory per connection is bounded, and the bound is the sum of these:
 - the request head being read: ``--max-header-size`` (64 KiB) and ``--max-header-count`` (100)
@@ -51,7 +51,7 @@ class ClientConnection(asyncio.Protocol):
     # Slots: more than 30 instance attributes would leave CPython 3.11 without its fast
     # attribute access (shared-key instance dicts stop there), on every byte's path.
     __slots__ = ("proxy", "transport", "flow", "parser", "queue", "parsing", "client_ip", "peer", "reads",
-                 "dead", "eof", "upgrading", "rejection", "responder", "forwarder", "sweeper", "_dispatch",
+                 "dead", "eof", "upgrading", "rejection", "responder", "forwarder", "sweep", "_dispatch",
                  "_hold", "_counted_ip", "_url", "_headers", "_head_size", "_trailing", "_trailer_size",
                  "_raw_head", "_fast_head")
 
@@ -71,7 +71,8 @@ class ClientConnection(asyncio.Protocol):
         self.rejection: HeadError | None = None  # raised from a parser callback
         forwarder = self.forwarder = Forwarder(proxy, self.queue, self.flow)
         responder = self.responder = forwarder.responder = Responder(self, forwarder)
-        self.sweeper = Sweeper(self, responder, forwarder)
+        # The balancer's once-a-second sweep calls ``client.sweep(now)`` (timeouts.Sweeper).
+        self.sweep = Sweeper(self, responder, forwarder).sweep
         # The forwarder's two per-request calls, bound once (a method lookup on another object
         # per call is measurable on this path).
         self._dispatch = forwarder.dispatch
@@ -97,9 +98,6 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.responder.close()
-
-    def sweep(self, now: float) -> None:
-        self.sweeper.sweep(now)
 
     # -- connection lifecycle ----------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
