@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from fleet.balancer.trust import TrustedProxies
 from fleet.balancer.context import AddressRules, client_address
 from fleet.balancer.exchange import (
-    ON_WORKER, STREAMS_BODY, TRANSITIONS, Exchange, InvalidTransition, Limits, State, buffer_bound, timeout_of,
+    ON_WORKER, STREAMS_BODY, TABLE, TRANSITIONS, Exchange, InvalidTransition, Limits, State, buffer_bound, timeout_of,
 )
 from fleet.balancer.policy import Failure, UpstreamSet, retry_decision
 from fleet.balancer.stats import ProxyStats
@@ -38,6 +38,27 @@ def test_every_move_is_allowed_exactly_when_the_table_says_so(source: State, tar
         with pytest.raises(InvalidTransition, match=f"{source.name} to {target.name}"):
             exchange.move(target, 5.0)
         assert exchange.state is source
+
+
+def test_the_whole_table_walked_against_exchange_move_and_its_bitmasks() -> None:
+    """``Exchange.move`` checks a bit mask built from ``TABLE``: every pair agrees with the
+    table, and the same-state moves are the retries the table lists (a new connection after a
+    connect error, a pooled one after a stale one), nothing else."""
+    walked = 0
+    for source, target, allowed in TABLE.walk():
+        walked += 1
+        exchange = exchange_in(source)
+        if allowed:
+            exchange.move(target, 1.0)
+            assert exchange.state is target
+        else:
+            with pytest.raises(InvalidTransition, match=f"exchange cannot go from {source.name} to {target.name}"):
+                exchange.move(target, 1.0)
+            assert exchange.state is source
+    assert walked == len(State) ** 2
+    assert {s for s in State if TABLE.allows(s, s)} == {State.CONNECTING, State.AWAITING_HEAD, State.UPGRADING}
+    assert TABLE.final_states() == {State.DONE}
+    assert TABLE.reachable(State.HEAD) == set(State)
 
 
 def test_the_table_covers_every_state_and_every_state_can_end() -> None:

@@ -233,20 +233,22 @@ def test_generated_command_lines_keep_auto() -> None:
 
 
 def test_every_proxy_state_move_is_in_the_table_or_raises() -> None:
-    from fleet.balancer.proxystate import TRANSITIONS, InvalidProxyTransition, ProxyState, transition
+    from fleet.balancer.proxystate import TABLE, TRANSITIONS, InvalidProxyTransition, ProxyState, transition
 
     assert set(TRANSITIONS) == set(ProxyState)
-    for current in ProxyState:
-        assert transition(current, current) is current  # staying put is no move
-        for new in ProxyState:
-            if new is current:
-                continue
-            if new in TRANSITIONS[current]:
-                assert transition(current, new) is new
-            else:
-                with pytest.raises(InvalidProxyTransition, match=f"from {current.value} to {new.value}"):
-                    transition(current, new)
-    assert not TRANSITIONS[ProxyState.STOPPED]  # final
+    walked = 0
+    for current, new, allowed in TABLE.walk():
+        walked += 1
+        if allowed:
+            assert transition(current, new) is new
+        else:
+            with pytest.raises(InvalidProxyTransition, match=f"from {current.value} to {new.value}"):
+                transition(current, new)
+    assert walked == len(ProxyState) ** 2
+    # The same-state moves proxylives makes, and only those: a slot's first launch (made
+    # STARTING) and a replacement that binds after stop_accepting (already STOPPING).
+    assert {s for s in ProxyState if TABLE.allows(s, s)} == {ProxyState.STARTING, ProxyState.STOPPING}
+    assert TABLE.final_states() == {ProxyState.STOPPED}
     # Every state but STOPPED can reach STOPPED, and a dead process always comes back.
     assert all(ProxyState.STOPPED in TRANSITIONS[s] for s in ProxyState if s is not ProxyState.STOPPED)
     assert ProxyState.STARTING in TRANSITIONS[ProxyState.RESTARTING]

@@ -9,27 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections import deque
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from fleet.balancer.allow import Allowlist
+from fleet.balancer.contracts import ProxyClient
 from fleet.balancer.exchange import Limits
 from fleet.balancer.policy import UpstreamSet
 from fleet.balancer.stats import ProxyStats
 from fleet.balancer.trust import TrustedProxies, resolve_from_headers
+from fleet.balancer.waitqueue import QUEUE_LIMIT, WaitQueue
 
 if TYPE_CHECKING:
     from fleet.balancer.bokeh_routing import BokehRouting
-    from fleet.balancer.exchange import Exchange
-    from fleet.balancer.protocol import ClientConnection
     from fleet.config import Config
 
 CONNECT_TIMEOUT = 5.0
 # Client bytes after an Upgrade head held while the worker has not answered 101 yet.
 UPGRADE_HOLD = 64 * 1024
-# Requests waiting for a worker, in all: past this a request gets 503 at once (HAProxy has
-# no such bound; fleet's --max-connections is the other one).
-QUEUE_LIMIT = 4096
 # How long a request pinned by affinity waits for its own worker (at --worker-max-conns)
 # before it goes to the least-loaded one instead (a session may live there, so wait a little).
 PINNED_WAIT = 2.0
@@ -114,7 +110,7 @@ class ProxyContext:
         self.loop = asyncio.get_running_loop()
         self.stats = stats
         self.upstreams = upstreams
-        self.clients: set[ClientConnection] = set()
+        self.clients: set[ProxyClient] = set()
         self.local_routes: dict[bytes, CachedRoute] = {}
         self.closing = False
         self.max_header_size = config.max_header_size
@@ -151,7 +147,7 @@ class ProxyContext:
         self.access_log = access_log
         self.on_connection_lost: Callable[[], None] | None = None  # the listener's max-connections check
         # Requests no worker can take now, oldest first (state QUEUED).
-        self.waiting: deque[tuple[ClientConnection, Exchange]] = deque()
+        self.waiting = WaitQueue(stats)
 
     # -- client addresses ----------------------------------------------------------------------
     def exempt_from_ip_limits(self, peer_ip: str) -> bool:
@@ -165,12 +161,7 @@ class ProxyContext:
     # -- requests waiting for a worker -----------------------------------------------------------
     def wake(self) -> None:
         """A worker may have room now: hand waiting requests to workers, oldest first."""
-        waiting = self.waiting
-        for _ in range(len(waiting)):
-            client, exchange = waiting.popleft()
-            if not client.try_dispatch_queued(exchange):
-                waiting.append((client, exchange))
-        self.stats.queued = len(waiting)
+        self.waiting.wake()
 
     def host_allowed(self, host: bytes) -> bool:
         return not self.allowed_hosts or self.allowed_hosts.allows_host_header(host)
@@ -179,4 +170,4 @@ class ProxyContext:
         return not self.allowed_origins or origin is None or self.allowed_origins.allows_origin(origin)
 
 
-__all__ = ["AddressRules", "BUILTIN_PREFIX", "CachedRoute", "ProxyContext", "client_address"]
+__all__ = ["AddressRules", "BUILTIN_PREFIX", "QUEUE_LIMIT", "CachedRoute", "ProxyContext", "client_address"]

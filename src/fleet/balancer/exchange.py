@@ -2,8 +2,8 @@
 one buffer bound per state.
 
 Pure: no sockets. ``balancer.protocol`` owns an ``Exchange`` per request and moves it with
-``move``; a move the table does not allow raises ``InvalidTransition`` (a bug in the proxy,
-never a client's doing). The balancer's once-a-second sweep asks ``timeout_of`` how long the
+``move``; a move the table (``TABLE``, a ``fleet.statetable.StateTable``) does not allow raises
+``InvalidTransition`` (a bug in the proxy, never a client's doing). The balancer's once-a-second sweep asks ``timeout_of`` how long the
 front exchange of a connection may stay where it is, so no request has a timer of its own.
 
     HEAD ──> PIPELINED ──> QUEUED ──> CONNECTING ──> SENDING ──> AWAITING_HEAD ──> RELAYING ──> DONE
@@ -20,12 +20,13 @@ bytes go to the worker now?") is answered by the state alone.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from fleet.statetable import InvalidTransition, StateTable
 
 if TYPE_CHECKING:
     from fleet.balancer.head import Request
     from fleet.balancer.policy import Upstream
-    from fleet.balancer.upstream import UpstreamConnection
 
 
 class State(enum.IntEnum):
@@ -50,26 +51,25 @@ HEAD, PIPELINED, QUEUED, CONNECTING, SENDING, AWAITING_HEAD, UPGRADING, RELAYING
 # Dispatch (from PIPELINED or QUEUED, and again on a retry) goes to CONNECTING for a new worker
 # connection, or straight to SENDING / AWAITING_HEAD / UPGRADING with a pooled one.
 _DISPATCHED = frozenset({QUEUED, CONNECTING, SENDING, AWAITING_HEAD, UPGRADING, DONE})
-TRANSITIONS: dict[State, frozenset[State]] = {
-    HEAD: frozenset({PIPELINED, DONE}),
+TABLE: StateTable[State] = StateTable("exchange", {
+    HEAD: {PIPELINED, DONE},
     PIPELINED: _DISPATCHED,
     QUEUED: _DISPATCHED - {QUEUED},
     # A retry (connect error, a pooled connection found dead) dispatches again.
     CONNECTING: _DISPATCHED,
     # A worker may answer before the body is complete (an early 413, a redirect).
-    SENDING: frozenset({AWAITING_HEAD, RELAYING, DONE}),
+    SENDING: {AWAITING_HEAD, RELAYING, DONE},
     AWAITING_HEAD: _DISPATCHED | {RELAYING},
     # A worker answering an Upgrade with anything but 101 relays that answer, then closes.
     UPGRADING: _DISPATCHED | {TUNNEL, RELAYING},
-    RELAYING: frozenset({DONE}),
-    TUNNEL: frozenset({DONE}),
-    DONE: frozenset(),
-}
-# TRANSITIONS as one bit mask per state, indexed by the state's number: ``move`` runs several
+    RELAYING: {DONE},
+    TUNNEL: {DONE},
+    DONE: (),
+})
+TRANSITIONS: dict[State, frozenset[State]] = TABLE.as_dict()
+# The table as one bit mask per state, indexed by the state's number: ``move`` runs several
 # times per request, and a list index plus a shift costs less than two enum hashes.
-_ALLOWED = [0] * (max(State) + 1)
-for _source, _targets in TRANSITIONS.items():
-    _ALLOWED[_source] = sum(1 << _target for _target in _targets)
+_ALLOWED = TABLE.bitmasks()
 # Any state but DONE may move to DONE (a refusal, a timeout, the end of a response): the hot
 # path ends an exchange with a plain assignment, which this keeps true.
 ENDS_ANYWHERE = all(DONE in targets for source, targets in TRANSITIONS.items() if source is not DONE)
@@ -79,10 +79,6 @@ ON_WORKER = frozenset({SENDING, AWAITING_HEAD, UPGRADING, RELAYING})
 # States in which request bytes read from the client are written to the worker at once; in
 # every other state before DONE they are held, within --max-buffered-request.
 STREAMS_BODY = frozenset({SENDING, AWAITING_HEAD, RELAYING})
-
-
-class InvalidTransition(RuntimeError):
-    """A move the table does not allow: a proxy bug, reported with both states."""
 
 
 class Limits(NamedTuple):
@@ -148,7 +144,9 @@ class Exchange:
         self.since = now  # when it entered its state, or last made progress in it
         self.request: Request | None = None
         self.upstream: Upstream | None = None
-        self.conn: UpstreamConnection | None = None
+        # Its worker connection while it holds one: a ``contracts.WorkerLink`` (that module
+        # imports this one, so the type is named in a comment).
+        self.conn: Any = None
         # Tuples until something is held or fails: a list each would be allocated (and freed)
         # for every request, and nearly every request needs neither.
         self.pending: list[bytes] | tuple[bytes, ...] = ()  # request bytes (framed for the worker) not yet sent
@@ -170,7 +168,7 @@ class Exchange:
 
     def move(self, target: State, now: float) -> None:
         if not _ALLOWED[self.state] >> target & 1:
-            raise InvalidTransition(f"exchange cannot go from {self.state.name} to {target.name}")
+            TABLE.move(self.state, target)  # raises InvalidTransition, naming both states
         self.state = target
         self.since = now
 
@@ -187,4 +185,4 @@ class Exchange:
 
 __all__ = ["AWAITING_HEAD", "CONNECTING", "DONE", "HEAD", "PIPELINED", "QUEUED", "RELAYING", "SENDING",
            "TUNNEL", "UPGRADING", "Exchange", "InvalidTransition", "Limits", "ON_WORKER", "STREAMS_BODY", "State",
-           "TRANSITIONS", "buffer_bound", "timeout_of"]
+           "TABLE", "TRANSITIONS", "buffer_bound", "timeout_of"]

@@ -10,21 +10,32 @@ per connection (an Upgrade's at most ``UPGRADE_HOLD``); past that the client is 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
-from fleet.balancer import pool
-from fleet.balancer.context import PINNED_WAIT, QUEUE_LIMIT
+from fleet.balancer.context import PINNED_WAIT, ProxyContext
+from fleet.balancer.contracts import WorkerLink
 from fleet.balancer.exchange import AWAITING_HEAD, CONNECTING, Exchange, QUEUED, SENDING, STREAMS_BODY, UPGRADING
-from fleet.balancer.flow import BUFFERED, UPGRADE
+from fleet.balancer.flow import BUFFERED, UPGRADE, ReadFlow
 from fleet.balancer.head import IDEMPOTENT
 from fleet.balancer.policy import Failure, Upstream, affinity_from_cookie, retry_decision
-from fleet.balancer.response import ClientBase
-from fleet.balancer.upstream import UpstreamConnection
+from fleet.balancer.response import Responder
+from fleet.balancer.upstream import close_idle, open_connection
 
 
-class Forwarding(ClientBase):
-    __slots__ = ()
+class Forwarder:
+    """The request side of one client connection (a ``contracts.RequestSide`` and the
+    ``contracts.Waiter`` the wait queue holds): held bytes, the choice, the send, the retry."""
 
-    def _hold(self, exchange: Exchange, data: bytes) -> None:
+    __slots__ = ("proxy", "queue", "flow", "responder", "buffered")
+
+    def __init__(self, proxy: ProxyContext, queue: deque[Exchange], flow: ReadFlow) -> None:
+        self.proxy = proxy
+        self.queue = queue
+        self.flow = flow
+        self.responder: Responder = None  # type: ignore[assignment]  (set by the connection)
+        self.buffered = 0  # request bytes held for workers, all exchanges of this connection
+
+    def hold(self, exchange: Exchange, data: bytes) -> None:
         """Request bytes for the worker: sent now, or held (bounded) until they may go."""
         conn = exchange.conn
         if conn is not None and exchange.state in STREAMS_BODY:
@@ -44,7 +55,7 @@ class Forwarding(ClientBase):
         elif self.buffered > self.proxy.max_buffered_request:
             self.flow.pause(BUFFERED)
 
-    def _release_held(self, exchange: Exchange) -> None:
+    def release_held(self, exchange: Exchange) -> None:
         """The exchange's held bytes were sent (or dropped): they no longer count."""
         if exchange.pending_size:
             self.buffered -= exchange.pending_size
@@ -53,13 +64,8 @@ class Forwarding(ClientBase):
             if self.buffered <= self.proxy.max_buffered_request:
                 self.flow.resume(BUFFERED)
 
-    def _leave_queue(self, exchange: Exchange) -> None:
-        waiting = self.proxy.waiting
-        try:
-            waiting.remove((self, exchange))  # type: ignore[arg-type]
-        except ValueError:
-            pass
-        self.proxy.stats.queued = len(waiting)
+    def leave_queue(self, exchange: Exchange) -> None:
+        self.proxy.waiting.remove(self, exchange)
 
     # -- choosing a worker -----------------------------------------------------------------------
     def _choose(self, exchange: Exchange, now: float) -> Upstream | None:
@@ -77,13 +83,13 @@ class Forwarding(ClientBase):
             upstream = upstreams.choose(now, affinity, exchange.tried)
         return upstream
 
-    def _dispatch(self, exchange: Exchange) -> None:
+    def dispatch(self, exchange: Exchange) -> None:
         proxy = self.proxy
         request = exchange.request
         assert request is not None
         if exchange.local is not None:
             if exchange.request_done or request.websocket or request.method not in (b"GET", b"HEAD"):
-                self._serve_local(exchange)
+                self.responder.serve_local(exchange)
             return  # on_message_complete dispatches it once its (empty) body is read
         now = proxy.loop.time()
         if not exchange.started:
@@ -108,18 +114,17 @@ class Forwarding(ClientBase):
         if upstream is not None:
             self._assign(exchange, upstream, now)
             return
-        if proxy.queue_timeout <= 0 or len(proxy.waiting) >= QUEUE_LIMIT:
+        if proxy.queue_timeout <= 0 or proxy.waiting.full():
             detail = "no worker could be reached" if exchange.retries else "no worker is ready"
-            self._answer(exchange, 503, detail, extra=b"Retry-After: 1\r\n")
+            self.responder.answer(exchange, 503, detail, extra=b"Retry-After: 1\r\n")
         else:
             exchange.move(QUEUED, now)
             exchange.queued_at = now
-            proxy.waiting.append((self, exchange))  # type: ignore[arg-type]
-            proxy.stats.queued = len(proxy.waiting)
+            proxy.waiting.add(self, exchange)
 
     def try_dispatch_queued(self, exchange: Exchange) -> bool:
         """From ``ProxyContext.wake``: False keeps it waiting."""
-        if exchange.state is not QUEUED or self.closed:
+        if exchange.state is not QUEUED or self.responder.closed:
             return True
         now = self.proxy.loop.time()
         upstream = self._choose(exchange, now)
@@ -132,7 +137,7 @@ class Forwarding(ClientBase):
     def queue_timed_out(self, exchange: Exchange, now: float) -> None:
         self.proxy.stats.observe_queue_wait(now - exchange.queued_at)
         detail = "no worker is ready" if not any(u.ready for u in self.proxy.upstreams) else "every worker is busy"
-        self._answer(exchange, 503, detail, extra=b"Retry-After: 1\r\n")
+        self.responder.answer(exchange, 503, detail, extra=b"Retry-After: 1\r\n")
 
     def _assign(self, exchange: Exchange, upstream: Upstream, now: float) -> None:
         proxy = self.proxy
@@ -141,7 +146,7 @@ class Forwarding(ClientBase):
         upstream.stats.active_requests += 1
         exchange.counted = True
         idle = upstream.idle
-        while idle:  # pool.take_idle, inline: this runs for every request
+        while idle:  # upstream.take_idle, inline: this runs for every request
             conn = idle.pop()
             if not conn.closed:
                 self._send(exchange, conn, now)
@@ -152,14 +157,14 @@ class Forwarding(ClientBase):
     async def _connect(self, exchange: Exchange, upstream: Upstream) -> None:
         proxy = self.proxy
         try:
-            conn = await pool.open_connection(proxy, upstream, proxy.limits.connect_timeout)
+            conn = await open_connection(proxy, upstream, proxy.limits.connect_timeout)
         except (OSError, asyncio.TimeoutError):
             upstream.stats.connect_errors += 1
             proxy.upstreams.mark_down(upstream, proxy.loop.time())
             if exchange.state is CONNECTING and exchange.upstream is upstream:
                 self._failed(exchange, Failure.CONNECT, None)
             return
-        if exchange.state is not CONNECTING or exchange.upstream is not upstream or self.closed:
+        if exchange.state is not CONNECTING or exchange.upstream is not upstream or self.responder.closed:
             conn.release(reusable=True)
             return
         if conn.closed:
@@ -173,8 +178,9 @@ class Forwarding(ClientBase):
             return
         self._send(exchange, conn, proxy.loop.time())
 
-    def _send(self, exchange: Exchange, conn: UpstreamConnection, now: float) -> None:
-        conn.attach(self, exchange)
+    def _send(self, exchange: Exchange, conn: WorkerLink, now: float) -> None:
+        responder = self.responder
+        conn.attach(responder, exchange)
         exchange.conn = conn
         request = exchange.request
         assert request is not None
@@ -185,18 +191,18 @@ class Forwarding(ClientBase):
         else:
             if exchange.pending:
                 conn.send_many([request.forward, *exchange.pending])
-                self._release_held(exchange)
+                self.release_held(exchange)
             else:
                 conn.send(request.forward)
             # A request without a body is whole once its head is out, even before llhttp reports
             # its end: one move instead of two on the hot path.
             whole = exchange.request_done or (not request.chunked and not request.content_length)
             exchange.move(AWAITING_HEAD if whole else SENDING, now)
-        if self._write_paused:
+        if responder.write_paused:
             conn.pause_reading()
 
     # -- failures: one path, one decision --------------------------------------------------------
-    def upstream_lost(self, conn: UpstreamConnection, exchange: Exchange) -> None:
+    def upstream_lost(self, conn: WorkerLink, exchange: Exchange) -> None:
         """The worker's connection closed before its response was complete."""
         self._failed(exchange, Failure.CLOSED, conn)
 
@@ -209,14 +215,15 @@ class Forwarding(ClientBase):
             conn.close()
         self._failed(exchange, Failure.TIMEOUT, conn)
 
-    def _failed(self, exchange: Exchange, failure: Failure, conn: UpstreamConnection | None,
+    def _failed(self, exchange: Exchange, failure: Failure, conn: WorkerLink | None,
                 detail: str = "") -> None:
         exchange.conn = None
-        self._uncount(exchange)
-        if exchange.finished or self.closed:
+        responder = self.responder
+        responder.uncount(exchange)
+        if exchange.finished or responder.closed:
             return
         if exchange.responded:
-            self.close()  # mid-response: a truncated body must not look complete
+            responder.close()  # mid-response: a truncated body must not look complete
             return
         request = exchange.request
         upstream = exchange.upstream
@@ -226,7 +233,7 @@ class Forwarding(ClientBase):
                 # A pooled connection died under it: the worker may have died with all its
                 # pooled connections (kill -9), which would each fail a request the same way.
                 exchange.stale += (upstream,)
-                pool.close_idle(upstream)
+                close_idle(upstream)
             else:
                 exchange.tried += (upstream,)
         proxy = self.proxy
@@ -242,14 +249,14 @@ class Forwarding(ClientBase):
             exchange.retries += 1
             proxy.stats.retries += 1
             exchange.upstream = None
-            self._dispatch(exchange)
+            self.dispatch(exchange)
             return
         if failure is Failure.TIMEOUT:
-            self._answer(exchange, 504, "the worker did not answer in time")
+            responder.answer(exchange, 504, "the worker did not answer in time")
         elif failure is Failure.CONNECT:
-            self._answer(exchange, 502, "the worker could not be reached")
+            responder.answer(exchange, 502, "the worker could not be reached")
         else:
-            self._answer(exchange, 502, detail or "the worker closed the connection")
+            responder.answer(exchange, 502, detail or "the worker closed the connection")
 
 
-__all__ = ["Forwarding"]
+__all__ = ["Forwarder"]

@@ -281,7 +281,8 @@ class ProxyGroup(ProxyLives):
         await cancel_and_wait(self._tasks)
         self._tasks = []
         for slot in self.slots:
-            slot.move(ProxyState.STOPPED)
+            if slot.state is not ProxyState.STOPPED:  # _keep may have stopped it already
+                slot.move(ProxyState.STOPPED)
         self._refresh()
         self.table.close()
         for sock in self._reserved:

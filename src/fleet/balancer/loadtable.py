@@ -15,7 +15,7 @@ WebSockets). The rules that make it safe without a lock:
   been gone for ``REUSE_AFTER`` seconds and every row of it reads 0.
 
 With one proxy process (the default) nothing here is used: ``UpstreamStats`` stays a plain
-dataclass and the hot path is unchanged.
+dataclass, and ``policy.UpstreamSet.choose`` reads its counts directly.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import mmap
 import os
 import tempfile
 import weakref
-from typing import Any, Iterable
+from typing import Any
 
-from fleet.balancer.policy import Upstream, UpstreamSet
+from fleet.balancer.policy import UpstreamSet
 from fleet.balancer.stats import ProxyStats, UpstreamStats
 
 CELL = 8  # bytes: one signed 64-bit counter
@@ -179,60 +179,9 @@ class SharedUpstreamStats(UpstreamStats):
         return sum(self.fleet_active)
 
 
-def fleet_load(stats: UpstreamStats) -> tuple[int, int]:
-    """(in-flight requests, in-flight + WebSockets) of a worker over every proxy process."""
-    if isinstance(stats, SharedUpstreamStats):
-        return stats.fleet_active_requests, stats.load
-    return stats.active_requests, stats.active_requests + stats.websockets
-
-
-class SharedUpstreamSet(UpstreamSet):
-    """``UpstreamSet`` whose choice and cap read the fleet-wide counts.
-
-    ``choose`` mirrors ``UpstreamSet.choose`` line for line, with one change: the load and the
-    in-flight count are the column's sums over every row (``fleet_load``, inlined: a function
-    call and two properties per candidate were most of what a second process added per
-    request). The base class keeps its inline reads so that one proxy process pays nothing for
-    this; ``test_proxy_processes`` checks the two choose alike when the counts are the same,
-    in one row or split over two.
-    """
-
-    def full(self, upstream: Upstream) -> bool:
-        cap = self.worker_max_conns
-        return cap > 0 and fleet_load(upstream.stats)[0] >= cap
-
-    def choose(self, now: float, affinity: str | None = None,
-               exclude: Iterable[Upstream] = ()) -> Upstream | None:
-        if affinity is not None:
-            preferred = self.pinned_target(now, affinity, exclude)
-            if preferred is not None and not self.full(preferred):
-                return preferred
-        cap = self.worker_max_conns
-        order = self._order
-        count = len(order)
-        if count == 0:
-            return None
-        start = self._rotation = (self._rotation + 1) % count
-        best: Upstream | None = None
-        best_load = 0
-        for offset in range(count):
-            upstream = order[(start + offset) % count]
-            if not upstream.ready or upstream.down_until > now or upstream.draining or upstream in exclude:
-                continue
-            stats = upstream.stats
-            if type(stats) is SharedUpstreamStats:  # inline fleet_load: this runs per candidate, per request
-                active = sum(stats.fleet_active)
-                load = active + sum(stats.fleet_websockets)
-            else:
-                active = stats.active_requests
-                load = active + stats.websockets
-            if cap and active >= cap:
-                continue
-            if best is None or load < best_load:
-                best, best_load = upstream, load
-                if load == 0:
-                    break
-        return best
+# The least-connections choice reads fleet-wide counts wherever a worker's stats are a
+# SharedUpstreamStats (policy.load_of): one UpstreamSet serves one proxy process and many.
+SharedUpstreamSet = UpstreamSet
 
 
 class SharedProxyStats(ProxyStats):
@@ -257,5 +206,4 @@ class SharedProxyStats(ProxyStats):
         return stats
 
 
-__all__ = ["COLUMNS", "Columns", "LoadTable", "SharedProxyStats", "SharedUpstreamSet", "SharedUpstreamStats",
-           "fleet_load"]
+__all__ = ["COLUMNS", "Columns", "LoadTable", "SharedProxyStats", "SharedUpstreamSet", "SharedUpstreamStats"]

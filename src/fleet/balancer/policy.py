@@ -140,14 +140,15 @@ class UpstreamSet:
 
     def full(self, upstream: Upstream) -> bool:
         cap = self.worker_max_conns
-        return cap > 0 and upstream.stats.active_requests >= cap
+        return cap > 0 and load_of(upstream.stats)[0] >= cap
 
     def choose(self, now: float, affinity: str | None = None,
                exclude: Iterable[Upstream] = ()) -> Upstream | None:
         """The worker for a new request: the affinity worker if it is available and below
         --worker-max-conns (draining or not), else the available, non-draining one with the
         least load (in-flight requests + open WebSockets) below the cap, ties rotated. None:
-        the request waits (``QUEUED``)."""
+        the request waits (``QUEUED``). With ``--proxy-processes N`` the counts compared are
+        the fleet-wide ones (``load_of``)."""
         if affinity is not None:
             preferred = self.pinned_target(now, affinity, exclude)
             if preferred is not None and not self.full(preferred):
@@ -165,14 +166,30 @@ class UpstreamSet:
             if not upstream.ready or upstream.down_until > now or upstream.draining or upstream in exclude:
                 continue
             stats = upstream.stats
-            if cap and stats.active_requests >= cap:
+            if type(stats) is UpstreamStats:  # load_of, inline: this runs per candidate, per request
+                active = stats.active_requests
+                load = active + stats.websockets
+            else:
+                active = sum(stats.fleet_active)  # type: ignore[attr-defined]
+                load = active + sum(stats.fleet_websockets)  # type: ignore[attr-defined]
+            if cap and active >= cap:
                 continue
-            load = stats.active_requests + stats.websockets
             if best is None or load < best_load:
                 best, best_load = upstream, load
                 if load == 0:
                     break
         return best
+
+
+def load_of(stats: UpstreamStats) -> tuple[int, int]:
+    """(in-flight requests, in-flight + WebSockets) of a worker, over every proxy process: a
+    ``loadtable.SharedUpstreamStats`` (``--proxy-processes N``) sums its column of the shared
+    table (``fleet_active``, ``fleet_websockets``: live views), a plain one is the only count."""
+    if type(stats) is UpstreamStats:
+        active = stats.active_requests
+        return active, active + stats.websockets
+    active = sum(stats.fleet_active)  # type: ignore[attr-defined]
+    return active, active + sum(stats.fleet_websockets)  # type: ignore[attr-defined]
 
 
 def affinity_from_cookie(cookie_header: bytes) -> str | None:

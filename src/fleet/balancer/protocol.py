@@ -2,9 +2,10 @@
 
 ``ClientConnection`` is an ``asyncio.Protocol`` that feeds ``httptools`` and turns each request
 into an ``Exchange`` (``balancer.exchange``: one state enum, one transition table): head checked
-and rewritten by ``balancer.head``, a worker chosen and the request sent by
-``balancer.forward``, the response streamed back by ``balancer.response``. Requests pipelined
-on one connection queue behind each other and are answered in order.
+and rewritten by ``balancer.head``, a worker chosen and the request sent by its
+``forward.Forwarder``, the response streamed back by its ``response.Responder``, its timeouts
+checked by its ``timeouts.Sweeper`` (the parts call each other through ``balancer.contracts``).
+Requests pipelined on one connection queue behind each other and are answered in order.
 
 Memory per connection is bounded, and the bound is the sum of these:
 - the request head being read: ``--max-header-size`` (64 KiB) and ``--max-header-count`` (100)
@@ -21,6 +22,7 @@ Timeouts are not timers per request: the balancer sweeps its connections once a 
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import Any
 
@@ -28,25 +30,30 @@ import httptools
 
 from fleet.balancer import head as heads
 from fleet.balancer.context import BUILTIN_PREFIX, ProxyContext
+from fleet.balancer.contracts import WorkerLink
 from fleet.balancer.exchange import AWAITING_HEAD, DONE, HEAD, PIPELINED, SENDING, Exchange
 from fleet.balancer.flow import PIPELINE, ReadFlow
+from fleet.balancer.forward import Forwarder
 from fleet.balancer.head import LAST_CHUNK, HeadError
-from fleet.balancer.response import LINGER_BYTES
-from fleet.balancer.timeouts import Timeouts
-from fleet.balancer.upstream import WRITE_HIGH_WATER, UpstreamConnection
+from fleet.balancer.response import LINGER_BYTES, Responder
+from fleet.balancer.timeouts import Sweeper
+from fleet.balancer.upstream import WRITE_HIGH_WATER
 
 # Pipelined requests parsed ahead of the one being answered before the client is paused.
 PIPELINE_LIMIT = 64
 
 
-class ClientConnection(Timeouts):
+class ClientConnection(asyncio.Protocol):
+    """The read side of a client connection, and the parts it is made of: a ``Forwarder``
+    (request bytes to a worker), a ``Responder`` (answers to the client) and a ``Sweeper``
+    (timeouts). The parts call each other through ``balancer.contracts``."""
+
     # Slots: more than 30 instance attributes would leave CPython 3.11 without its fast
     # attribute access (shared-key instance dicts stop there), on every byte's path.
-    __slots__ = ("proxy", "transport", "flow", "parser", "queue", "parsing", "tunnel", "tunnel_exchange",
-                 "client_ip", "peer", "closed", "buffered", "lingering", "linger_bytes", "idle_since",
-                 "_counted_ip", "_url", "_headers", "_head_size", "_trailing", "_trailer_size", "_raw_head",
-                 "_rejection", "_write_paused", "_upgrading", "_batch", "_reads", "_reads_seen", "_progress_at",
-                 "_relay_reads", "_eof", "_dead", "_deferred", "_static_wait", "_fast_head")
+    __slots__ = ("proxy", "transport", "flow", "parser", "queue", "parsing", "client_ip", "peer", "reads",
+                 "dead", "eof", "upgrading", "rejection", "responder", "forwarder", "sweep", "_dispatch",
+                 "_hold", "_counted_ip", "_url", "_headers", "_head_size", "_trailing", "_trailer_size",
+                 "_raw_head", "_fast_head")
 
     def __init__(self, proxy: ProxyContext) -> None:
         self.proxy = proxy
@@ -54,16 +61,22 @@ class ClientConnection(Timeouts):
         self.flow = ReadFlow()
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Exchange] = deque()
-        self.parsing: Exchange | None = None
-        self.tunnel: UpstreamConnection | None = None
-        self.tunnel_exchange: Exchange | None = None
+        self.parsing: Exchange | None = None  # the request whose head or body is being read
         self.client_ip = b"unix"
         self.peer = "unix"
-        self.closed = False
-        self.buffered = 0
-        self.lingering = 0.0
-        self.linger_bytes = 0
-        self.idle_since = proxy.loop.time()
+        self.reads = 0  # data_received calls, for the sweep's progress checks
+        self.dead = False  # a request was refused: nothing more is read
+        self.eof = False  # the client half-closed: answer what it sent, then close
+        self.upgrading: Exchange | None = None  # an Upgrade request waiting for its 101
+        self.rejection: HeadError | None = None  # raised from a parser callback
+        forwarder = self.forwarder = Forwarder(proxy, self.queue, self.flow)
+        responder = self.responder = forwarder.responder = Responder(self, forwarder)
+        # The balancer's once-a-second sweep calls ``client.sweep(now)`` (timeouts.Sweeper).
+        self.sweep = Sweeper(self, responder, forwarder).sweep
+        # The forwarder's two per-request calls, bound once (a method lookup on another object
+        # per call is measurable on this path).
+        self._dispatch = forwarder.dispatch
+        self._hold = forwarder.hold
         self._counted_ip: str | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -71,26 +84,25 @@ class ClientConnection(Timeouts):
         self._trailing = False  # the head is done: header fields now are trailers
         self._trailer_size = 0
         self._raw_head = 0
-        self._rejection: HeadError | None = None
-        self._write_paused = False
-        self._static_wait: Any = None  # a static answer waiting for the client to read (bound)
-        self._upgrading: Exchange | None = None
-        self._batch: list[bytes] | None = None
-        self._reads = 0  # data_received calls, for the sweep's progress checks
-        self._reads_seen = 0
-        self._progress_at = self.idle_since
-        self._relay_reads = -1  # the worker connection's reads at the last sweep
-        self._eof = False  # the client half-closed: answer what it sent, then close
-        self._dead = False  # a request was refused: nothing more is read
-        self._deferred: bytes | None = None  # that refusal, sent once earlier answers are out
         # head.FAST_REQUEST_HEAD (compiled) unless the peer is a trusted proxy, whose
         # forwarding headers only the Python code reads; None: head.forward_request alone.
         self._fast_head = heads.FAST_REQUEST_HEAD
 
+    @property
+    def closed(self) -> bool:
+        return self.responder.closed
+
+    @property
+    def tunnel(self) -> WorkerLink | None:
+        return self.responder.tunnel
+
+    def close(self) -> None:
+        self.responder.close()
+
     # -- connection lifecycle ----------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         proxy = self.proxy
-        self.transport = transport
+        self.transport = self.responder.transport = transport
         self.flow.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
@@ -106,14 +118,15 @@ class ClientConnection(Timeouts):
             count = proxy.per_ip.get(self.peer, 0)
             if count >= cap:
                 proxy.stats.client_error("too_many_connections_per_ip")
-                self.closed = True
+                self.responder.closed = True
                 transport.abort()
                 return
             proxy.per_ip[self.peer] = count + 1
             self._counted_ip = self.peer
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        responder = self.responder
+        responder.closed = True
         proxy = self.proxy
         proxy.clients.discard(self)
         if self._counted_ip is not None:
@@ -125,95 +138,97 @@ class ClientConnection(Timeouts):
             self._counted_ip = None
         if proxy.on_connection_lost is not None:
             proxy.on_connection_lost()
-        if self.tunnel is not None:
-            tunnel, self.tunnel = self.tunnel, None
-            tunnel.tunnel = None
-            tunnel.close()
-            self.end_tunnel()
+        if responder.tunnel is not None:
+            tunnel, responder.tunnel = responder.tunnel, None
+            tunnel.drop_tunnel()
+            responder.end_tunnel()
         exchanges = list(self.queue)
         if self.parsing is not None and self.parsing not in exchanges:
             exchanges.append(self.parsing)
-        self._abandon(exchanges)
+        responder.abandon(exchanges)
         self.queue.clear()
         self.parsing = None
 
     def pause_writing(self) -> None:
-        self._write_paused = True
-        conn = self.tunnel or (self.queue[0].conn if self.queue else None)
-        if conn is not None:
-            conn.pause_reading()
+        self.responder.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._static_wait is not None:
-            exchange, hit = self._static_wait
-            self._static_wait = None
-            self._serve_static(exchange, hit)
-            return
-        conn = self.tunnel or (self.queue[0].conn if self.queue else None)
-        if conn is not None:
-            conn.resume_reading()
+        self.responder.resume_writing()
 
     # -- bytes from the client ---------------------------------------------------------------
     def eof_received(self) -> bool | None:
-        if self.tunnel is None and self.queue and not self.closed:
-            self._eof = True  # a half-close ends the requests, not the answers still owed
+        responder = self.responder
+        if responder.tunnel is None and self.queue and not responder.closed:
+            self.eof = True  # a half-close ends the requests, not the answers still owed
             return True
         return None
 
     def data_received(self, data: bytes) -> None:
-        self._reads += 1
+        self.reads += 1
         proxy = self.proxy
         proxy.stats.bytes_received += len(data)
-        tunnel = self.tunnel
+        responder = self.responder
+        tunnel = responder.tunnel
         if tunnel is not None:
             tunnel.send(data)
             return
-        if self.lingering:
-            self.linger_bytes += len(data)
-            if self.linger_bytes > LINGER_BYTES:
+        if responder.lingering:
+            responder.linger_bytes += len(data)
+            if responder.linger_bytes > LINGER_BYTES:
                 self.transport.abort()
             return
-        upgrading = self._upgrading
+        upgrading = self.upgrading
         if upgrading is not None:
             # Bytes after an Upgrade head: held until the worker's 101, dropped without one.
             self._hold(upgrading, data)
             return
-        if self._dead:
+        if self.dead:
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            exchange = self._upgrading
+            exchange = self.upgrading
             rest = data[upgrade.args[0]:]
             if exchange is None:
                 # An upgrade other than WebSocket went through as a plain request (without
                 # its Upgrade header); the parser cannot read past it, so nothing more is.
-                self._dead = True
+                self.dead = True
                 self.flow.pause(PIPELINE)
             elif rest:
                 self._hold(exchange, rest)
             return
         except httptools.HttpParserCallbackError:
-            rejection = self._rejection
+            rejection = self.rejection
             if rejection is not None:
-                self._reject(rejection, self.parsing if self.parsing is not None and self.parsing.request else None)
-            elif not (self.closed or self._dead):
+                self.reject(rejection, self.parsing if self.parsing is not None and self.parsing.request else None)
+            elif not (responder.closed or self.dead):
                 raise
             return
         except httptools.HttpParserError as exc:
-            if not self._dead:
-                self._reject(HeadError(400, "malformed", f"malformed request ({exc})"), self.parsing)
+            if not self.dead:
+                self.reject(HeadError(400, "malformed", f"malformed request ({exc})"), self.parsing)
             return
         parsing = self.parsing
         if parsing is not None and parsing.request is None:
             self._raw_head += len(data)
             if self._raw_head > proxy.max_header_size * 2 + 16384:
-                self._reject(HeadError(431, "head_too_large", "request head too large"))
+                self.reject(HeadError(431, "head_too_large", "request head too large"))
+
+    def reject(self, rejection: HeadError, exchange: Exchange | None = None) -> None:
+        """A request the proxy refuses: its status (counted by reason), then the connection
+        closes (``Responder.refuse``); nothing more is read."""
+        self.rejection = None
+        self.proxy.stats.client_error(rejection.reason)
+        if self.responder.closed:
+            return
+        self.parsing = None
+        self.upgrading = None
+        self.dead = True
+        self.responder.refuse(rejection, exchange)
 
     # httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        if self._dead or self.closed:
+        if self.dead or self.responder.closed:
             # The connection is being closed (a refusal, a built-in route's error): what the
             # client pipelined after that is not read, let alone sent to a worker.
             raise HttpParserStop()
@@ -236,15 +251,15 @@ class ClientConnection(Timeouts):
             # A trailer field of a chunked body: not forwarded, only bounded.
             self._trailer_size += len(name) + len(value) + 4
             if self._trailer_size > self.proxy.max_trailer_size:
-                self._rejection = HeadError(431, "trailers_too_large", "request trailers too large")
-                raise self._rejection
+                self.rejection = HeadError(431, "trailers_too_large", "request trailers too large")
+                raise self.rejection
             return
         headers = self._headers
         headers.append((name, value))
         proxy = self.proxy
         if len(headers) > proxy.max_header_count:
-            self._rejection = HeadError(431, "too_many_headers", "too many header fields")
-            raise self._rejection
+            self.rejection = HeadError(431, "too_many_headers", "too many header fields")
+            raise self.rejection
         self._head_size += len(name) + len(value) + 4
         if self._head_size > proxy.max_header_size:
             self._grow_head(0)
@@ -252,8 +267,8 @@ class ClientConnection(Timeouts):
     def _grow_head(self, size: int) -> None:
         self._head_size += size
         if self._head_size > self.proxy.max_header_size:
-            self._rejection = HeadError(431, "head_too_large", "request head too large")
-            raise self._rejection
+            self.rejection = HeadError(431, "head_too_large", "request head too large")
+            raise self.rejection
 
     def on_headers_complete(self) -> None:
         proxy = self.proxy
@@ -287,7 +302,7 @@ class ClientConnection(Timeouts):
                 if not proxy.origin_allowed(request.origin):
                     raise HeadError(403, "bad_origin", "Origin not allowed")
         except HeadError as rejection:
-            self._rejection = rejection
+            self.rejection = rejection
             raise
         self._url = b""
         self._headers = []
@@ -313,7 +328,7 @@ class ClientConnection(Timeouts):
         queue = self.queue
         queue.append(exchange)
         if request.websocket:
-            self._upgrading = exchange
+            self.upgrading = exchange
         elif upgrade:
             request.keep_alive = False
         if len(queue) == 1:
@@ -331,7 +346,7 @@ class ClientConnection(Timeouts):
         request = exchange.request
         assert request is not None
         if exchange.body_received > self.proxy.max_body_size:
-            self._reject(HeadError(413, "body_too_large", "request body too large"), exchange)
+            self.reject(HeadError(413, "body_too_large", "request body too large"), exchange)
             raise HttpParserStop()
         self._hold(exchange, heads.chunk(body) if request.chunked else body)
 
@@ -350,18 +365,19 @@ class ClientConnection(Timeouts):
         if not request.keep_alive:
             # RFC 9112 9.6: nothing after a Connection: close request is processed (llhttp
             # would report the bytes as an error, which must not become an answer).
-            self._dead = True
+            self.dead = True
             self.flow.pause(PIPELINE)
         if exchange.local is not None and self.queue and self.queue[0] is exchange:
             self._dispatch(exchange)
 
     def close_if_idle(self) -> None:
         """For a graceful stop: close a keep-alive connection that is between requests."""
-        if not self.queue and self.tunnel is None and self.parsing is None and not self.lingering:
-            self.close()
+        responder = self.responder
+        if not self.queue and responder.tunnel is None and self.parsing is None and not responder.lingering:
+            responder.close()
 
     def in_flight(self) -> int:
-        return len(self.queue) if self.tunnel is None else 0
+        return len(self.queue) if self.responder.tunnel is None else 0
 
 
 class HttpParserStop(Exception):

@@ -1,9 +1,11 @@
 """The answer side of a client connection: the worker's response on its way to the client,
 the proxy's own answers (errors, built-in routes), and the end of every exchange.
 
-``ClientBase`` holds what a ``balancer.protocol.ClientConnection`` is made of; the methods here
-are the ones ``balancer.upstream`` calls (``response_head``, ``response_body``, ...) and the
-ones every path uses to end an exchange (``_finish``, ``_answer``, ``_reject``). Closing the
+``Responder`` is one of the parts a ``balancer.protocol.ClientConnection`` is made of: the
+``contracts.ResponseSink`` that ``balancer.upstream`` feeds (``response_head``,
+``response_body``, ...), and what every path uses to end an exchange (``finish``, ``answer``,
+``refuse``). It owns the client's socket for writing; it asks the request side
+(``contracts.RequestSide``, ``balancer.forward``) for the next dispatch and for retries. Closing the
 client after a refusal is a lingering close (nginx ``lingering_close``): the error is written,
 the write side shut down, and what the client still sends is read and dropped for a bounded
 time, so the client reads the error instead of a connection reset.
@@ -11,19 +13,16 @@ time, so the client reads the error instead of a connection reset.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fleet.balancer import head as heads
 from fleet.balancer.bokeh_routing import StaticHit
 from fleet.balancer.context import ProxyContext
 from fleet.balancer.exchange import DONE, Exchange, QUEUED, RELAYING, TUNNEL, UPGRADING
+from fleet.balancer.contracts import RequestSide, WorkerLink
 from fleet.balancer.flow import PEER_FULL, PIPELINE, UPGRADE, BUFFERED, ReadFlow
 from fleet.balancer.head import CHUNKED, FAST_RESPONSE_HEAD, LAST_CHUNK, UNTIL_CLOSE, HeadError
-
-if TYPE_CHECKING:
-    from fleet.balancer.upstream import UpstreamConnection
 
 # The worker label of proxy answers that concern no worker (503 when none is ready).
 NO_WORKER = "none"
@@ -44,39 +43,31 @@ def method_name(method: bytes) -> str:
     return name
 
 
-class ClientBase(asyncio.Protocol):
-    __slots__ = ()
+class Responder:
+    """The answer side of one client connection: the ``contracts.ResponseSink`` its worker
+    connections feed, and every write to the client's socket."""
 
-    proxy: ProxyContext
-    transport: Any
-    flow: ReadFlow
-    queue: deque[Exchange]  # parsed requests; queue[0] is being answered
-    parsing: Exchange | None  # the request whose head or body is being read
-    tunnel: UpstreamConnection | None
-    tunnel_exchange: Exchange | None
-    client_ip: bytes
-    peer: str
-    closed: bool
-    buffered: int  # request bytes held for workers, all exchanges of this connection
-    lingering: float  # when a lingering close began (0: not lingering)
-    linger_bytes: int
-    _batch: list[bytes] | None
-    _write_paused: bool
-    _static_wait: Any
-    _upgrading: Exchange | None
-    _eof: bool
-    _dead: bool
-    _deferred: bytes | None
-    _rejection: HeadError | None
+    __slots__ = ("client", "proxy", "queue", "flow", "transport", "requests", "closed", "lingering",
+                 "linger_bytes", "tunnel", "tunnel_exchange", "write_paused", "idle_since", "_batch",
+                 "_static_wait", "_deferred")
 
-    def _dispatch(self, exchange: Exchange) -> None:  # balancer.forward
-        raise NotImplementedError
-
-    def _release_held(self, exchange: Exchange) -> None:  # balancer.forward
-        raise NotImplementedError
-
-    def _leave_queue(self, exchange: Exchange) -> None:  # balancer.forward
-        raise NotImplementedError
+    def __init__(self, client: ClientState, requests: RequestSide) -> None:
+        self.client = client
+        self.proxy: ProxyContext = client.proxy
+        self.queue: deque[Exchange] = client.queue  # parsed requests; queue[0] is being answered
+        self.flow: ReadFlow = client.flow
+        self.transport: Any = None
+        self.requests = requests
+        self.closed = False
+        self.lingering = 0.0  # when a lingering close began (0: not lingering)
+        self.linger_bytes = 0
+        self.tunnel: WorkerLink | None = None  # after a 101: the worker's end of the pipe
+        self.tunnel_exchange: Exchange | None = None
+        self.write_paused = False  # the client's socket is full
+        self.idle_since = self.proxy.loop.time()  # when the last exchange ended
+        self._batch: list[bytes] | None = None
+        self._static_wait: Any = None  # a static answer waiting for the client to read (bound)
+        self._deferred: bytes | None = None  # a refusal, sent once earlier answers are out
 
     # -- writing to the client ---------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -98,6 +89,32 @@ class ClientBase(asyncio.Protocol):
             if batch and not self.closed:
                 self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
+    def tunnel_write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def peer_full(self) -> None:
+        self.flow.pause(PEER_FULL)
+
+    def peer_ready(self) -> None:
+        self.flow.resume(PEER_FULL)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        conn = self.tunnel or (self.queue[0].conn if self.queue else None)
+        if conn is not None:
+            conn.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._static_wait is not None:
+            exchange, hit = self._static_wait
+            self._static_wait = None
+            self._serve_static(exchange, hit)
+            return
+        conn = self.tunnel or (self.queue[0].conn if self.queue else None)
+        if conn is not None:
+            conn.resume_reading()
+
     def close(self) -> None:
         if not self.closed:
             self.flush()
@@ -114,7 +131,7 @@ class ClientBase(asyncio.Protocol):
             self.close()
             return
         self.closed = True
-        self._dead = True
+        self.client.dead = True
         self.lingering = self.proxy.loop.time()
         try:
             transport.write_eof()
@@ -132,7 +149,7 @@ class ClientBase(asyncio.Protocol):
         if not self.closed:
             self._write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason or b"Continue"))
 
-    def response_head(self, conn: UpstreamConnection, exchange: Exchange, status: int, raw: bytes) -> None:
+    def response_head(self, conn: WorkerLink, exchange: Exchange, status: int, raw: bytes) -> None:
         """The worker's response head (``raw``: its status and header lines as llhttp accepted
         them) goes to the client, edited by ``head.response_head_raw``."""
         proxy = self.proxy
@@ -151,9 +168,10 @@ class ClientBase(asyncio.Protocol):
             # Whatever the client sent after its Upgrade head was meant for a WebSocket: it
             # is dropped, never read as requests, and the connection ends after this answer.
             keep_alive = False
-            self._upgrading = None
-            self._release_held(exchange)
-            self._dead = True
+            client = self.client
+            client.upgrading = None
+            self.requests.release_held(exchange)
+            client.dead = True
             self.flow.pause(PIPELINE)
         # The compiled path answers for a head seen before (None otherwise): same bytes.
         answer = None if FAST_RESPONSE_HEAD is None else FAST_RESPONSE_HEAD(
@@ -189,24 +207,24 @@ class ClientBase(asyncio.Protocol):
         else:
             self.transport.write(data)
 
-    def response_complete(self, conn: UpstreamConnection, exchange: Exchange, reusable: bool) -> None:
+    def response_complete(self, conn: WorkerLink, exchange: Exchange, reusable: bool) -> None:
         if exchange.framing == CHUNKED and not self.closed:
             self._write(LAST_CHUNK)
             self.proxy.stats.bytes_sent += len(LAST_CHUNK)
         exchange.conn = None
         conn.release(reusable and exchange.request_done)
-        self._finish(exchange)
+        self.finish(exchange)
 
-    def upgraded(self, conn: UpstreamConnection, exchange: Exchange, rest: bytes) -> None:
+    def upgraded(self, conn: WorkerLink, exchange: Exchange, rest: bytes) -> None:
         """The worker answered 101: from now on this connection is a byte pipe to it."""
-        self._uncount(exchange)
+        self.uncount(exchange)
         if self.closed or exchange.state is not UPGRADING:
             conn.close()
             return
         exchange.move(TUNNEL, self.proxy.loop.time())
         exchange.conn = None
         self.queue.clear()
-        self._upgrading = None
+        self.client.upgrading = None
         conn.become_tunnel(self)
         self.tunnel = conn
         self.tunnel_exchange = exchange
@@ -214,12 +232,12 @@ class ClientBase(asyncio.Protocol):
         exchange.upstream.stats.websockets += 1
         if exchange.pending:
             conn.send_many(exchange.pending)
-            self._release_held(exchange)
+            self.requests.release_held(exchange)
         self.flow.resume(UPGRADE | BUFFERED | PIPELINE)
         if rest:
             self.proxy.stats.bytes_sent += len(rest)
             self._write(rest)
-        if self._write_paused:
+        if self.write_paused:
             conn.pause_reading()
 
     def end_tunnel(self) -> None:
@@ -235,7 +253,7 @@ class ClientBase(asyncio.Protocol):
         self.close()
 
     # -- ending an exchange ------------------------------------------------------------------
-    def _uncount(self, exchange: Exchange) -> None:
+    def uncount(self, exchange: Exchange) -> None:
         if exchange.counted:
             exchange.counted = False
             upstream = exchange.upstream
@@ -243,17 +261,19 @@ class ClientBase(asyncio.Protocol):
             upstream.stats.active_requests -= 1
             if upstream.idle_waiters:
                 upstream.notify_if_idle()
-            if self.proxy.waiting:
-                self.proxy.wake()
+            waiting = self.proxy.waiting
+            if waiting.size:
+                waiting.wake()
 
-    def _abandon(self, exchanges: list[Exchange]) -> None:
+    def abandon(self, exchanges: list[Exchange]) -> None:
         """Give up on these requests; a worker connection mid-exchange cannot be reused."""
         now = self.proxy.loop.time()
+        requests = self.requests
         for exchange in exchanges:
-            self._uncount(exchange)
+            self.uncount(exchange)
             if exchange.state is QUEUED:
-                self._leave_queue(exchange)
-            self._release_held(exchange)
+                requests.leave_queue(exchange)
+            requests.release_held(exchange)
             if exchange.state is not DONE:
                 exchange.move(DONE, now)
             conn = exchange.conn
@@ -261,10 +281,10 @@ class ClientBase(asyncio.Protocol):
                 exchange.conn = None
                 conn.close()
 
-    def _finish(self, exchange: Exchange) -> None:
-        self._uncount(exchange)
+    def finish(self, exchange: Exchange) -> None:
+        self.uncount(exchange)
         if exchange.pending_size:
-            self._release_held(exchange)  # a body nobody read (a built-in route's)
+            self.requests.release_held(exchange)  # a body nobody read (a built-in route's)
         proxy = self.proxy
         if exchange.state is not DONE:
             # exchange.move(DONE), inline: every state but DONE may end (exchange.ENDS_ANYWHERE,
@@ -279,7 +299,8 @@ class ClientBase(asyncio.Protocol):
             return
         request = exchange.request
         assert request is not None
-        if (self._deferred is not None or self._eof) and not queue:
+        client = self.client
+        if (self._deferred is not None or client.eof) and not queue:
             if self._deferred is not None:
                 self._write(self._deferred)
             self.close_lingering()
@@ -292,22 +313,20 @@ class ClientBase(asyncio.Protocol):
         if self.flow.reasons:
             self.flow.resume(PEER_FULL)
         if queue:
-            if not self._dead:
+            if not client.dead:
                 self.flow.resume(PIPELINE)
-            self._dispatch(queue[0])
+            self.requests.dispatch(queue[0])
             return
         self.idle_since = proxy.loop.time()
 
-    idle_since: float
-
-    def _answer(self, exchange: Exchange, status: int, detail: str, extra: bytes = b"") -> None:
+    def answer(self, exchange: Exchange, status: int, detail: str, extra: bytes = b"") -> None:
         """An answer from the proxy itself; the connection closes after it (what follows in it
         cannot be trusted to be framed the way the client meant)."""
         request = exchange.request
         assert request is not None
         exchange.status = status
         if exchange.state is QUEUED:
-            self._leave_queue(exchange)
+            self.requests.leave_queue(exchange)
         if status >= 500:
             # Counted like a worker's answer (nginx logs these with the upstream they concern),
             # so a 5xx-ratio alert sees "no worker ready" too; worker="none" when none was chosen.
@@ -317,9 +336,9 @@ class ClientBase(asyncio.Protocol):
         if not self.closed:
             self._write(heads.error_response(status, detail, extra=extra, head_only=request.method == b"HEAD"))
         request.keep_alive = False
-        self._finish(exchange)
+        self.finish(exchange)
 
-    def _serve_local(self, exchange: Exchange) -> None:
+    def serve_local(self, exchange: Exchange) -> None:
         """A built-in route (``/metrics``, ``/_fleet/...``), answered like any response:
         keep-alive and pipelining as usual. Refused clients get the 404 an unknown path gets."""
         request = exchange.request
@@ -330,11 +349,11 @@ class ClientBase(asyncio.Protocol):
             return
         if handler is False or request.websocket:
             self.proxy.stats.client_error("builtin_not_found")
-            self._answer(exchange, 404, "")
+            self.answer(exchange, 404, "")
             return
         if request.method not in (b"GET", b"HEAD"):
             self.proxy.stats.client_error("bad_method")
-            self._answer(exchange, 405, "only GET and HEAD", extra=b"Allow: GET, HEAD\r\n")
+            self.answer(exchange, 405, "only GET and HEAD", extra=b"Allow: GET, HEAD\r\n")
             return
         status, content_type, body = handler()  # type: ignore[operator]
         close = not request.keep_alive or self.proxy.closing
@@ -343,13 +362,13 @@ class ClientBase(asyncio.Protocol):
         exchange.status = status
         self.proxy.stats.bytes_sent += len(response)
         self._write(response)
-        self._finish(exchange)
+        self.finish(exchange)
 
     def _serve_static(self, exchange: Exchange, hit: StaticHit) -> None:
         """BokehJS or an app's ``static/`` file from the proxy's memory (``balancer.static_files``)."""
         request = exchange.request
         assert request is not None and self.proxy.bokeh is not None
-        if self._write_paused:
+        if self.write_paused:
             # A pipelining client that does not read gets one file at a time, not 64 at once.
             self._static_wait = (exchange, hit)
             return
@@ -360,26 +379,19 @@ class ClientBase(asyncio.Protocol):
             request.keep_alive = False
         self.proxy.stats.bytes_sent += len(response)
         self._write(response)
-        self._finish(exchange)
+        self.finish(exchange)
 
-    def _reject(self, rejection: HeadError, exchange: Exchange | None = None) -> None:
-        """A request the proxy refuses: its status (counted by reason), then the connection
-        closes. Answers owed to requests pipelined ahead of it go out first; anything of the
-        refused request (and after it) that already went to a worker is cut off there."""
-        self._rejection = None
-        self.proxy.stats.client_error(rejection.reason)
-        if self.closed:
-            return
+    def refuse(self, rejection: HeadError, exchange: Exchange | None = None) -> None:
+        """A request the proxy refuses (``ClientConnection.reject``): answers owed to requests
+        pipelined ahead of it go out first; anything of the refused request (and after it) that
+        already went to a worker is cut off there; then the connection closes."""
         queue = self.queue
         # Exchanges have no __eq__, so ``index`` finds this one by identity.
         position = queue.index(exchange) if exchange is not None and exchange in queue else len(queue)
         responded = exchange is not None and exchange.responded
-        self._abandon([queue.pop() for _ in range(len(queue) - position)])
+        self.abandon([queue.pop() for _ in range(len(queue) - position)])
         if exchange is not None and exchange.state is not DONE:
-            self._abandon([exchange])
-        self.parsing = None
-        self._upgrading = None
-        self._dead = True
+            self.abandon([exchange])
         error = heads.error_response(rejection.status, rejection.detail)
         if queue:  # answers still owed to requests ahead of this one
             self._deferred = error
@@ -401,11 +413,24 @@ class ClientBase(asyncio.Protocol):
             f'{request.client.decode("latin-1")} "{method_name(request.method)} {request.path.decode("latin-1")}" '
             f'{exchange.status} {upstream} {elapsed:.1f}ms')
 
-    def upstream_lost(self, conn: UpstreamConnection, exchange: Exchange) -> None:  # balancer.forward
-        raise NotImplementedError
+    # -- failures: the request side decides (retry or answer) ----------------------------------
+    def upstream_lost(self, conn: WorkerLink, exchange: Exchange) -> None:
+        self.requests.upstream_lost(conn, exchange)
 
-    def upstream_broken(self, exchange: Exchange, detail: str) -> None:  # balancer.forward
-        raise NotImplementedError
+    def upstream_broken(self, exchange: Exchange, detail: str) -> None:
+        self.requests.upstream_broken(exchange, detail)
 
 
-__all__ = ["ClientBase", "LINGER_BYTES", "LINGER_SECONDS", "NO_WORKER", "method_name"]
+class ClientState(Protocol):
+    """What the responder reads and sets of the connection it answers for
+    (``protocol.ClientConnection``): the read side's flags."""
+
+    proxy: ProxyContext
+    queue: deque[Exchange]
+    flow: ReadFlow
+    dead: bool  # nothing more is read (a refusal, Connection: close)
+    eof: bool  # the client half-closed: answer what it sent, then close
+    upgrading: Exchange | None  # an Upgrade request waiting for its 101
+
+
+__all__ = ["ClientState", "Responder", "LINGER_BYTES", "LINGER_SECONDS", "NO_WORKER", "method_name"]

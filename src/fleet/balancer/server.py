@@ -31,13 +31,13 @@ import ssl
 import stat
 from typing import Any, Callable, Iterable
 
-from fleet.balancer import pool
 from fleet.balancer.allow import Allowlist
 from fleet.balancer.context import CachedRoute, ProxyContext
 from fleet.balancer.policy import UpstreamSet
 from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.redirect import RedirectConnection
 from fleet.balancer.stats import ProxyStats
+from fleet.balancer.upstream import close_idle
 from fleet.config import Config
 from fleet.ports import in_use_error
 from fleet.tasks import cancel_and_wait
@@ -243,7 +243,7 @@ class Balancer:
     def set_ready(self, upstream_id: str, ready: bool) -> None:
         upstream = self.upstreams.set_ready(upstream_id, ready)
         if upstream is not None and not ready:
-            pool.close_idle(upstream)  # its pooled connections would only fail later requests
+            close_idle(upstream)  # its pooled connections would only fail later requests
         if ready:
             self.context.wake()
 
@@ -252,14 +252,14 @@ class Balancer:
         to it while it is ready (a reconnecting page finds its session there)."""
         upstream = self.upstreams.set_draining(upstream_id, draining)
         if upstream is not None and draining:
-            pool.close_idle(upstream)  # pinned requests are few: no need to keep its pool warm
+            close_idle(upstream)  # pinned requests are few: no need to keep its pool warm
         if not draining:
             self.context.wake()
 
     def remove_upstream(self, upstream_id: str) -> None:
         upstream = self.upstreams.remove(upstream_id)
         if upstream is not None:
-            pool.close_idle(upstream)
+            close_idle(upstream)
             upstream.notify_if_idle()
 
     async def wait_idle(self, upstream_id: str, timeout: float | None) -> bool:
@@ -345,7 +345,7 @@ class Balancer:
             if client.tunnel is not None:
                 client.tunnel.close()
         for upstream in self.upstreams:
-            pool.close_idle(upstream)
+            close_idle(upstream)
         if self._unix_path is not None:
             try:
                 os.unlink(self._unix_path)

@@ -8,115 +8,137 @@ answering 504, a queue wait 503, a response nobody reads or a silent WebSocket a
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Protocol
+
 from fleet.balancer.context import PINNED_WAIT
 from fleet.balancer.exchange import (
     AWAITING_HEAD, CONNECTING, QUEUED, RELAYING, SENDING, UPGRADING, Exchange, timeout_of,
 )
-from fleet.balancer.flow import PEER_FULL
-from fleet.balancer.forward import Forwarding
+from fleet.balancer.flow import PEER_FULL, ReadFlow
+from fleet.balancer.forward import Forwarder
 from fleet.balancer.head import HeadError
-from fleet.balancer.response import LINGER_SECONDS
+from fleet.balancer.response import LINGER_SECONDS, Responder
 
 
-class Timeouts(Forwarding):
-    __slots__ = ()
+class SweptClient(Protocol):
+    """What the sweep reads of a client connection's read side (``protocol.ClientConnection``)."""
 
-    _reads: int
-    _reads_seen: int
-    _progress_at: float
-    _relay_reads: int
+    queue: deque[Exchange]
+    flow: ReadFlow
+    parsing: Exchange | None
+    dead: bool
+    reads: int  # data_received calls
+
+    def reject(self, rejection: HeadError, exchange: Exchange | None = None) -> None: ...
+
+
+class Sweeper:
+    """The timeouts of one client connection, checked by the balancer's sweep."""
+
+    __slots__ = ("client", "responder", "forwarder", "reads_seen", "progress_at", "relay_reads")
+
+    def __init__(self, client: SweptClient, responder: Responder, forwarder: Forwarder) -> None:
+        self.client = client
+        self.responder = responder
+        self.forwarder = forwarder
+        self.reads_seen = 0
+        self.progress_at = responder.idle_since  # when the client last sent a byte (at a sweep)
+        self.relay_reads = -1  # the worker connection's reads at the last sweep
 
     def sweep(self, now: float) -> None:
-        proxy = self.proxy
-        if self.lingering:
-            if now - self.lingering > LINGER_SECONDS:
-                self.transport.close()
+        client = self.client
+        responder = self.responder
+        proxy = responder.proxy
+        if responder.lingering:
+            if now - responder.lingering > LINGER_SECONDS:
+                responder.transport.close()
             return
-        if self.closed:
+        if responder.closed:
             return
-        if self._reads != self._reads_seen:
-            self._reads_seen = self._reads
-            self._progress_at = now
-        tunnel = self.tunnel
+        if client.reads != self.reads_seen:
+            self.reads_seen = client.reads
+            self.progress_at = now
+        tunnel = responder.tunnel
         if tunnel is not None:
-            exchange = self.tunnel_exchange
+            exchange = responder.tunnel_exchange
             if exchange is not None:
-                if tunnel.reads != self._relay_reads or self._progress_at == now:
-                    self._relay_reads = tunnel.reads
+                if tunnel.reads != self.relay_reads or self.progress_at == now:
+                    self.relay_reads = tunnel.reads
                     exchange.since = now
                 elif now - exchange.since > proxy.limits.websocket_idle_timeout:
                     proxy.stats.client_error("websocket_idle")
                     tunnel.close()
-                    self.close()
+                    responder.close()
             return
-        parsing = self.parsing
-        if parsing is not None and not self._dead:
+        parsing = client.parsing
+        if parsing is not None and not client.dead:
             if parsing.request is None:
                 if now - parsing.since > proxy.header_timeout:
                     proxy.stats.client_error("header_timeout")
-                    self.transport.abort()
+                    responder.transport.abort()
                 return
             if self._body_too_slow(parsing, now):
                 return
-        queue = self.queue
+        queue = client.queue
         if not queue:
-            if parsing is None and now - self.idle_since > proxy.client_timeout:
-                self.close()
+            if parsing is None and now - responder.idle_since > proxy.client_timeout:
+                responder.close()
             return
         exchange = queue[0]
         state = exchange.state
-        if state is SENDING and self._progress_at == now:
+        if state is SENDING and self.progress_at == now:
             exchange.since = now  # body bytes came in since the last sweep
         if state is RELAYING:
             conn = exchange.conn
             reads = conn.reads if conn is not None else -1
-            if reads != self._relay_reads:
-                self._relay_reads = reads
+            if reads != self.relay_reads:
+                self.relay_reads = reads
                 exchange.since = now
                 return
         limit = timeout_of(state, proxy.limits)
         if state is QUEUED and exchange.affinity is not None and now - exchange.queued_at >= PINNED_WAIT:
             # A pinned request's wait for its own worker is over: any worker will do now.
-            if self.try_dispatch_queued(exchange):
-                self._leave_queue(exchange)
+            if self.forwarder.try_dispatch_queued(exchange):
+                self.forwarder.leave_queue(exchange)
                 return
         if limit is None or now - exchange.since <= limit:
             return
         if state is QUEUED:
-            self.queue_timed_out(exchange, now)
+            self.forwarder.queue_timed_out(exchange, now)
         elif state is AWAITING_HEAD or state is UPGRADING or state is CONNECTING:
-            self.upstream_timed_out(exchange)
+            self.forwarder.upstream_timed_out(exchange)
         elif state is SENDING:
-            if self.flow.paused(PEER_FULL):
-                self.upstream_timed_out(exchange)  # the worker stopped taking the body
+            if client.flow.paused(PEER_FULL):
+                self.forwarder.upstream_timed_out(exchange)  # the worker stopped taking the body
             else:
-                self._reject(HeadError(408, "body_timeout", "request body not received in time"), exchange)
+                client.reject(HeadError(408, "body_timeout", "request body not received in time"), exchange)
         elif state is RELAYING:
             proxy.stats.client_error("relay_timeout")
-            self._abandon([exchange])
-            self.close()
+            responder.abandon([exchange])
+            responder.close()
 
     def _body_too_slow(self, exchange: Exchange, now: float) -> bool:
         """408 for a body that stopped (no byte for --client-timeout) or trickles below
         --min-body-rate once --client-timeout has passed (Apache mod_reqtimeout MinRate)."""
-        proxy = self.proxy
-        if self.flow.reasons:
+        client = self.client
+        proxy = self.responder.proxy
+        if client.flow.reasons:
             # Not read because of the proxy (a worker or the buffer is full): not the client's
             # fault (the SENDING state's own timeout still bounds it).
             if exchange.body_started:
                 exchange.body_started += 1.0
             return False
-        if now - self._progress_at > proxy.client_timeout:
-            self._reject(HeadError(408, "body_timeout", "request body not received in time"), exchange)
+        if now - self.progress_at > proxy.client_timeout:
+            client.reject(HeadError(408, "body_timeout", "request body not received in time"), exchange)
             return True
         rate = proxy.min_body_rate
         if rate and exchange.body_started:
             elapsed = now - exchange.body_started
             if elapsed > proxy.client_timeout and exchange.body_received < rate * elapsed:
-                self._reject(HeadError(408, "body_too_slow", "request body sent too slowly"), exchange)
+                client.reject(HeadError(408, "body_too_slow", "request body sent too slowly"), exchange)
                 return True
         return False
 
 
-
-__all__ = ["Timeouts"]
+__all__ = ["Sweeper", "SweptClient"]

@@ -1,14 +1,19 @@
 """The worker side of the proxy: one ``UpstreamConnection`` per TCP connection to a worker.
 
 It parses the worker's responses with ``httptools`` and hands head, body pieces and the end of
-each response to the ``ClientConnection`` it is attached to; between requests it waits in its
-``Upstream``'s idle pool (``balancer.pool``). After a ``101 Switching Protocols`` it becomes a
-raw byte pipe (WebSocket relay).
+each response to the ``contracts.ResponseSink`` it is attached to (a client connection's
+``response.Responder``); between requests it waits in its ``Upstream``'s idle pool (below).
+After a ``101 Switching Protocols`` it becomes a raw byte pipe (WebSocket relay).
 
-The client side talks to it only through ``send``/``send_many``, ``pause_reading``/
-``resume_reading``, ``become_tunnel``, ``release`` and ``close``: nothing outside this module
-writes to its transport. It never chooses a worker, retries, or writes to the client's socket
-itself; those are ``balancer.protocol``'s decisions.
+The client side drives it only through ``contracts.WorkerLink`` (``send``/``send_many``,
+``pause_reading``/``resume_reading``, ``become_tunnel``, ``release``, ``close``): nothing outside
+this module writes to its transport. It writes to the client only through the sink's methods,
+and never chooses a worker or retries; those are the client side's decisions.
+
+The idle pool is like nginx's ``keepalive N`` in an ``upstream`` block: at most
+``MAX_IDLE_PER_UPSTREAM`` idle connections per worker; a worker that goes away (not ready,
+removed, or one of its pooled connections found dead) loses its whole pool, since the others
+would only fail later requests the same way.
 """
 
 from __future__ import annotations
@@ -18,23 +23,25 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from fleet.balancer import pool
+from fleet.balancer.contracts import ResponseSink
+from fleet.balancer.exchange import Exchange
 from fleet.balancer.flow import PEER_FULL, ReadFlow
 from fleet.balancer.head import status_reason
 from fleet.balancer.policy import Upstream
+from fleet.tasks import with_timeout
 
 if TYPE_CHECKING:
-    from fleet.balancer.exchange import Exchange
-    from fleet.balancer.protocol import ClientConnection
     from fleet.balancer.context import ProxyContext
 
 WRITE_HIGH_WATER = 64 * 1024
+# Idle keep-alive connections kept per worker (nginx's ``keepalive 64`` in the bench config).
+MAX_IDLE_PER_UPSTREAM = 64
 # A worker's response head larger than this is a broken worker (llhttp sets no bound itself).
 MAX_RESPONSE_HEAD = 1024 * 1024
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("proxy", "upstream", "transport", "parser", "client", "exchange", "tunnel",
+    __slots__ = ("proxy", "upstream", "transport", "parser", "sink", "exchange", "tunnel",
                  "got_bytes", "sent", "head_done", "until_close", "interim", "head_request",
                  "head_bytes", "flow", "closed", "reused", "carried_upgrade", "reads")
 
@@ -43,9 +50,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.upstream = upstream
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
-        self.client: ClientConnection | None = None
+        self.sink: ResponseSink | None = None  # the client side of the current exchange
         self.exchange: Exchange | None = None
-        self.tunnel: ClientConnection | None = None
+        self.tunnel: ResponseSink | None = None  # the client side, after a 101
         self.got_bytes = False  # the worker answered something to the current exchange
         self.sent = False  # request bytes of the current exchange went to the worker
         self.head_done = False
@@ -68,8 +75,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.flow.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
-    def attach(self, client: "ClientConnection", exchange: "Exchange") -> None:
-        self.client = client
+    def attach(self, sink: ResponseSink, exchange: Exchange) -> None:
+        self.sink = sink
         self.exchange = exchange
         self.got_bytes = False
         self.sent = False
@@ -92,20 +99,24 @@ class UpstreamConnection(asyncio.Protocol):
             self.sent = True
             self.transport.writelines(pieces)
 
-    def become_tunnel(self, client: "ClientConnection") -> None:
-        self.client = None
+    def become_tunnel(self, sink: ResponseSink) -> None:
+        self.sink = None
         self.exchange = None
-        self.tunnel = client
+        self.tunnel = sink
+
+    def drop_tunnel(self) -> None:
+        self.tunnel = None
+        self.close()
 
     def release(self, reusable: bool) -> None:
         """The exchange is over: back to the idle pool if the connection can carry another."""
-        self.client = None
+        self.sink = None
         self.exchange = None
         if reusable and not self.closed and not self.carried_upgrade:
-            # pool.put_idle, inline: this runs for every request.
+            # put_idle, inline: this runs for every request.
             upstream = self.upstream
             idle = upstream.idle
-            if upstream.ready and not self.proxy.closing and len(idle) < pool.MAX_IDLE_PER_UPSTREAM:
+            if upstream.ready and not self.proxy.closing and len(idle) < MAX_IDLE_PER_UPSTREAM:
                 idle.append(self)
                 if self.flow.reasons:
                     self.flow.resume(PEER_FULL)
@@ -114,7 +125,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
-        self.client = None
+        self.sink = None
         self.exchange = None
         if not self.closed:
             self.closed = True
@@ -127,30 +138,30 @@ class UpstreamConnection(asyncio.Protocol):
             self.tunnel = None
             tunnel.end_tunnel()
             return
-        client = self.client
-        if client is not None:
-            self.client = None
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
             exchange = self.exchange
             self.exchange = None
             if exchange is None:
                 return
             if self.head_done and self.until_close:
-                client.response_complete(self, exchange, reusable=False)
+                sink.response_complete(self, exchange, reusable=False)
             else:
-                client.upstream_lost(self, exchange)
+                sink.upstream_lost(self, exchange)
             return
-        pool.forget(self.upstream, self)
+        forget(self.upstream, self)
 
     # -- flow control: the worker's socket is full, stop reading the client ------------------
     def pause_writing(self) -> None:
-        client = self.tunnel or self.client
-        if client is not None:
-            client.flow.pause(PEER_FULL)
+        sink = self.tunnel or self.sink
+        if sink is not None:
+            sink.peer_full()
 
     def resume_writing(self) -> None:
-        client = self.tunnel or self.client
-        if client is not None:
-            client.flow.resume(PEER_FULL)
+        sink = self.tunnel or self.sink
+        if sink is not None:
+            sink.peer_ready()
 
     def pause_reading(self) -> None:
         self.flow.pause(PEER_FULL)
@@ -164,9 +175,9 @@ class UpstreamConnection(asyncio.Protocol):
         tunnel = self.tunnel
         if tunnel is not None:
             self.proxy.stats.bytes_sent += len(data)
-            tunnel.transport.write(data)
+            tunnel.tunnel_write(data)
             return
-        batching = self.client
+        batching = self.sink
         if batching is None:
             self.close()  # a worker talking out of turn on an idle connection: not reusable
             return
@@ -175,70 +186,111 @@ class UpstreamConnection(asyncio.Protocol):
             head_bytes = self.head_bytes
             if len(head_bytes) > MAX_RESPONSE_HEAD:
                 exchange = self.exchange
-                self.client = self.exchange = None
+                self.sink = self.exchange = None
                 self.close()
                 if exchange is not None:
                     batching.upstream_broken(exchange, "response head too large from worker")
                 return
             self.head_bytes = head_bytes + data if head_bytes else data
-        if batching._batch is None:  # batching.start_batch(), inline: once per read
-            batching._batch = []
+        batching.start_batch()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            client, exchange = self.client, self.exchange
-            if client is not None and exchange is not None:
-                client.upgraded(self, exchange, data[upgrade.args[0]:])
+            sink, exchange = self.sink, self.exchange
+            if sink is not None and exchange is not None:
+                sink.upgraded(self, exchange, data[upgrade.args[0]:])
         except httptools.HttpParserError:
-            client, exchange = self.client, self.exchange
-            self.client = self.exchange = None
+            sink, exchange = self.sink, self.exchange
+            self.sink = self.exchange = None
             self.close()
-            if client is not None and exchange is not None:
-                client.upstream_broken(exchange, "malformed response from worker")
+            if sink is not None and exchange is not None:
+                sink.upstream_broken(exchange, "malformed response from worker")
         finally:
-            batch = batching._batch  # batching.flush(), inline: once per read
-            if batch is not None:
-                batching._batch = None
-                if batch and not batching.closed:
-                    batching.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            batching.flush()
 
     # httptools callbacks (no on_status/on_header: the head is read from ``head_bytes``)
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        client, exchange = self.client, self.exchange
-        if client is None or exchange is None:
+        sink, exchange = self.sink, self.exchange
+        if sink is None or exchange is None:
             return
         # llhttp has accepted the head: it ends at the first empty line of these bytes.
         raw, _, rest = self.head_bytes.partition(b"\r\n\r\n")
         if 100 <= status < 200 and status != 101:
             self.interim = True
             self.head_bytes = rest  # the next response's first bytes, if any
-            client.interim_response(status, status_reason(raw.partition(b"\r\n")[0]))
+            sink.interim_response(status, status_reason(raw.partition(b"\r\n")[0]))
             return
         self.head_bytes = b""
         self.head_done = True
-        client.response_head(self, exchange, status, raw)
+        sink.response_head(self, exchange, status, raw)
         if self.head_request and status != 101:
             # httptools cannot be told a response has no body; a fresh parser for the next one.
             keep_alive = self.parser.should_keep_alive()
             self.parser = httptools.HttpResponseParser(self)
-            self.client = self.exchange = None
-            client.response_complete(self, exchange, reusable=keep_alive)
+            self.sink = self.exchange = None
+            sink.response_complete(self, exchange, reusable=keep_alive)
 
     def on_body(self, body: bytes) -> None:
-        client = self.client
-        if client is not None:
-            client.response_body(body)
+        sink = self.sink
+        if sink is not None:
+            sink.response_body(body)
 
     def on_message_complete(self) -> None:
         if self.interim:
             self.interim = False
             return
-        client, exchange = self.client, self.exchange
-        if client is None or exchange is None:
+        sink, exchange = self.sink, self.exchange
+        if sink is None or exchange is None:
             return
         request = exchange.request
         if request is not None and request.websocket and self.parser.should_upgrade():
             return  # the 101 path: ``upgraded`` follows from the HttpParserUpgrade exception
-        self.client = self.exchange = None
-        client.response_complete(self, exchange, reusable=self.parser.should_keep_alive())
+        self.sink = self.exchange = None
+        sink.response_complete(self, exchange, reusable=self.parser.should_keep_alive())
+
+
+# -- the idle pool of each Upstream ----------------------------------------------------------------
+def take_idle(upstream: Upstream) -> UpstreamConnection | None:
+    idle = upstream.idle
+    while idle:
+        conn = idle.pop()
+        if not conn.closed:
+            return conn
+    return None
+
+
+def put_idle(proxy: ProxyContext, conn: UpstreamConnection) -> bool:
+    """Pool ``conn`` if its worker still takes traffic and the pool has room."""
+    upstream = conn.upstream
+    if upstream.ready and not proxy.closing and len(upstream.idle) < MAX_IDLE_PER_UPSTREAM:
+        upstream.idle.append(conn)
+        return True
+    return False
+
+
+def forget(upstream: Upstream, conn: UpstreamConnection) -> None:
+    """An idle connection closed by the worker."""
+    try:
+        upstream.idle.remove(conn)
+    except ValueError:
+        pass
+
+
+def close_idle(upstream: Upstream) -> None:
+    idle, upstream.idle = upstream.idle, []
+    for conn in idle:
+        conn.close()
+
+
+async def open_connection(proxy: ProxyContext, upstream: Upstream, timeout: float) -> UpstreamConnection:
+    """A new connection to ``upstream``. Raises ``OSError`` or ``asyncio.TimeoutError``."""
+    # fleet.tasks.with_timeout, not asyncio.wait_for: a cancel at shutdown is never swallowed.
+    _, conn = await with_timeout(
+        proxy.loop.create_connection(lambda: UpstreamConnection(proxy, upstream), upstream.host, upstream.port),
+        timeout)
+    return conn
+
+
+__all__ = ["MAX_IDLE_PER_UPSTREAM", "MAX_RESPONSE_HEAD", "UpstreamConnection", "WRITE_HIGH_WATER", "close_idle",
+           "forget", "open_connection", "put_idle", "take_idle"]
