@@ -11,6 +11,11 @@ than through ``loop.create_server``, so that past ``--max-connections`` they can
 accepting, as HAProxy's ``maxconn`` does: further clients wait in the kernel's backlog
 instead of being accepted and answered 503, and accepting resumes below the limit.
 
+Out of descriptors (``balancer.fdbudget``): at most ``Budget.cap`` clients, and a reserve kept
+free for the rest of the master; a client past either is shed (503, closed). EMFILE/ENFILE on
+``accept`` pauses the listener and a timer retries (as nginx's ``accept_mutex_delay`` and
+HAProxy do), so accepting never depends on some other connection ending first.
+
 ``start`` binds before anything else happens, so a port in use fails fast and names its owner;
 ``port`` is the port actually bound (port 0 works in tests).
 
@@ -33,6 +38,7 @@ from typing import Any, Callable, Iterable
 
 from fleet.balancer import pool
 from fleet.balancer.allow import Allowlist
+from fleet.balancer import fdbudget
 from fleet.balancer.context import CachedRoute, ProxyContext
 from fleet.balancer.policy import UpstreamSet
 from fleet.balancer.protocol import ClientConnection
@@ -40,11 +46,16 @@ from fleet.balancer.redirect import RedirectConnection
 from fleet.balancer.stats import ProxyStats
 from fleet.config import Config
 from fleet.ports import in_use_error
-from fleet.tasks import cancel_and_wait
+from fleet.tasks import cancel_and_wait, supervise
 
 SWEEP_INTERVAL = 1.0
 BACKLOG = 4096
 ACCEPTS_PER_WAKE = 64  # connections accepted per readiness event (fairness with the rest)
+ACCEPT_RETRY = 0.25  # after EMFILE/ENFILE on accept: the listener sleeps this long
+OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# Below this limit the budget's base is measured again every sweep (/proc/self/fd is cheap
+# when small; above it the limit is far away).
+MEASURE_BELOW = 65536
 
 
 def raise_open_files_limit() -> int:
@@ -84,6 +95,10 @@ class Balancer:
         self._handshakes = 0  # accepted sockets not yet a ClientConnection (TLS handshake)
         self._ssl: ssl.SSLContext | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None  # the listener's wake-up after EMFILE
+        self.budget = fdbudget.Budget(fdbudget.soft_limit(), 0)
+        self._base = 0  # descriptors open when the listeners were bound
+        self.log = log or (lambda line: print(f"fleet | {line}", flush=True))
         self._unix_path: str | None = None
         self._redirect: asyncio.AbstractServer | None = None
         self.redirect_port: int | None = None
@@ -142,8 +157,11 @@ class Balancer:
             except OSError:
                 await self.close()
                 raise
+        if not config.allow_websocket_origin:
+            self.context.use_default_origins(config.address, self.port)
+        self._measure(start=True)
         self._resume_accepting()
-        self._sweeper = loop.create_task(self._sweep())
+        self._sweeper = loop.create_task(supervise("the proxy's sweep", self._sweep, self.log))
 
     async def _start_redirect(self, loop: asyncio.AbstractEventLoop) -> None:
         config = self.config
@@ -181,9 +199,51 @@ class Balancer:
         if not self._accepting and (not limit or self._connections() < limit) and self._listeners:
             self._resume_accepting()
 
+    def _measure(self, *, start: bool = False) -> None:
+        """The budget from the limit in force now (``prlimit`` may change it under a running
+        fleet) and what the process holds besides clients and worker sockets."""
+        limit = fdbudget.soft_limit()
+        if start:
+            self._base = fdbudget.open_descriptors()
+        budget = fdbudget.Budget(limit, self._base)
+        if limit <= MEASURE_BELOW:
+            upstream = self._pooled() + sum(u.stats.active_requests + u.stats.websockets for u in self.upstreams)
+            budget = budget.measured(fdbudget.open_descriptors(), len(self.context.clients), upstream)
+        self.budget = budget
+
+    def _pooled(self) -> int:
+        return sum(len(upstream.idle) for upstream in self.upstreams)
+
+    def _retry_accepting(self) -> None:
+        self._retry = None
+        self._below_limit()
+
+    def _out_of_descriptors(self, code: int) -> None:
+        """EMFILE and the like on accept: the connection stays in the backlog; the listener
+        sleeps ``ACCEPT_RETRY`` and tries again (no busy loop, and no waiting for some other
+        connection to end: there may be none)."""
+        self.stats.client_error("accept_" + errno.errorcode[code].lower())
+        self._pause_accepting()
+        if self._retry is None and not self.context.closing:
+            self._retry = asyncio.get_running_loop().call_later(ACCEPT_RETRY, self._retry_accepting)
+
+    def _shed(self, sock: socket.socket) -> None:
+        """A client past the descriptor budget: a short 503 (plain HTTP only) and closed. Idle
+        pooled worker connections go first: they are the cheapest descriptors to give back."""
+        self.stats.client_error("shed_out_of_descriptors")
+        for upstream in self.upstreams:
+            pool.close_idle(upstream)
+        if self._ssl is None:
+            try:
+                sock.send(fdbudget.SHED_ANSWER)
+            except OSError:
+                pass
+        sock.close()
+
     def _accept(self, listener: socket.socket) -> None:
         limit = self.config.max_connections
         loop = asyncio.get_running_loop()
+        budget = self.budget
         for _ in range(ACCEPTS_PER_WAKE):
             if limit and self._connections() >= limit:
                 self._pause_accepting()  # the rest wait in the backlog, as with HAProxy maxconn
@@ -193,12 +253,13 @@ class Balancer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors: stop accepting until a connection ends (no busy loop).
-                    self.stats.client_error("accept_" + errno.errorcode[exc.errno].lower())
-                    self._pause_accepting()
+                if exc.errno in OUT_OF_RESOURCES:
+                    self._out_of_descriptors(exc.errno)
                     return
                 continue  # ECONNABORTED and the like: that client is gone
+            if budget.must_shed(sock.fileno(), self._connections(), self._pooled()):
+                self._shed(sock)
+                continue
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -211,6 +272,9 @@ class Balancer:
             await loop.connect_accepted_socket(lambda: ClientConnection(self.context), sock, ssl=self._ssl)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
             sock.close()  # a failed TLS handshake: nothing to serve
+        except BaseException:
+            sock.close()  # an accepted socket always gets a reader or is closed, never left
+            raise
         finally:
             self._handshakes -= 1
             self._below_limit()
@@ -226,6 +290,7 @@ class Balancer:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            self._measure()
             now = loop.time()
             if context.waiting:
                 # A worker kept out by a connect error (``mark_down``) is back once its time
@@ -309,6 +374,9 @@ class Balancer:
 
     def _close_listeners(self) -> None:
         self._pause_accepting()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         for listener in self._listeners:
             listener.close()
         self._listeners = []
