@@ -244,6 +244,9 @@ class Balancer:
         limit = self.config.max_connections
         loop = asyncio.get_running_loop()
         budget = self.budget
+        limit_now = fdbudget.soft_limit()  # one getrlimit per wake: prlimit can lower it any time
+        if limit_now != budget.limit:
+            budget = self.budget = fdbudget.Budget(limit_now, budget.base)
         for _ in range(ACCEPTS_PER_WAKE):
             if limit and self._connections() >= limit:
                 self._pause_accepting()  # the rest wait in the backlog, as with HAProxy maxconn
