@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from support import wait_until
-from up_helpers import up
+from up_helpers import Fleet, up
 
 APP = str(Path(__file__).resolve().parent / "apps" / "slow_app.py")
 LIMIT = 256
@@ -82,9 +82,17 @@ def storm(port: int, master: psutil.Process, control_answers: Callable[[], bool]
 def test_out_of_descriptors_recovers(tmp_path: Path) -> None:
     fleet = up(tmp_path, APP, workers=2, proxy=True)
     with fleet.proc:
-        fleet.proc.wait_for_output(r"ready", timeout=60)
+        fleet.proc.wait_for_output(r"ready: open", timeout=60)
         master = psutil.Process(fleet.proc.pid)
         resource.prlimit(fleet.proc.pid, resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+        try:
+            drill(fleet, master)
+        except BaseException as exc:
+            raise AssertionError(f"{exc!r}\n--- fleet output ---\n{fleet.proc.output()[-4000:]}") from exc
+
+
+def drill(fleet: Fleet, master: psutil.Process) -> None:
+    if True:
         assert get(fleet.port, "/")[0] == 200
         before = status_now(fleet.port)
         storm(fleet.port, master, lambda: bool(fleet.status()["workers"]))
