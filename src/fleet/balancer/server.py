@@ -30,16 +30,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import resource
 import socket
 import ssl
-import stat
 from typing import Any, Callable, Iterable
 
-from fleet.balancer import pool
+from fleet.acceptor import Acceptor
+from fleet.balancer import fdbudget, pool
 from fleet.balancer.allow import Allowlist
-from fleet.balancer import fdbudget
 from fleet.balancer.context import CachedRoute, ProxyContext
+# unix_listener and _tcp_listeners: also imported from here by balancer.group.
+from fleet.balancer.listeners import _tcp_listeners, connect_or_close, raise_open_files_limit, unix_listener
 from fleet.balancer.policy import UpstreamSet
 from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.redirect import RedirectConnection
@@ -49,27 +49,12 @@ from fleet.ports import in_use_error
 from fleet.tasks import cancel_and_wait, supervise
 
 SWEEP_INTERVAL = 1.0
-BACKLOG = 4096
 ACCEPTS_PER_WAKE = 64  # connections accepted per readiness event (fairness with the rest)
 ACCEPT_RETRY = 0.25  # after EMFILE/ENFILE on accept: the listener sleeps this long
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # Below this limit the budget's base is measured again every sweep (/proc/self/fd is cheap
 # when small; above it the limit is far away).
 MEASURE_BELOW = 65536
-
-
-def raise_open_files_limit() -> int:
-    """A proxy holds two descriptors per connection: use the hard limit, as nginx's
-    ``worker_rlimit_nofile`` would. Returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 class Balancer:
@@ -100,7 +85,7 @@ class Balancer:
         self._base = 0  # descriptors open when the listeners were bound
         self.log = log or (lambda line: print(f"fleet | {line}", flush=True))
         self._unix_path: str | None = None
-        self._redirect: asyncio.AbstractServer | None = None
+        self._redirect: list[Acceptor] = []
         self.redirect_port: int | None = None
 
     # -- listeners ---------------------------------------------------------------------------
@@ -164,15 +149,22 @@ class Balancer:
         self._sweeper = loop.create_task(supervise("the proxy's sweep", self._sweep, self.log))
 
     async def _start_redirect(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The plain-HTTP listener that only redirects. Accepted through ``fleet.acceptor``, not
+        ``loop.create_server``: uvloop closes a server's listener for good on one EMFILE."""
         config = self.config
         assert config.https_redirect_port is not None and self.port is not None
         allowed = Allowlist(config.allow_host)
         public_port = self.port
-        self._redirect = await loop.create_server(
-            lambda: RedirectConnection(public_port, allowed, config.max_header_size, config.header_timeout),
-            host=config.address, port=config.https_redirect_port, reuse_address=True, backlog=BACKLOG,
-            reuse_port=self.reuse_port or None)
-        self.redirect_port = self._redirect.sockets[0].getsockname()[1]
+        listeners = _tcp_listeners(config.address, config.https_redirect_port, reuse_port=self.reuse_port)
+
+        def serve(sock: socket.socket) -> None:
+            protocol = RedirectConnection(public_port, allowed, config.max_header_size, config.header_timeout)
+            loop.create_task(connect_or_close(loop, sock, protocol))
+
+        self._redirect = [Acceptor(listener, serve, loop) for listener in listeners]
+        for acceptor in self._redirect:
+            acceptor.start()
+        self.redirect_port = listeners[0].getsockname()[1]
 
     # -- accepting, within --max-connections ---------------------------------------------------
     def _resume_accepting(self) -> None:
@@ -383,9 +375,9 @@ class Balancer:
         for listener in self._listeners:
             listener.close()
         self._listeners = []
-        if self._redirect is not None:
-            self._redirect.close()
-            self._redirect = None
+        for acceptor in self._redirect:
+            acceptor.close()
+        self._redirect = []
 
     async def stop_accepting(self) -> None:
         """Close the listeners; keep-alive connections between requests are closed too."""
@@ -424,62 +416,3 @@ class Balancer:
                 pass
             self._unix_path = None
         await asyncio.sleep(0)  # let transports run their close callbacks
-
-
-def unix_listener(path: str) -> socket.socket:
-    """A listening unix socket at ``path``; a stale socket file there (nobody listening) is
-    replaced, anything else is an error."""
-    if os.path.exists(path):
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            raise OSError(errno.EEXIST, f"--unix-socket {path} exists and is not a socket")
-        with socket.socket(socket.AF_UNIX) as probe:
-            try:
-                probe.connect(path)
-            except OSError:
-                os.unlink(path)  # stale: nobody listens there
-            else:
-                raise OSError(errno.EADDRINUSE, f"unix socket {path} is already in use")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(path)
-        listener.listen(BACKLOG)
-        listener.setblocking(False)
-    except OSError:
-        listener.close()
-        raise
-    return listener
-
-
-def _tcp_listeners(address: str, port: int, *, reuse_port: bool = False,
-                   listen: bool = True) -> list[socket.socket]:
-    """Bound, listening, non-blocking TCP sockets on every address ``address`` resolves to
-    (``localhost``: 127.0.0.1 and ::1), as ``loop.create_server`` would; port 0 picks one port.
-    ``reuse_port``: several proxy processes share the port, the kernel spreads connections
-    over their listeners. ``listen=False``: bound only (the master of several proxy processes
-    holds the port this way: the kernel sends no connection to a socket that does not listen)."""
-    listeners: list[socket.socket] = []
-    seen: set[Any] = set()
-    try:
-        for family, _, _, _, sockaddr in socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE):
-            if (family, sockaddr[0]) in seen:
-                continue
-            seen.add((family, sockaddr[0]))
-            listener = socket.socket(family, socket.SOCK_STREAM)
-            listeners.append(listener)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(listeners) > 1:
-                sockaddr = (sockaddr[0], listeners[0].getsockname()[1], *sockaddr[2:])
-            listener.bind(sockaddr)
-            if listen:
-                listener.listen(BACKLOG)
-            listener.setblocking(False)
-    except OSError:
-        for listener in listeners:
-            listener.close()
-        raise
-    return listeners
