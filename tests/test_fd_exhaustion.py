@@ -79,12 +79,22 @@ def storm(port: int, master: psutil.Process, control_answers: Callable[[], bool]
 
 
 @pytest.mark.timeout(120)
-def test_out_of_descriptors_recovers(tmp_path: Path) -> None:
-    fleet = up(tmp_path, APP, workers=2, proxy=True)
+@pytest.mark.parametrize("processes", [1, 2])
+def test_out_of_descriptors_recovers(tmp_path: Path, processes: int) -> None:
+    """One proxy (the master's loop) or ``--proxy-processes 2`` (each proxy process its own
+    limit): the same budget, shedding and recovery."""
+    extra = ("--proxy-processes", "2") if processes > 1 else ()
+    fleet = up(tmp_path, APP, *extra, workers=2, proxy=True)
     with fleet.proc:
         fleet.proc.wait_for_output(r"ready: open", timeout=60)
         master = psutil.Process(fleet.proc.pid)
-        resource.prlimit(fleet.proc.pid, resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+        limited = [fleet.proc.pid]
+        if processes > 1:
+            wait_until(lambda: all(p["serving"] for p in fleet.status()["proxies"]), timeout=30,
+                       message="2 serving proxy processes")
+            limited += [p["pid"] for p in fleet.status()["proxies"]]
+        for pid in limited:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
         try:
             drill(fleet, master)
         except BaseException as exc:
