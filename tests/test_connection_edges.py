@@ -207,3 +207,17 @@ def test_worker_half_close_ends_the_answer() -> None:
             assert worker.held  # the worker's socket was still open when the answer ended
     finally:
         worker.close()
+
+
+def test_default_origins_name_the_proxys_own_addresses() -> None:
+    from fleet.balancer.allow import Allowlist
+    from fleet.balancer.context import default_origins
+
+    local = Allowlist(default_origins("0.0.0.0", 8000))
+    assert local.allows_origin(b"http://localhost:8000") and local.allows_origin(b"https://127.0.0.1:8000")
+    assert not local.allows_origin(b"http://evil:8000") and not local.allows_origin(b"http://localhost:8001")
+    public = Allowlist(default_origins("app.example.com", 443))
+    assert public.allows_origin(b"https://app.example.com")  # the browser leaves :443 out
+    assert public.allows_origin(b"https://app.example.com:443")
+    assert not public.allows_origin(b"https://evil.example.com")
+    assert Allowlist(default_origins("fe80::2", 8000)).allows_origin(b"http://[fe80::2]:8000")

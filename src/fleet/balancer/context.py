@@ -191,9 +191,14 @@ class ProxyContext:
 def default_origins(address: str, port: int) -> list[str]:
     """The proxy's own public address(es): ``localhost`` and ``127.0.0.1`` on its port, plus
     ``--address`` when it is a name or address other than loopback or any."""
-    origins = [f"localhost:{port}", f"127.0.0.1:{port}"]
+    names = ["localhost", "127.0.0.1"]
     if address and address not in ("localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""):
-        origins.append(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+        names.append(f"[{address}]" if ":" in address else address)
+    origins = [f"{name}:{port}" for name in names]
+    if port == 443:
+        # A browser leaves the default port out of Origin (https://host), and Bokeh's rule
+        # reads a name without a port as :80: the bare name stands for "no port given".
+        origins += names
     return origins
 
 
