@@ -248,9 +248,7 @@ class Master(Frontage):
         from fleet import recycler
 
         if recycler.enabled(config):
-            supervisor = self.supervisor
-            self._spawn_background(supervise("the recycler", lambda: recycler.watch(
-                supervisor, config, self._requests_of), self.output.fleet))
+            self._spawn_background(recycler.watch(self.supervisor, config, self._requests_of))
         return await self._main_loop()
 
     def _requests_of(self, worker_id: str) -> int | None:
