@@ -23,6 +23,8 @@ import time
 import traceback
 from typing import Any, Awaitable, Callable
 
+from fleet.acceptor import Acceptor
+
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # Seconds the CLI waits for an answer. reload answers once the new generation is ready (the
@@ -30,6 +32,7 @@ Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 _TIMEOUTS = {"status": 15.0, "down": 15.0}
 _LONG_TIMEOUT = 3600.0
 _MAX_LINE = 1 << 20
+_BACKLOG = 128
 
 
 class ControlError(RuntimeError):
@@ -55,40 +58,74 @@ socket_answers = _probe  # public name, for fleet.discovery
 
 
 def claim(path: str) -> None:
-    """Make sure ``path`` can be ours: refuse if a fleet answers there, remove a stale file."""
+    """Make sure ``path`` can be ours: refuse if a fleet answers there, remove a stale file.
+    Anything but a socket there (a planted symlink included) is refused before it is touched:
+    a symlink is never followed, not even to probe it."""
     if len(os.fsencode(path)) >= 108:
         raise ControlError(f"control socket path is too long for a unix socket: {path}")
-    if not os.path.lexists(path):
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
         directory = os.path.dirname(path) or "."
         if not os.path.isdir(directory):
-            raise ControlError(f"directory of the control socket does not exist: {directory}")
+            raise ControlError(f"directory of the control socket does not exist: {directory}") from None
         return
+    if not stat.S_ISSOCK(info.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a socket"
+        raise ControlError(f"{path} exists and is {kind}; refusing to replace it")
+    if info.st_uid != os.getuid():
+        raise ControlError(f"{path} is a socket of uid {info.st_uid}, not yours (uid {os.getuid()}); "
+                           f"refusing to use or replace it")
     if _probe(path):
         raise ControlError(f"another fleet is already running with control socket {path} "
                            f"(see `fleet status`, stop it with `fleet down`)")
-    if not stat.S_ISSOCK(os.lstat(path).st_mode):
-        raise ControlError(f"{path} exists and is not a socket; refusing to replace it")
     os.unlink(path)  # stale: left by a fleet that was killed
 
 
 class ControlServer:
-    """Serves the control socket on the master's event loop."""
+    """Serves the control socket on the master's event loop. It accepts through
+    ``fleet.acceptor`` (not ``asyncio.start_unix_server``): under uvloop a server's listening
+    socket is closed for good on the first EMFILE, and the control socket must outlive a
+    burst of clients past the open-files limit."""
 
     def __init__(self, path: str, handler: Handler) -> None:
         self.path = path
         self._handler = handler
-        self._server: asyncio.AbstractServer | None = None
+        self._acceptor: Acceptor | None = None
         self._inode: int | None = None
+        self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         claim(self.path)
-        old_umask = os.umask(0o177)  # created 0600 from the start, no window with wider rights
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._server = await asyncio.start_unix_server(self._serve_client, self.path, limit=_MAX_LINE)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        self._inode = os.lstat(self.path).st_ino
+            old_umask = os.umask(0o177)  # created 0600 from the start, no window with wider rights
+            try:
+                listener.bind(self.path)
+            finally:
+                os.umask(old_umask)
+            listener.listen(_BACKLOG)
+            listener.setblocking(False)
+            os.chmod(self.path, 0o600)
+            self._inode = os.lstat(self.path).st_ino
+        except OSError:
+            listener.close()
+            raise
+        self._acceptor = Acceptor(listener, self._accepted)
+        self._acceptor.start()
+
+    def _accepted(self, sock: socket.socket) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve_socket(sock))
+        self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
+
+    async def _serve_socket(self, sock: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=_MAX_LINE)
+        except BaseException:
+            sock.close()
+            raise
+        await self._serve_client(reader, writer)
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -109,16 +146,15 @@ class ControlServer:
                     reply = {"ok": False, "error": f"internal error in fleet: {exc!r} (see fleet's output)"}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away before the answer; nothing to tell it
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass  # the client went away before the answer (or sent a line past the limit)
         finally:
             writer.close()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._acceptor is not None:
+            self._acceptor.close()
+            self._acceptor = None
         try:
             # Only our own file: a second fleet may have claimed the path after a stale check.
             if self._inode is not None and os.lstat(self.path).st_ino == self._inode:

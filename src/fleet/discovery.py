@@ -124,8 +124,10 @@ class Scan:
 
 
 def scan(directory: str, now: float | None = None) -> Scan:
-    """Probe every ``*.sock`` in ``directory``; remove the stale ones."""
+    """Probe every ``*.sock`` in ``directory`` that is a socket of ours; remove the stale ones.
+    Symlinks and other users' sockets are skipped without being followed or connected to."""
     now = time.time() if now is None else now
+    uid = os.getuid()
     fleets: list[FleetEntry] = []
     removed: list[str] = []
     unreachable: list[str] = []
@@ -144,6 +146,9 @@ def scan(directory: str, now: float | None = None) -> Scan:
         except FileNotFoundError:
             continue
         if not stat.S_ISSOCK(info.st_mode):
+            continue  # a symlink or a file: never followed, never connected to
+        if info.st_uid != uid:
+            unreachable.append(path)  # planted by someone else: never connected to, never removed
             continue
         if not socket_answers(path):
             if now - info.st_mtime > STALE_AFTER:

@@ -43,7 +43,7 @@ from fleet.supervisor.info import WorkerChange
 from fleet.supervisor.manager import Supervisor, SupervisorError
 from fleet.supervisor.policy import term_wait
 from fleet.supervisor.process import Output
-from fleet.tasks import cancel_and_wait, run_loop
+from fleet.tasks import cancel_and_wait, run_loop, supervise
 
 # Exit code after a second Ctrl-C (stop at once), like a shell's 128 + SIGINT.
 EXIT_FORCED = 130
@@ -181,9 +181,11 @@ class Master(Frontage):
             return await self._abort(str(exc))
         self._ready_banner()
         self.systemd.ready(f"{config.workers} workers ready")  # ops: systemd Type=notify
-        self._spawn_background(self.systemd.watchdog())
+        # Long-lived tasks are supervised: a failure is logged and the task started again.
+        self._spawn_background(supervise("the systemd watchdog", self.systemd.watchdog, self.output.fleet))
         if self.status_board is not None:
-            self._spawn_background(self.status_board.run())
+            self._spawn_background(supervise("the status page's sampler", self.status_board.run,
+                                             self.output.fleet))
         from fleet import recycler
 
         if recycler.enabled(config):

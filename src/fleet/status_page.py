@@ -76,6 +76,7 @@ class StatusBoard:
         self._before: tuple[float, dict[int, float], dict[str, float], float] | None = None
         self.latest = b""
         self.sample_seconds = 0.0  # what the last sample cost (CPU of the master's loop)
+        self.failed_samples = 0
 
     @classmethod
     def of(cls, config: "Config", supervisor: "Supervisor", stats: ProxyStats | None, name: str,
@@ -134,9 +135,14 @@ class StatusBoard:
         return self.latest
 
     async def run(self) -> None:
-        """Sample until cancelled (the master's background task)."""
+        """Sample until cancelled (the master's background task, supervised by the runner).
+        A sample that fails for want of a resource (EMFILE while the proxy sheds load) is
+        skipped, not fatal: the next interval tries again and the page carries on."""
         while True:
-            self.sample()
+            try:
+                self.sample()
+            except OSError:
+                self.failed_samples += 1
             await asyncio.sleep(self.interval)
 
     def json_answer(self) -> Answer:

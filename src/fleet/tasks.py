@@ -12,6 +12,12 @@ until the task is done and gives up at a deadline instead of waiting for a task 
 cooperate. ``run_loop`` runs a main coroutine the same way: nothing left behind at its end can
 keep the process from exiting.
 
+``supervise`` keeps a long-lived task of the master alive (the status page's sampler, the
+systemd watchdog, the recycler, the proxy's sweep): an unexpected exception is logged once, as
+one line, and the task starts again after a delay that doubles with each failure in a row
+(``RestartBackoff``, pure and driven by a clock argument). Without it, one ``OSError(EMFILE)``
+ended the sampler for good and ``/_fleet/status.json`` froze.
+
 What this module is not: it knows nothing of workers or connections; it only starts, bounds
 and ends coroutines.
 """
@@ -21,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import traceback
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Collection, Coroutine, TypeVar
 
 T = TypeVar("T")
@@ -138,8 +146,64 @@ def run_loop(main: Coroutine[Any, Any, T], loop_factory: Callable[[], asyncio.Ab
             loop.close()
 
 
+@dataclass(frozen=True)
+class RestartBackoff:
+    """When a supervised task starts again: ``first`` seconds after its first failure, doubling
+    with each failure in a row up to ``most``; a run that lasted ``stable`` seconds was healthy
+    and starts the count again (a task that fails once a day never waits ``most``)."""
+
+    first: float = 0.5
+    most: float = 30.0
+    stable: float = 60.0
+
+    def failures_after(self, failures: int, ran_for: float) -> int:
+        """The count of failures in a row, once a run of ``ran_for`` seconds has failed."""
+        return 1 if ran_for >= self.stable else failures + 1
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait before the next start, after ``failures`` (>= 1) in a row."""
+        if failures <= 0:
+            return 0.0
+        return min(self.most, self.first * 2.0 ** min(failures - 1, 60))
+
+
+RESTART_BACKOFF = RestartBackoff()
+
+
+def where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``exc``'s traceback (one line for the log)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
+
+
+async def supervise(name: str, start: Callable[[], Awaitable[Any]], log: Callable[[str], None], *,
+                    policy: RestartBackoff = RESTART_BACKOFF, clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    """Run ``start()`` until it returns; after an exception, log it (one line) and start it again
+    after ``policy``'s delay. A cancellation ends it at once (it is how the master stops it)."""
+    failures = 0
+    while True:
+        started = clock()
+        try:
+            await start()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure: the task must not be lost
+            failures = policy.failures_after(failures, clock() - started)
+            delay = policy.delay(failures)
+            log(f"{name} failed ({type(exc).__name__}: {exc} at {where(exc)}); "
+                f"restarting it in {delay:.1f} s (failure {failures} in a row)")
+            del exc
+        await sleep(delay)
+
+
 def _stderr(message: str) -> None:
     print(f"fleet | warning: {message}", file=sys.stderr, flush=True)
 
 
-__all__ = ["with_timeout", "wait_event", "cancel_and_wait", "run_loop", "describe"]
+__all__ = ["RESTART_BACKOFF", "RestartBackoff", "cancel_and_wait", "describe", "run_loop", "supervise",
+           "wait_event", "where", "with_timeout"]

@@ -136,7 +136,8 @@ class ProxyContext:
         self.scheme = b"https" if config.ssl_certfile else b"http"
         self.default_host = f"{config.address}:{config.port}".encode()
         self.allowed_hosts = Allowlist(config.allow_host)
-        self.allowed_origins = Allowlist(config.allow_websocket_origin)
+        self.allowed_origins = Allowlist(config.allow_websocket_origin
+                                         or default_origins(config.address, config.port))
         self.checks_hosts = bool(self.allowed_hosts)  # read per request: an attribute, not __bool__
         # Strict-Transport-Security on every worker response over TLS (--hsts).
         self.response_extra = (b"Strict-Transport-Security: max-age=%d" % config.hsts
@@ -166,8 +167,30 @@ class ProxyContext:
     def host_allowed(self, host: bytes) -> bool:
         return not self.allowed_hosts or self.allowed_hosts.allows_host_header(host)
 
+    def use_default_origins(self, address: str, port: int) -> None:
+        """No ``--allow-websocket-origin``: the proxy's own address, as Bokeh's default is its
+        own (``localhost:PORT``; ``supervisor.command.websocket_origins`` gives Bokeh workers
+        the same names). Called once the port is bound (port 0 picks one)."""
+        self.allowed_origins = Allowlist(default_origins(address, port))
+
     def origin_allowed(self, origin: bytes | None) -> bool:
-        return not self.allowed_origins or origin is None or self.allowed_origins.allows_origin(origin)
+        """A WebSocket upgrade's ``Origin`` against the list; a request without one (not from a
+        browser) is not a cross-site request and passes."""
+        return origin is None or self.allowed_origins.allows_origin(origin)
 
 
-__all__ = ["AddressRules", "BUILTIN_PREFIX", "QUEUE_LIMIT", "CachedRoute", "ProxyContext", "client_address"]
+def default_origins(address: str, port: int) -> list[str]:
+    """The proxy's own public address(es): ``localhost`` and ``127.0.0.1`` on its port, plus
+    ``--address`` when it is a name or address other than loopback or any."""
+    names = ["localhost", "127.0.0.1"]
+    if address and address not in ("localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""):
+        names.append(f"[{address}]" if ":" in address else address)
+    origins = [f"{name}:{port}" for name in names]
+    if port == 443:
+        # A browser leaves the default port out of Origin (https://host), and Bokeh's rule
+        # reads a name without a port as :80: the bare name stands for "no port given".
+        origins += names
+    return origins
+
+
+__all__ = ["AddressRules", "BUILTIN_PREFIX", "QUEUE_LIMIT", "CachedRoute", "ProxyContext", "client_address", "default_origins"]

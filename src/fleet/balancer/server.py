@@ -11,6 +11,11 @@ than through ``loop.create_server``, so that past ``--max-connections`` they can
 accepting, as HAProxy's ``maxconn`` does: further clients wait in the kernel's backlog
 instead of being accepted and answered 503, and accepting resumes below the limit.
 
+Out of descriptors (``balancer.fdbudget``): at most ``Budget.cap`` clients, and a reserve kept
+free for the rest of the master; a client past either is shed (503, closed). EMFILE/ENFILE on
+``accept`` pauses the listener and a timer retries (as nginx's ``accept_mutex_delay`` and
+HAProxy do), so accepting never depends on some other connection ending first.
+
 ``start`` binds before anything else happens, so a port in use fails fast and names its owner;
 ``port`` is the port actually bound (port 0 works in tests).
 
@@ -25,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import resource
 import socket
 import ssl
-import stat
 from typing import Any, Callable, Iterable
 
+from fleet.acceptor import Acceptor
+from fleet.balancer import fdbudget
 from fleet.balancer.allow import Allowlist
 from fleet.balancer.context import CachedRoute, ProxyContext
+# unix_listener and _tcp_listeners: also imported from here by balancer.group.
+from fleet.balancer.listeners import _tcp_listeners, connect_or_close, raise_open_files_limit, unix_listener
 from fleet.balancer.policy import UpstreamSet
 from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.redirect import RedirectConnection
@@ -40,25 +47,15 @@ from fleet.balancer.stats import ProxyStats
 from fleet.balancer.upstream import close_idle
 from fleet.config import Config
 from fleet.ports import in_use_error
-from fleet.tasks import cancel_and_wait
+from fleet.tasks import cancel_and_wait, supervise
 
 SWEEP_INTERVAL = 1.0
-BACKLOG = 4096
 ACCEPTS_PER_WAKE = 64  # connections accepted per readiness event (fairness with the rest)
-
-
-def raise_open_files_limit() -> int:
-    """A proxy holds two descriptors per connection: use the hard limit, as nginx's
-    ``worker_rlimit_nofile`` would. Returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
+ACCEPT_RETRY = 0.25  # after EMFILE/ENFILE on accept: the listener sleeps this long
+OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# Below this limit the budget's base is measured again every sweep (/proc/self/fd is cheap
+# when small; above it the limit is far away).
+MEASURE_BELOW = 65536
 
 
 class Balancer:
@@ -84,8 +81,12 @@ class Balancer:
         self._handshakes = 0  # accepted sockets not yet a ClientConnection (TLS handshake)
         self._ssl: ssl.SSLContext | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None  # the listener's wake-up after EMFILE
+        self.budget = fdbudget.Budget(fdbudget.soft_limit(), 0)
+        self._base = 0  # descriptors open when the listeners were bound
+        self.log = log or (lambda line: print(f"fleet | {line}", flush=True))
         self._unix_path: str | None = None
-        self._redirect: asyncio.AbstractServer | None = None
+        self._redirect: list[Acceptor] = []
         self.redirect_port: int | None = None
 
     # -- listeners ---------------------------------------------------------------------------
@@ -142,19 +143,29 @@ class Balancer:
             except OSError:
                 await self.close()
                 raise
+        if not config.allow_websocket_origin:
+            self.context.use_default_origins(config.address, self.port)
+        self._measure(start=True)
         self._resume_accepting()
-        self._sweeper = loop.create_task(self._sweep())
+        self._sweeper = loop.create_task(supervise("the proxy's sweep", self._sweep, self.log))
 
     async def _start_redirect(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The plain-HTTP listener that only redirects. Accepted through ``fleet.acceptor``, not
+        ``loop.create_server``: uvloop closes a server's listener for good on one EMFILE."""
         config = self.config
         assert config.https_redirect_port is not None and self.port is not None
         allowed = Allowlist(config.allow_host)
         public_port = self.port
-        self._redirect = await loop.create_server(
-            lambda: RedirectConnection(public_port, allowed, config.max_header_size, config.header_timeout),
-            host=config.address, port=config.https_redirect_port, reuse_address=True, backlog=BACKLOG,
-            reuse_port=self.reuse_port or None)
-        self.redirect_port = self._redirect.sockets[0].getsockname()[1]
+        listeners = _tcp_listeners(config.address, config.https_redirect_port, reuse_port=self.reuse_port)
+
+        def serve(sock: socket.socket) -> None:
+            protocol = RedirectConnection(public_port, allowed, config.max_header_size, config.header_timeout)
+            loop.create_task(connect_or_close(loop, sock, protocol))
+
+        self._redirect = [Acceptor(listener, serve, loop) for listener in listeners]
+        for acceptor in self._redirect:
+            acceptor.start()
+        self.redirect_port = listeners[0].getsockname()[1]
 
     # -- accepting, within --max-connections ---------------------------------------------------
     def _resume_accepting(self) -> None:
@@ -181,9 +192,54 @@ class Balancer:
         if not self._accepting and (not limit or self._connections() < limit) and self._listeners:
             self._resume_accepting()
 
+    def _measure(self, *, start: bool = False) -> None:
+        """The budget from the limit in force now (``prlimit`` may change it under a running
+        fleet) and what the process holds besides clients and worker sockets."""
+        limit = fdbudget.soft_limit()
+        if start:
+            self._base = fdbudget.open_descriptors()
+        budget = fdbudget.Budget(limit, self._base)
+        if limit <= MEASURE_BELOW:
+            upstream = self._pooled() + sum(u.stats.active_requests + u.stats.websockets for u in self.upstreams)
+            budget = budget.measured(fdbudget.open_descriptors(), len(self.context.clients), upstream)
+        self.budget = budget
+
+    def _pooled(self) -> int:
+        return sum(len(upstream.idle) for upstream in self.upstreams)
+
+    def _retry_accepting(self) -> None:
+        self._retry = None
+        self._below_limit()
+
+    def _out_of_descriptors(self, code: int) -> None:
+        """EMFILE and the like on accept: the connection stays in the backlog; the listener
+        sleeps ``ACCEPT_RETRY`` and tries again (no busy loop, and no waiting for some other
+        connection to end: there may be none)."""
+        self.stats.client_error("accept_" + errno.errorcode[code].lower())
+        self._pause_accepting()
+        if self._retry is None and not self.context.closing:
+            self._retry = asyncio.get_running_loop().call_later(ACCEPT_RETRY, self._retry_accepting)
+
+    def _shed(self, sock: socket.socket) -> None:
+        """A client past the descriptor budget: a short 503 (plain HTTP only) and closed. Idle
+        pooled worker connections go first: they are the cheapest descriptors to give back."""
+        self.stats.client_error("shed_out_of_descriptors")
+        for upstream in self.upstreams:
+            close_idle(upstream)
+        if self._ssl is None:
+            try:
+                sock.send(fdbudget.SHED_ANSWER)
+            except OSError:
+                pass
+        sock.close()
+
     def _accept(self, listener: socket.socket) -> None:
         limit = self.config.max_connections
         loop = asyncio.get_running_loop()
+        budget = self.budget
+        limit_now = fdbudget.soft_limit()  # one getrlimit per wake: prlimit can lower it any time
+        if limit_now != budget.limit:
+            budget = self.budget = fdbudget.Budget(limit_now, budget.base)
         for _ in range(ACCEPTS_PER_WAKE):
             if limit and self._connections() >= limit:
                 self._pause_accepting()  # the rest wait in the backlog, as with HAProxy maxconn
@@ -193,12 +249,13 @@ class Balancer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors: stop accepting until a connection ends (no busy loop).
-                    self.stats.client_error("accept_" + errno.errorcode[exc.errno].lower())
-                    self._pause_accepting()
+                if exc.errno in OUT_OF_RESOURCES:
+                    self._out_of_descriptors(exc.errno)
                     return
                 continue  # ECONNABORTED and the like: that client is gone
+            if budget.must_shed(sock.fileno(), self._connections(), self._pooled()):
+                self._shed(sock)
+                continue
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -211,6 +268,9 @@ class Balancer:
             await loop.connect_accepted_socket(lambda: ClientConnection(self.context), sock, ssl=self._ssl)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
             sock.close()  # a failed TLS handshake: nothing to serve
+        except BaseException:
+            sock.close()  # an accepted socket always gets a reader or is closed, never left
+            raise
         finally:
             self._handshakes -= 1
             self._below_limit()
@@ -226,6 +286,7 @@ class Balancer:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            self._measure()
             now = loop.time()
             if context.waiting:
                 # A worker kept out by a connect error (``mark_down``) is back once its time
@@ -309,12 +370,15 @@ class Balancer:
 
     def _close_listeners(self) -> None:
         self._pause_accepting()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         for listener in self._listeners:
             listener.close()
         self._listeners = []
-        if self._redirect is not None:
-            self._redirect.close()
-            self._redirect = None
+        for acceptor in self._redirect:
+            acceptor.close()
+        self._redirect = []
 
     async def stop_accepting(self) -> None:
         """Close the listeners; keep-alive connections between requests are closed too."""
@@ -353,62 +417,3 @@ class Balancer:
                 pass
             self._unix_path = None
         await asyncio.sleep(0)  # let transports run their close callbacks
-
-
-def unix_listener(path: str) -> socket.socket:
-    """A listening unix socket at ``path``; a stale socket file there (nobody listening) is
-    replaced, anything else is an error."""
-    if os.path.exists(path):
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            raise OSError(errno.EEXIST, f"--unix-socket {path} exists and is not a socket")
-        with socket.socket(socket.AF_UNIX) as probe:
-            try:
-                probe.connect(path)
-            except OSError:
-                os.unlink(path)  # stale: nobody listens there
-            else:
-                raise OSError(errno.EADDRINUSE, f"unix socket {path} is already in use")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(path)
-        listener.listen(BACKLOG)
-        listener.setblocking(False)
-    except OSError:
-        listener.close()
-        raise
-    return listener
-
-
-def _tcp_listeners(address: str, port: int, *, reuse_port: bool = False,
-                   listen: bool = True) -> list[socket.socket]:
-    """Bound, listening, non-blocking TCP sockets on every address ``address`` resolves to
-    (``localhost``: 127.0.0.1 and ::1), as ``loop.create_server`` would; port 0 picks one port.
-    ``reuse_port``: several proxy processes share the port, the kernel spreads connections
-    over their listeners. ``listen=False``: bound only (the master of several proxy processes
-    holds the port this way: the kernel sends no connection to a socket that does not listen)."""
-    listeners: list[socket.socket] = []
-    seen: set[Any] = set()
-    try:
-        for family, _, _, _, sockaddr in socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE):
-            if (family, sockaddr[0]) in seen:
-                continue
-            seen.add((family, sockaddr[0]))
-            listener = socket.socket(family, socket.SOCK_STREAM)
-            listeners.append(listener)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(listeners) > 1:
-                sockaddr = (sockaddr[0], listeners[0].getsockname()[1], *sockaddr[2:])
-            listener.bind(sockaddr)
-            if listen:
-                listener.listen(BACKLOG)
-            listener.setblocking(False)
-    except OSError:
-        for listener in listeners:
-            listener.close()
-        raise
-    return listeners
