@@ -44,6 +44,7 @@ from fleet.supervisor.manager import Supervisor, SupervisorError
 from fleet.supervisor.policy import term_wait
 from fleet.supervisor.process import Output
 from fleet.tasks import cancel_and_wait, run_loop, supervise
+from fleet import recycler
 
 # Exit code after a second Ctrl-C (stop at once), like a shell's 128 + SIGINT.
 EXIT_FORCED = 130
@@ -186,10 +187,9 @@ class Master(Frontage):
         if self.status_board is not None:
             self._spawn_background(supervise("the status page's sampler", self.status_board.run,
                                              self.output.fleet))
-        from fleet import recycler
-
         if recycler.enabled(config):
-            self._spawn_background(recycler.watch(supervisor, config, self._requests_of))
+            self._spawn_background(supervise(
+                "the recycler", lambda: recycler.watch(supervisor, config, self._requests_of), self.output.fleet))
         return await self._main_loop()
 
     def _requests_of(self, worker_id: str) -> int | None:

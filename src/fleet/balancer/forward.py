@@ -10,6 +10,7 @@ per connection (an Upgrade's at most ``UPGRADE_HOLD``); past that the client is 
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections import deque
 
 from fleet.balancer.context import PINNED_WAIT, ProxyContext
@@ -20,6 +21,10 @@ from fleet.balancer.head import IDEMPOTENT
 from fleet.balancer.policy import Failure, Upstream, affinity_from_cookie, retry_decision
 from fleet.balancer.response import Responder
 from fleet.balancer.upstream import close_idle, open_connection
+
+
+# The proxy out of descriptors (or kernel memory) when it connects to a worker.
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class Forwarder:
@@ -158,11 +163,18 @@ class Forwarder:
         proxy = self.proxy
         try:
             conn = await open_connection(proxy, upstream, proxy.limits.connect_timeout)
-        except (OSError, asyncio.TimeoutError):
-            upstream.stats.connect_errors += 1
-            proxy.upstreams.mark_down(upstream, proxy.loop.time())
-            if exchange.state is CONNECTING and exchange.upstream is upstream:
-                self._failed(exchange, Failure.CONNECT, None)
+        except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS:
+                # The proxy ran out, not the worker: marking it down would queue every request
+                # behind a healthy worker. This one gets a 503 and the worker stays up.
+                if exchange.state is CONNECTING and exchange.upstream is upstream:
+                    self.responder.answer(exchange, 503, "the proxy is out of file descriptors",
+                                          extra=b"Retry-After: 1\r\n")
+                return
+            self._connect_failed(exchange, upstream)
+            return
+        except asyncio.TimeoutError:
+            self._connect_failed(exchange, upstream)
             return
         if exchange.state is not CONNECTING or exchange.upstream is not upstream or self.responder.closed:
             conn.release(reusable=True)
@@ -177,6 +189,13 @@ class Forwarder:
             self._failed(exchange, Failure.CONNECT, None)
             return
         self._send(exchange, conn, proxy.loop.time())
+
+    def _connect_failed(self, exchange: Exchange, upstream: Upstream) -> None:
+        proxy = self.proxy
+        upstream.stats.connect_errors += 1
+        proxy.upstreams.mark_down(upstream, proxy.loop.time())
+        if exchange.state is CONNECTING and exchange.upstream is upstream:
+            self._failed(exchange, Failure.CONNECT, None)
 
     def _send(self, exchange: Exchange, conn: WorkerLink, now: float) -> None:
         responder = self.responder
