@@ -8,7 +8,7 @@ what the built-in routes answer; it tells the master its counters. Messages:
 
     master -> proxy   config and row (first line; a spare process waits for it)   add / ready / draining / remove (a worker)
                       route (a built-in route's latest answer)   bokeh (static roots)
-                      reload_tls   stop_accepting   drain   close
+                      settings (a reload)   reload_tls   stop_accepting   drain   close
                       sync (answer when every earlier message is applied)
     proxy -> master   started (port bound) or error   stats (counters, every STATS_INTERVAL,
                       with this process's open connections and requests)   drained   synced
@@ -119,6 +119,9 @@ class ProxyProcess:
                                      for name, value in message.get("headers", ()))
         elif op == "bokeh":
             balancer.serve_bokeh(unpack(message["roots"]))
+        elif op == "settings":  # a reload: new connections get these
+            self.config = unpack(message["config"])
+            balancer.apply(self.config)
         elif op == "reload_tls":
             balancer.reload_tls()
         elif op == "stop_accepting":

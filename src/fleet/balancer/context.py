@@ -103,7 +103,7 @@ class ProxyContext:
                  "client_timeout", "header_timeout", "limits", "max_buffered_request", "queue_timeout", "sticky",
                  "trust", "response_extra", "scheme", "default_host", "allowed_hosts", "allowed_origins", "metrics_allow",
                  "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting", "bokeh",
-                 "checks_hosts")
+                 "checks_hosts", "__weakref__")
 
     def __init__(self, config: "Config", stats: ProxyStats, upstreams: UpstreamSet,
                  access_log: Callable[[str], None] | None = None) -> None:
@@ -149,6 +149,16 @@ class ProxyContext:
         self.on_connection_lost: Callable[[], None] | None = None  # the listener's max-connections check
         # Requests no worker can take now, oldest first (state QUEUED).
         self.waiting = WaitQueue(stats)
+
+    def renewed(self, config: "Config", access_log: Callable[[str], None] | None, port: int | None) -> "ProxyContext":
+        """A context with ``config``'s settings sharing this one's state (connections, counters,
+        routes, queue): what a reload gives new connections, while open ones keep theirs."""
+        fresh = ProxyContext(config, self.stats, self.upstreams, access_log)
+        for shared in ("clients", "local_routes", "closing", "per_ip", "on_connection_lost", "waiting", "bokeh"):
+            setattr(fresh, shared, getattr(self, shared))
+        if not config.allow_websocket_origin and port is not None:
+            fresh.use_default_origins(config.address, port)
+        return fresh
 
     # -- client addresses ----------------------------------------------------------------------
     def exempt_from_ip_limits(self, peer_ip: str) -> bool:

@@ -4,7 +4,7 @@ It has ``Balancer``'s interface, so ``fleet up`` and ``fleet balance`` drive one
 processes the same way. The workers, their generations and their draining stay the master's;
 the proxy processes (``balancer.child``) only carry requests. What crosses between processes:
 
-- master -> proxy, JSON lines on one unix socketpair per process: the config (once), each
+- master -> proxy, JSON lines on one unix socketpair per process: the config (at start, again on a reload), each
   worker's add / ready / draining / remove with its load-table column, the latest answer of
   each built-in route (``/metrics``, ``/_fleet/...``, rendered by the master every
   ``ROUTE_INTERVAL`` from its fleet-wide totals), Bokeh static roots, TLS reload, stop.
@@ -224,6 +224,13 @@ class ProxyGroup(ProxyLives):
         self._route_headers[path] = [list(pair) for pair in headers]
         self._refresh()
         self._broadcast(self._route_message(path, handler))
+
+    async def apply(self, config: Config) -> None:
+        """A reloaded configuration, in every proxy process (and any started later) before this
+        returns; the bound ports stay as resolved at start."""
+        self.config = replace(config, port=self.config.port, https_redirect_port=self.config.https_redirect_port)
+        self._broadcast({"op": "settings", "config": pack(self.config)})
+        await self.settle()
 
     def reload_tls(self) -> str | None:
         config = self.config

@@ -32,6 +32,7 @@ import errno
 import os
 import socket
 import ssl
+import weakref
 from typing import Any, Callable, Iterable
 
 from fleet.acceptor import Acceptor
@@ -70,11 +71,10 @@ class Balancer:
         self.upstreams = upstream_set(self.stats, config.worker_max_conns,
                                      secure_cookie=bool(config.ssl_certfile),
                                      cookie_path=config.prefix or "/")
-        access_log = None
-        if config.access_log:
-            access_log = log or (lambda line: print(f"fleet | {line}", flush=True))
-        self.context = ProxyContext(config, self.stats, self.upstreams, access_log)
+        self.context = ProxyContext(config, self.stats, self.upstreams, self._access_log(config, log))
         self.context.on_connection_lost = self._below_limit
+        # Every context a connection may still hold (a reload makes a new one): a stop reaches all.
+        self._contexts: weakref.WeakSet[ProxyContext] = weakref.WeakSet([self.context])
         self.port: int | None = None
         self._listeners: list[socket.socket] = []
         self._accepting = False
@@ -88,6 +88,25 @@ class Balancer:
         self._unix_path: str | None = None
         self._redirect: list[Acceptor] = []
         self.redirect_port: int | None = None
+
+    @staticmethod
+    def _access_log(config: Config, log: Callable[[str], None] | None) -> Callable[[str], None] | None:
+        if not config.access_log:
+            return None
+        return log or (lambda line: print(f"fleet | {line}", flush=True))
+
+    def apply(self, config: Config) -> None:
+        """A reloaded configuration: new connections get its settings; a connection keeps the
+        settings it was accepted under (as nginx's old workers do), so nothing on the request
+        path reads anything new. Listeners, ports and the upstream table stay as they are."""
+        self.config = config
+        self.context = self.context.renewed(config, self._access_log(config, self.log), self.port)
+        self._contexts.add(self.context)
+        self._below_limit()  # a raised --max-connections resumes accepting at once
+
+    def _set_everywhere(self, name: str, value: Any) -> None:
+        for context in list(self._contexts):
+            setattr(context, name, value)
 
     # -- listeners ---------------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -154,12 +173,13 @@ class Balancer:
         ``loop.create_server``: uvloop closes a server's listener for good on one EMFILE."""
         config = self.config
         assert config.https_redirect_port is not None and self.port is not None
-        allowed = Allowlist(config.allow_host)
         public_port = self.port
         listeners = _tcp_listeners(config.address, config.https_redirect_port, reuse_port=self.reuse_port)
 
         def serve(sock: socket.socket) -> None:
-            protocol = RedirectConnection(public_port, allowed, config.max_header_size, config.header_timeout)
+            current = self.config  # a reload's settings for the next connection
+            protocol = RedirectConnection(public_port, Allowlist(current.allow_host), current.max_header_size,
+                                          current.header_timeout)
             loop.create_task(connect_or_close(loop, sock, protocol))
 
         self._redirect = [Acceptor(listener, serve, loop) for listener in listeners]
@@ -282,10 +302,10 @@ class Balancer:
         self._unix_path = path
 
     async def _sweep(self) -> None:
-        context = self.context
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            context = self.context  # the clients and the queue are shared by every context
             self._measure()
             now = loop.time()
             if context.waiting:
@@ -354,7 +374,7 @@ class Balancer:
         Called again after each reload, with an empty cache: the files the new generation ships."""
         from fleet.balancer.bokeh_routing import routing_for
 
-        self.context.bokeh = routing_for(self.config, static_roots)
+        self._set_everywhere("bokeh", routing_for(self.config, static_roots))
 
     def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]],
                         headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -382,7 +402,7 @@ class Balancer:
 
     async def stop_accepting(self) -> None:
         """Close the listeners; keep-alive connections between requests are closed too."""
-        self.context.closing = True
+        self._set_everywhere("closing", True)
         self._close_listeners()
         for client in list(self.context.clients):
             client.close_if_idle()
@@ -399,7 +419,7 @@ class Balancer:
 
     async def close(self) -> None:
         """Close every connection, client and worker side, and the listeners."""
-        self.context.closing = True
+        self._set_everywhere("closing", True)
         if self._sweeper is not None:
             await cancel_and_wait([self._sweeper])
             self._sweeper = None

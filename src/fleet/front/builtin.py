@@ -128,6 +128,14 @@ class BuiltinFront:
     def reload_tls(self) -> str | None:
         return self.proxy.reload_tls()
 
+    async def apply(self, config: Config) -> str | None:
+        self.config = config
+        if isinstance(self.proxy, ProxyGroup):
+            await self.proxy.apply(config)  # every proxy process has it once this returns
+            return f"applied in {len(self.proxy.slots)} proxy processes"
+        self.proxy.apply(config)
+        return None
+
     # -- reports ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {"kind": "builtin"}
