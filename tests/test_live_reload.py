@@ -12,7 +12,7 @@ from pathlib import Path
 
 import websocket
 
-from support import free_port, free_port_range, start_fleet, wait_until
+from support import free_port, free_port_range, require_tool, start_fleet
 from test_drills import LoadGenerator, metric, scrape
 from up_helpers import Fleet, run_cli
 
@@ -164,3 +164,28 @@ def test_fleet_check_validates_without_a_running_fleet(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "missing APP" in missing.stderr
     no_app = run_cli("check", str(tmp_path / "nothere.py"), "--config", str(good))
     assert no_app.returncode == 1
+
+
+def post_status(port: int, size: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", "/upload", body=b"x" * size)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_managed_nginx_is_regenerated_checked_and_reloaded(tmp_path: Path) -> None:
+    require_tool("nginx")
+    fleet = start(tmp_path, "workers = 2\n", "--proxy", "nginx")
+    with fleet.proc:
+        nginx_pid = fleet.status()["data_plane"]["pid"]
+        assert post_status(fleet.port, 64 * 1024) == 200
+        (tmp_path / "fleet.toml").write_text("workers = 2\nmax_body_size = '16KiB'\n")
+        reloaded = fleet.cli("reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert "nginx: configuration regenerated, checked (nginx -t) and reloaded" in reloaded.stdout
+        assert post_status(fleet.port, 64 * 1024) == 413
+        assert fleet.status()["data_plane"]["pid"] == nginx_pid  # reloaded, not restarted

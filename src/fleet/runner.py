@@ -91,6 +91,7 @@ class Master(Frontage):
         self.stopping = False
         self._background: set[asyncio.Task[Any]] = set()
         self._recycler: asyncio.Task[Any] | None = None
+        self._reloading = asyncio.Lock()  # SIGHUP and fleet reload: one plan applied at a time
         self.hooks = HookRunner.from_config(config, self.output, lambda: self.stopping)  # ops
         self.systemd = SystemdNotifier.from_environ(os.environ, self.output)  # ops: Type=notify
 
@@ -274,6 +275,10 @@ class Master(Frontage):
     async def reload(self) -> str:
         """Re-read the configuration, apply each change (in place, then the new generation every
         reload starts, then scaling), and say what changed and how."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> str:
         assert self.supervisor is not None
         reloads = self.config_reloads
         try:
