@@ -160,6 +160,8 @@ def main() -> None:
     \b
       fleet up myapp.py -n 3      3 workers on 5100-5102 behind a proxy on :5006
       fleet status                what the workers are doing
+      fleet reload                new code, and the changes of fleet.toml, with no failed request
+      fleet check                 validate fleet.toml and options without a running fleet
       fleet ls                    the running fleets of this user
       fleet logs w1 -f            a worker's recent and new output
       fleet config nginx          the equivalent nginx configuration
