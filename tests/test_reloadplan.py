@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,3 +146,43 @@ def test_the_runs_made_secret_is_kept(tmp_path: Path) -> None:
     toml.write_text('session_ids = "signed"\nkeep_alive = 500\n')
     plan = prepare(source, running)
     assert [c.name for c in plan.changes] == ["keep_alive"]
+
+
+# -- the proxy's side: a connection keeps the settings it was accepted under -----------------------
+
+def test_a_reloaded_proxy_gives_new_connections_a_new_context_sharing_the_state() -> None:
+    import asyncio
+    import socket
+
+    from fleet.balancer.server import Balancer
+
+    async def until(condition: Any) -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        balancer = Balancer(Config(port=0, address="127.0.0.1", max_header_count=50))
+        await balancer.start()
+        try:
+            old = balancer.context
+            with socket.create_connection(("127.0.0.1", balancer.port)) as first:
+                await until(lambda: len(old.clients) == 1)  # the proxy accepted it
+                assert {client.proxy for client in old.clients} == {old}
+                balancer.apply(Config(port=0, address="127.0.0.1", max_header_count=5,
+                                      allow_websocket_origin=("new.example.com",)))
+                new = balancer.context
+                assert new is not old and new.max_header_count == 5 and old.max_header_count == 50
+                assert new.clients is old.clients and new.local_routes is old.local_routes
+                assert new.waiting is old.waiting and new.stats is old.stats
+                assert new.origin_allowed(b"http://new.example.com") and not old.origin_allowed(b"http://new.example.com")
+                with socket.create_connection(("127.0.0.1", balancer.port)) as second:
+                    await until(lambda: len(new.clients) == 2)
+                    assert sorted(id(c.proxy) for c in new.clients) == sorted([id(old), id(new)])
+                    await balancer.stop_accepting()
+                    assert old.closing and new.closing  # a stop reaches every context
+        finally:
+            await balancer.close()
+
+    asyncio.run(main())
