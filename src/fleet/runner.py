@@ -300,6 +300,9 @@ class Master(Frontage):
             lines.append(await self.supervisor.reload())
             if plan.needs(Way.SCALE) and self.config.workers != self.supervisor.desired:
                 lines.append(await self.scale(self.config.workers))
+        except SupervisorError as exc:  # the old generation serves on; in-place changes stay
+            reloads.record("partial", [*lines, f"error: {exc}"])
+            raise
         finally:
             self.systemd.ready("reload done")
         self._serve_bokeh_static()
@@ -309,7 +312,8 @@ class Master(Frontage):
 
     async def _apply_in_place(self, plan: ReloadPlan) -> list[str]:
         """Every subsystem gets the new settings before the new generation starts."""
-        config = self.config = plan.effective
+        before, config = self.config, plan.effective
+        self.config = config
         assert self.supervisor is not None
         self.supervisor.config = config  # read at each start, drain and stop
         self.hooks.commands = {event: cmd for event, cmd in {
@@ -318,7 +322,8 @@ class Master(Frontage):
         if isinstance(self.output, RecordingOutput):
             self.output.as_json = config.log_json
         self.output.log_rotation = Rotation(config.log_max_size, config.log_keep)
-        self._start_recycler()
+        if before.recycling != config.recycling:
+            self._start_recycler()
         note = await self.front.apply(config)
         return [note] if note else []
 
