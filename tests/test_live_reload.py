@@ -7,12 +7,13 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import signal
 import socket
 from pathlib import Path
 
 import websocket
 
-from support import free_port, free_port_range, require_tool, start_fleet
+from support import free_port, free_port_range, require_tool, start_fleet, wait_until
 from test_drills import LoadGenerator, metric, scrape
 from up_helpers import Fleet, run_cli
 
@@ -125,6 +126,11 @@ def test_an_invalid_fleet_toml_is_refused_and_the_fleet_is_unchanged(tmp_path: P
         assert status["config"]["last_reload"]["result"] == "refused"
         assert metric(scrape(fleet.port), "fleet_config_reloads_total", result="refused") == 3
         assert metric(scrape(fleet.port, fresh=False), "fleet_config_reloads_total", result="applied") == 0
+        # SIGHUP does the same as fleet reload; the file fixed, it applies.
+        (tmp_path / "fleet.toml").write_text("workers = 2\nmax_header_count = 8\n")
+        fleet.proc.signal(signal.SIGHUP)
+        wait_until(lambda: fleet.status()["config"]["last_reload"]["result"] == "applied", timeout=60)
+        assert many_headers(http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)) == 431
 
 
 def test_what_cannot_change_live_is_reported_and_the_rest_applies(tmp_path: Path) -> None:
