@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import replace
 from typing import Any
@@ -39,16 +40,10 @@ def rebuilt(source: ConfigSource, running: Config) -> Config:
         environment = []
         for name, value in made:
             if value == _MADE:
-                value = kept.get(name) or _fresh_secret()
+                value = kept.get(name) or secrets.token_urlsafe(32)
             environment.append((name, value))
         new = replace(new, bokeh_environment=tuple(environment))
     return new
-
-
-def _fresh_secret() -> str:
-    import secrets
-
-    return secrets.token_urlsafe(32)
 
 
 def prepare(source: ConfigSource | None, running: Config) -> ReloadPlan:
