@@ -39,7 +39,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import wait_until
+from support import FRESH_METRICS, wait_until
 from up_helpers import Fleet, up
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -53,16 +53,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 # -- helpers shared by the drills ----------------------------------------------------------------
 
-# The proxy renders /metrics at most once a second; a scrape one second after the last thing a
-# test did is always rendered after it (the cached render is either older than that action,
-# hence expired by now, or newer).
-METRICS_TTL = 1.0
-
-
-def scrape(port: int, fresh: bool = True) -> Samples:
-    """Every sample of /metrics; ``fresh``: rendered after everything the test did so far."""
-    if fresh:
-        time.sleep(METRICS_TTL)
+def scrape(port: int) -> Samples:
+    """Every sample of /metrics, rendered after everything the test did so far: the drills'
+    fleets render it for every scrape (``FRESH_METRICS``), not at most once a second."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request("GET", "/metrics", headers={"Connection": "close"})
@@ -94,7 +87,7 @@ def get(port: int, path: str = "/", headers: dict[str, str] | None = None,
 
 
 def start(tmp_path: Path, app: str, *options: str, workers: int = 3) -> Fleet:
-    fleet = up(tmp_path, app, *options, workers=workers, proxy=True)
+    fleet = up(tmp_path, app, *options, workers=workers, proxy=True, env=FRESH_METRICS)
     fleet.proc.wait_for_output(r"ready: open", timeout=60)
     return fleet
 
@@ -280,7 +273,7 @@ def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "g1w2", restarts
                 break
             if len(status_latency) % 25 == 0:
                 asked = time.monotonic()
-                scrape(fleet.port, fresh=False)
+                scrape(fleet.port)
                 metrics_latency.append(time.monotonic() - asked)
             time.sleep(0.02)  # polling interval of the observation loop
         else:
