@@ -1,19 +1,23 @@
 """Make tests/support.py importable as ``support`` from every test module and subfolder, and let
-the suite run on several pytest-xdist workers at once (pyproject's addopts: ``-n 3 --dist
-loadgroup``) without two tests seeing each other:
+the suite run on several pytest-xdist workers at once (the Makefile's PYTEST_ARGS: ``-n 3
+--dist loadfile``) without two tests seeing each other:
 
 - every test process (each xdist worker, or the one pytest) gets a private, empty
   ``XDG_RUNTIME_DIR``, and every test a fresh one of its own: the control sockets of the fleets
   it starts, and what ``fleet ls`` or a selector-less ``fleet status`` sees, are its own (never
   another worker's fleets, never a developer's);
-- a module whose fixtures outlive one test (a module-scoped fleet) runs on one worker, so that
-  fleet starts once, not once per worker;
-- ``@pytest.mark.xdist_group("timing")`` tests (CPU-timing sensitive checks) run on one worker,
-  one after another.
+- a test module runs on one worker, in its order (``--dist loadfile``): a module-scoped fleet
+  starts once, and tests that share one see it in the state the module left it;
+- the modules with the most ``slow`` tests are handed out first, so that none of them starts
+  last and keeps the whole run waiting.
+
+Not ``--dist loadgroup``: with pytest 9.2 its ``xdist_group`` marks are silently ignored
+(pytest-xdist issue 1386; xdist renames the test's ``_nodeid``, which pytest no longer reads).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import sys
@@ -26,7 +30,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 _PROCESS_RUNTIME: list[str] = []
-_SHARED_SCOPES = {"module", "package", "session"}
 
 
 def _private_dir(prefix: str) -> str:
@@ -36,12 +39,12 @@ def _private_dir(prefix: str) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     # Before any fixture: module-scoped fleets of this process use this one.
-    path = _private_dir("fleet-run-")
+    path = _private_dir(f"fleet-run-{os.getpid()}-")
     _PROCESS_RUNTIME.append(path)
     os.environ["XDG_RUNTIME_DIR"] = path
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     while _PROCESS_RUNTIME:
         shutil.rmtree(_PROCESS_RUNTIME.pop(), ignore_errors=True)
 
@@ -57,19 +60,12 @@ def _own_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _shares_fixtures(item: pytest.Item) -> bool:
-    """Does ``item`` use a fixture of its module (or wider) that the suite defines itself?"""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    for definitions in info.name2fixturedefs.values():
-        for definition in definitions:
-            if definition.scope in _SHARED_SCOPES and definition.baseid:  # baseid "": pytest's own
-                return True
-    return False
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None and _shares_fixtures(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    if not hasattr(config, "workerinput"):
+        return  # one process: the order does not change the time
+    # Every worker sorts the same way, so they agree on the collection xdist hands out; with
+    # --no-loadscope-reorder, xdist hands out modules in this order. The sort is stable: a
+    # module's tests keep their order.
+    slow = collections.Counter(item.nodeid.split("::", 1)[0] for item in items
+                               if item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.nodeid.split("::", 1)[0]])

@@ -213,6 +213,7 @@ def crash_drill(fleet: Fleet, seconds: float, clients: int = 4, interval: float 
     )
 
 
+@pytest.mark.slow
 def test_workers_killed_under_load_lose_no_request_and_restarts_are_counted_exactly(tmp_path: Path) -> None:
     fleet = start(tmp_path, BACKEND)
     with fleet.proc:
@@ -298,6 +299,7 @@ def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "g1w2", restarts
                           looping, result, recovered, stable)
 
 
+@pytest.mark.slow
 def test_crash_looping_worker_backs_off_is_reported_and_recovers_while_the_rest_serve(tmp_path: Path) -> None:
     fleet = start(tmp_path, CRASH_ON_MARKER)
     with fleet.proc:
@@ -834,6 +836,7 @@ FUZZ_OPTIONS = ("--max-body-size", "64KiB", "--header-timeout", "1", "--client-t
                 "--upstream-timeout", "3")
 
 
+@pytest.mark.slow
 def test_hostile_requests_get_a_4xx_or_a_close_and_nothing_refused_reaches_a_worker(tmp_path: Path) -> None:
     fleet = start(tmp_path, RECORDER, *FUZZ_OPTIONS)
     with fleet.proc:
@@ -1116,6 +1119,7 @@ RSS_CYCLE_SLACK = 3 * MIB
 RETAINED_PER_CONNECTION = 8 * 1024
 
 
+@pytest.mark.slow
 def test_5000_idle_connections_and_2000_websockets_then_descriptors_and_memory_return(tmp_path: Path) -> None:
     fleet = start(tmp_path, BACKEND, "--header-timeout", "120", "--client-timeout", "120")
     with fleet.proc:

@@ -182,6 +182,7 @@ def test_affinity_holds_across_both_processes(fleet: Fleet) -> None:
     assert all(after[row] > before[row] for row in after), (before, after)  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_proxy_process_loses_only_its_connections_and_it_is_back_within_2s(fleet: Fleet) -> None:
     a, b, by_pid = split_connections(fleet, 3)
     results: dict[int, list[tuple[float, bool]]] = {}
