@@ -30,6 +30,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 _PROCESS_RUNTIME: list[str] = []
+_BASETEMP = pytest.StashKey[str]()
 
 
 def _private_dir(prefix: str) -> str:
@@ -37,16 +38,27 @@ def _private_dir(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path plugin reads --basetemp
 def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput") \
+            and not config.option.basetemp:
+        # xdist puts each worker's tmp_path one level deeper (popen-gwN/); a short base keeps
+        # the sockets fleet makes there within the kernel's and HAProxy's path limits (97 bytes
+        # for HAProxy's unix@ server lines).
+        config.option.basetemp = _private_dir("fleet-pt-")
+        config.stash[_BASETEMP] = config.option.basetemp
     # Before any fixture: module-scoped fleets of this process use this one.
     path = _private_dir(f"fleet-run-{os.getpid()}-")
     _PROCESS_RUNTIME.append(path)
     os.environ["XDG_RUNTIME_DIR"] = path
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     while _PROCESS_RUNTIME:
         shutil.rmtree(_PROCESS_RUNTIME.pop(), ignore_errors=True)
+    basetemp = session.config.stash.get(_BASETEMP, None)
+    if basetemp and exitstatus == 0:  # kept after a failure, for its files
+        shutil.rmtree(basetemp, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -125,7 +125,8 @@ def test_a_balancer_route_is_rendered_again_when_its_clock_says_the_ttl_passed()
         handler = Renders()
         balancer.add_local_route("/metrics", handler)
         head = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"
-        reader, writer, first = await ask(balancer.port, head)  # type: ignore[arg-type]
+        assert balancer.port is not None
+        reader, writer, first = await ask(balancer.port, head)
         writer.write(head)
         again = await reader.readuntil(b"render 1\n")
         assert first.endswith(b"render 1\n") and again.endswith(b"render 1\n") and handler.count == 1
@@ -161,7 +162,8 @@ def test_the_sweep_closes_a_client_without_a_whole_head_once_header_timeout_has_
 def test_the_sweep_closes_an_idle_keep_alive_client_once_client_timeout_has_passed() -> None:
     async def test(balancer: Balancer) -> None:
         loop = asyncio.get_running_loop()
-        reader, writer, response = await ask(balancer.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # type: ignore[arg-type]
+        assert balancer.port is not None
+        reader, writer, response = await ask(balancer.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"ok")
         idle_since = loop.time()
         balancer.sweep(idle_since + 74)  # within --client-timeout 75
