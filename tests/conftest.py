@@ -8,8 +8,8 @@ the suite run on several pytest-xdist workers at once (the Makefile's PYTEST_ARG
   another worker's fleets, never a developer's);
 - a test module runs on one worker, in its order (``--dist loadfile``): a module-scoped fleet
   starts once, and tests that share one see it in the state the module left it;
-- the modules with the most ``slow`` tests are handed out first, so that none of them starts
-  last and keeps the whole run waiting.
+- the modules with the most ``slow`` seconds are handed out first (``slow(seconds=N)`` for
+  the longest tests), so that none of them starts last and keeps the whole run waiting.
 
 Not ``--dist loadgroup``: with pytest 9.2 its ``xdist_group`` marks are silently ignored
 (pytest-xdist issue 1386; xdist renames the test's ``_nodeid``, which pytest no longer reads).
@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 _PROCESS_RUNTIME: list[str] = []
 _BASETEMP = pytest.StashKey[str]()
+# What a test marked slow takes, for the order above, unless it says (slow(seconds=N)).
+SLOW_SECONDS = 15
 
 
 def _private_dir(prefix: str) -> str:
@@ -78,6 +80,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Every worker sorts the same way, so they agree on the collection xdist hands out; with
     # --no-loadscope-reorder, xdist hands out modules in this order. The sort is stable: a
     # module's tests keep their order.
-    slow = collections.Counter(item.nodeid.split("::", 1)[0] for item in items
-                               if item.get_closest_marker("slow") is not None)
+    slow: collections.Counter[str] = collections.Counter()
+    for item in items:
+        mark = item.get_closest_marker("slow")
+        if mark is not None:
+            slow[item.nodeid.split("::", 1)[0]] += mark.kwargs.get("seconds", SLOW_SECONDS)
     items.sort(key=lambda item: -slow[item.nodeid.split("::", 1)[0]])

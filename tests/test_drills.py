@@ -1119,7 +1119,7 @@ RSS_CYCLE_SLACK = 3 * MIB
 RETAINED_PER_CONNECTION = 8 * 1024
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_5000_idle_connections_and_2000_websockets_then_descriptors_and_memory_return(tmp_path: Path) -> None:
     fleet = start(tmp_path, BACKEND, "--header-timeout", "120", "--client-timeout", "120")
     with fleet.proc:

@@ -149,7 +149,7 @@ def test_the_start_up_banner_names_the_compiled_path() -> None:
     assert hot_path_line() == "proxy hot path: compiled (fleet.balancer._speedups)"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=150)
 @pytest.mark.skipif(os.environ.get("FLEET_PURE_PYTHON") == "1", reason="this run is the pure-Python one already")
 def test_the_proxy_tests_pass_on_the_pure_python_path() -> None:
     """The head rules and the proxy end to end (hardening included) once more without the C code."""

@@ -23,6 +23,10 @@ WORKERS = 3
 _MEASURED: list[str] = []
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    item.add_marker(pytest.mark.slow)  # every browser test drives Chromium for half a minute or more
+
+
 @pytest.fixture
 def browsers(tmp_path: Path) -> Iterator[Callable[[], Chrome]]:
     """Start headless Chromiums, each with a fresh profile (its own cookie jar); all quit after."""
