@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 _PROCESS_RUNTIME: list[str] = []
 _BASETEMP = pytest.StashKey[str]()
+_MEASURED: list[str] = []  # lines the browser tests report (tests/browser/conftest.py)
 # What a test marked slow takes, for the order above, unless it says (slow(seconds=N)).
 SLOW_SECONDS = 15
 
@@ -86,3 +87,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if mark is not None:
             slow[item.nodeid.split("::", 1)[0]] += mark.kwargs.get("seconds", SLOW_SECONDS)
     items.sort(key=lambda item: -slow[item.nodeid.split("::", 1)[0]])
+
+
+# Here, not in tests/browser/conftest.py: under xdist the controlling process, which writes the
+# summary, never loads that file (it collects nothing).
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":  # the last report of a test holds every line it added
+        _MEASURED.extend(value for name, value in report.user_properties if name == "measured")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _MEASURED:
+        terminalreporter.section("measured in the browser")
+        for line in _MEASURED:
+            terminalreporter.write_line(line)

@@ -20,7 +20,6 @@ from up_helpers import Fleet, up
 
 BOKEH_APP = str(EXAMPLES / "bokeh_random")
 WORKERS = 3
-_MEASURED: list[str] = []
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
@@ -63,19 +62,6 @@ def bokeh_fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
 
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """Add a line to the "measured" section of pytest's terminal summary. Carried in the test's
-    report (user_properties), so it reaches the summary from an xdist worker too."""
+    """Add a line to the "measured in the browser" section of pytest's terminal summary (carried
+    in the test's report, so it reaches the summary from an xdist worker: tests/conftest.py)."""
     return lambda line: request.node.user_properties.append(("measured", line))
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "teardown":  # the last report of a test holds every line it added
-        _MEASURED.extend(value for name, value in report.user_properties if name == "measured")
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    lines = _MEASURED
-    if lines:
-        terminalreporter.section("measured in the browser")
-        for line in lines:
-            terminalreporter.write_line(line)
