@@ -27,6 +27,7 @@ INTERVAL = 1.0
 # the generations branch: 1,113 of 4,658 GETs with 8 clients, 1,450 of 3,492 with 20).
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clients", [8, 20])
 def test_killing_a_random_worker_every_second_fails_no_get(tmp_path: Path, clients: int) -> None:
     fleet = start(tmp_path, BACKEND, workers=2)

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from support import free_port, free_port_range, start_fleet, wait_until
 from up_helpers import family, living
 
@@ -36,6 +38,7 @@ def _cpu_hog() -> subprocess.Popen[bytes]:
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
+@pytest.mark.slow
 def test_sigterm_at_any_point_of_start_up_exits_promptly_and_leaves_nothing(tmp_path: Path) -> None:
     hog = _cpu_hog()
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from fleet.balancer.allow import Allowlist
 from fleet.balancer.contracts import ProxyClient
@@ -32,6 +32,28 @@ PINNED_WAIT = 2.0
 # Built-in routes answer under this prefix; it never reaches a worker.
 BUILTIN_PREFIX = b"/_fleet/"
 LocalHandler = Callable[[], tuple[int, str, bytes]]
+# A clock: seconds on a monotonic scale (``loop.time``, ``time.monotonic``). Timers and caches
+# take one, so a test can hand in its own instead of waiting for real time to pass.
+Clock = Callable[[], float]
+# How long a built-in route's render is reused, unless FLEET_METRICS_TTL says otherwise.
+RENDER_TTL = 1.0
+RENDER_TTL_MAX = 60.0
+
+
+def render_ttl(environ: Mapping[str, str]) -> float:
+    """The built-in routes' cache lifetime: ``FLEET_METRICS_TTL`` seconds (0 renders every
+    answer; end-to-end tests use it to read counters right after they act), else 1 s."""
+    text = environ.get("FLEET_METRICS_TTL", "").strip()
+    if not text:
+        return RENDER_TTL
+    try:
+        ttl = float(text)
+    except ValueError:
+        ttl = -1.0
+    if not 0.0 <= ttl <= RENDER_TTL_MAX:  # also refuses nan and inf
+        raise ValueError(f"FLEET_METRICS_TTL must be a number of seconds from 0 to {RENDER_TTL_MAX:g}, "
+                         f"not {text!r}")
+    return ttl
 
 
 def client_address(trust: TrustedProxies, peer_ip: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> str:
@@ -71,13 +93,13 @@ class AddressRules:
 
 
 class CachedRoute:
-    """A built-in route rendered at most once per ``ttl`` seconds: a scrape storm (or 2,000
-    pipelined ``GET /metrics``) costs one render a second, not one per request."""
+    """A built-in route rendered at most once per ``ttl`` seconds of ``clock``: a scrape storm
+    (or 2,000 pipelined ``GET /metrics``) costs one render a second, not one per request."""
 
-    def __init__(self, handler: LocalHandler, loop: asyncio.AbstractEventLoop, ttl: float = 1.0,
+    def __init__(self, handler: LocalHandler, clock: Clock, ttl: float = RENDER_TTL,
                  headers: Iterable[tuple[str, str]] = ()) -> None:
         self.handler = handler
-        self.loop = loop
+        self.clock = clock
         self.ttl = ttl
         # Extra header lines of every answer, ready to write (fixed strings of fleet's own).
         self.headers = b"".join(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
@@ -86,7 +108,7 @@ class CachedRoute:
         self._answer: tuple[int, str, bytes] = (200, "text/plain", b"")
 
     def __call__(self) -> tuple[int, str, bytes]:
-        now = self.loop.time()
+        now = self.clock()
         if now - self._at >= self.ttl:
             self._answer = self.handler()
             self._at = now
@@ -193,4 +215,5 @@ def default_origins(address: str, port: int) -> list[str]:
     return origins
 
 
-__all__ = ["AddressRules", "BUILTIN_PREFIX", "QUEUE_LIMIT", "CachedRoute", "ProxyContext", "client_address", "default_origins"]
+__all__ = ["AddressRules", "BUILTIN_PREFIX", "QUEUE_LIMIT", "CachedRoute", "Clock", "ProxyContext", "client_address",
+           "default_origins", "render_ttl"]

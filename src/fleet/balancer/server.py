@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 from fleet.acceptor import Acceptor
 from fleet.balancer import fdbudget
 from fleet.balancer.allow import Allowlist
-from fleet.balancer.context import CachedRoute, ProxyContext
+from fleet.balancer.context import CachedRoute, Clock, ProxyContext, render_ttl
 # unix_listener and _tcp_listeners: also imported from here by balancer.group.
 from fleet.balancer.listeners import _tcp_listeners, connect_or_close, raise_open_files_limit, unix_listener
 from fleet.balancer.policy import UpstreamSet
@@ -61,8 +61,12 @@ MEASURE_BELOW = 65536
 class Balancer:
     def __init__(self, config: Config, stats: ProxyStats | None = None,
                  log: Callable[[str], None] | None = None, *, reuse_port: bool = False,
-                 upstream_set: type[UpstreamSet] = UpstreamSet) -> None:
+                 upstream_set: type[UpstreamSet] = UpstreamSet, clock: Clock | None = None) -> None:
         self.config = config
+        # The sweep's and the route caches' time: the loop's (set in start) unless a test gives
+        # one. Connections stamp their states with the loop's time, so a clock given here reads
+        # that scale (a test's may run ahead of it, to see timeouts pass without waiting).
+        self.clock = clock
         # One of several proxy processes on the same port (balancer.group): SO_REUSEPORT.
         self.reuse_port = reuse_port
         self.stats = stats if stats is not None else ProxyStats()
@@ -147,6 +151,8 @@ class Balancer:
             self.context.use_default_origins(config.address, self.port)
         self._measure(start=True)
         self._resume_accepting()
+        if self.clock is None:
+            self.clock = loop.time
         self._sweeper = loop.create_task(supervise("the proxy's sweep", self._sweep, self.log))
 
     async def _start_redirect(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -282,18 +288,22 @@ class Balancer:
         self._unix_path = path
 
     async def _sweep(self) -> None:
-        context = self.context
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            assert self.clock is not None
             self._measure()
-            now = loop.time()
-            if context.waiting:
-                # A worker kept out by a connect error (``mark_down``) is back once its time
-                # passes, with no event to say so: queued requests look again every sweep.
-                context.wake()
-            for client in list(context.clients):
-                client.sweep(now)
+            self.sweep(self.clock())
+
+    def sweep(self, now: float) -> None:
+        """One pass of the timeouts as of ``now`` (on ``clock``'s scale): the timer calls it
+        every ``SWEEP_INTERVAL``; a test calls it with the time it wants to have passed."""
+        context = self.context
+        if context.waiting:
+            # A worker kept out by a connect error (``mark_down``) is back once its time
+            # passes, with no event to say so: queued requests look again every sweep.
+            context.wake()
+        for client in list(context.clients):
+            client.sweep(now)
 
     # -- upstreams -----------------------------------------------------------------------------
     def add_upstream(self, upstream_id: str, host: str, port: int, ready: bool = False) -> None:
@@ -360,8 +370,9 @@ class Balancer:
                         headers: Iterable[tuple[str, str]] = ()) -> None:
         """Serve ``path`` from the proxy itself (``/metrics``); other paths go to workers.
         Only clients inside ``--metrics-allow`` see it (others get 404); the answer is
-        rendered at most once a second. ``headers``: extra response headers."""
-        self.context.local_routes[path.encode()] = CachedRoute(handler, asyncio.get_running_loop(),
+        rendered at most once a second (``FLEET_METRICS_TTL``). ``headers``: extra response headers."""
+        clock = self.clock or asyncio.get_running_loop().time
+        self.context.local_routes[path.encode()] = CachedRoute(handler, clock, render_ttl(os.environ),
                                                                headers=headers)
 
     # -- shutdown ------------------------------------------------------------------------------
