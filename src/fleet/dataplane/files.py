@@ -29,7 +29,9 @@ from fleet.dataplane.model import PlaneModel
 # checks live under /_fleet/).
 FLEET_PREFIX = "/_fleet/"
 # A unix socket path must fit in sun_path (108 bytes on Linux, with the terminating NUL).
-MAX_SOCKET_PATH = 107
+# HAProxy binds a unix socket under a temporary name first (``<path>.<pid>.tmp``) and renames
+# it, so its paths must leave room for that suffix: it refuses longer ones at start.
+MAX_SOCKET_PATH = {"nginx": 107, "haproxy": 97}
 
 
 class DataPlaneError(RuntimeError):
@@ -84,9 +86,11 @@ class Layout:
 
     def check_lengths(self) -> None:
         longest = max((self.admin_socket, self.fleet_socket), key=len)
-        if len(longest.encode()) > MAX_SOCKET_PATH:
-            raise DataPlaneError(f"the data plane's socket path {longest} is longer than {MAX_SOCKET_PATH} "
-                                 f"bytes (a unix socket limit); use a shorter --control-socket or --name")
+        limit = MAX_SOCKET_PATH.get(self.kind, 107)
+        if len(longest.encode()) > limit:
+            raise DataPlaneError(f"the data plane's socket path {longest} is longer than {limit} "
+                                 f"bytes ({self.kind}'s limit for a unix socket); use a shorter "
+                                 f"--control-socket or --name")
 
 
 def fleet_paths(config: Config) -> tuple[str, ...]:

@@ -55,7 +55,8 @@ def command(kind: str, binary: str, layout: Layout, *, test: bool = False) -> li
         argv = [binary, "-p", layout.directory + "/", "-e", "stderr", "-c", layout.config_file]
         return [*argv, "-t", "-q"] if test else [*argv, "-g", "daemon off;"]
     argv = [binary, "-f", layout.config_file]
-    return [*argv, "-c", "-q"] if test else [*argv, "-db"]
+    # No -q for the check: HAProxy's -q also silences the alerts that say what is wrong.
+    return [*argv, "-c"] if test else [*argv, "-db"]
 
 
 async def check(kind: str, binary: str, layout: Layout) -> None:
