@@ -94,7 +94,7 @@ class Forwarder:
         assert request is not None
         if exchange.local is not None:
             if exchange.request_done or request.websocket or request.method not in (b"GET", b"HEAD"):
-                self.responder.serve_local(exchange)
+                self.responder.local.serve(exchange)
             return  # on_message_complete dispatches it once its (empty) body is read
         now = proxy.loop.time()
         if not exchange.started:

@@ -35,7 +35,7 @@ import ssl
 from typing import Any, Callable, Iterable
 
 from fleet.acceptor import Acceptor
-from fleet.balancer import fdbudget
+import fleet.balancer.fdbudget as fdbudget
 from fleet.balancer.allow import Allowlist
 from fleet.balancer.context import CachedRoute, Clock, ProxyContext, render_ttl
 # unix_listener and _tcp_listeners: also imported from here by balancer.group.
