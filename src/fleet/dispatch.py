@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fleet import __version__
+from fleet.appspec import broken_apps
 from fleet.control import ControlError
 from fleet.supervisor.manager import SupervisorError
 from fleet.supervisor.usage import tree_cpu_percent, tree_rss
@@ -87,6 +88,7 @@ class ControlDispatch:
             "data_plane": (master.dataplane.status() if master.dataplane is not None
                            else {"kind": "none" if master.config.no_proxy else "builtin"}),
             "workers": workers,
+            "broken_apps": broken_apps(master.specs),  # Bokeh apps whose files do not compile now
             # --proxy-processes N: each proxy process (balancer.group); absent with one.
             "proxies": processes() if (processes := getattr(master.balancer, "processes", None)) else None,
         }

@@ -79,6 +79,10 @@ class Frontage:
             surge = config.surge_base()
             ports += f" (reloads alternate with {surge}-{surge + config.workers - 1})"
         self.output.fleet(f"fleet {__version__} (pid {os.getpid()}): {config.workers} workers of {what} on {ports}")
+        from fleet.appspec import broken_apps
+
+        for url, problem in broken_apps(self.specs).items():  # none run yet: compiled only
+            self.output.fleet(f"Bokeh app {url} is broken ({problem}): it will answer with an empty page")
         if not config.no_proxy and config.proxy == "builtin":
             from fleet.balancer.standalone import hot_path_line
 
