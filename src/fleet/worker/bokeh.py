@@ -183,6 +183,11 @@ def build_server(paths: list[str], app_argv: list[str], settings: dict[str, Any]
                          f"fleet.worker: {url} answers each session with an empty page and logs "
                          f"this error, as bokeh serve does for an app whose code failed; the other "
                          f"apps serve\n")
+    # Bokeh's own modules that nearly every app imports (library code, no app code): imported
+    # now, so the first page a worker serves does not pay for them.
+    import bokeh.layouts  # noqa: F401
+    import bokeh.plotting  # noqa: F401
+
     install_session_ids(worker_id)
     return Server(
         applications,
