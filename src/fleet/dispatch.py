@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fleet import __version__
+from fleet.appspec import broken_apps
 from fleet.control import ControlError
 from fleet.supervisor.manager import SupervisorError
 from fleet.supervisor.usage import tree_cpu_percent, tree_rss
@@ -106,6 +107,7 @@ class ControlDispatch:
             "proxy": master.public_url() if front.routes else None,
             "data_plane": front.status(),
             "workers": workers,
+            "broken_apps": broken_apps(master.specs),  # Bokeh apps whose files do not compile now
             # --proxy-processes N: each proxy process (balancer.group); absent with one.
             "proxies": front.proxies(),
         }

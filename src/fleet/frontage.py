@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from fleet import __version__, status_page
-from fleet.appspec import AppKind, AppSpec
+from fleet.appspec import AppKind, AppSpec, broken_apps
 from fleet.config import Config
 from fleet.discovery import default_name
 
@@ -76,6 +76,8 @@ class Frontage:
             surge = config.surge_base()
             ports += f" (reloads alternate with {surge}-{surge + config.workers - 1})"
         self.output.fleet(f"fleet {__version__} (pid {os.getpid()}): {config.workers} workers of {what} on {ports}")
+        for url, problem in broken_apps(self.specs).items():  # none run yet: compiled only
+            self.output.fleet(f"Bokeh app {url} is broken ({problem}): it will answer with an empty page")
         for line in self.front.banner():
             self.output.fleet(line)
 
