@@ -99,6 +99,21 @@ def test_a_draining_worker_gets_no_new_client_but_serves_the_ones_pinned_to_it()
     run(test)
 
 
+def test_in_a_bokeh_fleet_a_cookie_for_a_draining_worker_does_not_pin_a_request_naming_no_session() -> None:
+    """A new Bokeh page makes a new session: on a draining worker it could be made, the worker
+    stop while idle, and the page's WebSocket make it again elsewhere. A request naming a session
+    made there still goes there."""
+    async def test(balancer: Balancer, _: list[tuple[int, list[asyncio.Event]]]) -> None:
+        assert balancer.port is not None
+        balancer.serve_bokeh([])
+        assert await get(balancer.port, cookie="w0") == b"w0"  # not draining: the cookie pins
+        balancer.set_draining("w0")
+        assert {await get(balancer.port, cookie="w0") for _ in range(6)} == {b"w1"}
+        assert await get(balancer.port, "/app/ws?bokeh-session-id=w0-abc", cookie="w0") == b"w0"
+
+    run(test)
+
+
 def test_wait_idle_resolves_when_the_last_request_and_websocket_end() -> None:
     async def test(balancer: Balancer, servers: list[tuple[int, list[asyncio.Event]]]) -> None:
         port = balancer.port
