@@ -86,7 +86,7 @@ class Master(Frontage):
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self.stopping = False
         self._background: set[asyncio.Task[Any]] = set()
-        self.hooks = HookRunner.from_config(config, self.output, lambda: self.stopping)  # ops
+        self.hooks = HookRunner.from_config(config.hooks, self.output, lambda: self.stopping)  # ops
         self.systemd = SystemdNotifier.from_environ(os.environ, self.output)  # ops: Type=notify
 
     # -- signals: only enqueue -------------------------------------------------------------
@@ -187,9 +187,9 @@ class Master(Frontage):
         if self.status_board is not None:
             self._spawn_background(supervise("the status page's sampler", self.status_board.run,
                                              self.output.fleet))
-        if recycler.enabled(config):
+        if recycler.enabled(config.recycling):
             self._spawn_background(supervise(
-                "the recycler", lambda: recycler.watch(supervisor, config, self._requests_of), self.output.fleet))
+                "the recycler", lambda: recycler.watch(supervisor, config.recycling, self._requests_of), self.output.fleet))
         return await self._main_loop()
 
     def _requests_of(self, worker_id: str) -> int | None:
