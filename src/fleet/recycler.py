@@ -32,7 +32,8 @@ def enabled(recycling: RecyclingSettings) -> bool:
     return bool(recycling.max_requests or recycling.max_age or recycling.max_memory or recycling.max_memory_hard)
 
 
-def _detail(reason: RecycleReason, info: WorkerInfo, recycling: RecyclingSettings, rss: int | None, requests: int | None) -> str:
+def _detail(reason: RecycleReason, info: WorkerInfo, recycling: RecyclingSettings, rss: int | None,
+            requests: int | None) -> str:
     if reason in (RecycleReason.MAX_MEMORY, RecycleReason.MAX_MEMORY_HARD):
         limit = recycling.max_memory if reason is RecycleReason.MAX_MEMORY else recycling.max_memory_hard
         flag = "--max-memory" if reason is RecycleReason.MAX_MEMORY else "--max-memory-hard"
@@ -58,7 +59,8 @@ async def watch(supervisor: Supervisor, recycling: RecyclingSettings, requests_o
                 continue
             rss = tree_rss(info.pid) if read_memory else None
             requests = requests_of(info.id)
-            limits = RecycleLimits(info.request_limit, recycling.max_age, recycling.max_memory, recycling.max_memory_hard)
+            limits = RecycleLimits(info.request_limit, recycling.max_age, recycling.max_memory,
+                                   recycling.max_memory_hard)
             ready_for = now - info.ready_since if info.ready_since is not None else None
             reason = recycle_reason(limits, requests=requests, ready_for=ready_for, rss=rss)
             if reason is None:

@@ -4,7 +4,7 @@ It has ``Balancer``'s interface, so ``fleet up`` and ``fleet balance`` drive one
 processes the same way. The workers, their generations and their draining stay the master's;
 the proxy processes (``balancer.child``) only carry requests. What crosses between processes:
 
-- master -> proxy, JSON lines on one unix socketpair per process: the config (once), each
+- master -> proxy, JSON lines on one unix socketpair per process: its settings (once), each
   worker's add / ready / draining / remove with its load-table column, the latest answer of
   each built-in route (``/metrics``, ``/_fleet/...``, rendered by the master every
   ``ROUTE_INTERVAL`` from its fleet-wide totals), Bokeh static roots, TLS reload, stop.
