@@ -10,6 +10,7 @@ import struct
 from typing import Awaitable, Callable
 
 from fleet.balancer import Balancer
+from fleet.balancer.settings import ProxyViews
 from fleet.config import Config
 
 
@@ -71,7 +72,7 @@ async def get(port: int, path: str = "/", cookie: str | None = None) -> bytes:
 def run(test: Callable[[Balancer, list[tuple[int, list[asyncio.Event]]]], Awaitable[None]]) -> None:
     async def main() -> None:
         servers = [await backend(f"w{i}") for i in range(2)]
-        balancer = Balancer(Config(port=0, address="127.0.0.1", **({"queue_timeout": 2.0} if "queue_timeout" in Config.__dataclass_fields__ else {})))
+        balancer = Balancer(ProxyViews.of(Config(port=0, address="127.0.0.1", **({"queue_timeout": 2.0} if "queue_timeout" in Config.__dataclass_fields__ else {}))))
         await balancer.start()
         try:
             for index, (_, port, _) in enumerate(servers):

@@ -12,6 +12,7 @@ import pytest
 
 from fleet.balancer import Balancer
 from fleet.balancer.context import RENDER_TTL, CachedRoute, render_ttl
+from fleet.balancer.settings import ProxyViews
 from fleet.config import Config
 
 
@@ -82,7 +83,7 @@ def run(test: Callable[[Balancer], Awaitable[None]], clock: Callable[[], float] 
         **settings: float) -> None:
     async def main() -> None:
         server, port = await backend()
-        balancer = Balancer(Config(port=0, address="127.0.0.1", **settings), clock=clock)
+        balancer = Balancer(ProxyViews.of(Config(port=0, address="127.0.0.1", **settings)), clock=clock)
         await balancer.start()
         try:
             balancer.add_upstream("w0", "127.0.0.1", port, ready=True)

@@ -18,7 +18,7 @@ from fleet.supervisor.manager import SupervisorError
 from fleet.supervisor.usage import tree_cpu_percent, tree_rss
 
 if TYPE_CHECKING:
-    from fleet.config import Config
+    from fleet.config.sections import WorkerSettings
     from fleet.front.interface import Front
     from fleet.supervisor.manager import Supervisor
 
@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 class Steerable(Protocol):
     """What the commands need from the running fleet (``runner.Master`` is one)."""
 
-    config: "Config"
     front: "Front"
     supervisor: "Supervisor | None"
     stopping: bool
+
+    @property
+    def worker_settings(self) -> "WorkerSettings": ...
 
     async def reload(self) -> str: ...
 
@@ -73,7 +75,7 @@ class ControlDispatch:
         master = self._master
         supervisor = master.supervisor
         assert supervisor is not None
-        front = master.front
+        front, what = master.front, master.worker_settings
         infos = supervisor.workers()
         pids = [info.pid for info in infos if info.pid is not None]
         cpu = await tree_cpu_percent(pids)
@@ -99,7 +101,7 @@ class ControlDispatch:
             workers.append(row)
         return {
             "ok": True, "pid": os.getpid(), "time": time.time(), "version": __version__,
-            "app": master.config.cmd and f"--cmd {master.config.cmd}" or " ".join(master.config.apps()),
+            "app": what.cmd and f"--cmd {what.cmd}" or " ".join(what.apps()),
             "desired": supervisor.desired,
             "generation": supervisor.generation,
             "last_reload": supervisor.last_reload,

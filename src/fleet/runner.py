@@ -43,6 +43,7 @@ from fleet.supervisor.info import WorkerChange
 from fleet.supervisor.manager import Supervisor, SupervisorError
 from fleet.supervisor.policy import term_wait
 from fleet.supervisor.process import Output
+from fleet.supervisor.settings import SupervisorViews
 from fleet.tasks import cancel_and_wait, run_loop, supervise
 from fleet import recycler
 
@@ -86,7 +87,7 @@ class Master(Frontage):
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self.stopping = False
         self._background: set[asyncio.Task[Any]] = set()
-        self.hooks = HookRunner.from_config(config, self.output, lambda: self.stopping)  # ops
+        self.hooks = HookRunner.from_config(config.hooks, self.output, lambda: self.stopping)  # ops
         self.systemd = SystemdNotifier.from_environ(os.environ, self.output)  # ops: Type=notify
 
     # -- signals: only enqueue -------------------------------------------------------------
@@ -121,7 +122,7 @@ class Master(Frontage):
         if config.cmd is None:
             assert config.app is not None
             try:
-                paths = app_paths(config)
+                paths = app_paths(config.supervisor, config.bokeh)
                 self.specs = detect_apps(paths)
                 self.spec = self.specs[0]
                 # --glob is expanded once: every worker, now or after a restart, serves the same apps.
@@ -151,7 +152,7 @@ class Master(Frontage):
             return self._error(str(exc))
         self._serve_bokeh_static()
         supervisor = self.supervisor = Supervisor(
-            config, self.spec, observers=(self._on_change, self.hooks.observe),
+            SupervisorViews.of(config), self.spec, observers=(self._on_change, self.hooks.observe),
             wait_idle=front.wait_idle if front.routes else None, output=self.output)
         front.attach(supervisor)
         self._add_fleet_routes(supervisor)
@@ -187,9 +188,9 @@ class Master(Frontage):
         if self.status_board is not None:
             self._spawn_background(supervise("the status page's sampler", self.status_board.run,
                                              self.output.fleet))
-        if recycler.enabled(config):
+        if recycler.enabled(config.recycling):
             self._spawn_background(supervise(
-                "the recycler", lambda: recycler.watch(supervisor, config, self._requests_of), self.output.fleet))
+                "the recycler", lambda: recycler.watch(supervisor, config.recycling, self._requests_of), self.output.fleet))
         return await self._main_loop()
 
     def _requests_of(self, worker_id: str) -> int | None:

@@ -21,7 +21,7 @@ from fleet.balancer.waitqueue import QUEUE_LIMIT, WaitQueue
 
 if TYPE_CHECKING:
     from fleet.balancer.bokeh_routing import BokehRouting
-    from fleet.config import Config
+    from fleet.config.sections import LimitSettings, ProxySettings, TLSSettings, TrustSettings
 
 CONNECT_TIMEOUT = 5.0
 # Client bytes after an Upgrade head held while the worker has not answered 101 yet.
@@ -54,6 +54,11 @@ def render_ttl(environ: Mapping[str, str]) -> float:
         raise ValueError(f"FLEET_METRICS_TTL must be a number of seconds from 0 to {RENDER_TTL_MAX:g}, "
                          f"not {text!r}")
     return ttl
+# The Limits section's options the proxy reads per request or per connection, each a slot of
+# ``ProxyContext`` under its option's name.
+PER_REQUEST_LIMITS = ("max_header_size", "max_header_count", "max_trailer_size", "max_body_size",
+                      "min_body_rate", "upstream_timeout", "client_timeout", "header_timeout",
+                      "max_buffered_request", "queue_timeout", "max_connections_per_ip")
 
 
 def client_address(trust: TrustedProxies, peer_ip: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> str:
@@ -126,8 +131,21 @@ class ProxyContext:
                  "trust", "response_extra", "scheme", "default_host", "allowed_hosts", "allowed_origins", "metrics_allow",
                  "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting", "bokeh",
                  "checks_hosts")
+    # Set from the Limits view by the PER_REQUEST_LIMITS loop below.
+    max_header_size: int
+    max_header_count: int
+    max_trailer_size: int
+    max_body_size: int
+    min_body_rate: int
+    upstream_timeout: float
+    client_timeout: float
+    header_timeout: float
+    max_buffered_request: int
+    queue_timeout: float
+    max_connections_per_ip: int
 
-    def __init__(self, config: "Config", stats: ProxyStats, upstreams: UpstreamSet,
+    def __init__(self, frontend: "ProxySettings", limits: "LimitSettings", tls: "TLSSettings",
+                 trust: "TrustSettings", stats: ProxyStats, upstreams: UpstreamSet,
                  access_log: Callable[[str], None] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.stats = stats
@@ -135,37 +153,30 @@ class ProxyContext:
         self.clients: set[ProxyClient] = set()
         self.local_routes: dict[bytes, CachedRoute] = {}
         self.closing = False
-        self.max_header_size = config.max_header_size
-        self.max_header_count = config.max_header_count
-        self.max_trailer_size = config.max_trailer_size
-        self.max_body_size = config.max_body_size
-        self.min_body_rate = config.min_body_rate
-        self.upstream_timeout = config.upstream_timeout
-        self.client_timeout = config.client_timeout
-        self.header_timeout = config.header_timeout
+        # The limits read per request or per connection: slots set once from the frozen view
+        # (one attribute load on the hot path, no view built per call).
+        for name in PER_REQUEST_LIMITS:
+            setattr(self, name, getattr(limits, name))
         self.limits = Limits(
-            header_timeout=config.header_timeout, client_timeout=config.client_timeout,
-            queue_timeout=config.queue_timeout, connect_timeout=CONNECT_TIMEOUT,
-            upstream_timeout=config.upstream_timeout, websocket_idle_timeout=config.websocket_idle_timeout,
-            max_header_size=config.max_header_size, max_buffered_request=config.max_buffered_request,
+            header_timeout=limits.header_timeout, client_timeout=limits.client_timeout,
+            queue_timeout=limits.queue_timeout, connect_timeout=CONNECT_TIMEOUT,
+            upstream_timeout=limits.upstream_timeout, websocket_idle_timeout=limits.websocket_idle_timeout,
+            max_header_size=limits.max_header_size, max_buffered_request=limits.max_buffered_request,
             upgrade_hold=UPGRADE_HOLD, write_high_water=64 * 1024)
-        self.max_buffered_request = config.max_buffered_request
-        self.queue_timeout = config.queue_timeout
-        self.sticky = config.sticky
+        self.sticky = frontend.sticky
         # A fleet of Bokeh apps: affinity by session id, static files (Balancer.serve_bokeh).
         self.bokeh: BokehRouting | None = None
-        self.trust = TrustedProxies(config.trusted_proxies())
-        self.scheme = b"https" if config.ssl_certfile else b"http"
-        self.default_host = f"{config.address}:{config.port}".encode()
-        self.allowed_hosts = Allowlist(config.allow_host)
-        self.allowed_origins = Allowlist(config.allow_websocket_origin
-                                         or default_origins(config.address, config.port))
+        self.trust = TrustedProxies(trust.trusted_proxies())
+        self.scheme = b"https" if tls.ssl_certfile else b"http"
+        self.default_host = f"{frontend.address}:{frontend.port}".encode()
+        self.allowed_hosts = Allowlist(trust.allow_host)
+        self.allowed_origins = Allowlist(trust.allow_websocket_origin
+                                         or default_origins(frontend.address, frontend.port))
         self.checks_hosts = bool(self.allowed_hosts)  # read per request: an attribute, not __bool__
         # Strict-Transport-Security on every worker response over TLS (--hsts).
-        self.response_extra = (b"Strict-Transport-Security: max-age=%d" % config.hsts
-                               if config.hsts and config.ssl_certfile else None)
-        self.metrics_allow = AddressRules(config.metrics_allow)
-        self.max_connections_per_ip = config.max_connections_per_ip
+        self.response_extra = (b"Strict-Transport-Security: max-age=%d" % tls.hsts
+                               if tls.hsts and tls.ssl_certfile else None)
+        self.metrics_allow = AddressRules(trust.metrics_allow)
         self.per_ip: dict[str, int] = {}
         self.access_log = access_log
         self.on_connection_lost: Callable[[], None] | None = None  # the listener's max-connections check

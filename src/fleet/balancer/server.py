@@ -45,7 +45,7 @@ from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.redirect import RedirectConnection
 from fleet.balancer.stats import ProxyStats
 from fleet.balancer.upstream import close_idle
-from fleet.config import Config
+from fleet.balancer.settings import ProxyViews
 from fleet.ports import in_use_error
 from fleet.tasks import cancel_and_wait, supervise
 
@@ -59,10 +59,11 @@ MEASURE_BELOW = 65536
 
 
 class Balancer:
-    def __init__(self, config: Config, stats: ProxyStats | None = None,
+    def __init__(self, views: ProxyViews, stats: ProxyStats | None = None,
                  log: Callable[[str], None] | None = None, *, reuse_port: bool = False,
                  upstream_set: type[UpstreamSet] = UpstreamSet, clock: Clock | None = None) -> None:
-        self.config = config
+        self.views = views  # frozen, built once at start
+        self.max_connections = views.limits.max_connections  # read on every accept and close
         # The sweep's and the route caches' time: the loop's (set in start) unless a test gives
         # one. Connections stamp their states with the loop's time, so a clock given here reads
         # that scale (a test's may run ahead of it, to see timeouts pass without waiting).
@@ -71,13 +72,14 @@ class Balancer:
         self.reuse_port = reuse_port
         self.stats = stats if stats is not None else ProxyStats()
         # upstream_set: balancer.loadtable's fleet-wide choice in a proxy process of several.
-        self.upstreams = upstream_set(self.stats, config.worker_max_conns,
-                                     secure_cookie=bool(config.ssl_certfile),
-                                     cookie_path=config.prefix or "/")
+        self.upstreams = upstream_set(self.stats, views.limits.worker_max_conns,
+                                     secure_cookie=bool(views.tls.ssl_certfile),
+                                     cookie_path=views.cookie_prefix or "/")
         access_log = None
-        if config.access_log:
+        if views.access_log:
             access_log = log or (lambda line: print(f"fleet | {line}", flush=True))
-        self.context = ProxyContext(config, self.stats, self.upstreams, access_log)
+        self.context = ProxyContext(views.frontend, views.limits, views.tls, views.trust, self.stats,
+                                    self.upstreams, access_log)
         self.context.on_connection_lost = self._below_limit
         self.port: int | None = None
         self._listeners: list[socket.socket] = []
@@ -95,60 +97,60 @@ class Balancer:
 
     # -- listeners ---------------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext | None:
-        config = self.config
-        if not config.ssl_certfile:
+        tls = self.views.tls
+        if not tls.ssl_certfile:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
+        context.load_cert_chain(tls.ssl_certfile, tls.ssl_keyfile, password=tls.ssl_password)
         context.set_alpn_protocols(["http/1.1"])
         return context
 
     def reload_tls(self) -> str | None:
         """Read --ssl-certfile/--ssl-keyfile again. Returns None when there is no TLS, else a
         message for the log; a certificate that cannot be loaded leaves the old one serving."""
-        config = self.config
-        if self._ssl is None or not config.ssl_certfile:
+        tls = self.views.tls
+        if self._ssl is None or not tls.ssl_certfile:
             return None
         try:
-            self._ssl.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
+            self._ssl.load_cert_chain(tls.ssl_certfile, tls.ssl_keyfile, password=tls.ssl_password)
         except (OSError, ssl.SSLError, ValueError) as exc:
             return f"TLS certificate NOT reloaded, the previous one stays in use: {exc}"
-        return f"TLS certificate reloaded from {config.ssl_certfile}"
+        return f"TLS certificate reloaded from {tls.ssl_certfile}"
 
     async def start(self, unix_listener: socket.socket | None = None) -> None:
         """Bind the port (and unix socket) and start serving. Raises ``PortInUseError``.
         ``unix_listener``: a proxy process's inherited --unix-socket listener (the master owns
         the path; every proxy process accepts from the one socket)."""
-        config = self.config
+        where, redirect_port = self.views.frontend, self.views.tls.https_redirect_port
         loop = asyncio.get_running_loop()
         raise_open_files_limit()
         self._ssl = self._ssl_context()
         try:
-            self._listeners = _tcp_listeners(config.address, config.port, reuse_port=self.reuse_port)
+            self._listeners = _tcp_listeners(where.address, where.port, reuse_port=self.reuse_port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise in_use_error(config.address, config.port) from None
+                raise in_use_error(where.address, where.port) from None
             raise
         self.port = self._listeners[0].getsockname()[1]
-        if config.https_redirect_port is not None:
+        if redirect_port is not None:
             try:
                 await self._start_redirect(loop)
             except OSError as exc:
                 await self.close()
                 if exc.errno == errno.EADDRINUSE:
-                    raise in_use_error(config.address, config.https_redirect_port) from None
+                    raise in_use_error(where.address, redirect_port) from None
                 raise
         if unix_listener is not None:
             unix_listener.setblocking(False)
             self._listeners.append(unix_listener)
-        elif config.unix_socket:
+        elif where.unix_socket:
             try:
                 self._start_unix()
             except OSError:
                 await self.close()
                 raise
-        if not config.allow_websocket_origin:
-            self.context.use_default_origins(config.address, self.port)
+        if not self.views.trust.allow_websocket_origin:
+            self.context.use_default_origins(where.address, self.port)
         self._measure(start=True)
         self._resume_accepting()
         if self.clock is None:
@@ -158,14 +160,15 @@ class Balancer:
     async def _start_redirect(self, loop: asyncio.AbstractEventLoop) -> None:
         """The plain-HTTP listener that only redirects. Accepted through ``fleet.acceptor``, not
         ``loop.create_server``: uvloop closes a server's listener for good on one EMFILE."""
-        config = self.config
-        assert config.https_redirect_port is not None and self.port is not None
-        allowed = Allowlist(config.allow_host)
+        views = self.views
+        redirect_port, limits = views.tls.https_redirect_port, views.limits
+        assert redirect_port is not None and self.port is not None
+        allowed = Allowlist(views.trust.allow_host)
         public_port = self.port
-        listeners = _tcp_listeners(config.address, config.https_redirect_port, reuse_port=self.reuse_port)
+        listeners = _tcp_listeners(views.frontend.address, redirect_port, reuse_port=self.reuse_port)
 
         def serve(sock: socket.socket) -> None:
-            protocol = RedirectConnection(public_port, allowed, config.max_header_size, config.header_timeout)
+            protocol = RedirectConnection(public_port, allowed, limits.max_header_size, limits.header_timeout)
             loop.create_task(connect_or_close(loop, sock, protocol))
 
         self._redirect = [Acceptor(listener, serve, loop) for listener in listeners]
@@ -194,7 +197,7 @@ class Balancer:
         return len(self.context.clients) + self._handshakes
 
     def _below_limit(self) -> None:
-        limit = self.config.max_connections
+        limit = self.max_connections
         if not self._accepting and (not limit or self._connections() < limit) and self._listeners:
             self._resume_accepting()
 
@@ -240,7 +243,7 @@ class Balancer:
         sock.close()
 
     def _accept(self, listener: socket.socket) -> None:
-        limit = self.config.max_connections
+        limit = self.max_connections
         loop = asyncio.get_running_loop()
         budget = self.budget
         limit_now = fdbudget.soft_limit()  # one getrlimit per wake: prlimit can lower it any time
@@ -282,7 +285,7 @@ class Balancer:
             self._below_limit()
 
     def _start_unix(self) -> None:
-        path = self.config.unix_socket
+        path = self.views.frontend.unix_socket
         assert path
         self._listeners.append(unix_listener(path))
         self._unix_path = path
@@ -364,7 +367,7 @@ class Balancer:
         Called again after each reload, with an empty cache: the files the new generation ships."""
         from fleet.balancer.bokeh_routing import routing_for
 
-        self.context.bokeh = routing_for(self.config, static_roots)
+        self.context.bokeh = routing_for(self.views.frontend, static_roots)
 
     def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]],
                         headers: Iterable[tuple[str, str]] = ()) -> None:

@@ -19,7 +19,7 @@ import shutil
 import stat
 from dataclasses import dataclass, replace
 
-from fleet.config import Config
+from fleet.config import Config, OperationsSettings
 from fleet.configgen import render
 from fleet.configgen.deployment import Deployment, detect
 from fleet.configgen.managed import Managed, own_metrics_path
@@ -93,12 +93,12 @@ class Layout:
                                  f"--control-socket or --name")
 
 
-def fleet_paths(config: Config) -> tuple[str, ...]:
+def fleet_paths(operations: OperationsSettings) -> tuple[str, ...]:
     """The paths the server hands to fleet's master: metrics (unless on --metrics-port or off)
     and /_fleet/."""
     paths = []
-    if not config.no_metrics and config.metrics_port is None:
-        paths.append(config.metrics_path)
+    if not operations.no_metrics and operations.metrics_port is None:
+        paths.append(operations.metrics_path)
     paths.append(FLEET_PREFIX)
     return tuple(paths)
 
@@ -125,7 +125,7 @@ class Renderer:
         servers = model.haproxy_servers() if kind == "haproxy" else model.nginx_servers()
         managed = Managed(
             directory=self.layout.directory, servers=servers, admin_socket=self.layout.admin_socket,
-            fleet_socket=self.layout.fleet_socket, fleet_paths=fleet_paths(self.config),
+            fleet_socket=self.layout.fleet_socket, fleet_paths=fleet_paths(self.config.operations),
             metrics_path=self.own_metrics_path(), metrics_allow=self.config.metrics_allow,
             trusted_proxies=self.config.trusted_proxies(),
             drain_timeout=self.config.drain_timeout,

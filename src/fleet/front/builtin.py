@@ -11,7 +11,7 @@ from fleet.balancer.group import ProxyGroup
 from fleet.balancer.hotpath import hot_path_line
 from fleet.balancer.server import Balancer
 from fleet.balancer.stats import ProxyStats
-from fleet.config import Config
+from fleet.balancer.settings import ProxyViews
 from fleet.cpulimit import proxy_processes
 from fleet.front.interface import Crew, FrontError, RouteHandler
 from fleet.ports import PortInUseError
@@ -24,12 +24,12 @@ class BuiltinFront:
 
     routes = True
 
-    def __init__(self, config: Config, say: Callable[[str], None]) -> None:
-        self.config = config
+    def __init__(self, views: ProxyViews, say: Callable[[str], None]) -> None:
+        self.views = views
         self._stats = ProxyStats()
-        processes = proxy_processes(config.proxy_processes, "up")
-        self.proxy: Balancer | ProxyGroup = (ProxyGroup(config, processes, self._stats, say) if processes > 1
-                                             else Balancer(config, self._stats))
+        processes = proxy_processes(views.frontend.proxy_processes, "up")
+        self.proxy: Balancer | ProxyGroup = (ProxyGroup(views, processes, self._stats, say) if processes > 1
+                                             else Balancer(views, self._stats))
         self._upstreams: set[str] = set()
         self._slots: dict[str, str] = {}  # worker id -> its metrics label (slot)
         self._stopping = False
@@ -53,7 +53,7 @@ class BuiltinFront:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Bind now: a taken port fails before any worker runs."""
-        config = self.config
+        where = self.views.frontend
         try:
             await self.proxy.start()
         except PortInUseError as exc:
@@ -61,7 +61,7 @@ class BuiltinFront:
             raise FrontError(f"proxy {exc}") from None
         except OSError as exc:
             await self.close()
-            raise FrontError(f"cannot listen on {config.address}:{config.port}: {exc.strerror or exc}") from None
+            raise FrontError(f"cannot listen on {where.address}:{where.port}: {exc.strerror or exc}") from None
 
     def attach(self, crew: Crew) -> None:
         if isinstance(self.proxy, ProxyGroup):  # the reaper leaves proxy processes alone
