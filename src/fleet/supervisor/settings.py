@@ -20,7 +20,7 @@ from fleet.config.sections import (
     TrustSettings,
     WorkerSettings,
 )
-from fleet.supervisor import portblocks
+import fleet.supervisor.portblocks as portblocks
 from fleet.supervisor.generations import worker_id
 
 if TYPE_CHECKING:
