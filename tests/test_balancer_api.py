@@ -1,4 +1,4 @@
-"""``Balancer``'s interface for the supervisor (issue 13): ``set_draining`` and ``wait_idle``,
+"""``Balancer``'s interface for the supervisor: ``set_draining`` and ``wait_idle``,
 driven in-process against real backend servers on real sockets (small asyncio servers here,
 so a test controls exactly when a request or a WebSocket ends)."""
 

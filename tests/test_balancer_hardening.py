@@ -1,4 +1,4 @@
-"""The proxy's smuggling and denial-of-service holes (issue 12), each reproduced on real sockets
+"""The proxy's smuggling and denial-of-service holes, each reproduced on real sockets
 against a real ``fleet``: Upgrade smuggling, built-in routes, chunked trailers, the limits, and
 lingering close. The recorder app (tests/apps/recorder.py) tells what reached a worker."""
 
@@ -314,7 +314,7 @@ def test_a_200k_head_gets_its_431_not_a_reset(recorders: Fleet) -> None:
             assert response.startswith(b"HTTP/1.1 431"), response[:100]
 
 
-# -- the queue and the per-worker cap (issue 13) -------------------------------------------------------
+# -- the queue and the per-worker cap -------------------------------------------------------
 
 def test_a_request_waits_in_the_queue_for_a_worker_then_gets_503_after_queue_timeout() -> None:
     dead = free_port()

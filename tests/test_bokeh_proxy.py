@@ -1,4 +1,4 @@
-"""The proxy's Bokeh side, end to end over HTTP and WebSocket (issue 14, phase B).
+"""The proxy's Bokeh side, end to end over HTTP and WebSocket.
 
 - Requests that name a Bokeh session (``bokeh-session-id``, ``Bokeh-Session-Id``, the
   WebSocket's token) reach the worker that holds it, without any cookie; ids made outside

@@ -1,4 +1,4 @@
-"""bokeh serve's options through fleet (issue 14), without processes: the grammar, the units,
+"""bokeh serve's options through fleet, without processes: the grammar, the units,
 the run secrets, what reaches a worker's argv and environment, and the session-id prefix."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""TLS extras and secrets on real sockets (issue 12, holes 6, 8 and 10): certificate reload
+"""TLS extras and secrets on real sockets: certificate reload
 without dropping connections, the HTTP->HTTPS redirect listener, HSTS, a Secure and opaque
 affinity cookie, and TLS passwords that never reach a worker, argv or a generated config."""
 

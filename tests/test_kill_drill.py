@@ -1,10 +1,10 @@
-"""The kill drill of issue 13: 2 workers, a random one SIGKILLed every second for about 8 s,
+"""The kill drill: 2 workers, a random one SIGKILLed every second for about 8 s,
 the last ready worker included, under keep-alive clients; not one GET may fail.
 
 Unlike ``test_drills.crash_drill`` (which spares the last ready worker), this drill also kills
 the only worker that is ready, so requests must wait for a worker (the proxy's queue,
 ``--queue-timeout``) or be retried on the other one when theirs dies before its response began
-(the proxy's retry path). Both are the proxy core's part of issue 13.
+(the proxy's retry path). Both are the proxy core's part of the drill.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stopping ``fleet up`` at any moment of its start-up ends it promptly and leaves nothing.
 
-The race this guards against (issue 11): a readiness probe cancelled by the supervisor
+The race this guards against: a readiness probe cancelled by the supervisor
 could swallow its cancellation (``asyncio.wait_for`` on Python 3.11, CPython gh-86296), keep
 polling until --start-timeout, and hold the event loop's shutdown hostage. It showed only
 under load and at unlucky moments, so this test makes both happen on purpose: several fleets
