@@ -1,4 +1,4 @@
-"""The kill drill of issue 13 in a loop, to measure how rarely it fails (not a timed test).
+"""The kill drill in a loop, to measure how rarely it fails (not a timed test).
 
 Each round: ``fleet up tests/apps/backend.py -n 2`` behind the proxy, CLIENTS keep-alive
 clients sending GETs, and a random worker (the last ready one included) SIGKILLed every second

@@ -1,4 +1,4 @@
-"""Drills for the worker lifecycle guarantees of issue 13, with figures for the README.
+"""Drills for the worker lifecycle guarantees with figures for the README.
 
     python bench/lifecycle_drills.py              # both drills, 10 rounds each
     python bench/lifecycle_drills.py hang --rounds 20

@@ -26,6 +26,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# The env of a fleet whose /metrics a test reads right after acting: fleet renders the built-in
+# routes at most once a second by default, so without this a test had to sleep out the cache.
+FRESH_METRICS = {"FLEET_METRICS_TTL": "0"}
 
 
 def require_tool(name: str) -> str:
@@ -129,8 +132,8 @@ class FleetProcess:
         self.args = list(args)
         full_env = dict(os.environ)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
-        # Tests must never find a developer's fleet.toml or control socket by accident.
-        full_env.pop("XDG_RUNTIME_DIR", None)
+        # Tests must never find a developer's fleet.toml or control socket by accident: conftest
+        # gives each test a private XDG_RUNTIME_DIR (its fleets' sockets, what `fleet ls` sees).
         if env:
             full_env.update(env)
         self.lines: list[str] = []

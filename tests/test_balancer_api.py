@@ -1,4 +1,4 @@
-"""``Balancer``'s interface for the supervisor (issue 13): ``set_draining`` and ``wait_idle``,
+"""``Balancer``'s interface for the supervisor: ``set_draining`` and ``wait_idle``,
 driven in-process against real backend servers on real sockets (small asyncio servers here,
 so a test controls exactly when a request or a WebSocket ends)."""
 
@@ -10,6 +10,7 @@ import struct
 from typing import Awaitable, Callable
 
 from fleet.balancer import Balancer
+from fleet.balancer.settings import ProxyViews
 from fleet.config import Config
 
 
@@ -71,7 +72,7 @@ async def get(port: int, path: str = "/", cookie: str | None = None) -> bytes:
 def run(test: Callable[[Balancer, list[tuple[int, list[asyncio.Event]]]], Awaitable[None]]) -> None:
     async def main() -> None:
         servers = [await backend(f"w{i}") for i in range(2)]
-        balancer = Balancer(Config(port=0, address="127.0.0.1", **({"queue_timeout": 2.0} if "queue_timeout" in Config.__dataclass_fields__ else {})))
+        balancer = Balancer(ProxyViews.of(Config(port=0, address="127.0.0.1", **({"queue_timeout": 2.0} if "queue_timeout" in Config.__dataclass_fields__ else {}))))
         await balancer.start()
         try:
             for index, (_, port, _) in enumerate(servers):
@@ -95,6 +96,21 @@ def test_a_draining_worker_gets_no_new_client_but_serves_the_ones_pinned_to_it()
         assert await get(balancer.port, cookie="w0") == b"w0"
         balancer.set_ready("w0", False)  # gone: its pinned clients move on
         assert await get(balancer.port, cookie="w0") == b"w1"
+
+    run(test)
+
+
+def test_in_a_bokeh_fleet_a_cookie_for_a_draining_worker_does_not_pin_a_request_naming_no_session() -> None:
+    """A new Bokeh page makes a new session: on a draining worker it could be made, the worker
+    stop while idle, and the page's WebSocket make it again elsewhere. A request naming a session
+    made there still goes there."""
+    async def test(balancer: Balancer, _: list[tuple[int, list[asyncio.Event]]]) -> None:
+        assert balancer.port is not None
+        balancer.serve_bokeh([])
+        assert await get(balancer.port, cookie="w0") == b"w0"  # not draining: the cookie pins
+        balancer.set_draining("w0")
+        assert {await get(balancer.port, cookie="w0") for _ in range(6)} == {b"w1"}
+        assert await get(balancer.port, "/app/ws?bokeh-session-id=w0-abc", cookie="w0") == b"w0"
 
     run(test)
 

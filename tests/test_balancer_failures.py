@@ -23,7 +23,9 @@ import pytest
 import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import FleetProcess, free_port, require_tool, start_fleet, tls_over_unix_socket, wait_until
+from support import (
+    FRESH_METRICS, FleetProcess, free_port, require_tool, start_fleet, tls_over_unix_socket, wait_until,
+)
 from test_balancer import BACKEND, get, raw, status_of, worker_of, ws_connect
 from up_helpers import Fleet, up, workers_without_proxy
 
@@ -37,13 +39,13 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 def balance(*targets: str, options: tuple[str, ...] = ()) -> tuple[FleetProcess, int]:
     port = free_port()
-    proc = start_fleet("balance", *targets, "--port", str(port), *options)
+    # FRESH_METRICS: scrape() reads counters right after the test acted.
+    proc = start_fleet("balance", *targets, "--port", str(port), *options, env=FRESH_METRICS)
     proc.wait_for_output(r"fleet \S+ balance \(pid", timeout=30)
     return proc, port
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    time.sleep(1.0)  # /metrics is rendered at most once a second: this render is newer than the test's last act
     status, _, body = get(port, "/metrics")
     assert status == 200
     samples = {}

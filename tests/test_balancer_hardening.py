@@ -1,4 +1,4 @@
-"""The proxy's smuggling and denial-of-service holes (issue 12), each reproduced on real sockets
+"""The proxy's smuggling and denial-of-service holes, each reproduced on real sockets
 against a real ``fleet``: Upgrade smuggling, built-in routes, chunked trailers, the limits, and
 lingering close. The recorder app (tests/apps/recorder.py) tells what reached a worker."""
 
@@ -17,7 +17,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from support import FleetProcess, free_port, start_fleet, wait_until
+from support import FRESH_METRICS, FleetProcess, free_port, start_fleet, wait_until
 from up_helpers import Fleet, balance as start_balance, workers_without_proxy
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -40,8 +40,8 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield started
 
 
-def balance(target: Fleet, *options: str) -> tuple[FleetProcess, int]:
-    return start_balance(f"127.0.0.1:{target.base_port}", *options)
+def balance(target: Fleet, *options: str, env: dict[str, str] | None = None) -> tuple[FleetProcess, int]:
+    return start_balance(f"127.0.0.1:{target.base_port}", *options, env=env)
 
 
 def exchange(port: int, data: bytes, timeout: float = 5.0, read_for: float | None = None) -> bytes:
@@ -80,7 +80,7 @@ def get(port: int, path: str = "/", extra: bytes = b"") -> bytes:
 
 
 def samples(port: int) -> dict[str, float]:
-    time.sleep(1.0)  # /metrics is rendered at most once a second: this render is newer than the test's last act
+    """/metrics of a proxy started with ``FRESH_METRICS``: rendered after the test's last act."""
     body = get(port, "/metrics").split(b"\r\n\r\n", 1)[1].decode()
     out: dict[str, float] = {}
     for line in body.splitlines():
@@ -173,7 +173,7 @@ def test_pipelined_metrics_requests_are_each_answered_in_order_and_cheaply(recor
 # -- (3) trailers, and no exchange without a timeout -----------------------------------------------
 
 def test_oversized_trailers_get_431_and_the_request_is_not_left_in_flight(recorders: Fleet) -> None:
-    proc, port = balance(recorders, "--max-trailer-size", "8KiB")
+    proc, port = balance(recorders, "--max-trailer-size", "8KiB", env=FRESH_METRICS)
     with proc:
         trailers = b"".join(b"X-T%d: %s\r\n" % (i, b"t" * 1000) for i in range(70))
         body = b"POST /smuggled/trailers HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
@@ -314,12 +314,13 @@ def test_a_200k_head_gets_its_431_not_a_reset(recorders: Fleet) -> None:
             assert response.startswith(b"HTTP/1.1 431"), response[:100]
 
 
-# -- the queue and the per-worker cap (issue 13) -------------------------------------------------------
+# -- the queue and the per-worker cap -------------------------------------------------------
 
 def test_a_request_waits_in_the_queue_for_a_worker_then_gets_503_after_queue_timeout() -> None:
     dead = free_port()
     port = free_port()
-    with start_fleet("balance", f"127.0.0.1:{dead}", "--port", str(port), "--queue-timeout", "1.5") as proc:
+    with start_fleet("balance", f"127.0.0.1:{dead}", "--port", str(port), "--queue-timeout", "1.5",
+                     env=FRESH_METRICS) as proc:
         proc.wait_for_output(r"fleet \S+ balance \(pid", timeout=30)
         began = time.monotonic()
         response = get(port)
@@ -330,7 +331,7 @@ def test_a_request_waits_in_the_queue_for_a_worker_then_gets_503_after_queue_tim
 
 
 def test_requests_past_worker_max_conns_queue_and_are_all_served(backends: Fleet) -> None:
-    proc, port = balance(backends, "--worker-max-conns", "1")
+    proc, port = balance(backends, "--worker-max-conns", "1", env=FRESH_METRICS)
     with proc:
         results: list[bytes] = []
         threads = [threading.Thread(target=lambda: results.append(get(port, "/slow?seconds=0.5")))

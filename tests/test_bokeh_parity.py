@@ -1,4 +1,4 @@
-"""`bokeh serve`'s deployment options through `fleet up`, end to end (issue 14), over HTTP.
+"""`bokeh serve`'s deployment options through `fleet up`, end to end, over HTTP.
 
 Real fleets on free ports: signed session ids that every worker accepts (affinity off), secrets
 that reach workers only through their environment, several apps (a script, a directory app with

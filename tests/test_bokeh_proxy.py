@@ -1,4 +1,4 @@
-"""The proxy's Bokeh side, end to end over HTTP and WebSocket (issue 14, phase B).
+"""The proxy's Bokeh side, end to end over HTTP and WebSocket.
 
 - Requests that name a Bokeh session (``bokeh-session-id``, ``Bokeh-Session-Id``, the
   WebSocket's token) reach the worker that holds it, without any cookie; ids made outside
@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import websocket  # websocket-client
 
 from support import EXAMPLES, http_get
@@ -95,6 +96,7 @@ def test_static_files_come_from_the_proxy(tmp_path: Path) -> None:
         assert worker_requests(fleet) == before + 1
 
 
+@pytest.mark.slow
 def test_pipelined_static_requests_from_a_slow_reader_all_arrive_in_order(tmp_path: Path) -> None:
     """Answers wait while the client's socket is full (one file at a time), then all arrive."""
     import socket

@@ -1,4 +1,4 @@
-"""bokeh serve's options through fleet (issue 14), without processes: the grammar, the units,
+"""bokeh serve's options through fleet, without processes: the grammar, the units,
 the run secrets, what reaches a worker's argv and environment, and the session-id prefix."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fleet.config import Config, ConfigError, build_config, parse_milliseconds, 
 from fleet.configgen import render
 from fleet.configgen.deployment import Deployment
 from fleet.supervisor.command import worker_command
+from fleet.supervisor.settings import SupervisorViews
 from support import EXAMPLES
 
 BOKEH_APP = str(EXAMPLES / "bokeh_random")
@@ -150,9 +151,9 @@ def test_glob_expands_in_order_and_an_empty_match_is_an_error(tmp_path: Path) ->
     for name in ("b.py", "a.py"):
         (tmp_path / name).write_text("")
     config = Config(app="*.py", glob=True)
-    assert app_paths(config, str(tmp_path)) == ["a.py", "b.py"]
+    assert app_paths(config.supervisor, config.bokeh, str(tmp_path)) == ["a.py", "b.py"]
     with pytest.raises(ConfigError, match="no APP matches"):
-        app_paths(Config(app="*.ipynb", glob=True), str(tmp_path))
+        app_paths(Config(app="*.ipynb").supervisor, Config(glob=True).bokeh, str(tmp_path))
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def test_signed_sessions_without_a_key_get_one_per_run_shared_by_every_worker() 
     assert env["BOKEH_SIGN_SESSIONS"] == "true" and len(env["BOKEH_SECRET_KEY"]) >= 32
     assert any("BOKEH_SECRET_KEY" in warning for warning in warnings)
     spec = detect(BOKEH_APP)
-    commands = [worker_command(config, spec, index, 3) for index in range(3)]
+    commands = [worker_command(SupervisorViews.of(config), spec, index, 3) for index in range(3)]
     assert {c.env["BOKEH_SECRET_KEY"] for c in commands} == {env["BOKEH_SECRET_KEY"]}
     for command in commands:
         assert env["BOKEH_SECRET_KEY"] not in " ".join(command.argv)
@@ -193,7 +194,7 @@ def test_cookie_secret_goes_to_the_environment_and_never_to_argv_or_configs() ->
     secret = "cookie-secret-" + "z" * 30
     config = parsed(BOKEH_APP, "-n", "2", "--cookie-secret", secret, "--prefix", "/dash")
     spec = detect(BOKEH_APP)
-    command = worker_command(config, spec, 1, 2)
+    command = worker_command(SupervisorViews.of(config), spec, 1, 2)
     assert command.env["BOKEH_COOKIE_SECRET"] == secret
     assert secret not in " ".join(command.argv)
     assert "cookie" not in worker_settings(config)

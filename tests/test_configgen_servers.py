@@ -355,6 +355,7 @@ def bokeh_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         fleet.proc.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", SERVERS)
 def test_bokeh_page_static_files_and_session_websocket_through_the_proxy(
         kind: str, bokeh_workers: Fleet, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import wait_until
+from support import FRESH_METRICS, wait_until
 from up_helpers import Fleet, up
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -53,16 +53,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 # -- helpers shared by the drills ----------------------------------------------------------------
 
-# The proxy renders /metrics at most once a second; a scrape one second after the last thing a
-# test did is always rendered after it (the cached render is either older than that action,
-# hence expired by now, or newer).
-METRICS_TTL = 1.0
-
-
-def scrape(port: int, fresh: bool = True) -> Samples:
-    """Every sample of /metrics; ``fresh``: rendered after everything the test did so far."""
-    if fresh:
-        time.sleep(METRICS_TTL)
+def scrape(port: int) -> Samples:
+    """Every sample of /metrics, rendered after everything the test did so far: the drills'
+    fleets render it for every scrape (``FRESH_METRICS``), not at most once a second."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request("GET", "/metrics", headers={"Connection": "close"})
@@ -94,7 +87,7 @@ def get(port: int, path: str = "/", headers: dict[str, str] | None = None,
 
 
 def start(tmp_path: Path, app: str, *options: str, workers: int = 3) -> Fleet:
-    fleet = up(tmp_path, app, *options, workers=workers, proxy=True)
+    fleet = up(tmp_path, app, *options, workers=workers, proxy=True, env=FRESH_METRICS)
     fleet.proc.wait_for_output(r"ready: open", timeout=60)
     return fleet
 
@@ -220,6 +213,7 @@ def crash_drill(fleet: Fleet, seconds: float, clients: int = 4, interval: float 
     )
 
 
+@pytest.mark.slow
 def test_workers_killed_under_load_lose_no_request_and_restarts_are_counted_exactly(tmp_path: Path) -> None:
     fleet = start(tmp_path, BACKEND)
     with fleet.proc:
@@ -280,7 +274,7 @@ def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "g1w2", restarts
                 break
             if len(status_latency) % 25 == 0:
                 asked = time.monotonic()
-                scrape(fleet.port, fresh=False)
+                scrape(fleet.port)
                 metrics_latency.append(time.monotonic() - asked)
             time.sleep(0.02)  # polling interval of the observation loop
         else:
@@ -305,6 +299,7 @@ def crash_loop_drill(fleet: Fleet, workdir: Path, victim: str = "g1w2", restarts
                           looping, result, recovered, stable)
 
 
+@pytest.mark.slow
 def test_crash_looping_worker_backs_off_is_reported_and_recovers_while_the_rest_serve(tmp_path: Path) -> None:
     fleet = start(tmp_path, CRASH_ON_MARKER)
     with fleet.proc:
@@ -841,6 +836,7 @@ FUZZ_OPTIONS = ("--max-body-size", "64KiB", "--header-timeout", "1", "--client-t
                 "--upstream-timeout", "3")
 
 
+@pytest.mark.slow
 def test_hostile_requests_get_a_4xx_or_a_close_and_nothing_refused_reaches_a_worker(tmp_path: Path) -> None:
     fleet = start(tmp_path, RECORDER, *FUZZ_OPTIONS)
     with fleet.proc:
@@ -1123,6 +1119,7 @@ RSS_CYCLE_SLACK = 3 * MIB
 RETAINED_PER_CONNECTION = 8 * 1024
 
 
+@pytest.mark.slow(seconds=60)
 def test_5000_idle_connections_and_2000_websockets_then_descriptors_and_memory_return(tmp_path: Path) -> None:
     fleet = start(tmp_path, BACKEND, "--header-timeout", "120", "--client-timeout", "120")
     with fleet.proc:

@@ -1,4 +1,4 @@
-"""TLS extras and secrets on real sockets (issue 12, holes 6, 8 and 10): certificate reload
+"""TLS extras and secrets on real sockets: certificate reload
 without dropping connections, the HTTP->HTTPS redirect listener, HSTS, a Secure and opaque
 affinity cookie, and TLS passwords that never reach a worker, argv or a generated config."""
 
@@ -130,6 +130,7 @@ def _environ(pid: int) -> bytes:
     return Path(f"/proc/{pid}/environ").read_bytes()
 
 
+@pytest.mark.slow
 def test_tls_passwords_never_reach_workers_argv_or_generated_configs(tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path, "localhost", password=PASSWORD)
     # Bokeh's name for the password is accepted alone.

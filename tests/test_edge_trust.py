@@ -1,4 +1,4 @@
-"""Header trust and allowlists on real sockets (issue 12, holes 4 and 7).
+"""Header trust and allowlists on real sockets.
 
 A client's forwarding headers never reach a worker unless it is a --trusted-proxy; a worker
 reached directly honours X-headers only from fleet's proxy and trusted proxies; Host and Origin

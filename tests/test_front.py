@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fleet.balancer.settings import ProxyViews
 from fleet.config import Config
 from fleet.front.builtin import BuiltinFront
 from fleet.front.factory import front_for
@@ -53,7 +54,7 @@ def info(worker_id: str, state: str, slot: str = "w0", port: int = 1) -> WorkerI
 
 def builtin(**options: object) -> BuiltinFront:
     said: list[str] = []
-    return BuiltinFront(Config(address="127.0.0.1", **options), said.append)  # type: ignore[arg-type]
+    return BuiltinFront(ProxyViews.of(Config(address="127.0.0.1", **options)), said.append)  # type: ignore[arg-type]
 
 
 def test_each_config_gets_its_front_and_every_front_is_a_front(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from support import ROOT, http_get, wait_until
 from up_helpers import up
 
@@ -79,6 +81,7 @@ def test_worker_blocked_in_time_sleep_is_replaced_within_the_timeout_plus_2_s(tm
         request.join(timeout=5)
 
 
+@pytest.mark.slow
 def test_healthy_worker_under_load_is_never_killed(tmp_path: Path) -> None:
     fleet = up(tmp_path, STUCK_APP, "--worker-timeout", "2", workers=1, proxy=True)
     with fleet.proc:

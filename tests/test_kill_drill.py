@@ -1,10 +1,10 @@
-"""The kill drill of issue 13: 2 workers, a random one SIGKILLed every second for about 8 s,
+"""The kill drill: 2 workers, a random one SIGKILLed every second for about 8 s,
 the last ready worker included, under keep-alive clients; not one GET may fail.
 
 Unlike ``test_drills.crash_drill`` (which spares the last ready worker), this drill also kills
 the only worker that is ready, so requests must wait for a worker (the proxy's queue,
 ``--queue-timeout``) or be retried on the other one when theirs dies before its response began
-(the proxy's retry path). Both are the proxy core's part of issue 13.
+(the proxy's retry path). Both are the proxy core's part of the drill.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ INTERVAL = 1.0
 # the generations branch: 1,113 of 4,658 GETs with 8 clients, 1,450 of 3,492 with 20).
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clients", [8, 20])
 def test_killing_a_random_worker_every_second_fails_no_get(tmp_path: Path, clients: int) -> None:
     fleet = start(tmp_path, BACKEND, workers=2)

@@ -10,7 +10,7 @@ import time
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import EXAMPLES, free_port, free_port_range, http_get, start_fleet, wait_until
+from support import EXAMPLES, FRESH_METRICS, free_port, free_port_range, http_get, start_fleet, wait_until
 
 TORNADO_APP = str(EXAMPLES / "tornado_hello.py")
 
@@ -43,7 +43,8 @@ def worker_pid(fleet_pid: int, port: int) -> int:
 
 def test_requests_total_rises_by_exactly_n_for_the_worker_that_served_them() -> None:
     port, base = free_port(), free_port_range(2)
-    with start_fleet("up", TORNADO_APP, "-n", "2", "--port", str(port), "--base-port", str(base)) as fleet:
+    with start_fleet("up", TORNADO_APP, "-n", "2", "--port", str(port), "--base-port", str(base),
+                     env=FRESH_METRICS) as fleet:
         fleet.wait_for_output(r"w1:\S* .*ready|ready.*w1", timeout=30)
         metrics = f"http://127.0.0.1:{port}/metrics"
         wait_until(lambda: value(scrape(metrics), "fleet_worker_up", worker="w1") == 1, 20, message="w1 up")
@@ -53,7 +54,7 @@ def test_requests_total_rises_by_exactly_n_for_the_worker_that_served_them() -> 
             status, _, body = http_get(f"http://127.0.0.1:{port}/", headers={"Cookie": "fleet_affinity=g1w1"})
             assert status == 200
         key = dict(worker="w1", method="GET", code="200")
-        # /metrics is rendered at most once a second: poll until the render is newer.
+        # FRESH_METRICS: each scrape is a new render, so this poll returns at its first scrape.
         after = wait_until(lambda: (lambda s: s if value(s, "fleet_requests_total", **key) > value(
             before, "fleet_requests_total", **key) else None)(scrape(metrics)), 5, message="a fresh render")
         assert isinstance(after, dict)
@@ -76,9 +77,12 @@ def test_killed_worker_counts_one_restart_and_is_down_until_ready_again(tmp_path
            f"os.path.exists(m) and time.sleep(3); open(m,'w').close(); "
            f"os.execvp(sys.executable,[sys.executable,'-m','http.server','--bind','127.0.0.1',sys.argv[1]])\" {{port}}")
     port, base = free_port(), free_port_range(2)
-    with start_fleet("up", "--cmd", cmd, "-n", "2", "--port", str(port), "--base-port", str(base)) as fleet:
+    with start_fleet("up", "--cmd", cmd, "-n", "2", "--port", str(port), "--base-port", str(base),
+                     env=FRESH_METRICS) as fleet:
         metrics = f"http://127.0.0.1:{port}/metrics"
-        wait_until(lambda: value(scrape(metrics), "fleet_worker_up", worker="w1") == 1, 30, message="w1 up")
+        # Both up before the kill: w0 is checked up while w1 is down.
+        wait_until(lambda: (lambda s: value(s, "fleet_worker_up", worker="w0") == value(
+            s, "fleet_worker_up", worker="w1") == 1)(scrape(metrics)), 30, message="w0 and w1 up")
         assert value(scrape(metrics), "fleet_worker_restarts_total", worker="w1") == 0
         os.kill(worker_pid(fleet.pid, base + 1), signal.SIGKILL)
         wait_until(lambda: value(scrape(metrics), "fleet_worker_up", worker="w1") == 0, 3, message="w1 down")
@@ -93,7 +97,7 @@ def test_killed_worker_counts_one_restart_and_is_down_until_ready_again(tmp_path
 def test_metrics_port_path_and_no_metrics() -> None:
     port, metrics_port, base = free_port(), free_port(), free_port_range(1)
     with start_fleet("up", TORNADO_APP, "-n", "1", "--port", str(port), "--base-port", str(base),
-                     "--metrics-port", str(metrics_port), "--metrics-path", "/prom") as fleet:
+                     "--metrics-port", str(metrics_port), "--metrics-path", "/prom", env=FRESH_METRICS) as fleet:
         wait_until(lambda: value(scrape(f"http://127.0.0.1:{metrics_port}/prom"), "fleet_worker_up", worker="w0") == 1,
                    30, message="metrics on their own port")
         # with a metrics port, the proxy port does not answer /prom itself: the app does (404)

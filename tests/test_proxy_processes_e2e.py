@@ -145,6 +145,7 @@ def test_requests_total_is_exact_over_a_thousand_requests_through_both_processes
     assert requests_total(fleet) == 1000
 
 
+@pytest.mark.slow
 def test_least_connections_counts_the_other_processes_requests(fleet: Fleet) -> None:
     """Three slow requests through process A leave loads {1, 2}; the next one, through B, must
     go to the worker with 1: B's own counts are {0, 0} and would not know."""
@@ -182,6 +183,7 @@ def test_affinity_holds_across_both_processes(fleet: Fleet) -> None:
     assert all(after[row] > before[row] for row in after), (before, after)  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_proxy_process_loses_only_its_connections_and_it_is_back_within_2s(fleet: Fleet) -> None:
     a, b, by_pid = split_connections(fleet, 3)
     results: dict[int, list[tuple[float, bool]]] = {}

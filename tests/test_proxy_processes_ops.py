@@ -90,6 +90,7 @@ class ProxySampler:
         return self.samples
 
 
+@pytest.mark.slow
 def test_reload_under_keep_alive_load_on_both_proxy_processes(fleet: Fleet) -> None:
     """No request fails; every request sent after ``fleet reload`` answered reaches generation 2;
     generation 1 drains and exits; both proxy processes keep their pids, and their request
@@ -136,6 +137,7 @@ def test_reload_under_keep_alive_load_on_both_proxy_processes(fleet: Fleet) -> N
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_request_sent_the_moment_reload_answers_reaches_generation_2_in_both_processes(fleet: Fleet) -> None:
     """The reload's answer waits until every proxy process applied "draining" (a sync round
     trip): without it, requests sent at once on open connections still reached generation 1
@@ -164,6 +166,7 @@ def refused(port: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["fleet down", "SIGTERM"])
 def test_graceful_stop_finishes_in_flight_requests_on_both_processes_and_leaves_nothing(
         fleet: Fleet, how: str) -> None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from support import wait_until
 from test_drills import LoadGenerator, metric, scrape
 from test_reload import rows, start
 from up_helpers import run_cli
 
 
+@pytest.mark.slow
 def test_max_age_replaces_the_worker_through_a_new_one_in_the_other_block(tmp_path: Path) -> None:
     fleet, _ = start(tmp_path, "--max-age", "2", workers=1)
     with fleet.proc:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import websocket
 
-from support import EXAMPLES, free_port_range, wait_until
+from support import EXAMPLES, FRESH_METRICS, free_port_range, wait_until
 from test_drills import LoadGenerator, get, metric, scrape
 from up_helpers import Fleet, family, living, up
 
@@ -27,7 +27,7 @@ def start(tmp_path: Path, *options: str, workers: int = 2) -> tuple[Fleet, Path]
     """fleet up on a copy of tornado_hello.py (so a test can edit the code between reloads)."""
     app = tmp_path / "app.py"
     shutil.copy(TORNADO_APP, app)
-    fleet = up(tmp_path, str(app), *options, workers=workers, proxy=True)
+    fleet = up(tmp_path, str(app), *options, workers=workers, proxy=True, env=FRESH_METRICS)  # for scrape()
     fleet.proc.wait_for_output(r"ready: open", timeout=60)
     return fleet, app
 
@@ -51,6 +51,7 @@ def served_by(fleet: Fleet) -> str:
     return body.split()[2].decode()  # "hello from g2w0 on port ..."
 
 
+@pytest.mark.slow
 def test_reload_under_load_fails_nothing_and_keeps_every_websocket_on_its_draining_worker(tmp_path: Path) -> None:
     fleet, _ = start(tmp_path)
     assert fleet.surge_port is not None
@@ -229,6 +230,7 @@ def test_fleet_down_while_a_reload_starts_its_workers_ends_the_reload_and_leaves
     ("import os\nos._exit(1)\n", r"exited 3 times before becoming ready \(last exit code 1\)"),
     ("import time\ntime.sleep(3600)\n", r"not ready within --start-timeout 8 s"),
 ])
+@pytest.mark.slow
 def test_a_new_generation_that_crash_loops_or_never_gets_ready_changes_nothing(
         tmp_path: Path, tail: str, reason: str) -> None:
     fleet, app = start(tmp_path, "--start-timeout", "8")

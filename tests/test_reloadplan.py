@@ -155,6 +155,7 @@ def test_a_reloaded_proxy_gives_new_connections_a_new_context_sharing_the_state(
     import socket
 
     from fleet.balancer.server import Balancer
+    from fleet.balancer.settings import ProxyViews
 
     async def until(condition: Any) -> None:
         deadline = asyncio.get_running_loop().time() + 10
@@ -163,17 +164,21 @@ def test_a_reloaded_proxy_gives_new_connections_a_new_context_sharing_the_state(
             await asyncio.sleep(0.01)
 
     async def main() -> None:
-        balancer = Balancer(Config(port=0, address="127.0.0.1", max_header_count=50))
+        balancer = Balancer(ProxyViews.of(Config(port=0, address="127.0.0.1", max_header_count=50)))
         await balancer.start()
         try:
             old = balancer.context
             with socket.create_connection(("127.0.0.1", balancer.port)) as first:
                 await until(lambda: len(old.clients) == 1)  # the proxy accepted it
                 assert {client.proxy for client in old.clients} == {old}
-                balancer.apply(Config(port=0, address="127.0.0.1", max_header_count=5,
-                                      allow_websocket_origin=("new.example.com",)))
+                balancer.apply(ProxyViews.of(Config(port=0, address="127.0.0.1", max_header_count=5,
+                                                    max_connections=40, allow_websocket_origin=("new.example.com",))))
                 new = balancer.context
                 assert new is not old and new.max_header_count == 5 and old.max_header_count == 50
+                assert balancer.max_connections == 40 and balancer.views.limits.max_connections == 40
+                # The views keep the port bound at start (port 0 resolved), not the file's 0.
+                assert balancer.views.frontend.port == balancer.port
+                assert new.default_host == f"127.0.0.1:{balancer.port}".encode()
                 assert new.clients is old.clients and new.local_routes is old.local_routes
                 assert new.waiting is old.waiting and new.stats is old.stats
                 assert new.origin_allowed(b"http://new.example.com") and not old.origin_allowed(b"http://new.example.com")

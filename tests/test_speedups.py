@@ -53,6 +53,7 @@ def python_head(method: bytes, url: bytes, http10: bool, keep_alive: bool,
 @settings(max_examples=1500, deadline=None)
 @given(method=st.sampled_from(METHODS), url=st.sampled_from(URLS), http10=st.booleans(), keep_alive=st.booleans(),
        headers=st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=8))
+@pytest.mark.slow
 def test_an_accepted_request_head_is_the_python_one_and_no_refusal_is_accepted(
         method: bytes, url: bytes, http10: bool, keep_alive: bool, headers: list[tuple[bytes, bytes]]) -> None:
     expected = python_head(method, url, http10, keep_alive, headers)  # fills the Host cache first
@@ -148,6 +149,7 @@ def test_the_start_up_banner_names_the_compiled_path() -> None:
     assert hot_path_line() == "proxy hot path: compiled (fleet.balancer._speedups)"
 
 
+@pytest.mark.slow(seconds=150)
 @pytest.mark.skipif(os.environ.get("FLEET_PURE_PYTHON") == "1", reason="this run is the pure-Python one already")
 def test_the_proxy_tests_pass_on_the_pure_python_path() -> None:
     """The head rules and the proxy end to end (hardening included) once more without the C code."""

@@ -1,6 +1,6 @@
 """Stopping ``fleet up`` at any moment of its start-up ends it promptly and leaves nothing.
 
-The race this guards against (issue 11): a readiness probe cancelled by the supervisor
+The race this guards against: a readiness probe cancelled by the supervisor
 could swallow its cancellation (``asyncio.wait_for`` on Python 3.11, CPython gh-86296), keep
 polling until --start-timeout, and hold the event loop's shutdown hostage. It showed only
 under load and at unlucky moments, so this test makes both happen on purpose: several fleets
@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from support import free_port, free_port_range, start_fleet, wait_until
 from up_helpers import family, living
@@ -36,6 +38,7 @@ def _cpu_hog() -> subprocess.Popen[bytes]:
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
+@pytest.mark.slow
 def test_sigterm_at_any_point_of_start_up_exits_promptly_and_leaves_nothing(tmp_path: Path) -> None:
     hog = _cpu_hog()
     try:

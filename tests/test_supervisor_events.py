@@ -12,6 +12,7 @@ from fleet.supervisor.info import WorkerChange
 from fleet.supervisor.manager import Supervisor
 from fleet.supervisor.policy import WorkerState
 from fleet.supervisor.process import Output
+from fleet.supervisor.settings import SupervisorViews
 from fleet.supervisor.worker import Worker
 from support import free_port_range
 
@@ -31,7 +32,7 @@ def test_each_change_carries_the_snapshot_announced_before_it_to_every_observer_
     seen: list[tuple[str, WorkerChange]] = []
 
     async def scenario() -> tuple[int, int]:
-        supervisor = Supervisor(config, None, output=_Quiet(),
+        supervisor = Supervisor(SupervisorViews.of(config), None, output=_Quiet(),
                                 observers=[lambda c: seen.append(("first", c))])
         supervisor.observe(lambda c: seen.append(("second", c)))
         try:
@@ -70,7 +71,7 @@ def test_an_observer_that_fails_neither_hides_the_change_from_the_next_nor_leave
         raise ValueError("observer bug")
 
     async def scenario() -> bool:
-        supervisor = Supervisor(config, None, output=_Quiet(), observers=[broken, lambda c: seen.append(c.after.id)])
+        supervisor = Supervisor(SupervisorViews.of(config), None, output=_Quiet(), observers=[broken, lambda c: seen.append(c.after.id)])
         worker = Worker(index=0, generation=1, block=0, port=5100)  # a record only: no process
         waiting = asyncio.ensure_future(supervisor._wait_for(lambda: worker.state is S.EXITED, 5.0))
         await asyncio.sleep(0)

@@ -55,6 +55,7 @@ def fleet_status(manager: UserManager, port: int) -> dict[str, Any]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_fleet_unit_starts_reloads_and_stops_under_a_real_systemd(manager: UserManager) -> None:
     port, base, surge = free_port(), free_port_range(2), free_port_range(2)
     (manager.units / UNIT).write_text(user_unit(manager, port, base, surge))

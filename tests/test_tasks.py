@@ -1,6 +1,6 @@
 """``fleet.tasks``: a cancellation is never lost and a stop never waits for ever.
 
-These are the properties the start-up hang (issue 11) lacked: ``asyncio.wait_for`` on 3.11
+These are the properties the start-up hang lacked: ``asyncio.wait_for`` on 3.11
 drops a cancel that arrives while its inner task is finishing, and ``asyncio.Runner`` waits
 without bound for tasks that do not end. Real event loops, no mocks.
 """

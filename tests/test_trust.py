@@ -186,8 +186,9 @@ def test_worker_environment_drops_fleets_settings_and_tls_passwords() -> None:
 def test_workers_are_told_the_trusted_proxies() -> None:
     from fleet.appspec import detect
     from fleet.supervisor.command import worker_command
+    from fleet.supervisor.settings import SupervisorViews
 
     app = str(__import__("pathlib").Path(__file__).parent / "apps" / "backend.py")
     config = build_config({"trusted_proxy": ("192.0.2.0/24",), "no_proxy": True}, {}, {}, command="up", app=app)
-    argv = worker_command(config, detect(app), 0, 1).argv
+    argv = worker_command(SupervisorViews.of(config), detect(app), 0, 1).argv
     assert argv[argv.index("--trusted-proxy") + 1] == "192.0.2.0/24"

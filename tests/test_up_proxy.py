@@ -158,6 +158,7 @@ def test_proxy_port_in_use_is_named_before_any_worker_starts(tmp_path: Path) -> 
             assert not port_open(fleet.base_port)
 
 
+@pytest.mark.slow
 def test_scale_up_adds_the_new_worker_to_the_proxy(tmp_path: Path) -> None:
     fleet = up(tmp_path, TORNADO_APP, workers=1, proxy=True, base=free_port_range(2))  # room for w1
     with fleet.proc:

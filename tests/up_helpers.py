@@ -46,9 +46,10 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 
 def up(tmp_path: Path, *args: str, workers: int = 1, proxy: bool = False, base: int | None = None,
-       port: int | None = None, surge: int | None = None) -> Fleet:
+       port: int | None = None, surge: int | None = None, env: dict[str, str] | None = None) -> Fleet:
     """``fleet up ARGS -n workers`` on free ports (unless given) with its control socket in tmp_path.
-    Behind the proxy the second port block (``--surge-base-port``) is a free range too."""
+    Behind the proxy the second port block (``--surge-base-port``) is a free range too.
+    ``env``: added to fleet's environment (``support.FRESH_METRICS``)."""
     base = base or free_port_range(workers)
     port = port or free_port()
     control = str(tmp_path / "fleet.sock")
@@ -57,7 +58,7 @@ def up(tmp_path: Path, *args: str, workers: int = 1, proxy: bool = False, base: 
         surge = surge or free_port_range(workers)
         extra = ["--surge-base-port", str(surge)]
     proc = start_fleet("up", *args, "-n", str(workers), "--base-port", str(base), "--port", str(port),
-                       "--control-socket", control, *extra, cwd=str(tmp_path))
+                       "--control-socket", control, *extra, env=env, cwd=str(tmp_path))
     return Fleet(proc, base, port, control, surge)
 
 
@@ -103,9 +104,9 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
     return found
 
 
-def balance(target: str, *options: str) -> tuple[FleetProcess, int]:
+def balance(target: str, *options: str, env: dict[str, str] | None = None) -> tuple[FleetProcess, int]:
     """``fleet balance TARGET OPTIONS`` on a free port, once it says it serves; (process, port)."""
     port = free_port()
-    proc = start_fleet("balance", target, "--port", str(port), *options)
+    proc = start_fleet("balance", target, "--port", str(port), *options, env=env)
     proc.wait_for_output(r"fleet \S+ balance \(pid", timeout=30)
     return proc, port

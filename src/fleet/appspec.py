@@ -16,7 +16,9 @@ names, as ``bokeh serve`` needs. A missing or unusable APP raises ``AppError`` w
 
 from __future__ import annotations
 
+import ast
 import enum
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -49,13 +51,80 @@ _MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _IMPORTS_BOKEH = re.compile(r"^\s*(?:from\s+bokeh[\s.]|import\s+bokeh\b)", re.MULTILINE)
 _USES_CURDOC = re.compile(r"\bcurdoc\s*\(")
 _DEFINES_TORNADO_APP = re.compile(r"\bdef\s+make_app\s*\(|\bApplication\s*\(")
+_IMPORTS_TORNADO = re.compile(r"^\s*(?:from\s+tornado[\s.]|import\s+tornado\b)", re.MULTILINE)
 
 
 def classify_source(source: str) -> AppKind:
-    """Bokeh if the script imports bokeh and uses ``curdoc()`` and defines no Tornado app."""
+    """Bokeh if the script imports bokeh and uses ``curdoc()`` and defines no Tornado app.
+
+    A script that does not compile cannot be a Tornado app fleet could import; if it imports
+    bokeh and not tornado it is a Bokeh script with a mistake (its ``curdoc()`` line may be the
+    broken one), so Bokeh reports the error the way ``bokeh serve`` does.
+    """
     if _IMPORTS_BOKEH.search(source) and _USES_CURDOC.search(source) and not _DEFINES_TORNADO_APP.search(source):
         return AppKind.BOKEH
+    if _IMPORTS_BOKEH.search(source) and not _IMPORTS_TORNADO.search(source) \
+            and not _DEFINES_TORNADO_APP.search(source) and syntax_error(source, "<app>") is not None:
+        return AppKind.BOKEH
     return AppKind.TORNADO
+
+
+def syntax_error(source: str, filename: str) -> str | None:
+    """Bokeh's words for a syntax error in ``source`` (``Invalid syntax in 'x.py' on line 3``,
+    then the line), or None if it compiles. Compiles only: nothing runs."""
+    try:
+        compile(ast.parse(source, filename), filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte in the source
+        line = getattr(exc, "lineno", None) or "???"
+        return f"Invalid syntax in {os.path.basename(filename)!r} on line {line}: {getattr(exc, 'msg', exc)}"
+    return None
+
+
+# IPython magics and shell escapes: Bokeh's notebook handler strips them before compiling.
+_NOTEBOOK_MAGIC = re.compile(r"^\s*[%!]")
+
+
+def _notebook_source(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        notebook = json.load(handle)
+    cells = [cell.get("source", "") for cell in notebook.get("cells", []) if cell.get("cell_type") == "code"]
+    lines = []
+    for cell in cells:
+        text = "".join(cell) if isinstance(cell, list) else str(cell)
+        lines += ["" if _NOTEBOOK_MAGIC.match(line) else line for line in text.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def compile_problem(spec: AppSpec) -> str | None:
+    """What stops a Bokeh app before it runs (a file that does not compile), found without
+    running any of it; None for a Tornado app or a Bokeh app that compiles.
+
+    The master's view, for the start-up output and ``fleet status``: it reads the files as they
+    are now. The worker's own check (Bokeh's handlers, ``fleet.worker.load``) decides what is
+    served.
+    """
+    if spec.kind is not AppKind.BOKEH or spec.path is None:
+        return None
+    if os.path.isdir(spec.path):
+        main = os.path.join(spec.path, "main.py")
+        names = [main if os.path.isfile(main) else os.path.join(spec.path, "main.ipynb")]
+        names += [os.path.join(spec.path, name) for name in ("app_hooks.py", "server_lifecycle.py", "__init__.py")
+                  if os.path.isfile(os.path.join(spec.path, name))]
+    else:
+        names = [spec.path]
+    for name in names:
+        try:
+            if name.endswith(".ipynb"):
+                source = _notebook_source(name)
+            else:
+                with open(name, encoding="utf-8") as handle:
+                    source = handle.read()
+        except (OSError, ValueError, AttributeError) as exc:
+            return f"cannot read {os.path.basename(name)!r}: {exc}"
+        problem = syntax_error(source, name)
+        if problem is not None:
+            return problem
+    return None
 
 
 def detect(app: str, cwd: str | None = None) -> AppSpec:
@@ -105,3 +174,10 @@ def detect_apps(apps: list[str] | tuple[str, ...], cwd: str | None = None) -> tu
                                f"/{spec.name}; rename one")
             seen[spec.name] = app
     return specs
+
+
+def broken_apps(specs: tuple[AppSpec, ...] | list[AppSpec]) -> dict[str, str]:
+    """``{url path: problem}`` for the Bokeh apps that do not compile, when some others do (if
+    none does, the workers fail to boot and say why). Compiled only: nothing runs."""
+    problems = {spec.url_path: problem for spec in specs if (problem := compile_problem(spec)) is not None}
+    return problems if len(problems) < len(specs) else {}

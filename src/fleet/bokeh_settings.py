@@ -22,7 +22,7 @@ import secrets
 from dataclasses import fields, replace
 from typing import Any, Mapping
 
-from fleet.config import BokehSettings, Config, ConfigError
+from fleet.config import BokehSettings, Config, ConfigError, WorkerSettings
 from fleet.config.declare import field_default
 
 # The fields of the Bokeh section that a worker needs (secrets excluded: environment; --glob
@@ -104,14 +104,14 @@ def run_secrets(bokeh: BokehSettings, environ: Mapping[str, str],
     return tuple(sorted(env.items())), warnings
 
 
-def app_paths(config: Config, cwd: str | None = None) -> list[str]:
+def app_paths(workers: WorkerSettings, bokeh: BokehSettings, cwd: str | None = None) -> list[str]:
     """Every APP, with ``--glob`` patterns expanded (sorted, like a shell would). Reads two
     sections: the APPs (Workers) and ``--glob`` (Bokeh)."""
-    if not config.glob:
-        return list(config.apps())
+    if not bokeh.glob:
+        return list(workers.apps())
     base = cwd or os.getcwd()
     paths: list[str] = []
-    for pattern in config.apps():
+    for pattern in workers.apps():
         matches = sorted(globbing.glob(os.path.join(base, pattern)))
         if not matches:
             raise ConfigError(f"--glob: no APP matches {pattern!r}")

@@ -207,7 +207,7 @@ def check(ctx: click.Context, app: tuple[str, ...], app_args: tuple[str, ...] = 
     what = f"--cmd {config.cmd!r}"
     if config.cmd is None:
         try:
-            specs = detect_apps(app_paths(config))
+            specs = detect_apps(app_paths(config.supervisor, config.bokeh))
         except (AppError, ConfigError) as exc:
             click.echo(f"fleet check: {exc}", err=True)
             sys.exit(1)

@@ -302,6 +302,8 @@ def format_status(reply: dict[str, Any]) -> str:
     last = reply.get("last_reload")
     if last and not last.get("ok"):
         lines.append(f"last reload FAILED: {last.get('message', '?')}")
+    for url, problem in (reply.get("broken_apps") or {}).items():
+        lines.append(f"broken app {url}: {problem}")
     lines += _table(rows)
     lines += _config_lines(reply.get("config"), now)  # below the table: scripts read rows 2..
     return "\n".join(lines)

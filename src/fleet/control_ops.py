@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 from fleet.control import ControlError
 
 if TYPE_CHECKING:
-    from fleet.config import Config
+    from fleet.config.sections import WorkerSettings
     from fleet.front.interface import Front
     from fleet.supervisor.manager import Supervisor
     from fleet.supervisor.process import Output
@@ -30,10 +30,12 @@ MAX_LOG_LINES = 5000
 class Described(Protocol):
     """What ``info`` and ``logs`` read of the running fleet (``runner.Master`` is one)."""
 
-    config: "Config"
     front: "Front"
     supervisor: "Supervisor | None"
     output: "Output"  # ``logs`` when it keeps them in memory (``fleet.logs.RecordingOutput``)
+
+    @property
+    def worker_settings(self) -> "WorkerSettings": ...
 
 
 class OperationsControl:
@@ -54,12 +56,12 @@ class OperationsControl:
 
     def info(self) -> dict[str, Any]:
         master = self._master
-        config = master.config
+        what = master.worker_settings
         supervisor = master.supervisor
         workers = supervisor.workers() if supervisor is not None else []
         return {
             "ok": True, "name": self.name, "pid": os.getpid(),
-            "app": f"--cmd {config.cmd}" if config.cmd else str(config.app),
+            "app": f"--cmd {what.cmd}" if what.cmd else str(what.app),
             "port": master.front.port,
             "workers": supervisor.desired if supervisor is not None else 0,
             "ready": sum(1 for w in workers if w.ready),

@@ -12,12 +12,13 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fleet import __version__
+from fleet.appspec import broken_apps
 from fleet.control import ControlError
 from fleet.supervisor.manager import SupervisorError
 from fleet.supervisor.usage import tree_cpu_percent, tree_rss
 
 if TYPE_CHECKING:
-    from fleet.config import Config
+    from fleet.config.sections import WorkerSettings
     from fleet.front.interface import Front
     from fleet.reloading import ConfigReloads
     from fleet.supervisor.manager import Supervisor
@@ -26,11 +27,13 @@ if TYPE_CHECKING:
 class Steerable(Protocol):
     """What the commands need from the running fleet (``runner.Master`` is one)."""
 
-    config: "Config"
     front: "Front"
     supervisor: "Supervisor | None"
     stopping: bool
     config_reloads: "ConfigReloads"
+
+    @property
+    def worker_settings(self) -> "WorkerSettings": ...
 
     async def reload(self) -> str: ...
 
@@ -74,7 +77,7 @@ class ControlDispatch:
         master = self._master
         supervisor = master.supervisor
         assert supervisor is not None
-        front = master.front
+        front, what = master.front, master.worker_settings
         infos = supervisor.workers()
         pids = [info.pid for info in infos if info.pid is not None]
         cpu = await tree_cpu_percent(pids)
@@ -100,7 +103,7 @@ class ControlDispatch:
             workers.append(row)
         return {
             "ok": True, "pid": os.getpid(), "time": time.time(), "version": __version__,
-            "app": master.config.cmd and f"--cmd {master.config.cmd}" or " ".join(master.config.apps()),
+            "app": what.cmd and f"--cmd {what.cmd}" or " ".join(what.apps()),
             "desired": supervisor.desired,
             "generation": supervisor.generation,
             "last_reload": supervisor.last_reload,
@@ -108,6 +111,7 @@ class ControlDispatch:
             "proxy": master.public_url() if front.routes else None,
             "data_plane": front.status(),
             "workers": workers,
+            "broken_apps": broken_apps(master.specs),  # Bokeh apps whose files do not compile now
             # --proxy-processes N: each proxy process (balancer.group); absent with one.
             "proxies": front.proxies(),
             # Where the configuration comes from and the last reload of it (fleet.reloading).

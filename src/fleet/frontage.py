@@ -11,8 +11,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from fleet import __version__, status_page
-from fleet.appspec import AppKind, AppSpec
-from fleet.config import Config
+from fleet.appspec import AppKind, AppSpec, broken_apps
+from fleet.config import Config, WorkerSettings
 from fleet.discovery import default_name
 
 if TYPE_CHECKING:
@@ -41,6 +41,11 @@ class Frontage:
     if TYPE_CHECKING:
         def slot_of(self, worker_id: str) -> str: ...
 
+    @property
+    def worker_settings(self) -> WorkerSettings:
+        """The Workers section of the current config: all the control handlers read of it."""
+        return self.config.supervisor
+
     def _add_fleet_routes(self, supervisor: Supervisor) -> None:
         """``/_fleet/`` (the status page, ``status.json``) and ``/_fleet/health/...``: on the
         proxy, and on the ``--metrics-port`` listener (the only place with ``--no-proxy``)."""
@@ -48,7 +53,7 @@ class Frontage:
         front = self.front
         # The page links to the proxy only where fleet itself listens (front.port).
         self.status_board = status_page.StatusBoard.of(
-            config, supervisor, front.stats, config.name or default_name(config.port, os.getpid()),
+            config.supervisor, supervisor, front.stats, config.name or default_name(config.port, os.getpid()),
             None if front.port is None else self.public_url())
         self._fleet_routes = status_page.fleet_routes(self.status_board, supervisor)
         if front.routes:
@@ -78,6 +83,8 @@ class Frontage:
             surge = config.surge_base()
             ports += f" (reloads alternate with {surge}-{surge + config.workers - 1})"
         self.output.fleet(f"fleet {__version__} (pid {os.getpid()}): {config.workers} workers of {what} on {ports}")
+        for url, problem in broken_apps(self.specs).items():  # none run yet: compiled only
+            self.output.fleet(f"Bokeh app {url} is broken ({problem}): it will answer with an empty page")
         for line in self.front.banner():
             self.output.fleet(line)
 

@@ -29,7 +29,7 @@ from fleet.supervisor.process import Output, relay_lines
 from fleet.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from fleet.config import Config
+    from fleet.config.sections import HookSettings
 
 MAX_RUNNING = 8
 MAX_HOOK_LINE = 64 * 1024
@@ -97,9 +97,10 @@ class HookRunner:
         self._groups: set[int] = set()
 
     @classmethod
-    def from_config(cls, config: "Config", output: Output, stopping: Callable[[], bool]) -> "HookRunner":
-        commands = {"ready": config.on_ready, "exit": config.on_exit, "crash-loop": config.on_crash_loop}
-        return cls({event: cmd for event, cmd in commands.items() if cmd}, config.hook_timeout,
+    def from_config(cls, hooks: "HookSettings", output: Output, stopping: Callable[[], bool]) -> "HookRunner":
+        """The runner of the Hooks section (``config.hooks``)."""
+        commands = {"ready": hooks.on_ready, "exit": hooks.on_exit, "crash-loop": hooks.on_crash_loop}
+        return cls({event: cmd for event, cmd in commands.items() if cmd}, hooks.hook_timeout,
                    output, stopping)
 
     def observe(self, change: WorkerChange) -> None:

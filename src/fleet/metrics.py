@@ -21,6 +21,7 @@ counters are forgotten; the next worker on its slot starts from 0 (a counter res
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -269,7 +270,8 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
                            allow: Iterable[str] | None = None,
                            trusted_proxies: Iterable[str] = (),
                            extra_routes: Mapping[str, LocalRoute] | None = None,
-                           idle_timeout: float | None = None) -> "MetricsListener":
+                           idle_timeout: float | None = None,
+                           clock: Callable[[], float] = time.monotonic) -> "MetricsListener":
     """``--metrics-port``: serve metrics on a listener of their own, on the same event loop.
 
     On the loop (not prometheus-client's threaded server) because the collectors read dicts
@@ -277,16 +279,18 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
     ``extra_routes`` (path -> (handler, extra headers)): fleet's ``/_fleet/`` routes, which
     live here when there is no proxy (``--no-proxy``); same access rule, same 1 s cache.
     ``idle_timeout``: a keep-alive connection idle this long is closed (``--client-timeout``).
+    ``clock``: the cache's time (``FLEET_METRICS_TTL`` its lifetime, as on the proxy port).
     """
     import tornado.httpserver
     import tornado.web
 
     from fleet.ports import in_use_error
 
-    from fleet.balancer.context import AddressRules, client_address
+    from fleet.balancer.context import AddressRules, client_address, render_ttl
     from fleet.balancer.trust import TrustedProxies
 
     rules = AddressRules(allow) if allow is not None else None
+    ttl = render_ttl(os.environ)
     trust = TrustedProxies(trusted_proxies)
     routes: dict[str, LocalRoute] = {path: (metrics_route(registry), ())}
     routes.update(extra_routes or {})
@@ -313,8 +317,8 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
         cache: list[Any] = [-1e18, None]
 
         def answer() -> tuple[int, str, bytes]:
-            now = time.monotonic()
-            if now - cache[0] >= 1.0:
+            now = clock()
+            if now - cache[0] >= ttl:
                 cache[:] = [now, handler()]
             return cache[1]  # type: ignore[no-any-return]
 

@@ -17,7 +17,7 @@ import asyncio
 import time
 from typing import Callable
 
-from fleet.config import Config
+from fleet.config.sections import RecyclingSettings
 from fleet.supervisor.generations import RecycleLimits, RecycleReason, recycle_reason
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.manager import Supervisor, SupervisorError
@@ -28,21 +28,22 @@ MEMORY_CHECK_INTERVAL = 3.0
 RETRY_AFTER = 60.0
 
 
-def enabled(config: Config) -> bool:
-    return bool(config.max_requests or config.max_age or config.max_memory or config.max_memory_hard)
+def enabled(recycling: RecyclingSettings) -> bool:
+    return bool(recycling.max_requests or recycling.max_age or recycling.max_memory or recycling.max_memory_hard)
 
 
-def _detail(reason: RecycleReason, info: WorkerInfo, config: Config, rss: int | None, requests: int | None) -> str:
+def _detail(reason: RecycleReason, info: WorkerInfo, recycling: RecyclingSettings, rss: int | None,
+            requests: int | None) -> str:
     if reason in (RecycleReason.MAX_MEMORY, RecycleReason.MAX_MEMORY_HARD):
-        limit = config.max_memory if reason is RecycleReason.MAX_MEMORY else config.max_memory_hard
+        limit = recycling.max_memory if reason is RecycleReason.MAX_MEMORY else recycling.max_memory_hard
         flag = "--max-memory" if reason is RecycleReason.MAX_MEMORY else "--max-memory-hard"
         return f"its processes use {(rss or 0) / 2**20:.0f} MiB, more than {flag} {(limit or 0) / 2**20:.0f} MiB"
     if reason is RecycleReason.MAX_REQUESTS:
         return f"{requests} requests, its --max-requests is {info.request_limit}"
-    return f"ready for more than --max-age {config.max_age:g} s"
+    return f"ready for more than --max-age {recycling.max_age:g} s"
 
 
-async def watch(supervisor: Supervisor, config: Config, requests_of: Callable[[str], int | None]) -> None:
+async def watch(supervisor: Supervisor, recycling: RecyclingSettings, requests_of: Callable[[str], int | None]) -> None:
     """Run until cancelled."""
     retry_at: dict[str, float] = {}
     memory_at = 0.0
@@ -50,7 +51,7 @@ async def watch(supervisor: Supervisor, config: Config, requests_of: Callable[[s
         await asyncio.sleep(CHECK_INTERVAL)
         now = time.monotonic()
         retry_at = {worker_id: at for worker_id, at in retry_at.items() if at > now}
-        read_memory = bool(config.max_memory or config.max_memory_hard) and now >= memory_at
+        read_memory = bool(recycling.max_memory or recycling.max_memory_hard) and now >= memory_at
         if read_memory:
             memory_at = now + MEMORY_CHECK_INTERVAL
         for info in supervisor.workers():
@@ -58,13 +59,14 @@ async def watch(supervisor: Supervisor, config: Config, requests_of: Callable[[s
                 continue
             rss = tree_rss(info.pid) if read_memory else None
             requests = requests_of(info.id)
-            limits = RecycleLimits(info.request_limit, config.max_age, config.max_memory, config.max_memory_hard)
+            limits = RecycleLimits(info.request_limit, recycling.max_age, recycling.max_memory,
+                                   recycling.max_memory_hard)
             ready_for = now - info.ready_since if info.ready_since is not None else None
             reason = recycle_reason(limits, requests=requests, ready_for=ready_for, rss=rss)
             if reason is None:
                 continue
             try:
-                await supervisor.recycle(info.id, reason, _detail(reason, info, config, rss, requests))
+                await supervisor.recycle(info.id, reason, _detail(reason, info, recycling, rss, requests))
             except SupervisorError as exc:
                 supervisor.output.fleet(f"error: {exc}; trying again in {RETRY_AFTER:g} s")
                 retry_at[info.id] = time.monotonic() + RETRY_AFTER

@@ -33,7 +33,7 @@ def rebuilt(source: ConfigSource, running: Config) -> Config:
     """The configuration ``fleet up`` would build now, normalised as the running one was."""
     new = source.load("up")
     if new.cmd is None and new.app:
-        paths = app_paths(new)
+        paths = app_paths(new.supervisor, new.bokeh)
         new = replace(new, app=paths[0], extra_apps=tuple(paths[1:]), glob=False)
         made, _ = run_secrets(new.bokeh, source.env, make_secret=lambda: _MADE)
         kept = dict(running.bokeh_environment)

@@ -43,6 +43,7 @@ from fleet.supervisor.info import WorkerChange
 from fleet.supervisor.manager import Supervisor, SupervisorError
 from fleet.supervisor.policy import term_wait
 from fleet.supervisor.process import Output
+from fleet.supervisor.settings import SupervisorViews
 from fleet.tasks import cancel_and_wait, run_loop, supervise
 from fleet import recycler
 from fleet.config.reloadplan import ReloadPlan, Way
@@ -92,7 +93,7 @@ class Master(Frontage):
         self._background: set[asyncio.Task[Any]] = set()
         self._recycler: asyncio.Task[Any] | None = None
         self._reloading = asyncio.Lock()  # SIGHUP and fleet reload: one plan applied at a time
-        self.hooks = HookRunner.from_config(config, self.output, lambda: self.stopping)  # ops
+        self.hooks = HookRunner.from_config(config.hooks, self.output, lambda: self.stopping)  # ops
         self.systemd = SystemdNotifier.from_environ(os.environ, self.output)  # ops: Type=notify
 
     # -- signals: only enqueue -------------------------------------------------------------
@@ -127,7 +128,7 @@ class Master(Frontage):
         if config.cmd is None:
             assert config.app is not None
             try:
-                paths = app_paths(config)
+                paths = app_paths(config.supervisor, config.bokeh)
                 self.specs = detect_apps(paths)
                 self.spec = self.specs[0]
                 # --glob is expanded once: every worker, now or after a restart, serves the same apps.
@@ -157,7 +158,7 @@ class Master(Frontage):
             return self._error(str(exc))
         self._serve_bokeh_static()
         supervisor = self.supervisor = Supervisor(
-            config, self.spec, observers=(self._on_change, self.hooks.observe),
+            SupervisorViews.of(config), self.spec, observers=(self._on_change, self.hooks.observe),
             wait_idle=front.wait_idle if front.routes else None, output=self.output)
         front.attach(supervisor)
         self._add_fleet_routes(supervisor)
@@ -201,10 +202,10 @@ class Master(Frontage):
         if self._recycler is not None:
             self._recycler.cancel()
             self._recycler = None
-        config, supervisor = self.config, self.supervisor
-        if recycler.enabled(config) and supervisor is not None:
+        recycling, supervisor = self.config.recycling, self.supervisor
+        if recycler.enabled(recycling) and supervisor is not None:
             self._recycler = self._spawn_background(supervise(
-                "the recycler", lambda: recycler.watch(supervisor, config, self._requests_of), self.output.fleet))
+                "the recycler", lambda: recycler.watch(supervisor, recycling, self._requests_of), self.output.fleet))
 
     def _requests_of(self, worker_id: str) -> int | None:
         stats = self.front.stats
@@ -315,10 +316,11 @@ class Master(Frontage):
         before, config = self.config, plan.effective
         self.config = config
         assert self.supervisor is not None
-        self.supervisor.config = config  # read at each start, drain and stop
+        self.supervisor.views = SupervisorViews.of(config)  # read at each start, drain and stop
+        hooks = config.hooks
         self.hooks.commands = {event: cmd for event, cmd in {
-            "ready": config.on_ready, "exit": config.on_exit, "crash-loop": config.on_crash_loop}.items() if cmd}
-        self.hooks.timeout = config.hook_timeout
+            "ready": hooks.on_ready, "exit": hooks.on_exit, "crash-loop": hooks.on_crash_loop}.items() if cmd}
+        self.hooks.timeout = hooks.hook_timeout
         if isinstance(self.output, RecordingOutput):
             self.output.as_json = config.log_json
         self.output.log_rotation = Rotation(config.log_max_size, config.log_keep)

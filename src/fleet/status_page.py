@@ -31,7 +31,7 @@ from fleet.supervisor.info import WorkerChange, WorkerInfo
 from fleet.supervisor.usage import trees_usage
 
 if TYPE_CHECKING:
-    from fleet.config import Config
+    from fleet.config.sections import WorkerSettings
     from fleet.supervisor.manager import Supervisor
 
 INTERVAL = 2.0
@@ -79,11 +79,11 @@ class StatusBoard:
         self.failed_samples = 0
 
     @classmethod
-    def of(cls, config: "Config", supervisor: "Supervisor", stats: ProxyStats | None, name: str,
+    def of(cls, workers: "WorkerSettings", supervisor: "Supervisor", stats: ProxyStats | None, name: str,
            proxy_url: str | None) -> "StatusBoard":
         """The board of ``fleet up``'s master (``stats``: None with ``--no-proxy``)."""
         return cls(supervisor.workers, lambda: supervisor.desired, lambda: supervisor.generation, stats,
-                   meta_of(app_label(config.cmd, config.apps()), name, proxy_url))
+                   meta_of(app_label(workers.cmd, workers.apps()), name, proxy_url))
 
     def observe(self, change: WorkerChange) -> None:
         """A supervisor observer: exits are caught as they happen, not at the next sample."""

@@ -20,7 +20,10 @@ from up_helpers import Fleet, up
 
 BOKEH_APP = str(EXAMPLES / "bokeh_random")
 WORKERS = 3
-_MEASURED = pytest.StashKey[list[str]]()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    item.add_marker(pytest.mark.slow)  # every browser test drives Chromium for half a minute or more
 
 
 @pytest.fixture
@@ -59,13 +62,6 @@ def bokeh_fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
 
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """Add a line to the "measured" section of pytest's terminal summary."""
-    return lambda line: request.config.stash.setdefault(_MEASURED, []).append(line)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    lines = config.stash.get(_MEASURED, [])
-    if lines:
-        terminalreporter.section("measured in the browser")
-        for line in lines:
-            terminalreporter.write_line(line)
+    """Add a line to the "measured in the browser" section of pytest's terminal summary (carried
+    in the test's report, so it reaches the summary from an xdist worker: tests/conftest.py)."""
+    return lambda line: request.node.user_properties.append(("measured", line))

@@ -1,4 +1,4 @@
-"""bokeh serve's deployment options through fleet, in headless Chromium (issue 14).
+"""bokeh serve's deployment options through fleet, in headless Chromium.
 
 --prefix /dash; signed session ids across three workers with affinity off; two apps in one
 fleet; an auth module whose login page sets a user cookie that the app reads from its session

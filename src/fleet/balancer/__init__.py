@@ -1,8 +1,8 @@
 """The built-in reverse proxy: least connections, keep-alive pools, WebSocket relay.
 
-``policy`` chooses a worker, ``head`` holds the HTTP head rules, ``protocol`` and ``upstream``
-move the bytes, ``server`` owns the listeners, ``stats`` the counters, ``standalone`` runs
-``fleet balance``.
+``policy`` chooses a worker, ``request_rules`` and ``response_rules`` hold the HTTP head rules
+(``head`` picks the compiled or Python path), ``protocol`` and ``upstream`` move the bytes,
+``server`` owns the listeners, ``stats`` the counters, ``standalone`` runs ``fleet balance``.
 """
 
 from typing import Any

@@ -18,8 +18,8 @@
 #include <structmember.h>
 #include <string.h>
 
-/* Header kinds: the same numbers as head.py's _HOP.._IF_MODIFIED_SINCE (checked there at
- * import against KIND_NAMES), plus the codes of the name cache below. */
+/* Header kinds: the same numbers as request_rules.py's _HOP.._IF_MODIFIED_SINCE (checked by
+ * head.py at import against KIND_NAMES), plus the codes of the name cache below. */
 enum {
     K_HOP, K_CONNECTION, K_UPGRADE, K_TRANSFER_ENCODING, K_FORWARDING, K_HOST, K_CONTENT_LENGTH,
     K_COOKIE, K_ORIGIN, K_CLAIM, K_WS_PROTOCOL, K_SESSION_ID, K_IF_NONE_MATCH, K_IF_MODIFIED_SINCE,

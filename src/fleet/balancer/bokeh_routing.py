@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from fleet.balancer.head import Request
     from fleet.balancer.policy import UpstreamSet
     from fleet.balancer.static_files import Root
-    from fleet.config import Config
+    from fleet.config.sections import ProxySettings
 
 
 class StaticHit:
@@ -83,10 +83,10 @@ def _has_version(query: bytes) -> bool:
     return query.startswith(b"v=") or b"&v=" in query
 
 
-def routing_for(config: "Config", static_roots: "Iterable[Root]") -> BokehRouting:
+def routing_for(frontend: "ProxySettings", static_roots: "Iterable[Root]") -> BokehRouting:
     """The routing of a Bokeh fleet: session affinity follows ``--sticky``."""
     roots = list(static_roots)
-    return BokehRouting(StaticFiles(roots) if roots else None, by_session=config.sticky)
+    return BokehRouting(StaticFiles(roots) if roots else None, by_session=frontend.sticky)
 
 
 __all__ = ["BokehRouting", "StaticHit", "routing_for"]

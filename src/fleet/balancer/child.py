@@ -6,7 +6,7 @@ It runs an ordinary ``Balancer`` (every rule of the one-process proxy, unchanged
 one inherited unix socket carrying JSON lines, which workers exist and in which state, and
 what the built-in routes answer; it tells the master its counters. Messages:
 
-    master -> proxy   config and row (first line; a spare process waits for it)   add / ready / draining / remove (a worker)
+    master -> proxy   config and row (first line, the ProxyViews; a spare process waits for it)   add / ready / draining / remove (a worker)
                       route (a built-in route's latest answer)   bokeh (static roots)
                       settings (a reload)   reload_tls   stop_accepting   drain   close
                       sync (answer when every earlier message is applied)
@@ -32,7 +32,7 @@ from typing import Any
 from fleet.balancer import snapshot
 from fleet.balancer.loadtable import LoadTable, SharedProxyStats, SharedUpstreamSet
 from fleet.balancer.server import Balancer
-from fleet.config import Config
+from fleet.balancer.settings import ProxyViews
 from fleet.ports import PortInUseError
 
 STATS_INTERVAL = 0.25  # seconds between counter snapshots sent to the master
@@ -64,9 +64,7 @@ class PushedRoute:
 
 
 class ProxyProcess:
-    def __init__(self, config: Config, balancer: Balancer, stats: SharedProxyStats,
-                 writer: asyncio.StreamWriter) -> None:
-        self.config = config
+    def __init__(self, balancer: Balancer, stats: SharedProxyStats, writer: asyncio.StreamWriter) -> None:
         self.balancer = balancer
         self.stats = stats
         self.writer = writer
@@ -119,9 +117,8 @@ class ProxyProcess:
                                      for name, value in message.get("headers", ()))
         elif op == "bokeh":
             balancer.serve_bokeh(unpack(message["roots"]))
-        elif op == "settings":  # a reload: new connections get these
-            self.config = unpack(message["config"])
-            balancer.apply(self.config)
+        elif op == "settings":  # a reload: new connections get these views
+            balancer.apply(unpack(message["views"]))
         elif op == "reload_tls":
             balancer.reload_tls()
         elif op == "stop_accepting":
@@ -142,9 +139,9 @@ async def _run(control: socket.socket, table: LoadTable, unix_fd: int | None) ->
     first = json.loads(await reader.readline() or b"null")
     if not first or first.get("op") != "config":
         return 2
-    config: Config = unpack(first["config"])
+    views: ProxyViews = unpack(first["config"])
     stats = SharedProxyStats(table, first["row"])
-    balancer = Balancer(config, stats, reuse_port=True, upstream_set=SharedUpstreamSet)
+    balancer = Balancer(views, stats, reuse_port=True, upstream_set=SharedUpstreamSet)
     unix = socket.socket(fileno=unix_fd) if unix_fd is not None else None
     try:
         await balancer.start(unix)
@@ -152,7 +149,7 @@ async def _run(control: socket.socket, table: LoadTable, unix_fd: int | None) ->
         writer.write(encode({"op": "error", "message": str(exc)}))
         await writer.drain()
         return 1
-    process = ProxyProcess(config, balancer, stats, writer)
+    process = ProxyProcess(balancer, stats, writer)
     process.send({"op": "started", "pid": os.getpid(), "port": balancer.port,
                   "redirect_port": balancer.redirect_port})
     pusher = asyncio.ensure_future(process.push_stats())

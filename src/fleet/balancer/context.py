@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from fleet.balancer.allow import Allowlist
 from fleet.balancer.contracts import ProxyClient
@@ -21,7 +21,8 @@ from fleet.balancer.waitqueue import QUEUE_LIMIT, WaitQueue
 
 if TYPE_CHECKING:
     from fleet.balancer.bokeh_routing import BokehRouting
-    from fleet.config import Config
+    from fleet.balancer.settings import ProxyViews
+    from fleet.config.sections import LimitSettings, ProxySettings, TLSSettings, TrustSettings
 
 CONNECT_TIMEOUT = 5.0
 # Client bytes after an Upgrade head held while the worker has not answered 101 yet.
@@ -32,6 +33,33 @@ PINNED_WAIT = 2.0
 # Built-in routes answer under this prefix; it never reaches a worker.
 BUILTIN_PREFIX = b"/_fleet/"
 LocalHandler = Callable[[], tuple[int, str, bytes]]
+# A clock: seconds on a monotonic scale (``loop.time``, ``time.monotonic``). Timers and caches
+# take one, so a test can hand in its own instead of waiting for real time to pass.
+Clock = Callable[[], float]
+# How long a built-in route's render is reused, unless FLEET_METRICS_TTL says otherwise.
+RENDER_TTL = 1.0
+RENDER_TTL_MAX = 60.0
+
+
+def render_ttl(environ: Mapping[str, str]) -> float:
+    """The built-in routes' cache lifetime: ``FLEET_METRICS_TTL`` seconds (0 renders every
+    answer; end-to-end tests use it to read counters right after they act), else 1 s."""
+    text = environ.get("FLEET_METRICS_TTL", "").strip()
+    if not text:
+        return RENDER_TTL
+    try:
+        ttl = float(text)
+    except ValueError:
+        ttl = -1.0
+    if not 0.0 <= ttl <= RENDER_TTL_MAX:  # also refuses nan and inf
+        raise ValueError(f"FLEET_METRICS_TTL must be a number of seconds from 0 to {RENDER_TTL_MAX:g}, "
+                         f"not {text!r}")
+    return ttl
+# The Limits section's options the proxy reads per request or per connection, each a slot of
+# ``ProxyContext`` under its option's name.
+PER_REQUEST_LIMITS = ("max_header_size", "max_header_count", "max_trailer_size", "max_body_size",
+                      "min_body_rate", "upstream_timeout", "client_timeout", "header_timeout",
+                      "max_buffered_request", "queue_timeout", "max_connections_per_ip")
 
 
 def client_address(trust: TrustedProxies, peer_ip: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> str:
@@ -71,13 +99,13 @@ class AddressRules:
 
 
 class CachedRoute:
-    """A built-in route rendered at most once per ``ttl`` seconds: a scrape storm (or 2,000
-    pipelined ``GET /metrics``) costs one render a second, not one per request."""
+    """A built-in route rendered at most once per ``ttl`` seconds of ``clock``: a scrape storm
+    (or 2,000 pipelined ``GET /metrics``) costs one render a second, not one per request."""
 
-    def __init__(self, handler: LocalHandler, loop: asyncio.AbstractEventLoop, ttl: float = 1.0,
+    def __init__(self, handler: LocalHandler, clock: Clock, ttl: float = RENDER_TTL,
                  headers: Iterable[tuple[str, str]] = ()) -> None:
         self.handler = handler
-        self.loop = loop
+        self.clock = clock
         self.ttl = ttl
         # Extra header lines of every answer, ready to write (fixed strings of fleet's own).
         self.headers = b"".join(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
@@ -86,7 +114,7 @@ class CachedRoute:
         self._answer: tuple[int, str, bytes] = (200, "text/plain", b"")
 
     def __call__(self) -> tuple[int, str, bytes]:
-        now = self.loop.time()
+        now = self.clock()
         if now - self._at >= self.ttl:
             self._answer = self.handler()
             self._at = now
@@ -104,8 +132,21 @@ class ProxyContext:
                  "trust", "response_extra", "scheme", "default_host", "allowed_hosts", "allowed_origins", "metrics_allow",
                  "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting", "bokeh",
                  "checks_hosts", "__weakref__")
+    # Set from the Limits view by the PER_REQUEST_LIMITS loop below.
+    max_header_size: int
+    max_header_count: int
+    max_trailer_size: int
+    max_body_size: int
+    min_body_rate: int
+    upstream_timeout: float
+    client_timeout: float
+    header_timeout: float
+    max_buffered_request: int
+    queue_timeout: float
+    max_connections_per_ip: int
 
-    def __init__(self, config: "Config", stats: ProxyStats, upstreams: UpstreamSet,
+    def __init__(self, frontend: "ProxySettings", limits: "LimitSettings", tls: "TLSSettings",
+                 trust: "TrustSettings", stats: ProxyStats, upstreams: UpstreamSet,
                  access_log: Callable[[str], None] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.stats = stats
@@ -113,51 +154,44 @@ class ProxyContext:
         self.clients: set[ProxyClient] = set()
         self.local_routes: dict[bytes, CachedRoute] = {}
         self.closing = False
-        self.max_header_size = config.max_header_size
-        self.max_header_count = config.max_header_count
-        self.max_trailer_size = config.max_trailer_size
-        self.max_body_size = config.max_body_size
-        self.min_body_rate = config.min_body_rate
-        self.upstream_timeout = config.upstream_timeout
-        self.client_timeout = config.client_timeout
-        self.header_timeout = config.header_timeout
+        # The limits read per request or per connection: slots set once from the frozen view
+        # (one attribute load on the hot path, no view built per call).
+        for name in PER_REQUEST_LIMITS:
+            setattr(self, name, getattr(limits, name))
         self.limits = Limits(
-            header_timeout=config.header_timeout, client_timeout=config.client_timeout,
-            queue_timeout=config.queue_timeout, connect_timeout=CONNECT_TIMEOUT,
-            upstream_timeout=config.upstream_timeout, websocket_idle_timeout=config.websocket_idle_timeout,
-            max_header_size=config.max_header_size, max_buffered_request=config.max_buffered_request,
+            header_timeout=limits.header_timeout, client_timeout=limits.client_timeout,
+            queue_timeout=limits.queue_timeout, connect_timeout=CONNECT_TIMEOUT,
+            upstream_timeout=limits.upstream_timeout, websocket_idle_timeout=limits.websocket_idle_timeout,
+            max_header_size=limits.max_header_size, max_buffered_request=limits.max_buffered_request,
             upgrade_hold=UPGRADE_HOLD, write_high_water=64 * 1024)
-        self.max_buffered_request = config.max_buffered_request
-        self.queue_timeout = config.queue_timeout
-        self.sticky = config.sticky
+        self.sticky = frontend.sticky
         # A fleet of Bokeh apps: affinity by session id, static files (Balancer.serve_bokeh).
         self.bokeh: BokehRouting | None = None
-        self.trust = TrustedProxies(config.trusted_proxies())
-        self.scheme = b"https" if config.ssl_certfile else b"http"
-        self.default_host = f"{config.address}:{config.port}".encode()
-        self.allowed_hosts = Allowlist(config.allow_host)
-        self.allowed_origins = Allowlist(config.allow_websocket_origin
-                                         or default_origins(config.address, config.port))
+        self.trust = TrustedProxies(trust.trusted_proxies())
+        self.scheme = b"https" if tls.ssl_certfile else b"http"
+        self.default_host = f"{frontend.address}:{frontend.port}".encode()
+        self.allowed_hosts = Allowlist(trust.allow_host)
+        self.allowed_origins = Allowlist(trust.allow_websocket_origin
+                                         or default_origins(frontend.address, frontend.port))
         self.checks_hosts = bool(self.allowed_hosts)  # read per request: an attribute, not __bool__
         # Strict-Transport-Security on every worker response over TLS (--hsts).
-        self.response_extra = (b"Strict-Transport-Security: max-age=%d" % config.hsts
-                               if config.hsts and config.ssl_certfile else None)
-        self.metrics_allow = AddressRules(config.metrics_allow)
-        self.max_connections_per_ip = config.max_connections_per_ip
+        self.response_extra = (b"Strict-Transport-Security: max-age=%d" % tls.hsts
+                               if tls.hsts and tls.ssl_certfile else None)
+        self.metrics_allow = AddressRules(trust.metrics_allow)
         self.per_ip: dict[str, int] = {}
         self.access_log = access_log
         self.on_connection_lost: Callable[[], None] | None = None  # the listener's max-connections check
         # Requests no worker can take now, oldest first (state QUEUED).
         self.waiting = WaitQueue(stats)
 
-    def renewed(self, config: "Config", access_log: Callable[[str], None] | None, port: int | None) -> "ProxyContext":
-        """A context with ``config``'s settings sharing this one's state (connections, counters,
-        routes, queue): what a reload gives new connections, while open ones keep theirs."""
-        fresh = ProxyContext(config, self.stats, self.upstreams, access_log)
+    def renewed(self, views: "ProxyViews", access_log: Callable[[str], None] | None) -> "ProxyContext":
+        """A context with ``views``' settings sharing this one's state (connections, counters,
+        routes, queue): what a reload gives new connections, while open ones keep theirs.
+        ``views`` are bound (``ProxyViews.bound``): the default origins name the real port."""
+        fresh = ProxyContext(views.frontend, views.limits, views.tls, views.trust, self.stats, self.upstreams,
+                             access_log)
         for shared in ("clients", "local_routes", "closing", "per_ip", "on_connection_lost", "waiting", "bokeh"):
             setattr(fresh, shared, getattr(self, shared))
-        if not config.allow_websocket_origin and port is not None:
-            fresh.use_default_origins(config.address, port)
         return fresh
 
     # -- client addresses ----------------------------------------------------------------------
@@ -203,4 +237,5 @@ def default_origins(address: str, port: int) -> list[str]:
     return origins
 
 
-__all__ = ["AddressRules", "BUILTIN_PREFIX", "QUEUE_LIMIT", "CachedRoute", "ProxyContext", "client_address", "default_origins"]
+__all__ = ["AddressRules", "BUILTIN_PREFIX", "QUEUE_LIMIT", "CachedRoute", "Clock", "ProxyContext", "client_address",
+           "default_origins", "render_ttl"]

@@ -94,7 +94,7 @@ class Forwarder:
         assert request is not None
         if exchange.local is not None:
             if exchange.request_done or request.websocket or request.method not in (b"GET", b"HEAD"):
-                self.responder.serve_local(exchange)
+                self.responder.local.serve(exchange)
             return  # on_message_complete dispatches it once its (empty) body is read
         now = proxy.loop.time()
         if not exchange.started:
@@ -103,7 +103,15 @@ class Forwarder:
             if bokeh is not None and bokeh.by_session:  # the Bokeh session's worker first
                 exchange.affinity = bokeh.affinity(request, proxy.upstreams, now)
             if exchange.affinity is None and proxy.sticky and request.affinity_cookie is not None:
-                exchange.affinity = affinity_from_cookie(request.affinity_cookie)
+                pinned = affinity_from_cookie(request.affinity_cookie)
+                if bokeh is not None and pinned is not None:
+                    upstream = proxy.upstreams.get(pinned)
+                    if upstream is not None and upstream.draining:
+                        # A Bokeh request that names no session starts a new one: it belongs on
+                        # a worker that stays. A draining one can be idle, and stop, between the
+                        # page and its WebSocket, and the session would be made twice.
+                        pinned = None
+                exchange.affinity = pinned
         if exchange.affinity is None and not exchange.tried and not exchange.stale:
             upstream = proxy.upstreams.choose(now)  # the common case, without _choose's call
         else:

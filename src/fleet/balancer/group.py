@@ -4,7 +4,7 @@ It has ``Balancer``'s interface, so ``fleet up`` and ``fleet balance`` drive one
 processes the same way. The workers, their generations and their draining stay the master's;
 the proxy processes (``balancer.child``) only carry requests. What crosses between processes:
 
-- master -> proxy, JSON lines on one unix socketpair per process: the config (at start, again on a reload), each
+- master -> proxy, JSON lines on one unix socketpair per process: its settings (at start, again on a reload), each
   worker's add / ready / draining / remove with its load-table column, the latest answer of
   each built-in route (``/metrics``, ``/_fleet/...``, rendered by the master every
   ``ROUTE_INTERVAL`` from its fleet-wide totals), Bokeh static roots, TLS reload, stop.
@@ -46,7 +46,7 @@ from fleet.balancer.proxylives import CLOSE_WAIT, START_TIMEOUT, ProxyLives, Pro
 from fleet.balancer.proxystate import ProxyState
 from fleet.balancer.server import _tcp_listeners, unix_listener
 from fleet.balancer.stats import ProxyStats
-from fleet.config import Config, replace
+from fleet.balancer.settings import ProxyViews
 from fleet.ports import in_use_error
 from fleet.tasks import cancel_and_wait
 
@@ -56,10 +56,10 @@ IDLE_POLL = 0.05  # wait_idle reads the load table this often
 
 
 class ProxyGroup(ProxyLives):
-    def __init__(self, config: Config, processes: int, stats: ProxyStats | None = None,
+    def __init__(self, views: ProxyViews, processes: int, stats: ProxyStats | None = None,
                  say: Callable[[str], None] | None = None) -> None:
         super().__init__(say)
-        self.config = config
+        self.views = views
         self.stats = stats if stats is not None else ProxyStats()
         self.port: int | None = None
         self.redirect_port: int | None = None
@@ -78,30 +78,29 @@ class ProxyGroup(ProxyLives):
     async def start(self) -> None:
         """Bind (port in use fails fast here, naming its owner), start every proxy process and
         wait until each serves. Raises ``PortInUseError`` or ``OSError``."""
-        config = self.config
+        where, redirect_port = self.views.frontend, self.views.tls.https_redirect_port
         try:
-            self._reserved = _tcp_listeners(config.address, config.port, reuse_port=True, listen=False)
+            self._reserved = _tcp_listeners(where.address, where.port, reuse_port=True, listen=False)
         except OSError as exc:
             await self.close()
             if exc.errno == errno.EADDRINUSE:
-                raise in_use_error(config.address, config.port) from None
+                raise in_use_error(where.address, where.port) from None
             raise
         self.port = self._reserved[0].getsockname()[1]
-        changes: dict[str, Any] = {"port": self.port}
-        if config.https_redirect_port is not None:
+        if redirect_port is not None:
             try:
-                redirect = _tcp_listeners(config.address, config.https_redirect_port, reuse_port=True, listen=False)
+                redirect = _tcp_listeners(where.address, redirect_port, reuse_port=True, listen=False)
             except OSError as exc:
                 await self.close()
                 if exc.errno == errno.EADDRINUSE:
-                    raise in_use_error(config.address, config.https_redirect_port) from None
+                    raise in_use_error(where.address, redirect_port) from None
                 raise
             self._reserved += redirect
-            self.redirect_port = changes["https_redirect_port"] = redirect[0].getsockname()[1]
-        self.config = replace(config, **changes)  # port 0 resolved: every process binds the same
-        if config.unix_socket:
+            self.redirect_port = redirect[0].getsockname()[1]
+        self.views = self.views.bound(self.port, self.redirect_port)  # port 0 resolved: every process binds the same
+        if where.unix_socket:
             try:
-                self._unix = unix_listener(config.unix_socket)
+                self._unix = unix_listener(where.unix_socket)
             except OSError:
                 await self.close()
                 raise
@@ -225,24 +224,24 @@ class ProxyGroup(ProxyLives):
         self._refresh()
         self._broadcast(self._route_message(path, handler))
 
-    async def apply(self, config: Config) -> None:
-        """A reloaded configuration, in every proxy process (and any started later) before this
-        returns; the bound ports stay as resolved at start."""
-        self.config = replace(config, port=self.config.port, https_redirect_port=self.config.https_redirect_port)
-        self._broadcast({"op": "settings", "config": pack(self.config)})
+    async def apply(self, views: ProxyViews) -> None:
+        """A reload's views, in every proxy process (and any started later) before this returns;
+        the bound ports stay as resolved at start."""
+        self.views = views.bound(self.views.frontend.port, self.views.tls.https_redirect_port)
+        self._broadcast({"op": "settings", "views": pack(self.views)})
         await self.settle()
 
     def reload_tls(self) -> str | None:
-        config = self.config
-        if not config.ssl_certfile:
+        tls = self.views.tls
+        if not tls.ssl_certfile:
             return None
         try:  # the same check a proxy process makes: a bad certificate leaves the old one serving
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
+                tls.ssl_certfile, tls.ssl_keyfile, password=tls.ssl_password)
         except (OSError, ssl.SSLError, ValueError) as exc:
             return f"TLS certificate NOT reloaded, the previous one stays in use: {exc}"
         self._broadcast({"op": "reload_tls"})
-        return f"TLS certificate reloaded from {config.ssl_certfile} ({len(self.slots)} proxy processes)"
+        return f"TLS certificate reloaded from {tls.ssl_certfile} ({len(self.slots)} proxy processes)"
 
     # -- stop ----------------------------------------------------------------------------------
     async def stop_accepting(self) -> None:
@@ -299,7 +298,7 @@ class ProxyGroup(ProxyLives):
             self._unix.close()
             self._unix = None
             try:
-                os.unlink(self.config.unix_socket or "")
+                os.unlink(self.views.frontend.unix_socket or "")
             except OSError:
                 pass
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import httptools
 
-from fleet.balancer import head as heads
+import fleet.balancer.head as heads
 from fleet.balancer.context import BUILTIN_PREFIX, ProxyContext
 from fleet.balancer.contracts import WorkerLink
 from fleet.balancer.exchange import AWAITING_HEAD, DONE, HEAD, PIPELINED, SENDING, Exchange

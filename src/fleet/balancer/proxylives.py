@@ -23,7 +23,7 @@ from fleet.balancer import snapshot
 from fleet.balancer.child import LINE_LIMIT, encode, pack
 from fleet.balancer.loadtable import LoadTable
 from fleet.balancer.proxystate import ProxyState, transition
-from fleet.config import Config
+from fleet.balancer.settings import ProxyViews
 from fleet.supervisor.policy import RestartPolicy
 from fleet.supervisor.process import _child_setup
 from fleet.tasks import cancel_and_wait
@@ -77,7 +77,7 @@ class ProxySlot:
 class ProxyLives:
     """Proxy processes, one per row of ``table``, restarted when they die (until closing)."""
 
-    config: Config
+    views: ProxyViews
     table: LoadTable
     slots: list[ProxySlot]
     _unix: socket.socket | None
@@ -142,7 +142,7 @@ class ProxyLives:
         slot.started_at = time.monotonic()
         slot.move(ProxyState.STARTING)
         slot.since, slot.connections, slot.requests = None, 0, 0
-        slot.send({"op": "config", "row": slot.row, "config": pack(self.config)})
+        slot.send({"op": "config", "row": slot.row, "config": pack(self.views)})
         self._tasks = [task for task in self._tasks if not task.done()]  # a crash loop runs for days
         self._tasks.append(asyncio.get_running_loop().create_task(self._listen(slot, launched.reader)))
         return launched.proc

@@ -18,7 +18,8 @@ import re
 from typing import Any
 
 from fleet.balancer.allow import Allowlist
-from fleet.balancer.head import _VALID_HOST, HeadError, error_response, split_absolute_target
+from fleet.balancer.head import HeadError, error_response, split_absolute_target
+from fleet.balancer.request_rules import _VALID_HOST
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e]+) HTTP/1\.[01]")
 

@@ -1,5 +1,6 @@
 """The answer side of a client connection: the worker's response on its way to the client,
-the proxy's own answers (errors, built-in routes), and the end of every exchange.
+the proxy's own answers (errors; built-in routes through ``balancer.local_answers``), and the
+end of every exchange.
 
 ``Responder`` is one of the parts a ``balancer.protocol.ClientConnection`` is made of: the
 ``contracts.ResponseSink`` that ``balancer.upstream`` feeds (``response_head``,
@@ -16,13 +17,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Protocol
 
-from fleet.balancer import head as heads
-from fleet.balancer.bokeh_routing import StaticHit
+import fleet.balancer.head as heads
 from fleet.balancer.context import ProxyContext
 from fleet.balancer.exchange import DONE, Exchange, QUEUED, RELAYING, TUNNEL, UPGRADING
 from fleet.balancer.contracts import RequestSide, WorkerLink
 from fleet.balancer.flow import PEER_FULL, PIPELINE, UPGRADE, BUFFERED, ReadFlow
 from fleet.balancer.head import CHUNKED, FAST_RESPONSE_HEAD, LAST_CHUNK, UNTIL_CLOSE, HeadError
+from fleet.balancer.local_answers import LocalAnswers
 
 # The worker label of proxy answers that concern no worker (503 when none is ready).
 NO_WORKER = "none"
@@ -49,7 +50,7 @@ class Responder:
 
     __slots__ = ("client", "proxy", "queue", "flow", "transport", "requests", "closed", "lingering",
                  "linger_bytes", "tunnel", "tunnel_exchange", "write_paused", "idle_since", "_batch",
-                 "_static_wait", "_deferred")
+                 "local", "_deferred")
 
     def __init__(self, client: ClientState, requests: RequestSide) -> None:
         self.client = client
@@ -66,11 +67,11 @@ class Responder:
         self.write_paused = False  # the client's socket is full
         self.idle_since = self.proxy.loop.time()  # when the last exchange ended
         self._batch: list[bytes] | None = None
-        self._static_wait: Any = None  # a static answer waiting for the client to read (bound)
+        self.local = LocalAnswers(self)  # built-in routes and static files
         self._deferred: bytes | None = None  # a refusal, sent once earlier answers are out
 
     # -- writing to the client ---------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         batch = self._batch
         if batch is not None:
             batch.append(data)
@@ -106,10 +107,8 @@ class Responder:
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self._static_wait is not None:
-            exchange, hit = self._static_wait
-            self._static_wait = None
-            self._serve_static(exchange, hit)
+        if self.local.waiting is not None:
+            self.local.resume()
             return
         conn = self.tunnel or (self.queue[0].conn if self.queue else None)
         if conn is not None:
@@ -147,7 +146,7 @@ class Responder:
         if queue and queue[0].request is not None and queue[0].request.http10:
             return  # HTTP/1.0 has no 1xx responses (RFC 9110 15.2)
         if not self.closed:
-            self._write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason or b"Continue"))
+            self.write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason or b"Continue"))
 
     def response_head(self, conn: WorkerLink, exchange: Exchange, status: int, raw: bytes) -> None:
         """The worker's response head (``raw``: its status and header lines as llhttp accepted
@@ -189,7 +188,7 @@ class Responder:
             request.keep_alive = False
         proxy.stats.bytes_sent += len(head)
         if not self.closed:
-            batch = self._batch  # self._write, inline: once per response
+            batch = self._batch  # self.write, inline: once per response
             if batch is not None:
                 batch.append(head)
             else:
@@ -201,7 +200,7 @@ class Responder:
         exchange = self.queue[0]
         data = heads.chunk(body) if exchange.framing == CHUNKED else body
         self.proxy.stats.bytes_sent += len(data)
-        batch = self._batch  # self._write, inline: once per body piece
+        batch = self._batch  # self.write, inline: once per body piece
         if batch is not None:
             batch.append(data)
         else:
@@ -209,7 +208,7 @@ class Responder:
 
     def response_complete(self, conn: WorkerLink, exchange: Exchange, reusable: bool) -> None:
         if exchange.framing == CHUNKED and not self.closed:
-            self._write(LAST_CHUNK)
+            self.write(LAST_CHUNK)
             self.proxy.stats.bytes_sent += len(LAST_CHUNK)
         exchange.conn = None
         conn.release(reusable and exchange.request_done)
@@ -236,7 +235,7 @@ class Responder:
         self.flow.resume(UPGRADE | BUFFERED | PIPELINE)
         if rest:
             self.proxy.stats.bytes_sent += len(rest)
-            self._write(rest)
+            self.write(rest)
         if self.write_paused:
             conn.pause_reading()
 
@@ -302,7 +301,7 @@ class Responder:
         client = self.client
         if (self._deferred is not None or client.eof) and not queue:
             if self._deferred is not None:
-                self._write(self._deferred)
+                self.write(self._deferred)
             self.close_lingering()
             return
         if not request.keep_alive or not exchange.request_done or proxy.closing:
@@ -334,51 +333,8 @@ class Responder:
             elapsed = self.proxy.loop.time() - exchange.started if exchange.started else 0.0
             stats.record_response(method_name(request.method), status, elapsed)
         if not self.closed:
-            self._write(heads.error_response(status, detail, extra=extra, head_only=request.method == b"HEAD"))
+            self.write(heads.error_response(status, detail, extra=extra, head_only=request.method == b"HEAD"))
         request.keep_alive = False
-        self.finish(exchange)
-
-    def serve_local(self, exchange: Exchange) -> None:
-        """A built-in route (``/metrics``, ``/_fleet/...``), answered like any response:
-        keep-alive and pipelining as usual. Refused clients get the 404 an unknown path gets."""
-        request = exchange.request
-        assert request is not None
-        handler = exchange.local
-        if isinstance(handler, StaticHit):
-            self._serve_static(exchange, handler)
-            return
-        if handler is False or request.websocket:
-            self.proxy.stats.client_error("builtin_not_found")
-            self.answer(exchange, 404, "")
-            return
-        if request.method not in (b"GET", b"HEAD"):
-            self.proxy.stats.client_error("bad_method")
-            self.answer(exchange, 405, "only GET and HEAD", extra=b"Allow: GET, HEAD\r\n")
-            return
-        status, content_type, body = handler()  # type: ignore[operator]
-        close = not request.keep_alive or self.proxy.closing
-        response = heads.local_response(status, content_type, body, close=close, http10=request.http10,
-                                        head_only=request.method == b"HEAD", extra=handler.headers)  # type: ignore[union-attr]
-        exchange.status = status
-        self.proxy.stats.bytes_sent += len(response)
-        self._write(response)
-        self.finish(exchange)
-
-    def _serve_static(self, exchange: Exchange, hit: StaticHit) -> None:
-        """BokehJS or an app's ``static/`` file from the proxy's memory (``balancer.static_files``)."""
-        request = exchange.request
-        assert request is not None and self.proxy.bokeh is not None
-        if self.write_paused:
-            # A pipelining client that does not read gets one file at a time, not 64 at once.
-            self._static_wait = (exchange, hit)
-            return
-        close = not request.keep_alive or self.proxy.closing
-        status, response = self.proxy.bokeh.static_response(hit, request, keep_alive=not close)
-        exchange.status = status
-        if close:
-            request.keep_alive = False
-        self.proxy.stats.bytes_sent += len(response)
-        self._write(response)
         self.finish(exchange)
 
     def refuse(self, rejection: HeadError, exchange: Exchange | None = None) -> None:
@@ -398,7 +354,7 @@ class Responder:
             self.flow.pause(PIPELINE)
             return
         if not responded:
-            self._write(error)
+            self.write(error)
         # else: this request's answer has begun; an error now would be mixed into it.
         self.close_lingering()
 

@@ -36,9 +36,9 @@ import weakref
 from typing import Any, Callable, Iterable
 
 from fleet.acceptor import Acceptor
-from fleet.balancer import fdbudget
+import fleet.balancer.fdbudget as fdbudget
 from fleet.balancer.allow import Allowlist
-from fleet.balancer.context import CachedRoute, ProxyContext
+from fleet.balancer.context import CachedRoute, Clock, ProxyContext, render_ttl
 # unix_listener and _tcp_listeners: also imported from here by balancer.group.
 from fleet.balancer.listeners import _tcp_listeners, connect_or_close, raise_open_files_limit, unix_listener
 from fleet.balancer.policy import UpstreamSet
@@ -46,7 +46,7 @@ from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.redirect import RedirectConnection
 from fleet.balancer.stats import ProxyStats
 from fleet.balancer.upstream import close_idle
-from fleet.config import Config
+from fleet.balancer.settings import ProxyViews
 from fleet.ports import in_use_error
 from fleet.tasks import cancel_and_wait, supervise
 
@@ -60,18 +60,25 @@ MEASURE_BELOW = 65536
 
 
 class Balancer:
-    def __init__(self, config: Config, stats: ProxyStats | None = None,
+    def __init__(self, views: ProxyViews, stats: ProxyStats | None = None,
                  log: Callable[[str], None] | None = None, *, reuse_port: bool = False,
-                 upstream_set: type[UpstreamSet] = UpstreamSet) -> None:
-        self.config = config
+                 upstream_set: type[UpstreamSet] = UpstreamSet, clock: Clock | None = None) -> None:
+        self.views = views  # frozen; a reload replaces them whole (apply)
+        self.max_connections = views.limits.max_connections  # read on every accept and close
+        # The sweep's and the route caches' time: the loop's (set in start) unless a test gives
+        # one. Connections stamp their states with the loop's time, so a clock given here reads
+        # that scale (a test's may run ahead of it, to see timeouts pass without waiting).
+        self.clock = clock
         # One of several proxy processes on the same port (balancer.group): SO_REUSEPORT.
         self.reuse_port = reuse_port
         self.stats = stats if stats is not None else ProxyStats()
         # upstream_set: balancer.loadtable's fleet-wide choice in a proxy process of several.
-        self.upstreams = upstream_set(self.stats, config.worker_max_conns,
-                                     secure_cookie=bool(config.ssl_certfile),
-                                     cookie_path=config.prefix or "/")
-        self.context = ProxyContext(config, self.stats, self.upstreams, self._access_log(config, log))
+        self.upstreams = upstream_set(self.stats, views.limits.worker_max_conns,
+                                     secure_cookie=bool(views.tls.ssl_certfile),
+                                     cookie_path=views.cookie_prefix or "/")
+        self.log = log or (lambda line: print(f"fleet | {line}", flush=True))  # also --access-log's
+        self.context = ProxyContext(views.frontend, views.limits, views.tls, views.trust, self.stats,
+                                    self.upstreams, self.log if views.access_log else None)
         self.context.on_connection_lost = self._below_limit
         # Every context a connection may still hold (a reload makes a new one): a stop reaches all.
         self._contexts: weakref.WeakSet[ProxyContext] = weakref.WeakSet([self.context])
@@ -84,23 +91,18 @@ class Balancer:
         self._retry: asyncio.TimerHandle | None = None  # the listener's wake-up after EMFILE
         self.budget = fdbudget.Budget(fdbudget.soft_limit(), 0)
         self._base = 0  # descriptors open when the listeners were bound
-        self.log = log or (lambda line: print(f"fleet | {line}", flush=True))
         self._unix_path: str | None = None
         self._redirect: list[Acceptor] = []
         self.redirect_port: int | None = None
 
-    @staticmethod
-    def _access_log(config: Config, log: Callable[[str], None] | None) -> Callable[[str], None] | None:
-        if not config.access_log:
-            return None
-        return log or (lambda line: print(f"fleet | {line}", flush=True))
-
-    def apply(self, config: Config) -> None:
-        """A reloaded configuration: new connections get its settings; a connection keeps the
-        settings it was accepted under (as nginx's old workers do), so nothing on the request
-        path reads anything new. Listeners, ports and the upstream table stay as they are."""
-        self.config = config
-        self.context = self.context.renewed(config, self._access_log(config, self.log), self.port)
+    def apply(self, views: ProxyViews) -> None:
+        """A reload's views: new connections get them; a connection keeps the settings it was
+        accepted under (as nginx's old workers do). Listeners, ports, upstreams stay as they are."""
+        if self.port is not None:  # the ports stay as bound at start (port 0 resolved)
+            views = views.bound(self.port, self.redirect_port)
+        self.views = views
+        self.max_connections = views.limits.max_connections
+        self.context = self.context.renewed(views, self.log if views.access_log else None)
         self._contexts.add(self.context)
         self._below_limit()  # a raised --max-connections resumes accepting at once
 
@@ -110,76 +112,79 @@ class Balancer:
 
     # -- listeners ---------------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext | None:
-        config = self.config
-        if not config.ssl_certfile:
+        tls = self.views.tls
+        if not tls.ssl_certfile:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
+        context.load_cert_chain(tls.ssl_certfile, tls.ssl_keyfile, password=tls.ssl_password)
         context.set_alpn_protocols(["http/1.1"])
         return context
 
     def reload_tls(self) -> str | None:
         """Read --ssl-certfile/--ssl-keyfile again. Returns None when there is no TLS, else a
         message for the log; a certificate that cannot be loaded leaves the old one serving."""
-        config = self.config
-        if self._ssl is None or not config.ssl_certfile:
+        tls = self.views.tls
+        if self._ssl is None or not tls.ssl_certfile:
             return None
         try:
-            self._ssl.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_password)
+            self._ssl.load_cert_chain(tls.ssl_certfile, tls.ssl_keyfile, password=tls.ssl_password)
         except (OSError, ssl.SSLError, ValueError) as exc:
             return f"TLS certificate NOT reloaded, the previous one stays in use: {exc}"
-        return f"TLS certificate reloaded from {config.ssl_certfile}"
+        return f"TLS certificate reloaded from {tls.ssl_certfile}"
 
     async def start(self, unix_listener: socket.socket | None = None) -> None:
         """Bind the port (and unix socket) and start serving. Raises ``PortInUseError``.
         ``unix_listener``: a proxy process's inherited --unix-socket listener (the master owns
         the path; every proxy process accepts from the one socket)."""
-        config = self.config
+        where, redirect_port = self.views.frontend, self.views.tls.https_redirect_port
         loop = asyncio.get_running_loop()
         raise_open_files_limit()
         self._ssl = self._ssl_context()
         try:
-            self._listeners = _tcp_listeners(config.address, config.port, reuse_port=self.reuse_port)
+            self._listeners = _tcp_listeners(where.address, where.port, reuse_port=self.reuse_port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise in_use_error(config.address, config.port) from None
+                raise in_use_error(where.address, where.port) from None
             raise
         self.port = self._listeners[0].getsockname()[1]
-        if config.https_redirect_port is not None:
+        if redirect_port is not None:
             try:
                 await self._start_redirect(loop)
             except OSError as exc:
                 await self.close()
                 if exc.errno == errno.EADDRINUSE:
-                    raise in_use_error(config.address, config.https_redirect_port) from None
+                    raise in_use_error(where.address, redirect_port) from None
                 raise
         if unix_listener is not None:
             unix_listener.setblocking(False)
             self._listeners.append(unix_listener)
-        elif config.unix_socket:
+        elif where.unix_socket:
             try:
                 self._start_unix()
             except OSError:
                 await self.close()
                 raise
-        if not config.allow_websocket_origin:
-            self.context.use_default_origins(config.address, self.port)
+        if not self.views.trust.allow_websocket_origin:
+            self.context.use_default_origins(where.address, self.port)
         self._measure(start=True)
         self._resume_accepting()
+        if self.clock is None:
+            self.clock = loop.time
         self._sweeper = loop.create_task(supervise("the proxy's sweep", self._sweep, self.log))
 
     async def _start_redirect(self, loop: asyncio.AbstractEventLoop) -> None:
         """The plain-HTTP listener that only redirects. Accepted through ``fleet.acceptor``, not
         ``loop.create_server``: uvloop closes a server's listener for good on one EMFILE."""
-        config = self.config
-        assert config.https_redirect_port is not None and self.port is not None
+        views = self.views
+        redirect_port = views.tls.https_redirect_port
+        assert redirect_port is not None and self.port is not None
         public_port = self.port
-        listeners = _tcp_listeners(config.address, config.https_redirect_port, reuse_port=self.reuse_port)
+        listeners = _tcp_listeners(views.frontend.address, redirect_port, reuse_port=self.reuse_port)
 
         def serve(sock: socket.socket) -> None:
-            current = self.config  # a reload's settings for the next connection
-            protocol = RedirectConnection(public_port, Allowlist(current.allow_host), current.max_header_size,
-                                          current.header_timeout)
+            current = self.views  # a reload's settings for the next connection
+            protocol = RedirectConnection(public_port, Allowlist(current.trust.allow_host),
+                                          current.limits.max_header_size, current.limits.header_timeout)
             loop.create_task(connect_or_close(loop, sock, protocol))
 
         self._redirect = [Acceptor(listener, serve, loop) for listener in listeners]
@@ -208,7 +213,7 @@ class Balancer:
         return len(self.context.clients) + self._handshakes
 
     def _below_limit(self) -> None:
-        limit = self.config.max_connections
+        limit = self.max_connections
         if not self._accepting and (not limit or self._connections() < limit) and self._listeners:
             self._resume_accepting()
 
@@ -254,7 +259,7 @@ class Balancer:
         sock.close()
 
     def _accept(self, listener: socket.socket) -> None:
-        limit = self.config.max_connections
+        limit = self.max_connections
         loop = asyncio.get_running_loop()
         budget = self.budget
         limit_now = fdbudget.soft_limit()  # one getrlimit per wake: prlimit can lower it any time
@@ -296,24 +301,28 @@ class Balancer:
             self._below_limit()
 
     def _start_unix(self) -> None:
-        path = self.config.unix_socket
+        path = self.views.frontend.unix_socket
         assert path
         self._listeners.append(unix_listener(path))
         self._unix_path = path
 
     async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            context = self.context  # the clients and the queue are shared by every context
+            assert self.clock is not None
             self._measure()
-            now = loop.time()
-            if context.waiting:
-                # A worker kept out by a connect error (``mark_down``) is back once its time
-                # passes, with no event to say so: queued requests look again every sweep.
-                context.wake()
-            for client in list(context.clients):
-                client.sweep(now)
+            self.sweep(self.clock())
+
+    def sweep(self, now: float) -> None:
+        """One pass of the timeouts as of ``now`` (on ``clock``'s scale): the timer calls it
+        every ``SWEEP_INTERVAL``; a test calls it with the time it wants to have passed."""
+        context = self.context
+        if context.waiting:
+            # A worker kept out by a connect error (``mark_down``) is back once its time
+            # passes, with no event to say so: queued requests look again every sweep.
+            context.wake()
+        for client in list(context.clients):
+            client.sweep(now)
 
     # -- upstreams -----------------------------------------------------------------------------
     def add_upstream(self, upstream_id: str, host: str, port: int, ready: bool = False) -> None:
@@ -374,14 +383,15 @@ class Balancer:
         Called again after each reload, with an empty cache: the files the new generation ships."""
         from fleet.balancer.bokeh_routing import routing_for
 
-        self._set_everywhere("bokeh", routing_for(self.config, static_roots))
+        self._set_everywhere("bokeh", routing_for(self.views.frontend, static_roots))
 
     def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]],
                         headers: Iterable[tuple[str, str]] = ()) -> None:
         """Serve ``path`` from the proxy itself (``/metrics``); other paths go to workers.
         Only clients inside ``--metrics-allow`` see it (others get 404); the answer is
-        rendered at most once a second. ``headers``: extra response headers."""
-        self.context.local_routes[path.encode()] = CachedRoute(handler, asyncio.get_running_loop(),
+        rendered at most once a second (``FLEET_METRICS_TTL``). ``headers``: extra response headers."""
+        clock = self.clock or asyncio.get_running_loop().time
+        self.context.local_routes[path.encode()] = CachedRoute(handler, clock, render_ttl(os.environ),
                                                                headers=headers)
 
     # -- shutdown ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from fleet import __version__
 from fleet.balancer.group import ProxyGroup
 from fleet.balancer.hotpath import hot_path_line
 from fleet.balancer.server import Balancer
+from fleet.balancer.settings import ProxyViews
 from fleet.config import Config
 from fleet.cpulimit import proxy_processes
 from fleet.ports import PortInUseError
@@ -83,7 +84,8 @@ async def _run(config: Config, target_specs: tuple[str, ...]) -> int:
     targets = tuple(split_target(spec) for spec in target_specs)
     processes = proxy_processes(config.proxy_processes, "balance")
     # --proxy-processes: N processes on the port (balancer.group), else the proxy runs here.
-    balancer: Balancer | ProxyGroup = ProxyGroup(config, processes) if processes > 1 else Balancer(config)
+    views = ProxyViews.of(config)
+    balancer: Balancer | ProxyGroup = ProxyGroup(views, processes) if processes > 1 else Balancer(views)
     for index, (host, port) in enumerate(targets):
         balancer.add_upstream(target_id(index), host, port, ready=False)
     try:

@@ -1,11 +1,17 @@
 """``Config``: every setting of a fleet run, all sections at once, frozen.
 
 ``Config`` inherits every section dataclass, so flat access (``config.max_body_size``),
-``Config(workers=2)`` and ``dataclasses.replace(config, workers=3)`` work as they always did,
-and a function that takes one section (``def f(limits: LimitSettings)``) accepts a whole
-``Config`` too while its callers are converted. ``config.limits``, ``config.tls``, ... are the
-frozen views a subsystem should be given: a copy of that section's fields and nothing else, so
-a reload can tell which subsystem a change touches.
+``Config(workers=2)`` and ``dataclasses.replace(config, workers=3)`` work as they always did.
+``config.limits``, ``config.tls``, ... are the frozen views a subsystem is given: a copy of that
+section's fields and nothing else, built once, so a reload can tell which subsystem a change
+touches (``changed_sections``). A subsystem that spans a few sections takes those views
+explicitly (``balancer.settings.ProxyViews``, ``supervisor.settings.SupervisorViews``).
+
+Only the composition roots hold the whole ``Config``: ``runner`` (with ``frontage`` and
+``front.factory``) for ``fleet up``, ``balancer.standalone`` for ``fleet balance``, and ``cli``
+which builds it; and the renderers, which write every option into a generated file
+(``configgen``, and the managed nginx/HAProxy of ``dataplane`` through it).
+``tests/test_config_views.py`` holds that list and fails on a module outside it.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from fleet.config.sections import (
     TrustSettings,
     WorkerSettings,
 )
-from fleet.supervisor import portblocks
+import fleet.supervisor.portblocks as portblocks
 from fleet.supervisor.generations import worker_id
 
 S = TypeVar("S")

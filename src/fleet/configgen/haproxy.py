@@ -24,7 +24,7 @@ from fleet.configgen.common import (
     upstreams,
 )
 from fleet.configgen.deployment import Deployment
-from fleet.configgen import managed as managed_lines
+import fleet.configgen.managed as managed_lines
 from fleet.configgen.quoting import haproxy as q
 
 # HAProxy keeps a whole request head in one buffer and reserves tune.maxrewrite (1 KiB by

@@ -28,7 +28,7 @@ from fleet.configgen.common import (
     upstreams,
 )
 from fleet.configgen.deployment import Deployment
-from fleet.configgen import managed as managed_lines
+import fleet.configgen.managed as managed_lines
 from fleet.configgen.quoting import NGINX_DOLLAR, NGINX_DOLLAR_GEO, nginx as q
 
 _ERROR_LOG_LEVELS = {"debug": "debug", "info": "notice", "warning": "warn", "error": "error", "critical": "crit"}

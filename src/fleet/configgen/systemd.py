@@ -18,7 +18,7 @@ from fleet.config import Config
 from fleet.discovery import default_name
 from fleet.configgen.common import comment_block, fleet_arguments, fleet_command_line, whole_seconds
 from fleet.configgen.deployment import Deployment
-from fleet.configgen import quoting
+import fleet.configgen.quoting as quoting
 
 # Time past --graceful-timeout for fleet to TERM, then KILL, stragglers and exit by itself.
 STOP_MARGIN_SECONDS = 15

@@ -19,7 +19,7 @@ import shutil
 import stat
 from dataclasses import dataclass, replace
 
-from fleet.config import Config
+from fleet.config import Config, OperationsSettings
 from fleet.configgen import render
 from fleet.configgen.deployment import Deployment, detect
 from fleet.configgen.managed import Managed, own_metrics_path
@@ -29,7 +29,9 @@ from fleet.dataplane.model import PlaneModel
 # checks live under /_fleet/).
 FLEET_PREFIX = "/_fleet/"
 # A unix socket path must fit in sun_path (108 bytes on Linux, with the terminating NUL).
-MAX_SOCKET_PATH = 107
+# HAProxy binds a unix socket under a temporary name first (``<path>.<pid>.tmp``) and renames
+# it, so its paths must leave room for that suffix: it refuses longer ones at start.
+MAX_SOCKET_PATH = {"nginx": 107, "haproxy": 97}
 
 
 class DataPlaneError(RuntimeError):
@@ -84,17 +86,19 @@ class Layout:
 
     def check_lengths(self) -> None:
         longest = max((self.admin_socket, self.fleet_socket), key=len)
-        if len(longest.encode()) > MAX_SOCKET_PATH:
-            raise DataPlaneError(f"the data plane's socket path {longest} is longer than {MAX_SOCKET_PATH} "
-                                 f"bytes (a unix socket limit); use a shorter --control-socket or --name")
+        limit = MAX_SOCKET_PATH.get(self.kind, 107)
+        if len(longest.encode()) > limit:
+            raise DataPlaneError(f"the data plane's socket path {longest} is longer than {limit} "
+                                 f"bytes ({self.kind}'s limit for a unix socket); use a shorter "
+                                 f"--control-socket or --name")
 
 
-def fleet_paths(config: Config) -> tuple[str, ...]:
+def fleet_paths(operations: OperationsSettings) -> tuple[str, ...]:
     """The paths the server hands to fleet's master: metrics (unless on --metrics-port or off)
     and /_fleet/."""
     paths = []
-    if not config.no_metrics and config.metrics_port is None:
-        paths.append(config.metrics_path)
+    if not operations.no_metrics and operations.metrics_port is None:
+        paths.append(operations.metrics_path)
     paths.append(FLEET_PREFIX)
     return tuple(paths)
 
@@ -121,7 +125,7 @@ class Renderer:
         servers = model.haproxy_servers() if kind == "haproxy" else model.nginx_servers()
         managed = Managed(
             directory=self.layout.directory, servers=servers, admin_socket=self.layout.admin_socket,
-            fleet_socket=self.layout.fleet_socket, fleet_paths=fleet_paths(self.config),
+            fleet_socket=self.layout.fleet_socket, fleet_paths=fleet_paths(self.config.operations),
             metrics_path=self.own_metrics_path(), metrics_allow=self.config.metrics_allow,
             trusted_proxies=self.config.trusted_proxies(),
             drain_timeout=self.config.drain_timeout,

@@ -137,7 +137,7 @@ class DataPlane:
             self.sync = NginxSync(self.model, self._write, lambda: self.server.pid if self.server else None,
                                   self.output)
         self.server = process.ServerProcess(
-            self.kind, self.binary, self.layout, self.config, self.output,
+            self.kind, self.binary, self.layout, self.config.frontend, self.config.log_dir, self.output,
             before_start=self._rendered, on_restart=self._restarted,
             family=family)
         await self.server.start()

@@ -24,7 +24,7 @@ import signal
 import time
 from typing import Awaitable, Callable
 
-from fleet.config import Config
+from fleet.config.sections import ProxySettings
 from fleet.dataplane.files import DataPlaneError, Layout
 from fleet.supervisor.policy import RestartPolicy
 from fleet.supervisor.process import LineRelay, Output, WorkerProcess
@@ -55,7 +55,8 @@ def command(kind: str, binary: str, layout: Layout, *, test: bool = False) -> li
         argv = [binary, "-p", layout.directory + "/", "-e", "stderr", "-c", layout.config_file]
         return [*argv, "-t", "-q"] if test else [*argv, "-g", "daemon off;"]
     argv = [binary, "-f", layout.config_file]
-    return [*argv, "-c", "-q"] if test else [*argv, "-db"]
+    # No -q for the check: HAProxy's -q also silences the alerts that say what is wrong.
+    return [*argv, "-c"] if test else [*argv, "-db"]
 
 
 async def check(kind: str, binary: str, layout: Layout) -> None:
@@ -74,9 +75,9 @@ async def check(kind: str, binary: str, layout: Layout) -> None:
         raise DataPlaneError(f"{kind} rejects the generated configuration {layout.config_file}:\n{text}")
 
 
-def probe_address(config: Config) -> tuple[str, int]:
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.address, config.address)
-    return host.strip("[]"), config.port
+def probe_address(frontend: ProxySettings) -> tuple[str, int]:
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(frontend.address, frontend.address)
+    return host.strip("[]"), frontend.port
 
 
 async def accepts(host: str, port: int) -> bool:
@@ -91,13 +92,15 @@ async def accepts(host: str, port: int) -> bool:
 class ServerProcess:
     """One supervised nginx/HAProxy: started, restarted after a crash, stopped."""
 
-    def __init__(self, kind: str, binary: str, layout: Layout, config: Config, output: Output, *,
+    def __init__(self, kind: str, binary: str, layout: Layout, frontend: ProxySettings, log_dir: str | None,
+                 output: Output, *,
                  before_start: Callable[[], None], on_restart: Callable[[], Awaitable[None]],
                  family: tuple[Reaper | None, Watchdog | None]) -> None:
         self.kind = kind
         self.binary = binary
         self.layout = layout
-        self.config = config
+        self.frontend = frontend  # where the server listens: its readiness probe
+        self.log_dir = log_dir  # --log-dir (Logs): the server's output file
         self.output = output
         self._before_start = before_start  # renders the configuration for the current slots
         self._on_restart = on_restart
@@ -117,7 +120,7 @@ class ServerProcess:
 
     async def _spawn(self) -> WorkerProcess:
         self._before_start()
-        log_path = os.path.join(self.config.log_dir, f"{self.kind}.log") if self.config.log_dir else None
+        log_path = os.path.join(self.log_dir, f"{self.kind}.log") if self.log_dir else None
         relay = LineRelay(self.kind, self.output, log_path)
         family_env = self._watchdog.family_env() if self._watchdog else {}
         with self._reaper.spawning() if self._reaper else contextlib.nullcontext():
@@ -131,7 +134,7 @@ class ServerProcess:
         return proc
 
     async def _until_serving(self, proc: WorkerProcess) -> None:
-        host, port = probe_address(self.config)
+        host, port = probe_address(self.frontend)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.returncode is not None:

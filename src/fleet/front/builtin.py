@@ -5,18 +5,21 @@ this module is the glue between them and the master (``interface.Front``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from fleet.balancer.group import ProxyGroup
 from fleet.balancer.hotpath import hot_path_line
 from fleet.balancer.server import Balancer
 from fleet.balancer.stats import ProxyStats
-from fleet.config import Config
+from fleet.balancer.settings import ProxyViews
 from fleet.cpulimit import proxy_processes
 from fleet.front.interface import Crew, FrontError, RouteHandler
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.policy import WorkerState
+
+if TYPE_CHECKING:
+    from fleet.config import Config
 
 
 class BuiltinFront:
@@ -24,12 +27,12 @@ class BuiltinFront:
 
     routes = True
 
-    def __init__(self, config: Config, say: Callable[[str], None]) -> None:
-        self.config = config
+    def __init__(self, views: ProxyViews, say: Callable[[str], None]) -> None:
+        self.views = views
         self._stats = ProxyStats()
-        processes = proxy_processes(config.proxy_processes, "up")
-        self.proxy: Balancer | ProxyGroup = (ProxyGroup(config, processes, self._stats, say) if processes > 1
-                                             else Balancer(config, self._stats))
+        processes = proxy_processes(views.frontend.proxy_processes, "up")
+        self.proxy: Balancer | ProxyGroup = (ProxyGroup(views, processes, self._stats, say) if processes > 1
+                                             else Balancer(views, self._stats))
         self._upstreams: set[str] = set()
         self._slots: dict[str, str] = {}  # worker id -> its metrics label (slot)
         self._stopping = False
@@ -53,7 +56,7 @@ class BuiltinFront:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Bind now: a taken port fails before any worker runs."""
-        config = self.config
+        where = self.views.frontend
         try:
             await self.proxy.start()
         except PortInUseError as exc:
@@ -61,7 +64,7 @@ class BuiltinFront:
             raise FrontError(f"proxy {exc}") from None
         except OSError as exc:
             await self.close()
-            raise FrontError(f"cannot listen on {config.address}:{config.port}: {exc.strerror or exc}") from None
+            raise FrontError(f"cannot listen on {where.address}:{where.port}: {exc.strerror or exc}") from None
 
     def attach(self, crew: Crew) -> None:
         if isinstance(self.proxy, ProxyGroup):  # the reaper leaves proxy processes alone
@@ -128,12 +131,14 @@ class BuiltinFront:
     def reload_tls(self) -> str | None:
         return self.proxy.reload_tls()
 
-    async def apply(self, config: Config) -> str | None:
-        self.config = config
+    async def apply(self, config: "Config") -> str | None:
+        """The proxy's views of the reloaded config (the front's one interface takes the whole
+        Config: a managed front renders all of it)."""
+        self.views = ProxyViews.of(config)
         if isinstance(self.proxy, ProxyGroup):
-            await self.proxy.apply(config)  # every proxy process has it once this returns
+            await self.proxy.apply(self.views)  # every proxy process has it once this returns
             return f"applied in {len(self.proxy.slots)} proxy processes"
-        self.proxy.apply(config)
+        self.proxy.apply(self.views)
         return None
 
     # -- reports ---------------------------------------------------------------------------------

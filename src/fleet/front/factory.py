@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fleet.balancer.settings import ProxyViews
 from fleet.config import Config
 from fleet.front.builtin import BuiltinFront
 from fleet.front.interface import Front
@@ -15,7 +16,7 @@ def front_for(config: Config, control_path: str, output: Output) -> Front:
     if config.no_proxy:
         return NoFront()
     if config.proxy == "builtin":
-        return BuiltinFront(config, output.fleet)
+        return BuiltinFront(ProxyViews.of(config), output.fleet)
     from fleet.front.managed import ManagedFront  # imports fleet.dataplane only when used
 
     return ManagedFront(config, control_path, output)

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from fleet.appspec import AppSpec
-from fleet.config import SSL_PASSWORD_ENV, Config
+from fleet.config.declare import SSL_PASSWORD_ENV
+from fleet.config.sections import ProxySettings
+from fleet.supervisor.settings import SupervisorViews
 
 _LOOPBACK_OR_ANY = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""}
 
@@ -47,14 +49,14 @@ def worker_environment(parent: Mapping[str, str], extra: Mapping[str, str]) -> d
     return env
 
 
-def worker_host(config: Config) -> str:
+def worker_host(frontend: ProxySettings) -> str:
     """Where workers listen: loopback behind the built-in proxy; ``--address`` with ``--no-proxy``
     (so an nginx on another host can reach them)."""
-    return config.address if config.no_proxy else "127.0.0.1"
+    return frontend.address if frontend.no_proxy else "127.0.0.1"
 
 
-def probe_host(config: Config) -> str:
-    host = worker_host(config)
+def probe_host(frontend: ProxySettings) -> str:
+    host = worker_host(frontend)
     if host in {"0.0.0.0", ""}:
         return "127.0.0.1"
     if host == "::":
@@ -62,53 +64,55 @@ def probe_host(config: Config) -> str:
     return host
 
 
-def websocket_origins(config: Config) -> list[str]:
+def websocket_origins(views: SupervisorViews) -> list[str]:
     """Origins a Bokeh worker accepts: the proxy's public address (or ``--allow-websocket-origin``),
     plus the worker ports themselves for direct access on this machine."""
-    if config.allow_websocket_origin:
-        origins = list(config.allow_websocket_origin)
+    frontend = views.frontend
+    if views.trust.allow_websocket_origin:
+        origins = list(views.trust.allow_websocket_origin)
     else:
-        origins = [f"localhost:{config.port}", f"127.0.0.1:{config.port}"]
-        if config.address not in _LOOPBACK_OR_ANY:
-            origins.append(f"{config.address}:{config.port}")
-    blocks = (0,) if config.no_proxy else (0, 1)
+        origins = [f"localhost:{frontend.port}", f"127.0.0.1:{frontend.port}"]
+        if frontend.address not in _LOOPBACK_OR_ANY:
+            origins.append(f"{frontend.address}:{frontend.port}")
+    blocks = (0,) if frontend.no_proxy else (0, 1)
     for block in blocks:
-        for index in range(config.workers):
-            port = config.worker_port(index, block)
+        for index in range(views.workers.workers):
+            port = views.worker_port(index, block)
             origins += [f"localhost:{port}", f"127.0.0.1:{port}"]
     return list(dict.fromkeys(origins))
 
 
-def worker_command(config: Config, spec: AppSpec | None, index: int, workers: int,
+def worker_command(views: SupervisorViews, spec: AppSpec | None, index: int, workers: int,
                    python: str = sys.executable, *, worker_id: str | None = None,
                    port: int | None = None) -> WorkerCommand:
     """``worker_id`` and ``port`` default to generation 1 in the base block."""
-    port = config.worker_port(index) if port is None else port
+    what, limits = views.workers, views.limits
+    port = views.worker_port(index) if port is None else port
     env = {
         "PORT": str(port),
-        "FLEET_WORKER_ID": worker_id or config.worker_id(index),
+        "FLEET_WORKER_ID": worker_id or views.worker_id(index),
         "FLEET_WORKERS": str(workers),
         # Worker output is relayed line by line; a block-buffered Python child would hold it.
         "PYTHONUNBUFFERED": "1",
     }
-    if config.cmd:
-        return WorkerCommand(("/bin/sh", "-c", config.cmd.replace("{port}", str(port))), env)
-    assert config.app is not None and spec is not None
+    if what.cmd:
+        return WorkerCommand(("/bin/sh", "-c", what.cmd.replace("{port}", str(port))), env)
+    assert what.app is not None and spec is not None
     # The proxy adds forwarding headers to a head it accepted: leave the worker room for them.
-    argv = [python, "-m", "fleet.worker", "--address", worker_host(config),
-            "--max-header-size", str(config.max_header_size + WORKER_HEAD_HEADROOM),
-            "--max-body-size", str(config.max_body_size)]
-    for network in config.trusted_proxies():
+    argv = [python, "-m", "fleet.worker", "--address", worker_host(views.frontend),
+            "--max-header-size", str(limits.max_header_size + WORKER_HEAD_HEADROOM),
+            "--max-body-size", str(limits.max_body_size)]
+    for network in views.trust.trusted_proxies():
         argv += ["--trusted-proxy", network]
     if spec.kind.value == "bokeh":
         from fleet.bokeh_settings import app_paths, worker_settings
 
-        for origin in websocket_origins(config):
+        for origin in websocket_origins(views):
             argv += ["--allow-websocket-origin", origin]
-        argv += ["--bokeh-settings", worker_settings(config)]
-        env.update(config.bokeh_environment)  # secrets: environment only, never argv
-        apps = [os.path.abspath(path) for path in app_paths(config)]
+        argv += ["--bokeh-settings", worker_settings(views.bokeh)]
+        env.update(views.bokeh.bokeh_environment)  # secrets: environment only, never argv
+        apps = [os.path.abspath(path) for path in app_paths(what, views.bokeh)]
     else:
-        apps = [spec.path or config.app]
-    argv += [*apps, "--args", *config.app_args]
+        apps = [spec.path or what.app]
+    argv += [*apps, "--args", *what.app_args]
     return WorkerCommand(tuple(argv), env)

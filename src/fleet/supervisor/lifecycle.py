@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from fleet.appspec import AppSpec
-from fleet.config import Config
+from fleet.supervisor.settings import SupervisorViews
 from fleet.ports import PortInUseError, check_free
 from fleet.supervisor.command import probe_host, worker_command, worker_host
 from fleet.supervisor.generations import GenerationNumbers
@@ -42,11 +42,11 @@ S = WorkerState
 class WorkerLives:
     """The per-worker tasks of one supervisor; ``manager.Supervisor`` adds the operations."""
 
-    def __init__(self, config: Config, spec: AppSpec | None, *,
+    def __init__(self, views: SupervisorViews, spec: AppSpec | None, *,
                  observers: Iterable[Observer] = (), output: Output | None = None) -> None:
-        self.config = config
+        self.views = views  # frozen, built once at start
         self.spec = spec
-        self.desired = config.workers
+        self.desired = views.workers.workers
         self._observers: list[Observer] = list(observers)
         self.output = output or Output()
         self._roster = Roster()  # current (by index), pending and replaced workers
@@ -58,8 +58,8 @@ class WorkerLives:
         # Descendants die with fleet (subreaper) and hung workers are replaced (--worker-timeout).
         self._reaper: Reaper | None = None
         self._helpers: set[int] = set()  # the master's other children (proxy processes)
-        self._liveness = Liveness(config.worker_timeout, config.health_path, probe_host(config),
-                                  self.output.fleet)
+        self._liveness = Liveness(views.workers.worker_timeout, views.workers.health_path,
+                                  probe_host(views.frontend), self.output.fleet)
 
     # -- snapshots -------------------------------------------------------------------------
     def _info(self, worker: Worker) -> WorkerInfo:
@@ -141,7 +141,7 @@ class WorkerLives:
     def _new_worker(self, index: int, generation: int, block: int, *, trial: bool = False,
                     hold_output: bool = False, request_limit: int = 0) -> Worker:
         worker = Worker(index=index, generation=generation, block=block,
-                        port=self.config.worker_port(index, block), trial=trial,
+                        port=self.views.worker_port(index, block), trial=trial,
                         request_limit=request_limit)
         worker.task = asyncio.ensure_future(self._run(worker, hold_output))
         return worker
@@ -154,12 +154,12 @@ class WorkerLives:
             if problem is not None:
                 self.output.fleet(f"{worker.label} cannot start: {problem}")
                 return None
-        command = worker_command(self.config, self.spec, worker.index, self.desired,
+        command = worker_command(self.views, self.spec, worker.index, self.desired,
                                  worker_id=worker.id, port=worker.port)
         # One log file per port slot (w0.log, s0.log), not per id: reloads must not add files.
-        log_path = os.path.join(self.config.log_dir, f"{worker.slot}.log") if self.config.log_dir else None
+        log_path = os.path.join(self.views.log_dir, f"{worker.slot}.log") if self.views.log_dir else None
         if log_path:
-            os.makedirs(self.config.log_dir or ".", exist_ok=True)
+            os.makedirs(self.views.log_dir or ".", exist_ok=True)
         relay = worker.relay = LineRelay(worker.label, self.output, log_path, hold=hold_output)
         worker.proc = None
         worker.timed_out = False
@@ -167,7 +167,7 @@ class WorkerLives:
         worker.started_at = time.time()
         worker.started_mono = time.monotonic()
         # A heartbeat file for APP workers (--worker-timeout); FLEET_FAMILY for the watchdog.
-        extras = self._liveness.prepare(worker.id, beats=self.config.cmd is None)
+        extras = self._liveness.prepare(worker.id, beats=self.views.workers.cmd is None)
         try:
             with self._reaper.spawning() if self._reaper else contextlib.nullcontext():
                 family = self._watchdog.family_env() if self._watchdog else {}
@@ -189,7 +189,7 @@ class WorkerLives:
         deadline = time.monotonic() + patience
         while True:
             try:
-                check_free(worker_host(self.config), worker.port, what=f"worker {worker.id} port")
+                check_free(worker_host(self.views.frontend), worker.port, what=f"worker {worker.id} port")
                 return None
             except PortInUseError as exc:
                 if time.monotonic() >= deadline:
@@ -257,8 +257,9 @@ class WorkerLives:
         proc = worker.proc
         assert proc is not None
         exited = asyncio.ensure_future(proc.wait())
+        settings = self.views.workers
         probe = asyncio.ensure_future(
-            wait_ready(probe_host(self.config), worker.port, self.config.health_path, self.config.start_timeout)
+            wait_ready(probe_host(self.views.frontend), worker.port, settings.health_path, settings.start_timeout)
         )
         try:
             await asyncio.wait({exited, probe}, return_when=asyncio.FIRST_COMPLETED)
@@ -282,8 +283,8 @@ class WorkerLives:
                                          lambda: self._kill_hung(worker, proc))
                     await self._watch_stability(worker, exited)
             elif worker.state is S.STARTING:
-                what = f"a 2xx from {self.config.health_path}" if self.config.health_path else "connections"
-                worker.failure = (f"not ready within --start-timeout {self.config.start_timeout:g} s "
+                what = f"a 2xx from {settings.health_path}" if settings.health_path else "connections"
+                worker.failure = (f"not ready within --start-timeout {settings.start_timeout:g} s "
                                   f"(no {what} on port {worker.port})")
                 worker.timed_out = True
                 self.output.fleet(f"{worker.label} {worker.failure}; killing it")

@@ -23,7 +23,7 @@ import time
 from typing import Iterable
 
 from fleet.appspec import AppSpec
-from fleet.config import Config
+from fleet.supervisor.settings import SupervisorViews
 from fleet.ports import PortInUseError, check_free
 from fleet.supervisor.command import worker_host
 from fleet.supervisor.drains import Drains, WaitIdle
@@ -54,17 +54,17 @@ class SupervisorError(RuntimeError):
 class Supervisor(WorkerLives):
     """Spawns and watches the workers of one fleet. Use from one event loop."""
 
-    def __init__(self, config: Config, spec: AppSpec | None, *,
+    def __init__(self, views: SupervisorViews, spec: AppSpec | None, *,
                  observers: Iterable[Observer] = (),
                  wait_idle: WaitIdle | None = None, output: Output | None = None) -> None:
-        super().__init__(config, spec, observers=observers, output=output)
+        super().__init__(views, spec, observers=observers, output=output)
         self._wait_idle = wait_idle  # None: no proxy, nothing to drain through
         self.last_reload: dict[str, object] | None = None  # for fleet status
         self._stopping = False
         self._ops = asyncio.Lock()  # one reload/scale/recycle at a time
         self._drains = Drains(self._roster, wait_idle=wait_idle, set_state=self._set_state,
                               terminate=self._terminate, say=self.output.fleet,
-                              graceful_timeout=lambda: self.config.graceful_timeout)
+                              graceful_timeout=lambda: self.views.workers.graceful_timeout)
         self._rng = random.Random()
 
     @property
@@ -78,7 +78,7 @@ class Supervisor(WorkerLives):
         return self._reaper, self._watchdog
 
     def _add(self, placement: Placement, generation: int, *, trial: bool, hold_output: bool = False) -> Worker:
-        limit = request_limit(self.config.max_requests, self.config.max_requests_jitter,
+        limit = request_limit(self.views.recycling.max_requests, self.views.recycling.max_requests_jitter,
                               self._rng.randrange(1 << 30))
         worker = self._new_worker(placement.index, generation, placement.block, trial=trial,
                                   hold_output=hold_output, request_limit=limit)
@@ -94,9 +94,9 @@ class Supervisor(WorkerLives):
         return old
 
     def _check_ports(self, placements: list[Placement]) -> None:
-        host = worker_host(self.config)
+        host = worker_host(self.views.frontend)
         for p in placements:
-            port = self.config.worker_port(p.index, p.block)
+            port = self.views.worker_port(p.index, p.block)
             if port > 65535:
                 raise SupervisorError(f"worker {p.index} would need port {port}, past 65535")
             try:
@@ -177,7 +177,7 @@ class Supervisor(WorkerLives):
             if self._wait_idle is None:
                 return await self._reload_in_place()
             plan = ReloadPlan(self._numbers.upcoming, {i: w.block for i, w in self._roster.current.items()},
-                              self.config.reload_batch, self._roster.held_ports())
+                              self.views.workers.reload_batch, self._roster.held_ports())
             notes = await self._end_blocking_drains(plan)
             try:
                 self._check_ports(plan.placements)
@@ -185,17 +185,17 @@ class Supervisor(WorkerLives):
                 plan.fail_before_start(str(exc))
                 raise self._reload_failed(plan, notes) from None
             self._numbers.take(plan.generation)
-            ports = port_list(self.config.worker_port(p.index, p.block) for p in plan.placements)
+            ports = port_list(self.views.worker_port(p.index, p.block) for p in plan.placements)
             self.output.fleet(f"reload: starting generation {plan.generation} on ports {ports}")
             started, failed = await self._start_plan(plan)
             if failed is not None:
                 raise self._reload_failed(plan, notes)
             old = [w for w in map(self._serve, started) if w is not None]
             old_generations = sorted({w.generation for w in old})
-            self._drains.begin(old, self.config.drain_timeout)
+            self._drains.begin(old, self.views.workers.drain_timeout)
             message = (f"generation {plan.generation} ready ({len(started)} workers on ports {ports}); "
                        f"generation {', '.join(map(str, old_generations))} draining (up to --drain-timeout "
-                       f"{self.config.drain_timeout:g} s)")
+                       f"{self.views.workers.drain_timeout:g} s)")
             self.last_reload = {"generation": plan.generation, "ok": True, "time": time.time(),
                                 "message": message}
             self.output.fleet(message)
@@ -239,7 +239,7 @@ class Supervisor(WorkerLives):
 
     async def _discard(self, workers: list[Worker]) -> None:
         """Stop workers of a failed generation; any request they took is let finish first."""
-        await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout)
+        await asyncio.gather(*(self._drains.drain_and_stop(w, self.views.workers.graceful_timeout)
                                for w in workers))
 
     async def _reload_in_place(self) -> str:
@@ -268,13 +268,13 @@ class Supervisor(WorkerLives):
             worker.wake.set()  # start it now instead of after the backoff
         elif worker.state in (S.STARTING, S.READY, S.DRAINING, S.STOPPING):
             worker.intend(Intent.RESTART)
-            graceful = self.config.graceful_timeout
+            graceful = self.views.workers.graceful_timeout
             await self._terminate(worker, term_wait(time.monotonic() + graceful, time.monotonic(), graceful))
         else:
             return
         became = await self._wait_for(
             lambda: worker.spawns > spawns_before and worker.state in (S.READY, S.FAILED, S.STOPPED, S.BACKOFF),
-            self.config.start_timeout + 5,
+            self.views.workers.start_timeout + 5,
         )
         if self._stopping:
             return  # fleet is shutting down: not coming back is expected
@@ -318,7 +318,7 @@ class Supervisor(WorkerLives):
                 raise SupervisorError(f"recycle of {worker.id} failed: {failed.failure}; "
                                       f"{worker.id} keeps serving")
             self._serve(new)
-            self._drains.begin([worker], self.config.drain_timeout)
+            self._drains.begin([worker], self.views.workers.drain_timeout)
             return "\n".join([*notes, f"{worker.id} replaced by {new.id} ({reason.value})"])
 
     # -- scale -----------------------------------------------------------------------------
@@ -342,14 +342,14 @@ class Supervisor(WorkerLives):
                 for worker in added:
                     self._serve(worker)
                 await self._wait_for(lambda: all(w.state is not S.STARTING for w in added),
-                                     self.config.start_timeout + 5)
+                                     self.views.workers.start_timeout + 5)
             elif workers < len(current):
                 self.desired = workers
                 self.output.fleet(f"scaling down to {workers} workers")
                 removed = [roster.current[i] for i in current[workers:]]
                 for worker in removed:  # no index to serve any more: it drains, then stops
                     roster.retire(worker)
-                await asyncio.gather(*(self._drains.drain_and_stop(w, self.config.graceful_timeout)
+                await asyncio.gather(*(self._drains.drain_and_stop(w, self.views.workers.graceful_timeout)
                                        for w in removed))
 
     # -- stop ------------------------------------------------------------------------------

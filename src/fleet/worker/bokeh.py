@@ -10,7 +10,8 @@ from the environment through ``bokeh.settings`` (``BOKEH_SECRET_KEY``, ``BOKEH_S
 ``install_session_ids`` makes the session ids this worker creates start with its
 ``FLEET_WORKER_ID`` (``w1-<random>``, signed as a whole when sessions are signed), so the
 proxy can send a session's WebSocket to the worker that made it without a cookie. It replaces
-``generate_session_id`` where ``bokeh.server.views.session_handler`` imported it, which is
+``generate_session_id`` where Bokeh's session-making code imported it
+(``bokeh.server.views.session_handler`` up to 3.9, ``bokeh.server.core`` from 3.10), which is
 private API: ``SUPPORTED_BOKEH`` says which versions it was checked against (pyproject pins
 the same range), and on anything unexpected the worker keeps Bokeh's own ids and says so.
 """
@@ -24,11 +25,13 @@ from typing import Any, Callable
 
 log = logging.getLogger("fleet.worker")
 
-# bokeh versions whose session_handler imports ``generate_session_id`` and whose token module
-# has ``_get_random_string``/``_signature`` with these meanings (pyproject pins the same;
-# tests/test_bokeh_versions.py runs a fleet with each minor version). 3.10 creates session ids
-# in ``bokeh.server.core.create_session`` instead, and needs Python 3.12.
-SUPPORTED_BOKEH = ((3, 3), (3, 10))  # [low, high)
+# bokeh versions whose session-making code calls a module-level ``generate_session_id`` (looked
+# up at call time) and whose token module has ``_get_random_string``/``_signature`` with these
+# meanings (pyproject pins the same; tests/test_bokeh_versions.py runs a fleet with each minor
+# version). Up to 3.9 that code is ``bokeh.server.views.session_handler``; from 3.10 (Python
+# 3.12+) it is ``bokeh.server.core.create_session``.
+SUPPORTED_BOKEH = ((3, 3), (3, 11))  # [low, high)
+SESSION_IDS_MOVED = (3, 10)  # from this version on, ids are made in bokeh.server.core
 # Not "." (Bokeh splits signed ids there). The proxy matches ``<known worker id>-``, so a worker
 # id may itself contain "-".
 SESSION_ID_SEPARATOR = "-"
@@ -124,33 +127,67 @@ def install_session_ids(worker_id: str | None) -> bool:
                          f"they stay Bokeh's own\n")
         return False
     version = bokeh_version()
-    from bokeh.server.views import session_handler
     from bokeh.util import token
 
-    usable = (is_supported(version) and hasattr(session_handler, "generate_session_id")
+    maker = _session_id_module(version)
+    usable = (is_supported(version) and maker is not None and hasattr(maker, "generate_session_id")
               and hasattr(token, "_get_random_string") and hasattr(token, "_signature"))
     if not usable:
         sys.stderr.write(f"fleet.worker: bokeh {'.'.join(map(str, version))} is not one fleet's "
                          f"session-id prefix supports; session ids stay Bokeh's own (affinity "
                          f"falls back to the hash of the id and the cookie)\n")
         return False
-    session_handler.generate_session_id = worker_session_id_maker(worker_id)  # type: ignore[attr-defined]
+    maker.generate_session_id = worker_session_id_maker(worker_id)  # type: ignore[union-attr]
     return True
+
+
+def _session_id_module(version: tuple[int, int]) -> Any:
+    """The module whose session-making code calls ``generate_session_id`` by its global name."""
+    try:
+        if version >= SESSION_IDS_MOVED:
+            from bokeh.server import core
+
+            return core if hasattr(core, "create_session") else None
+        from bokeh.server.views import session_handler
+
+        return session_handler
+    except ImportError:
+        return None
 
 
 def build_server(paths: list[str], app_argv: list[str], settings: dict[str, Any], *, port: int,
                  address: str, origins: list[str], http_server_kwargs: dict[str, int],
                  worker_id: str | None) -> Any:
-    """Load every app (each run once, so a broken one is a boot error) and build the Server."""
+    """Build the Server for every app without running any app (``bokeh serve``'s way).
+
+    An app that is broken before it runs (a syntax error, a handler Bokeh cannot build) is
+    served anyway, with Bokeh's answer for a failed handler, and named on stderr; the others
+    serve as usual. Only when every app is broken is it a boot error (LoadError): there would be
+    nothing to serve, and the user should see the error at ``fleet up``, not in a browser.
+    """
     from bokeh.server.server import Server
 
     from fleet.appspec import detect
-    from fleet.worker.load import load_bokeh
+    from fleet.worker.load import LoadError, broken_app, load_bokeh
 
     applications = {}
     for path in paths:
         spec = detect(path)
         applications[spec.url_path] = load_bokeh(spec, list(app_argv))
+    broken = {url: app for url, app in applications.items() if broken_app(app) is not None}
+    if broken and len(broken) == len(applications):
+        raise LoadError("\n".join(f"Bokeh app {url} cannot run:\n{broken_app(app, detail=True)}"
+                                  for url, app in broken.items()))
+    for url, app in broken.items():
+        sys.stderr.write(f"fleet.worker: Bokeh app {url} is broken: {broken_app(app)}\n"
+                         f"fleet.worker: {url} answers each session with an empty page and logs "
+                         f"this error, as bokeh serve does for an app whose code failed; the other "
+                         f"apps serve\n")
+    # Bokeh's own modules that nearly every app imports (library code, no app code): imported
+    # now, so the first page a worker serves does not pay for them.
+    import bokeh.layouts  # noqa: F401
+    import bokeh.plotting  # noqa: F401
+
     install_session_ids(worker_id)
     return Server(
         applications,

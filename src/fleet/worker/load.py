@@ -1,16 +1,18 @@
 """Load the app a worker serves: a Tornado ``Application`` or a Bokeh ``Application``.
 
-Loading runs user code, so everything here may raise anything; ``fleet.worker.serve`` turns
-such an exception into a boot error. Nothing here binds a socket.
+Loading a Tornado app imports it, so runs user code that may raise anything;
+``fleet.worker.serve`` turns such an exception into a boot error. Loading a Bokeh app runs none
+of the app's own code (``bokeh serve``'s way: the app runs per session) and reports a broken app
+instead of raising. Nothing here binds a socket.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import os
 import sys
+import traceback
 from types import ModuleType
 from typing import Any
 
@@ -87,26 +89,64 @@ def load_tornado(spec: AppSpec) -> Any:
     raise LoadError(f"{label} defines neither make_app() nor a tornado.web.Application")
 
 
-def load_bokeh(spec: AppSpec, argv: list[str]) -> Any:
-    """Build the Bokeh ``Application`` for a script or directory and run it once.
+def _failed_handler(message: str, detail: str) -> Any:
+    """Stands in for an app whose Bokeh handler could not even be built (a notebook without
+    nbconvert, a directory with both ``app_hooks.py`` and ``server_lifecycle.py``): failed from the
+    start, so Bokeh answers each session the way it answers any failed handler."""
+    from bokeh.application.handlers.handler import Handler
 
-    The trial run (one document, no session) is how a broken script is found at boot, the way
-    a Tornado app's ImportError is: otherwise Bokeh would only log the error on every page
-    view while the worker looks healthy.
+    class Failed(Handler):
+        def modify_document(self, doc: Any) -> None:
+            return None  # nothing to run; Application.initialize_document logs the error
+
+    handler = Failed()
+    handler._failed = True
+    handler._error = message
+    handler._error_detail = detail
+    return handler
+
+
+def _bokeh_handler(path: str, argv: list[str]) -> Any:
+    """The handler ``bokeh serve`` would build for ``path`` (``build_single_handler_application``
+    without its raise on a failed handler): it compiles the script, notebook or ``main.py`` and
+    runs none of it; a directory's ``app_hooks.py``/``server_lifecycle.py`` is imported, as
+    ``bokeh serve`` imports it at start."""
+    from bokeh.application.handlers.directory import DirectoryHandler
+    from bokeh.application.handlers.notebook import NotebookHandler
+    from bokeh.application.handlers.script import ScriptHandler
+
+    if os.path.isdir(path):
+        return DirectoryHandler(filename=path, argv=argv)
+    if path.endswith(".ipynb"):
+        return NotebookHandler(filename=path, argv=argv)
+    return ScriptHandler(filename=path, argv=argv)
+
+
+def load_bokeh(spec: AppSpec, argv: list[str]) -> Any:
+    """The Bokeh ``Application`` for a script, notebook or directory, built without running it.
+
+    As with ``bokeh serve``, the script (or ``main.py``, or the notebook's cells) runs once per
+    session, when a browser opens one, so an app may read ``curdoc().session_context`` at
+    module level. What can be known without running it is checked: a syntax error, or a handler
+    Bokeh cannot build. Such an app is still returned, with a failed handler (``broken_app``
+    says why): Bokeh then answers each of its sessions as it answers an app whose code failed,
+    with an empty document and the error logged.
     """
-    from bokeh.command.util import build_single_handler_application
+    from bokeh.application import Application
 
     assert spec.path is not None
-    application = build_single_handler_application(spec.path, argv)
-    # Bokeh logs a failing handler itself; we report it below, once, with the full traceback.
-    bokeh_log = logging.getLogger("bokeh.application.application")
-    previous = bokeh_log.level
-    bokeh_log.setLevel(logging.CRITICAL)
     try:
-        application.create_document()
-    finally:
-        bokeh_log.setLevel(previous)
+        handler = _bokeh_handler(spec.path, argv)
+    except Exception as exc:  # noqa: BLE001 - any failure to build the handler is the app's
+        handler = _failed_handler(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    return Application(handler)
+
+
+def broken_app(application: Any, *, detail: bool = False) -> str | None:
+    """Why a Bokeh ``Application`` from ``load_bokeh`` cannot run (with the traceback if
+    ``detail``), or None."""
     for handler in application.handlers:
         if handler.failed:
-            raise LoadError(f"Bokeh app {spec.name} failed to run:\n{handler.error_detail}")
-    return application
+            text = str(handler.error or "failed")
+            return f"{text}\n{handler.error_detail or ''}".rstrip() if detail else text.rstrip()
+    return None
