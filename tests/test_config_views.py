@@ -38,6 +38,10 @@ ALLOWED = {
     "fleet.config.model": "Config and changed_sections",
     "fleet.config.validate": "the cross-section rules",
     "fleet.bokeh_settings": "with_run_secrets: the run's Bokeh secrets, a new Config",
+    # A live reload: a new Config is read, compared whole with the running one, then handed out.
+    "fleet.config.reloadplan": "plan_reload: compares every option of the running and the new Config",
+    "fleet.reloading": "prepare: builds the new Config from the source and the running one",
+    "fleet.front.builtin": "apply: the fronts' one reload interface takes the Config; picks ProxyViews.of it",
     # The renderers: every option reaches a generated file, or is checked against one.
     "fleet.configgen.__init__": "renders every option",
     "fleet.configgen.apache": "renders every option",

@@ -113,12 +113,25 @@ def _make_config(ctx: click.Context, command: str, **positional: Any) -> Config:
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
     }
     config_file = ctx.params.get("config_file") or os.environ.get("FLEET_CONFIG")
+    if command in {"up", "check"}:  # fleet reload builds it again from the same sources
+        from fleet.config.source import ConfigSource
+
+        typed.pop("config_file", None)
+        ctx.meta["fleet.source"] = ConfigSource.of(
+            typed, os.environ, config_file, positional.get("app") or (), positional.get("app_args") or ())
     try:
         toml = load_toml(config_file, explicit=config_file is not None)
         ctx.meta["fleet.toml"] = toml
         config = build_config(typed, os.environ, toml, command=command, **positional)
     except ConfigError as exc:
-        raise click.UsageError(str(exc), ctx) from None
+        if command != "reload":
+            raise click.UsageError(str(exc), ctx) from None
+        # The running fleet reads the file too, and refuses it with this same message: still
+        # find the fleet (by the command line and environment) so that it can say so.
+        try:
+            config = build_config(typed, os.environ, {}, command=command)
+        except ConfigError:
+            raise click.UsageError(str(exc), ctx) from None
     if command == "up" and config.supervisor.app and not config.supervisor.cmd:
         from fleet.bokeh_settings import with_run_secrets
 
@@ -147,6 +160,8 @@ def main() -> None:
     \b
       fleet up myapp.py -n 3      3 workers on 5100-5102 behind a proxy on :5006
       fleet status                what the workers are doing
+      fleet reload                new code, and the changes of fleet.toml, with no failed request
+      fleet check                 validate fleet.toml and options without a running fleet
       fleet ls                    the running fleets of this user
       fleet logs w1 -f            a worker's recent and new output
       fleet config nginx          the equivalent nginx configuration
@@ -168,7 +183,40 @@ def up(ctx: click.Context, app: tuple[str, ...], app_args: tuple[str, ...] = (),
     config = _make_config(ctx, "up", app=app, app_args=app_args)
     from fleet.runner import run_up
 
-    sys.exit(run_up(config))
+    sys.exit(run_up(config, ctx.meta["fleet.source"]))
+
+
+@main.command(cls=AppCommand, context_settings={"ignore_unknown_options": False})
+@click.argument("app", nargs=-1, metavar="[APP...] [--args ARGS...]")
+@_config_options("up")
+@click.pass_context
+def check(ctx: click.Context, app: tuple[str, ...], app_args: tuple[str, ...] = (), **_: Any) -> None:
+    """Validate a configuration as `fleet up` would, without a running fleet (like nginx -t).
+
+    Takes the options of `fleet up`; reads ./fleet.toml or --config FILE. Exit 0 with a
+    summary, or 1 with the message `fleet up` would give.
+    """
+    try:
+        config = _make_config(ctx, "up", app=app, app_args=app_args)
+    except click.UsageError as exc:
+        click.echo(f"fleet check: {exc.message}", err=True)
+        sys.exit(1)
+    from fleet.appspec import AppError, detect_apps
+    from fleet.bokeh_settings import app_paths
+
+    what = f"--cmd {config.cmd!r}"
+    if config.cmd is None:
+        try:
+            specs = detect_apps(app_paths(config.supervisor, config.bokeh))
+        except (AppError, ConfigError) as exc:
+            click.echo(f"fleet check: {exc}", err=True)
+            sys.exit(1)
+        what = ", ".join(f"{spec.name} ({spec.kind.value} app)" for spec in specs)
+    source = ctx.meta["fleet.source"]
+    found = os.path.exists(source.toml_path)
+    click.echo(f"configuration OK: {source.toml_path if found else 'no fleet.toml'}; "
+               f"{config.workers} workers of {what}; proxy "
+               f"{'none' if config.no_proxy else config.proxy} on {config.address}:{config.port}")
 
 
 @main.command()
@@ -300,8 +348,10 @@ def reload(ctx: click.Context, **_: Any) -> None:
     keep them until their connections end or --drain-timeout passes. If the new generation
     cannot start, the old one keeps serving and this command exits 1.
     With --no-proxy: each worker is restarted in turn on its own port.
-    A reload re-reads the APP's code; fleet.toml, options and fleet's environment need a
-    restart of fleet (fleet down; fleet up).
+    A reload also re-reads the fleet.toml the fleet was started with (validated first: an
+    invalid one is refused and nothing changes) and prints each change and how it was applied
+    (in place, new generation, scaling, or not possible live). Options given to `fleet up` on
+    its command line or in its environment keep their values: the file changes the rest.
     """
     reply = _control(ctx, "reload")
     click.echo(reply.get("message", "reloading"))

@@ -247,6 +247,18 @@ def _proxy_lines(proxies: list[dict[str, Any]], now: float) -> list[str]:
             f"{states.count('serving')} serving", *_table(rows)]
 
 
+def _config_lines(config: dict[str, Any] | None, now: float) -> list[str]:
+    """Where the configuration comes from, and the last configuration reload's outcome."""
+    if not config or not config.get("source"):
+        return []
+    source = config["source"]
+    lines = [f"configuration: {source['file']}{'' if source.get('file_exists') else ' (not present)'}"]
+    last = config.get("last_reload")
+    if last:
+        lines.append(f"last configuration reload: {last['result']}, {_duration(now - last['time'])} ago")
+    return lines
+
+
 def format_status(reply: dict[str, Any]) -> str:
     """The ``fleet status`` table (one row per worker) with a one-line summary above it, and
     with ``--proxy-processes N`` a row per proxy process between the two."""
@@ -293,4 +305,5 @@ def format_status(reply: dict[str, Any]) -> str:
     for url, problem in (reply.get("broken_apps") or {}).items():
         lines.append(f"broken app {url}: {problem}")
     lines += _table(rows)
+    lines += _config_lines(reply.get("config"), now)  # below the table: scripts read rows 2..
     return "\n".join(lines)

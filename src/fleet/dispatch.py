@@ -20,6 +20,7 @@ from fleet.supervisor.usage import tree_cpu_percent, tree_rss
 if TYPE_CHECKING:
     from fleet.config.sections import WorkerSettings
     from fleet.front.interface import Front
+    from fleet.reloading import ConfigReloads
     from fleet.supervisor.manager import Supervisor
 
 
@@ -29,6 +30,7 @@ class Steerable(Protocol):
     front: "Front"
     supervisor: "Supervisor | None"
     stopping: bool
+    config_reloads: "ConfigReloads"
 
     @property
     def worker_settings(self) -> "WorkerSettings": ...
@@ -112,4 +114,6 @@ class ControlDispatch:
             "broken_apps": broken_apps(master.specs),  # Bokeh apps whose files do not compile now
             # --proxy-processes N: each proxy process (balancer.group); absent with one.
             "proxies": front.proxies(),
+            # Where the configuration comes from and the last reload of it (fleet.reloading).
+            "config": master.config_reloads.status(),
         }

@@ -18,6 +18,7 @@ from fleet.discovery import default_name
 if TYPE_CHECKING:
     from fleet.control import ControlServer
     from fleet.front.interface import Front
+    from fleet.reloading import ConfigReloads
     from fleet.supervisor.manager import Supervisor
     from fleet.supervisor.process import Output
 
@@ -35,6 +36,7 @@ class Frontage:
     status_board: status_page.StatusBoard | None
     _fleet_routes: dict[str, status_page.Route]
     _metrics_listener: Any
+    config_reloads: "ConfigReloads"
 
     if TYPE_CHECKING:
         def slot_of(self, worker_id: str) -> str: ...
@@ -133,7 +135,8 @@ class Frontage:
         registry = metrics.make_registry(self.front.stats,
                                          supervisor.workers, lambda: supervisor.desired,
                                          recycles=lambda: supervisor.recycles, label=self.slot_of,
-                                         loop_lags=supervisor.loop_lags)
+                                         loop_lags=supervisor.loop_lags,
+                                         config_reloads=lambda: self.config_reloads.counts)
         if config.metrics_port is not None:
             self._metrics_listener = await metrics.serve_separately(
                 registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,

@@ -148,8 +148,10 @@ class WorkerCollector(Collector):
 
     def __init__(self, workers: Callable[[], Iterable[WorkerInfo]], desired: Callable[[], int],
                  recycles: Callable[[], Mapping[str, int]] | None = None,
-                 loop_lags: Callable[[], Mapping[str, float]] | None = None) -> None:
+                 loop_lags: Callable[[], Mapping[str, float]] | None = None,
+                 config_reloads: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._workers = workers
+        self._config_reloads = config_reloads
         self._desired = desired
         self._recycles = recycles or (lambda: {})
         self._loop_lags = loop_lags
@@ -205,6 +207,14 @@ class WorkerCollector(Collector):
         for reason, count in sorted(self._recycles().items()):
             recycles.add_metric([reason], count)
         yield recycles
+        if self._config_reloads is not None:
+            reloads = CounterMetricFamily(
+                "fleet_config_reloads", "Configuration reloads (fleet reload, SIGHUP) by result: applied, "
+                "partial (some changes not possible live), refused (invalid; nothing changed).",
+                labels=["result"])
+            for result, count in sorted(self._config_reloads().items()):
+                reloads.add_metric([result], count)
+            yield reloads
         if self._loop_lags is not None:
             lag = GaugeMetricFamily(
                 "fleet_worker_event_loop_lag_seconds",
@@ -228,6 +238,7 @@ def make_registry(
     recycles: Callable[[], Mapping[str, int]] | None = None,
     label: Callable[[str], str] | None = None,
     loop_lags: Callable[[], Mapping[str, float]] | None = None,
+    config_reloads: Callable[[], Mapping[str, int]] | None = None,
 ) -> CollectorRegistry:
     """A fresh registry with the proxy and/or worker collectors (no global default registry).
     ``label`` maps a proxy upstream id to its ``worker`` label (the slot)."""
@@ -235,7 +246,7 @@ def make_registry(
     if stats is not None:
         registry.register(ProxyCollector(stats, label))
     if workers is not None:
-        registry.register(WorkerCollector(workers, desired or (lambda: 0), recycles, loop_lags))
+        registry.register(WorkerCollector(workers, desired or (lambda: 0), recycles, loop_lags, config_reloads))
     return registry
 
 

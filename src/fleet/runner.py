@@ -46,6 +46,9 @@ from fleet.supervisor.process import Output
 from fleet.supervisor.settings import SupervisorViews
 from fleet.tasks import cancel_and_wait, run_loop, supervise
 from fleet import recycler
+from fleet.config.reloadplan import ReloadPlan, Way
+from fleet.config.source import ConfigSource
+from fleet.reloading import ConfigReloads, prepare
 
 # Exit code after a second Ctrl-C (stop at once), like a shell's 128 + SIGINT.
 EXIT_FORCED = 130
@@ -73,8 +76,9 @@ STOP_EVENTS = frozenset({Event.INT, Event.TERM, Event.DOWN})
 
 
 class Master(Frontage):
-    def __init__(self, config: Config, output: Output | None = None) -> None:
+    def __init__(self, config: Config, output: Output | None = None, source: ConfigSource | None = None) -> None:
         self.config = config
+        self.config_reloads = ConfigReloads(source)  # fleet reload re-reads the configuration
         self.output = output or Output()
         self.spec: AppSpec | None = None  # the first APP (the only one unless all are Bokeh apps)
         self.specs: tuple[AppSpec, ...] = ()
@@ -87,6 +91,8 @@ class Master(Frontage):
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self.stopping = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._recycler: asyncio.Task[Any] | None = None
+        self._reloading = asyncio.Lock()  # SIGHUP and fleet reload: one plan applied at a time
         self.hooks = HookRunner.from_config(config.hooks, self.output, lambda: self.stopping)  # ops
         self.systemd = SystemdNotifier.from_environ(os.environ, self.output)  # ops: Type=notify
 
@@ -188,10 +194,18 @@ class Master(Frontage):
         if self.status_board is not None:
             self._spawn_background(supervise("the status page's sampler", self.status_board.run,
                                              self.output.fleet))
-        if recycler.enabled(config.recycling):
-            self._spawn_background(supervise(
-                "the recycler", lambda: recycler.watch(supervisor, config.recycling, self._requests_of), self.output.fleet))
+        self._start_recycler()
         return await self._main_loop()
+
+    def _start_recycler(self) -> None:
+        """At start, and again after a reload that changed the thresholds."""
+        if self._recycler is not None:
+            self._recycler.cancel()
+            self._recycler = None
+        recycling, supervisor = self.config.recycling, self.supervisor
+        if recycler.enabled(recycling) and supervisor is not None:
+            self._recycler = self._spawn_background(supervise(
+                "the recycler", lambda: recycler.watch(supervisor, recycling, self._requests_of), self.output.fleet))
 
     def _requests_of(self, worker_id: str) -> int | None:
         stats = self.front.stats
@@ -260,19 +274,60 @@ class Master(Frontage):
             return None
 
     async def reload(self) -> str:
+        """Re-read the configuration, apply each change (in place, then the new generation every
+        reload starts, then scaling), and say what changed and how."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> str:
         assert self.supervisor is not None
+        reloads = self.config_reloads
+        try:
+            plan = prepare(reloads.source, self.config)
+        except ConfigError as exc:
+            reloads.record("refused", [str(exc)])
+            self.output.fleet(f"reload refused, nothing changed: {exc}")
+            raise SupervisorError(f"configuration refused, nothing changed: {exc}") from None
+        lines = [f"configuration: {line}" for line in plan.lines()]
+        for line in lines:
+            self.output.fleet(line)
+        lines += await self._apply_in_place(plan)
         tls = self.front.reload_tls()  # first: a rotated certificate matters at once
         if tls is not None:
             self.output.fleet(tls)
         self.output.fleet("reload")
         self.systemd.reloading()  # ops: systemd Type=notify
         try:
-            message = await self.supervisor.reload()
+            lines.append(await self.supervisor.reload())
+            if plan.needs(Way.SCALE) and self.config.workers != self.supervisor.desired:
+                lines.append(await self.scale(self.config.workers))
+        except SupervisorError as exc:  # the old generation serves on; in-place changes stay
+            reloads.record("partial", [*lines, f"error: {exc}"])
+            raise
         finally:
             self.systemd.ready("reload done")
         self._serve_bokeh_static()
         await self.front.settle()  # answer once every proxy process knows the new routing
-        return message
+        reloads.record(plan.result, lines)
+        return "\n".join(lines)
+
+    async def _apply_in_place(self, plan: ReloadPlan) -> list[str]:
+        """Every subsystem gets the new settings before the new generation starts."""
+        before, config = self.config, plan.effective
+        self.config = config
+        assert self.supervisor is not None
+        self.supervisor.views = SupervisorViews.of(config)  # read at each start, drain and stop
+        hooks = config.hooks
+        self.hooks.commands = {event: cmd for event, cmd in {
+            "ready": hooks.on_ready, "exit": hooks.on_exit, "crash-loop": hooks.on_crash_loop}.items() if cmd}
+        self.hooks.timeout = hooks.hook_timeout
+        if isinstance(self.output, RecordingOutput):
+            self.output.as_json = config.log_json
+        self.output.log_rotation = Rotation(config.log_max_size, config.log_keep)
+        if before.recycling != config.recycling:
+            self._start_recycler()
+        note = await self.front.apply(config)
+        return [note] if note else []
 
     async def scale(self, workers: int) -> str:
         assert self.supervisor is not None
@@ -320,10 +375,11 @@ class Master(Frontage):
         await self.front.close()
 
 
-def run_up(config: Config) -> int:
-    """Run ``fleet up`` until stopped; return the process exit code."""
+def run_up(config: Config, source: ConfigSource | None = None) -> int:
+    """Run ``fleet up`` until stopped; return the process exit code. ``source``: where the
+    configuration came from, for ``fleet reload``."""
     master = Master(config, RecordingOutput(  # ops: fleet logs, --log-json, --log-dir rotation
-        as_json=config.log_json, log_rotation=Rotation(config.log_max_size, config.log_keep)))
+        as_json=config.log_json, log_rotation=Rotation(config.log_max_size, config.log_keep)), source)
     return run_loop(master.run(), new_loop, warn=lambda message: master.output.fleet(f"warning: {message}"))
 
 

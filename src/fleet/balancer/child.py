@@ -6,9 +6,9 @@ It runs an ordinary ``Balancer`` (every rule of the one-process proxy, unchanged
 one inherited unix socket carrying JSON lines, which workers exist and in which state, and
 what the built-in routes answer; it tells the master its counters. Messages:
 
-    master -> proxy   config and row (first line; a spare process waits for it)   add / ready / draining / remove (a worker)
+    master -> proxy   config and row (first line, the ProxyViews; a spare process waits for it)   add / ready / draining / remove (a worker)
                       route (a built-in route's latest answer)   bokeh (static roots)
-                      reload_tls   stop_accepting   drain   close
+                      settings (a reload)   reload_tls   stop_accepting   drain   close
                       sync (answer when every earlier message is applied)
     proxy -> master   started (port bound) or error   stats (counters, every STATS_INTERVAL,
                       with this process's open connections and requests)   drained   synced
@@ -117,6 +117,8 @@ class ProxyProcess:
                                      for name, value in message.get("headers", ()))
         elif op == "bokeh":
             balancer.serve_bokeh(unpack(message["roots"]))
+        elif op == "settings":  # a reload: new connections get these views
+            balancer.apply(unpack(message["views"]))
         elif op == "reload_tls":
             balancer.reload_tls()
         elif op == "stop_accepting":

@@ -21,6 +21,7 @@ from fleet.balancer.waitqueue import QUEUE_LIMIT, WaitQueue
 
 if TYPE_CHECKING:
     from fleet.balancer.bokeh_routing import BokehRouting
+    from fleet.balancer.settings import ProxyViews
     from fleet.config.sections import LimitSettings, ProxySettings, TLSSettings, TrustSettings
 
 CONNECT_TIMEOUT = 5.0
@@ -130,7 +131,7 @@ class ProxyContext:
                  "client_timeout", "header_timeout", "limits", "max_buffered_request", "queue_timeout", "sticky",
                  "trust", "response_extra", "scheme", "default_host", "allowed_hosts", "allowed_origins", "metrics_allow",
                  "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting", "bokeh",
-                 "checks_hosts")
+                 "checks_hosts", "__weakref__")
     # Set from the Limits view by the PER_REQUEST_LIMITS loop below.
     max_header_size: int
     max_header_count: int
@@ -182,6 +183,16 @@ class ProxyContext:
         self.on_connection_lost: Callable[[], None] | None = None  # the listener's max-connections check
         # Requests no worker can take now, oldest first (state QUEUED).
         self.waiting = WaitQueue(stats)
+
+    def renewed(self, views: "ProxyViews", access_log: Callable[[str], None] | None) -> "ProxyContext":
+        """A context with ``views``' settings sharing this one's state (connections, counters,
+        routes, queue): what a reload gives new connections, while open ones keep theirs.
+        ``views`` are bound (``ProxyViews.bound``): the default origins name the real port."""
+        fresh = ProxyContext(views.frontend, views.limits, views.tls, views.trust, self.stats, self.upstreams,
+                             access_log)
+        for shared in ("clients", "local_routes", "closing", "per_ip", "on_connection_lost", "waiting", "bokeh"):
+            setattr(fresh, shared, getattr(self, shared))
+        return fresh
 
     # -- client addresses ----------------------------------------------------------------------
     def exempt_from_ip_limits(self, peer_ip: str) -> bool:

@@ -4,7 +4,7 @@ It has ``Balancer``'s interface, so ``fleet up`` and ``fleet balance`` drive one
 processes the same way. The workers, their generations and their draining stay the master's;
 the proxy processes (``balancer.child``) only carry requests. What crosses between processes:
 
-- master -> proxy, JSON lines on one unix socketpair per process: its settings (once), each
+- master -> proxy, JSON lines on one unix socketpair per process: its settings (at start, again on a reload), each
   worker's add / ready / draining / remove with its load-table column, the latest answer of
   each built-in route (``/metrics``, ``/_fleet/...``, rendered by the master every
   ``ROUTE_INTERVAL`` from its fleet-wide totals), Bokeh static roots, TLS reload, stop.
@@ -223,6 +223,13 @@ class ProxyGroup(ProxyLives):
         self._route_headers[path] = [list(pair) for pair in headers]
         self._refresh()
         self._broadcast(self._route_message(path, handler))
+
+    async def apply(self, views: ProxyViews) -> None:
+        """A reload's views, in every proxy process (and any started later) before this returns;
+        the bound ports stay as resolved at start."""
+        self.views = views.bound(self.views.frontend.port, self.views.tls.https_redirect_port)
+        self._broadcast({"op": "settings", "views": pack(self.views)})
+        await self.settle()
 
     def reload_tls(self) -> str | None:
         tls = self.views.tls

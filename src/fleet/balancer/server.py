@@ -32,6 +32,7 @@ import errno
 import os
 import socket
 import ssl
+import weakref
 from typing import Any, Callable, Iterable
 
 from fleet.acceptor import Acceptor
@@ -62,7 +63,7 @@ class Balancer:
     def __init__(self, views: ProxyViews, stats: ProxyStats | None = None,
                  log: Callable[[str], None] | None = None, *, reuse_port: bool = False,
                  upstream_set: type[UpstreamSet] = UpstreamSet, clock: Clock | None = None) -> None:
-        self.views = views  # frozen, built once at start
+        self.views = views  # frozen; a reload replaces them whole (apply)
         self.max_connections = views.limits.max_connections  # read on every accept and close
         # The sweep's and the route caches' time: the loop's (set in start) unless a test gives
         # one. Connections stamp their states with the loop's time, so a clock given here reads
@@ -75,12 +76,12 @@ class Balancer:
         self.upstreams = upstream_set(self.stats, views.limits.worker_max_conns,
                                      secure_cookie=bool(views.tls.ssl_certfile),
                                      cookie_path=views.cookie_prefix or "/")
-        access_log = None
-        if views.access_log:
-            access_log = log or (lambda line: print(f"fleet | {line}", flush=True))
+        self.log = log or (lambda line: print(f"fleet | {line}", flush=True))  # also --access-log's
         self.context = ProxyContext(views.frontend, views.limits, views.tls, views.trust, self.stats,
-                                    self.upstreams, access_log)
+                                    self.upstreams, self.log if views.access_log else None)
         self.context.on_connection_lost = self._below_limit
+        # Every context a connection may still hold (a reload makes a new one): a stop reaches all.
+        self._contexts: weakref.WeakSet[ProxyContext] = weakref.WeakSet([self.context])
         self.port: int | None = None
         self._listeners: list[socket.socket] = []
         self._accepting = False
@@ -90,10 +91,24 @@ class Balancer:
         self._retry: asyncio.TimerHandle | None = None  # the listener's wake-up after EMFILE
         self.budget = fdbudget.Budget(fdbudget.soft_limit(), 0)
         self._base = 0  # descriptors open when the listeners were bound
-        self.log = log or (lambda line: print(f"fleet | {line}", flush=True))
         self._unix_path: str | None = None
         self._redirect: list[Acceptor] = []
         self.redirect_port: int | None = None
+
+    def apply(self, views: ProxyViews) -> None:
+        """A reload's views: new connections get them; a connection keeps the settings it was
+        accepted under (as nginx's old workers do). Listeners, ports, upstreams stay as they are."""
+        if self.port is not None:  # the ports stay as bound at start (port 0 resolved)
+            views = views.bound(self.port, self.redirect_port)
+        self.views = views
+        self.max_connections = views.limits.max_connections
+        self.context = self.context.renewed(views, self.log if views.access_log else None)
+        self._contexts.add(self.context)
+        self._below_limit()  # a raised --max-connections resumes accepting at once
+
+    def _set_everywhere(self, name: str, value: Any) -> None:
+        for context in list(self._contexts):
+            setattr(context, name, value)
 
     # -- listeners ---------------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -161,14 +176,15 @@ class Balancer:
         """The plain-HTTP listener that only redirects. Accepted through ``fleet.acceptor``, not
         ``loop.create_server``: uvloop closes a server's listener for good on one EMFILE."""
         views = self.views
-        redirect_port, limits = views.tls.https_redirect_port, views.limits
+        redirect_port = views.tls.https_redirect_port
         assert redirect_port is not None and self.port is not None
-        allowed = Allowlist(views.trust.allow_host)
         public_port = self.port
         listeners = _tcp_listeners(views.frontend.address, redirect_port, reuse_port=self.reuse_port)
 
         def serve(sock: socket.socket) -> None:
-            protocol = RedirectConnection(public_port, allowed, limits.max_header_size, limits.header_timeout)
+            current = self.views  # a reload's settings for the next connection
+            protocol = RedirectConnection(public_port, Allowlist(current.trust.allow_host),
+                                          current.limits.max_header_size, current.limits.header_timeout)
             loop.create_task(connect_or_close(loop, sock, protocol))
 
         self._redirect = [Acceptor(listener, serve, loop) for listener in listeners]
@@ -367,7 +383,7 @@ class Balancer:
         Called again after each reload, with an empty cache: the files the new generation ships."""
         from fleet.balancer.bokeh_routing import routing_for
 
-        self.context.bokeh = routing_for(self.views.frontend, static_roots)
+        self._set_everywhere("bokeh", routing_for(self.views.frontend, static_roots))
 
     def add_local_route(self, path: str, handler: Callable[[], tuple[int, str, bytes]],
                         headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -396,7 +412,7 @@ class Balancer:
 
     async def stop_accepting(self) -> None:
         """Close the listeners; keep-alive connections between requests are closed too."""
-        self.context.closing = True
+        self._set_everywhere("closing", True)
         self._close_listeners()
         for client in list(self.context.clients):
             client.close_if_idle()
@@ -413,7 +429,7 @@ class Balancer:
 
     async def close(self) -> None:
         """Close every connection, client and worker side, and the listeners."""
-        self.context.closing = True
+        self._set_everywhere("closing", True)
         if self._sweeper is not None:
             await cancel_and_wait([self._sweeper])
             self._sweeper = None

@@ -5,7 +5,7 @@ this module is the glue between them and the master (``interface.Front``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from fleet.balancer.group import ProxyGroup
 from fleet.balancer.hotpath import hot_path_line
@@ -17,6 +17,9 @@ from fleet.front.interface import Crew, FrontError, RouteHandler
 from fleet.ports import PortInUseError
 from fleet.supervisor.info import WorkerInfo
 from fleet.supervisor.policy import WorkerState
+
+if TYPE_CHECKING:
+    from fleet.config import Config
 
 
 class BuiltinFront:
@@ -127,6 +130,16 @@ class BuiltinFront:
 
     def reload_tls(self) -> str | None:
         return self.proxy.reload_tls()
+
+    async def apply(self, config: "Config") -> str | None:
+        """The proxy's views of the reloaded config (the front's one interface takes the whole
+        Config: a managed front renders all of it)."""
+        self.views = ProxyViews.of(config)
+        if isinstance(self.proxy, ProxyGroup):
+            await self.proxy.apply(self.views)  # every proxy process has it once this returns
+            return f"applied in {len(self.proxy.slots)} proxy processes"
+        self.proxy.apply(self.views)
+        return None
 
     # -- reports ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -123,6 +123,11 @@ class Front(Protocol):
         """Read the TLS certificate again; a message for the log, or None (no TLS here)."""
         ...
 
+    async def apply(self, config: Any) -> str | None:
+        """A reloaded configuration (``fleet.config.Config``) for new connections, in every
+        process of the front before this returns; a note for the operator, or None."""
+        ...
+
     # -- reports ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """``data_plane`` of ``fleet status --json``."""

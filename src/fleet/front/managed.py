@@ -106,6 +106,11 @@ class ManagedFront:
     def reload_tls(self) -> str | None:
         return None
 
+    async def apply(self, config: Config) -> str | None:
+        """nginx: regenerated, checked and reloaded; HAProxy: not yet (the plane says so)."""
+        self.config = config
+        return await self.plane.apply(config) if self.plane is not None else None
+
     # -- reports ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         assert self.plane is not None

@@ -1,0 +1,197 @@
+"""Live configuration reload end to end: a real ``fleet up`` started from a ``fleet.toml``, the
+file changed, ``fleet reload``; each change in effect, nothing dropped; an invalid file refused
+with ``fleet up``'s message and the fleet unchanged; ``fleet check`` with no fleet running."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import signal
+import socket
+from pathlib import Path
+
+import websocket
+
+from support import FRESH_METRICS, free_port, free_port_range, require_tool, start_fleet, wait_until
+from test_drills import LoadGenerator, metric, scrape
+from up_helpers import Fleet, run_cli
+
+BACKEND = Path(__file__).resolve().parent / "apps" / "backend.py"
+NEW_ORIGIN = "http://new.example.com"
+
+
+def start(tmp_path: Path, toml: str, *options: str) -> Fleet:
+    """fleet up backend.py with its ports on the command line and the rest in fleet.toml."""
+    shutil.copy(BACKEND, tmp_path / "backend.py")
+    (tmp_path / "fleet.toml").write_text(toml)
+    base, surge, port = free_port_range(3), free_port_range(3), free_port()
+    control = str(tmp_path / "fleet.sock")
+    proc = start_fleet("up", "backend.py", "--base-port", str(base), "--surge-base-port", str(surge),
+                       "--port", str(port), "--control-socket", control, "--config", "fleet.toml", *options,
+                       env=FRESH_METRICS, cwd=str(tmp_path))  # scrape(): /metrics rendered for each scrape
+    fleet = Fleet(proc, base, port, control, surge)
+    proc.wait_for_output(r"ready: open", timeout=60)
+    return fleet
+
+
+def upgrade_status(port: int, origin: str) -> int:
+    """The status a WebSocket upgrade with this Origin gets through the proxy (a new connection)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {origin}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def many_headers(connection: http.client.HTTPConnection) -> int:
+    connection.request("GET", "/", headers={f"X-Extra-{i}": "1" for i in range(11)})
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def echo(sock: websocket.WebSocket, text: str) -> str:
+    sock.send(text)
+    return sock.recv()
+
+
+def current_ready(fleet: Fleet) -> int:
+    return sum(1 for w in fleet.status()["workers"] if w["current"] and w["state"] == "ready")
+
+
+def test_a_changed_fleet_toml_applies_live_with_nothing_dropped(tmp_path: Path) -> None:
+    fleet = start(tmp_path, "workers = 2\nmax_connections = 100\n")
+    with fleet.proc:
+        origin = f"http://127.0.0.1:{fleet.port}"
+        sockets = [websocket.create_connection(f"ws://127.0.0.1:{fleet.port}/ws", timeout=10, origin=origin)
+                   for _ in range(4)]
+        assert all(echo(s, "before").endswith(": before") for s in sockets)
+        old = http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)
+        assert many_headers(old) == 200
+        assert upgrade_status(fleet.port, NEW_ORIGIN) == 403
+        load = LoadGenerator(fleet.port, 2)
+        try:
+            (tmp_path / "fleet.toml").write_text(
+                "workers = 3\nmax_connections = 50\nmax_memory = '2GiB'\nmax_header_count = 8\n"
+                f"allow_websocket_origin = ['new.example.com', '127.0.0.1:{fleet.port}']\n")
+            reloaded = fleet.cli("reload")
+            assert reloaded.returncode == 0, reloaded.stderr
+            for expected in ("--workers: 2 -> 3: scaling", "--max-connections: 100 -> 50: in place",
+                             "--max-memory: none -> 2147483648: in place",
+                             "--allow-websocket-origin: [] -> [new.example.com, 127.0.0.1:",
+                             "scaled to 3 workers"):
+                assert expected in reloaded.stdout, reloaded.stdout
+            # In effect at once: the new origin, the new worker count, the header limit for new
+            # connections, while a connection accepted before keeps the limit it had.
+            assert upgrade_status(fleet.port, NEW_ORIGIN) == 101
+            assert fleet.status()["desired"] == 3 and current_ready(fleet) == 3
+            assert many_headers(http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)) == 431
+            assert many_headers(old) == 200
+            assert all(echo(s, "after").endswith(": after") for s in sockets)
+        finally:
+            result = load.stop()
+            old.close()
+        assert result.failed == 0 and result.sent > 0, (result.statuses, result.errors[:5])
+        assert all(echo(s, "still").endswith(": still") for s in sockets)
+        for sock in sockets:
+            sock.close()
+        status = json.loads(fleet.cli("status", "--json").stdout)
+        assert status["config"]["last_reload"]["result"] == "applied"
+        assert status["config"]["source"]["file"] == str(tmp_path / "fleet.toml")
+        assert metric(scrape(fleet.port), "fleet_config_reloads_total", result="applied") == 1
+        assert "last configuration reload: applied" in fleet.cli("status").stdout
+
+
+def test_an_invalid_fleet_toml_is_refused_and_the_fleet_is_unchanged(tmp_path: Path) -> None:
+    fleet = start(tmp_path, "workers = 2\n")
+    with fleet.proc:
+        before = {(w["id"], w["pid"]) for w in fleet.status()["workers"]}
+        for text, message in (("workers = 3\nbogus = 1\n", "fleet.toml: unknown setting 'bogus'"),
+                              ("workers = 3\nmax_body_size = 'lots'\n", "--max-body-size (from fleet.toml): not a size"),
+                              ("max_memory = '1GiB'\nmax_memory_hard = '1MiB'\n", "--max-memory-hard must be larger")):
+            (tmp_path / "fleet.toml").write_text(text)
+            refused = fleet.cli("reload")
+            assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+            assert "nothing changed" in refused.stderr
+        status = fleet.status()
+        assert {(w["id"], w["pid"]) for w in status["workers"]} == before
+        assert status["generation"] == 1 and status["desired"] == 2
+        assert status["config"]["last_reload"]["result"] == "refused"
+        assert metric(scrape(fleet.port), "fleet_config_reloads_total", result="refused") == 3
+        assert metric(scrape(fleet.port), "fleet_config_reloads_total", result="applied") == 0
+        # SIGHUP does the same as fleet reload; the file fixed, it applies.
+        (tmp_path / "fleet.toml").write_text("workers = 2\nmax_header_count = 8\n")
+        fleet.proc.signal(signal.SIGHUP)
+        wait_until(lambda: fleet.status()["config"]["last_reload"]["result"] == "applied", timeout=60)
+        assert many_headers(http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)) == 431
+
+
+def test_what_cannot_change_live_is_reported_and_the_rest_applies(tmp_path: Path) -> None:
+    fleet = start(tmp_path, "workers = 2\n")
+    with fleet.proc:
+        (tmp_path / "fleet.toml").write_text("workers = 2\nproxy_processes = 2\nmax_header_count = 8\n")
+        reloaded = fleet.cli("reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert "--proxy-processes: 1 -> 2: not possible live (a bound socket or name" in reloaded.stdout
+        assert many_headers(http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)) == 431
+        assert fleet.status()["config"]["last_reload"]["result"] == "partial"
+        assert fleet.status()["proxies"] is None
+
+
+def test_every_proxy_process_has_the_new_settings_when_reload_answers(tmp_path: Path) -> None:
+    fleet = start(tmp_path, "workers = 2\n", "--proxy-processes", "2")
+    with fleet.proc:
+        assert upgrade_status(fleet.port, NEW_ORIGIN) == 403
+        (tmp_path / "fleet.toml").write_text("workers = 2\nallow_websocket_origin = ['new.example.com']\n")
+        reloaded = fleet.cli("reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert "applied in 2 proxy processes" in reloaded.stdout
+        # The kernel spreads new connections over both processes: every one must allow it.
+        assert [upgrade_status(fleet.port, NEW_ORIGIN) for _ in range(16)] == [101] * 16
+
+
+def test_fleet_check_validates_without_a_running_fleet(tmp_path: Path) -> None:
+    shutil.copy(BACKEND, tmp_path / "app.py")
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text("workers = 3\nmax_connections = 50\n")
+    bad.write_text("workers = 3\nmax_connections = 'many'\n")
+    ok = run_cli("check", str(tmp_path / "app.py"), "--config", str(good))
+    assert ok.returncode == 0 and "configuration OK" in ok.stdout and "3 workers of app (tornado app)" in ok.stdout
+    refused = run_cli("check", str(tmp_path / "app.py"), "--config", str(bad))
+    assert refused.returncode == 1 and "--max-connections (from fleet.toml)" in refused.stderr
+    missing = run_cli("check", "--config", str(good))
+    assert missing.returncode == 1 and "missing APP" in missing.stderr
+    no_app = run_cli("check", str(tmp_path / "nothere.py"), "--config", str(good))
+    assert no_app.returncode == 1
+
+
+def post_status(port: int, size: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", "/upload", body=b"x" * size)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_managed_nginx_is_regenerated_checked_and_reloaded(tmp_path: Path) -> None:
+    require_tool("nginx")
+    fleet = start(tmp_path, "workers = 2\n", "--proxy", "nginx")
+    with fleet.proc:
+        nginx_pid = fleet.status()["data_plane"]["pid"]
+        assert post_status(fleet.port, 64 * 1024) == 200
+        (tmp_path / "fleet.toml").write_text("workers = 2\nmax_body_size = '16KiB'\n")
+        reloaded = fleet.cli("reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert "nginx: configuration regenerated, checked (nginx -t) and reloaded" in reloaded.stdout
+        assert post_status(fleet.port, 64 * 1024) == 413
+        assert fleet.status()["data_plane"]["pid"] == nginx_pid  # reloaded, not restarted
