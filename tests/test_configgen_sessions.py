@@ -25,7 +25,7 @@ from up_helpers import Fleet, workers_without_proxy
 
 pytestmark = pytest.mark.timeout(180)
 
-ROUTING_SERVERS = ("nginx", "haproxy")
+ROUTING_SERVERS = ("nginx", "haproxy", "apache")
 WORKERS = 3
 _RANDOM = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789aBcDeF"
 
@@ -107,6 +107,10 @@ def websocket_worker(port: int, headers: list[str], cookie: str | None = None) -
 def test_a_request_naming_a_session_reaches_the_worker_that_made_it(
         kind: str, workers: Fleet, tmp_path: Path) -> None:
     port = free_port()
+
+    def cookie(slot: str) -> str:  # Apache's route follows a dot
+        return f"fleet_affinity={'.' if kind == 'apache' else ''}{slot}"
+
     with running(kind, tmp_path, fleet_config(workers, port)):
         for index in range(WORKERS):
             slot = f"w{index}"
@@ -115,25 +119,25 @@ def test_a_request_naming_a_session_reaches_the_worker_that_made_it(
                 session_id = f"g{generation}w{index}-{_RANDOM}"
                 for big in (False, True):
                     protocol = f"Sec-WebSocket-Protocol: bokeh, {token_for(session_id, big)}"
-                    worker = websocket_worker(port, [protocol], cookie=f"fleet_affinity={wrong}")
+                    worker = websocket_worker(port, [protocol], cookie=cookie(wrong))
                     assert slot_of(worker) == slot, (kind, session_id, big, worker)
                 status, _, body = get(port, f"/?bokeh-session-id={session_id}&x=1",
-                                      headers={"Cookie": f"fleet_affinity={wrong}"})
+                                      headers={"Cookie": cookie(wrong)})
                 assert status == 200 and slot_of(worker_of(body)) == slot, (kind, session_id, body)
                 status, _, body = get(port, "/", headers={"Bokeh-Session-Id": session_id,
-                                                          "Cookie": f"fleet_affinity={wrong}"})
+                                                          "Cookie": cookie(wrong)})
                 assert status == 200 and slot_of(worker_of(body)) == slot, (kind, session_id, body)
 
         # No session named, or one no worker here made: the cookie still pins, then least conns.
         for foreign in ("external-abc", "g1w9-abc"):
             protocol = f"Sec-WebSocket-Protocol: bokeh, {token_for(foreign)}"
-            worker = websocket_worker(port, [protocol], cookie="fleet_affinity=w2")
+            worker = websocket_worker(port, [protocol], cookie=cookie("w2"))
             assert slot_of(worker) == "w2", (kind, foreign, worker)
-        status, _, body = get(port, "/?bokeh-session-id=g1w1-abc", headers={"Cookie": "fleet_affinity=w2"})
+        status, _, body = get(port, "/?bokeh-session-id=g1w1-abc", headers={"Cookie": cookie("w2")})
         assert slot_of(worker_of(body)) == "w1"
         # An undecodable token names no session: served, by the cookie's worker.
         worker = websocket_worker(port, ["Sec-WebSocket-Protocol: bokeh, !!not-base64!!"],
-                                  cookie="fleet_affinity=w0")
+                                  cookie=cookie("w0"))
         assert slot_of(worker) == "w0"
         seen = {slot_of(worker_of(get(port)[2])) for _ in range(12)}
         assert len(seen) > 1, seen  # no session, no cookie: spread, not pinned

@@ -42,9 +42,14 @@ def embedded_workers(tmp_path: Path, embedding_site: EmbeddingSite) -> Iterator[
 def test_cross_site_embed_behind_the_generated_config_makes_one_session_per_view(
         kind: str, embedded_workers: Fleet, embedding_site: EmbeddingSite,  # noqa: F811
         browsers: Callable[..., Chrome], tmp_path: Path, report: Callable[[str], None]) -> None:
+    check_embed(kind, embedded_workers, embedding_site, browsers, tmp_path, report)
+
+
+def check_embed(kind: str, workers: Fleet, embedding_site: EmbeddingSite,  # noqa: F811
+                browsers: Callable[..., Chrome], tmp_path: Path, report: Callable[[str], None]) -> None:
+    """PAGE_VIEWS views of the embedding page behind ``kind``: one Bokeh session each."""
     from bokeh.util.paths import static_path
 
-    workers = embedded_workers
     embedding_site.embed(f"http://localhost:{workers.port}/bokeh_random")
     config = fleet_config(workers, workers.port, app=BOKEH_APP, workers=str(WORKERS))
     with running(kind, tmp_path, config, bokeh_static_dir=str(static_path())):
