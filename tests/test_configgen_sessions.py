@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 import websocket
 
-from fleet.configgen.bokeh_token import encode_classes, token_slot_regex
+from fleet.configgen.session_routing import encode_classes, token_slot_regex
 from support import free_port
 from test_configgen_servers import TORNADO_APP, fleet_config, get, running, worker_of
 from up_helpers import Fleet, workers_without_proxy
@@ -141,3 +141,15 @@ def test_a_request_naming_a_session_reaches_the_worker_that_made_it(
         assert slot_of(worker) == "w0"
         seen = {slot_of(worker_of(get(port)[2])) for _ in range(12)}
         assert len(seen) > 1, seen  # no session, no cookie: spread, not pinned
+
+
+@pytest.mark.parametrize("kind", ROUTING_SERVERS)
+def test_no_session_routing_where_an_id_names_no_slot(kind: str) -> None:
+    """``--upstream`` hosts each have their own ``g1w0``, ``--no-sticky`` asks for no affinity
+    and one worker needs none: the files then carry no session rule at all."""
+    from fleet.configgen import Deployment, render
+
+    target = Deployment(fleet_executable="/usr/local/bin/fleet", working_directory="/srv/fleet")
+    assert "bokeh-session-id" in render(kind, fleet_config(None, 8080), target)
+    for options in ({"upstream": ("10.0.0.5:5100", "10.0.0.6:5100")}, {"sticky": False}, {"workers": "1"}):
+        assert "bokeh-session-id" not in render(kind, fleet_config(None, 8080, **options), target), options

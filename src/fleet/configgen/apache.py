@@ -24,7 +24,7 @@ from fleet.configgen.common import (
     upstreams,
     whole_seconds,
 )
-from fleet.configgen.bokeh_token import SESSION_ID_PREFIX, routes_sessions, token_slot_regex
+from fleet.configgen.session_routing import apache_session_rules, routes_sessions
 from fleet.configgen.deployment import Deployment
 from fleet.configgen.quoting import apache as q, apache_format
 
@@ -102,37 +102,6 @@ def _balancer(name: str, scheme: str, config: Config) -> list[str]:
     return lines
 
 
-def _session_rules(config: Config) -> list[str]:
-    """A request naming a Bokeh session goes straight to the worker that made it (its id starts
-    with ``g<generation>w<i>-``), before the cookie: an embed on another site has no cookie. The
-    token is matched base64-encoded (``fleet.configgen.bokeh_token``); no failover is needed, as
-    the session lives only on that worker."""
-    lines = [
-        "# Bokeh session affinity: the session a request names (WebSocket token, then the",
-        "# Bokeh-Session-Id header, then the bokeh-session-id argument) picks the worker that",
-        "# made it, since its id starts with that worker's g<generation>w<i>-; else the cookie.",
-    ]
-    named = f"^{SESSION_ID_PREFIX}w[0-9]+-"
-    for server in upstreams(config):
-        lines += [
-            "RewriteCond %{HTTP:Upgrade} websocket [NC]",
-            f"RewriteCond %{{HTTP:Sec-WebSocket-Protocol}} {q('^bokeh, *' + token_slot_regex(server.id))}",
-            f'RewriteRule ^/?(.*) "ws://{server.address}/$1" [P,L]',
-        ]
-    for server in upstreams(config):
-        lines += [
-            f"RewriteCond %{{HTTP:Bokeh-Session-Id}} ^{SESSION_ID_PREFIX}{server.id}-",
-            f'RewriteRule ^/?(.*) "http://{server.address}/$1" [P,L]',
-        ]
-    for server in upstreams(config):
-        lines += [
-            f"RewriteCond %{{HTTP:Bokeh-Session-Id}} !{named}",
-            f"RewriteCond %{{QUERY_STRING}} (^|&)bokeh-session-id={SESSION_ID_PREFIX}{server.id}-",
-            f'RewriteRule ^/?(.*) "http://{server.address}/$1" [P,L]',
-        ]
-    return lines
-
-
 def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[str]:
     lines = [
         "ProxyRequests Off",
@@ -184,7 +153,7 @@ def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[st
             "RewriteRule ^ - [R=421,L]",
         ]
     if routes_sessions(config):
-        lines += _session_rules(config)
+        lines += apache_session_rules(upstreams(config))
     lines += [
         "# WebSocket upgrades go to the ws:// balancer, everything else to the http:// one.",
         "RewriteCond %{HTTP:Upgrade} websocket [NC]",

@@ -23,7 +23,7 @@ from fleet.configgen.common import (
     seconds,
     upstreams,
 )
-from fleet.configgen.bokeh_token import SESSION_ID_PREFIX, routes_sessions
+from fleet.configgen.session_routing import haproxy_session_rules, routes_sessions
 from fleet.configgen.deployment import Deployment
 from fleet.configgen import managed as managed_lines
 from fleet.configgen.quoting import haproxy as q
@@ -58,28 +58,6 @@ def _header(config: Config, deployment: Deployment) -> str:
     if deployment.note:
         lines.append(deployment.note)
     return comment_block(lines)
-
-
-def _session_routing(slots: list[str]) -> list[str]:
-    """A request naming a Bokeh session goes to the worker that made it (its id starts with
-    ``g<generation>w<i>-``), before the cookie and least connections: an embed on another site
-    has no cookie, and its WebSocket must still reach the worker that served autoload.js."""
-    token = "field(1,.),ub64dec,json_query('$.session_id')"
-    lines = [
-        "    # Bokeh session affinity: the session a request names (WebSocket token, then the",
-        "    # Bokeh-Session-Id header, then the bokeh-session-id / bokeh-token argument) picks the",
-        "    # worker that made it, since its id starts with that worker's g<generation>w<i>-.",
-        "    http-request set-var(txn.fleet_session) url_param(bokeh-session-id) if { url_param(bokeh-session-id) -m found }",
-        f"    http-request set-var(txn.fleet_session) url_param(bokeh-token),{token} if {{ url_param(bokeh-token) -m found }}",
-        "    http-request set-var(txn.fleet_session) req.hdr(Bokeh-Session-Id) if { req.hdr(Bokeh-Session-Id) -m found }",
-        "    # BokehJS sends Sec-WebSocket-Protocol: bokeh, <token>; the token is base64url JSON.",
-        f"    http-request set-var(txn.fleet_session) req.hdr(Sec-WebSocket-Protocol,-1),{token}"
-        " if { req.hdr_cnt(Sec-WebSocket-Protocol) eq 2 } { req.hdr(Sec-WebSocket-Protocol,1) -m str bokeh }",
-    ]
-    # A server that is down is skipped by use-server: the session is gone with it anyway.
-    lines += [f"    use-server {slot} if {{ var(txn.fleet_session) -m reg ^{SESSION_ID_PREFIX}{slot}- }}"
-              for slot in slots]
-    return lines
 
 
 def render(config: Config, deployment: Deployment) -> str:
@@ -190,7 +168,7 @@ def render(config: Config, deployment: Deployment) -> str:
             f"    cookie {AFFINITY_COOKIE} insert indirect nocache httponly{' secure' if https else ''} attr SameSite=Lax",
         ]
     if routes_sessions(config, managed):
-        out += _session_routing([server.id for server in upstreams(config)])
+        out += haproxy_session_rules([server.id for server in upstreams(config)])
     if config.health_path:
         out += [
             "    option httpchk",

@@ -27,7 +27,7 @@ from fleet.configgen.common import (
     seconds,
     upstreams,
 )
-from fleet.configgen.bokeh_token import SESSION_ID_PREFIX, routes_sessions, token_slot_regex
+from fleet.configgen.session_routing import nginx_session_maps, routes_sessions
 from fleet.configgen.deployment import Deployment
 from fleet.configgen import managed as managed_lines
 from fleet.configgen.quoting import NGINX_DOLLAR, NGINX_DOLLAR_GEO, nginx as q
@@ -132,36 +132,6 @@ def _sticky(config: Config) -> bool:
     return config.sticky and len(upstreams(config)) > 1
 
 
-def _session_maps(servers: list[Upstream], cookie: str) -> list[str]:
-    """Maps that find the slot of the worker that made the Bokeh session a request names
-    (``$fleet_route``), else ``cookie``. nginx cannot decode base64, so the WebSocket token is
-    matched encoded: the id's bytes sit at a fixed offset (``fleet.configgen.bokeh_token``)."""
-    id_slot = f"^{SESSION_ID_PREFIX}(?<fleet_id_slot>w[0-9]+)-"
-    return [
-        "# Bokeh session affinity: the session a request names (WebSocket token, then the",
-        "# Bokeh-Session-Id header, then the bokeh-session-id argument) picks the worker that",
-        "# made it, since its id starts with that worker's g<generation>w<i>-; else the cookie.",
-        "map $args $fleet_query_slot {",
-        '    default "";',
-        f'    "~(^|&)bokeh-session-id={id_slot[1:].replace("fleet_id_slot", "fleet_query_id")}" $fleet_query_id;',
-        "}",
-        "map $http_bokeh_session_id $fleet_header_slot {",
-        "    default $fleet_query_slot;",
-        f'    "~{id_slot.replace("fleet_id_slot", "fleet_header_id")}" $fleet_header_id;',
-        "}",
-        "# BokehJS sends Sec-WebSocket-Protocol: bokeh, <token>: base64url JSON whose session_id",
-        "# starts at a fixed offset, so each slot's id has a fixed pattern of base64 characters.",
-        "map $http_sec_websocket_protocol $fleet_session_slot {",
-        "    default $fleet_header_slot;",
-        *(f'    "~^bokeh, *{token_slot_regex(server.id)}" {server.id};' for server in servers),
-        "}",
-        "map $fleet_session_slot $fleet_route {",
-        "    default $fleet_session_slot;",
-        f'    "" {cookie};',
-        "}",
-    ]
-
-
 def _affinity(config: Config, servers: list[Upstream], sessions: bool = False) -> list[str]:
     """The affinity cookie in open-source nginx: one upstream per worker (the others as backup,
     for failover) chosen by a map of the cookie, and a map of $upstream_addr back to the slot
@@ -169,7 +139,7 @@ def _affinity(config: Config, servers: list[Upstream], sessions: bool = False) -
     route = f"$cookie_{AFFINITY_COOKIE}"
     lines: list[str] = []
     if sessions:
-        lines += _session_maps(servers, route)
+        lines += nginx_session_maps(servers, route)
         route = "$fleet_route"
     lines += [
         f"# Affinity (--sticky): a {AFFINITY_COOKIE} cookie picks its worker's own upstream; no cookie",
