@@ -94,7 +94,7 @@ def test_nginx_affinity_cookie_picks_a_per_worker_upstream_with_the_others_as_ba
     text = render("nginx", config(base_port="5100", prefix="/dash"), TARGET)
     body = lines(text)
     assert "cannot" not in text  # the old claim that open-source nginx has no sticky least_conn
-    pool = body[body.index("map $cookie_fleet_affinity $fleet_pool {"):]
+    pool = body[body.index("map $fleet_route $fleet_pool {"):]
     assert pool[1:5] == ["default fleet_workers;", "w0 fleet_w0;", "w1 fleet_w1;", "w2 fleet_w2;"]
     worker = body[body.index("map $upstream_addr $fleet_worker {"):]
     assert worker[1:5] == ['default "";', r'"~(^|\s)127\.0\.0\.1:5100$" w0;',

@@ -24,6 +24,7 @@ from fleet.configgen.common import (
     upstreams,
     whole_seconds,
 )
+from fleet.configgen.session_routing import apache_session_rules, routes_sessions
 from fleet.configgen.deployment import Deployment
 from fleet.configgen.quoting import apache as q, apache_format
 
@@ -151,6 +152,8 @@ def _proxy_rules(config: Config, deployment: Deployment, https: bool) -> list[st
             f"RewriteCond %{{HTTP_HOST}} !^({pattern})(:[0-9]+)?$ [NC]",
             "RewriteRule ^ - [R=421,L]",
         ]
+    if routes_sessions(config):
+        lines += apache_session_rules(upstreams(config))
     lines += [
         "# WebSocket upgrades go to the ws:// balancer, everything else to the http:// one.",
         "RewriteCond %{HTTP:Upgrade} websocket [NC]",

@@ -23,6 +23,7 @@ from fleet.configgen.common import (
     seconds,
     upstreams,
 )
+from fleet.configgen.session_routing import haproxy_session_rules, routes_sessions
 from fleet.configgen.deployment import Deployment
 import fleet.configgen.managed as managed_lines
 from fleet.configgen.quoting import haproxy as q
@@ -166,6 +167,8 @@ def render(config: Config, deployment: Deployment) -> str:
             "    # Its value is the worker's slot (w0, w1, ...: its port, which a --no-proxy reload keeps).",
             f"    cookie {AFFINITY_COOKIE} insert indirect nocache httponly{' secure' if https else ''} attr SameSite=Lax",
         ]
+    if routes_sessions(config, managed):
+        out += haproxy_session_rules([server.id for server in upstreams(config)])
     if config.health_path:
         out += [
             "    option httpchk",

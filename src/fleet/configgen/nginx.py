@@ -27,6 +27,7 @@ from fleet.configgen.common import (
     seconds,
     upstreams,
 )
+from fleet.configgen.session_routing import nginx_session_maps, routes_sessions
 from fleet.configgen.deployment import Deployment
 import fleet.configgen.managed as managed_lines
 from fleet.configgen.quoting import NGINX_DOLLAR, NGINX_DOLLAR_GEO, nginx as q
@@ -131,14 +132,19 @@ def _sticky(config: Config) -> bool:
     return config.sticky and len(upstreams(config)) > 1
 
 
-def _affinity(config: Config, servers: list[Upstream]) -> list[str]:
+def _affinity(config: Config, servers: list[Upstream], sessions: bool = False) -> list[str]:
     """The affinity cookie in open-source nginx: one upstream per worker (the others as backup,
     for failover) chosen by a map of the cookie, and a map of $upstream_addr back to the slot
     for the Set-Cookie of a response."""
-    lines = [
+    route = f"$cookie_{AFFINITY_COOKIE}"
+    lines: list[str] = []
+    if sessions:
+        lines += nginx_session_maps(servers, route)
+        route = "$fleet_route"
+    lines += [
         f"# Affinity (--sticky): a {AFFINITY_COOKIE} cookie picks its worker's own upstream; no cookie",
         "# (or one naming no worker here) goes to least_conn over all of them.",
-        f"map $cookie_{AFFINITY_COOKIE} $fleet_pool {{",
+        f"map {route} $fleet_pool {{",
         "    default fleet_workers;",
         *(f"    {server.id} fleet_{server.id};" for server in servers),
         "}",
@@ -344,7 +350,7 @@ def render(config: Config, deployment: Deployment) -> str:
         http.append(f"    server {q(server.address)} max_fails=1 fail_timeout=2s{max_conns}{down};  # {server.id}")
     http += ["    keepalive 32;", "}", ""]
     if _sticky(config):
-        http += [*_affinity(config, servers), ""]
+        http += [*_affinity(config, servers, routes_sessions(config, managed)), ""]
 
     allowed = host_names(config.allow_host)
     if allowed:
