@@ -183,3 +183,9 @@ def test_each_format_quotes_its_own_specials() -> None:
     assert apache('/a "b"') == '"/a \\"b\\""'
     assert systemd_word("50%$x\n") == '"50%%$$x\\x0a"'
     assert comment_line("a\nb\\") == "a\\x0ab\\x5c"
+
+
+@pytest.mark.parametrize("path", ["//", "/metrics//x", "//evil.example/metrics"])
+def test_a_url_path_with_an_empty_segment_is_refused_naming_it(path: str) -> None:
+    with pytest.raises(ConfigError, match="empty segment"):
+        build_config({"metrics_path": path}, {}, {}, command="config", app=APP)

@@ -49,7 +49,7 @@ from fleet.configgen.common import fleet_arguments, host_names
 from fleet.configgen.docker import _app_source
 from fleet.configgen.kubernetes import objects
 from fleet.configgen.quoting import NGINX_DOLLAR
-from fleet.dataplane.files import Layout, Renderer, private_directory
+from fleet.dataplane.files import DataPlaneError, Layout, Renderer, private_directory
 from fleet.dataplane.model import PlaneModel
 from support import EXAMPLES, IN_CI, free_port, require_tool
 
@@ -366,6 +366,16 @@ def test_every_option_value_is_refused_or_written_as_one_literal_argument(
             assert _flag(option.name) in message, message
             assert "\n" not in message.strip(), message
             return
+        if kind.startswith("managed-"):
+            # fleet up refuses a data-plane socket path the server cannot bind (HAProxy's limit
+            # is 97 bytes) before it writes a file: a refusal, as at parse time.
+            control = config.control_socket or str(base / "fleet.sock")
+            try:
+                Layout(kind.removeprefix("managed-"), private_directory(control)).check_lengths()
+            except DataPlaneError as exc:
+                counts["refused"] += 1
+                assert _flag(option.name) in str(exc), str(exc)
+                return
         counts["accepted"] += 1
         value = _shown(config, option)
         if value is None:  # --prefix / is no prefix: nothing of it is written

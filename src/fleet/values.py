@@ -237,6 +237,11 @@ def parse_url_path(value: str, what: str = "a URL path") -> str:
                          f"-._~!$&'()*+,;=:@/ and %XX): {text!r} has {describe_character(bad)}")
     if re.search(r"%(?![0-9A-Fa-f]{2})", text):
         raise ValueError(f"{what}: '%' must start a %XX escape (two hex digits): {text!r}")
+    if "//" in text:
+        # An empty segment: clients and servers merge or keep them differently (and a target
+        # starting with // reads as an authority), so a route on one would not match the same
+        # requests everywhere it is written.
+        raise ValueError(f"{what} has an empty segment ('//'): {text!r}")
     return text
 
 
