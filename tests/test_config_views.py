@@ -52,6 +52,7 @@ ALLOWED = {
     "fleet.configgen.kubernetes": "renders every option",
     "fleet.configgen.nginx": "renders every option",
     "fleet.configgen.systemd": "renders every option",
+    "fleet.configgen.session_routing": "renders every option (decides from workers, upstreams, sticky and the data plane)",
     "fleet.front.managed": "hands the Config to the managed server's renderer (DataPlane.prepare)",
     "fleet.dataplane.plane": "renders the managed nginx/HAProxy configuration (configgen)",
     "fleet.dataplane.files": "Renderer: the managed server's configuration, through configgen",

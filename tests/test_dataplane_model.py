@@ -163,7 +163,7 @@ def test_the_servers_run_in_the_foreground_with_the_private_files() -> None:
         "/usr/sbin/nginx", "-p", "/run/fleet/x.dataplane/", "-e", "stderr", "-c",
         "/run/fleet/x.dataplane/nginx.conf", "-g", "daemon off;"]
     assert command("haproxy", "haproxy", Layout("haproxy", "/d"), test=True) == [
-        "haproxy", "-f", "/d/haproxy.conf", "-c", "-q"]
+        "haproxy", "-f", "/d/haproxy.conf", "-c"]
 
 
 def test_the_server_state_table_is_walked_and_staying_put_is_no_move() -> None:

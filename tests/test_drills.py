@@ -1094,10 +1094,19 @@ def resource_drill(fleet: Fleet, workers: int, idle: int, websockets: int, cycle
 
         for _ in range(cycles):
             asyncio.run(cycle())
-            wait_until(lambda: Usage.of(fleet, workers).clients == 0
-                       and metric(scrape(fleet.port), "fleet_websocket_connections") == 0, 30,
-                       message="every client connection closed in the proxy and the websocket gauge at 0")
-            afters.append(Usage.of(fleet, workers))
+            settled: list[Usage] = []
+
+            def quiet() -> bool:
+                # Usage first, then the scrape: a reading taken after a scrape can still see the
+                # scrape's own connection, closed by the client but not yet by the proxy.
+                usage = Usage.of(fleet, workers)
+                if usage.clients or metric(scrape(fleet.port), "fleet_websocket_connections") != 0:
+                    return False
+                settled.append(usage)
+                return True
+
+            wait_until(quiet, 30, message="every client connection closed in the proxy and the websocket gauge at 0")
+            afters.append(settled[-1])
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return ResourceDrill(idle, websockets, baseline, peaks, afters, gauge, opened)

@@ -31,7 +31,7 @@ from fleet.supervisor.command import SYSTEMD_ENV as ENVIRONMENT
 from fleet.supervisor.process import Output
 
 WATCHDOG = b"WATCHDOG=1\n"
-RETRIES = 100  # a state message waits up to RETRIES * RETRY_INTERVAL for room in systemd's queue
+RETRIES = 600  # a state message waits up to RETRIES * RETRY_INTERVAL (30 s) for room in systemd's queue
 RETRY_INTERVAL = 0.05
 
 
@@ -76,6 +76,7 @@ class SystemdNotifier:
         self._output = output
         self._socket: socket.socket | None = None
         self._warned = False
+        self._waiting = 0  # state messages waiting for room in the queue
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], output: Output) -> "SystemdNotifier":
@@ -89,6 +90,8 @@ class SystemdNotifier:
     def send(self, data: bytes, tries: int = RETRIES) -> None:
         if self.address is None:
             return
+        if data == WATCHDOG and self._waiting:
+            return  # a ping would take the queue slot a waiting state change needs
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -102,11 +105,16 @@ class SystemdNotifier:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:
                     return
-                loop.call_later(RETRY_INTERVAL, self.send, data, tries - 1)
+                self._waiting += 1
+                loop.call_later(RETRY_INTERVAL, self._retry, data, tries - 1)
         except OSError as exc:
             if not self._warned:  # once: a gone systemd must not flood fleet's output
                 self._warned = True
                 self._output.fleet(f"warning: cannot notify systemd at $NOTIFY_SOCKET: {exc.strerror or exc}")
+
+    def _retry(self, data: bytes, tries: int) -> None:
+        self._waiting -= 1
+        self.send(data, tries)
 
     def ready(self, status: str) -> None:
         self.send(message("READY=1", f"MAINPID={os.getpid()}", status=status))
