@@ -6,7 +6,7 @@ APP ?= examples/bokeh_random
 WORKERS ?= 3
 # The suite mostly waits on subprocesses: three xdist workers on two cores, a test module to one
 # worker, the modules with the most slow tests first (tests/conftest.py).
-PYTEST_ARGS ?= -n 3 --dist loadfile --no-loadscope-reorder
+PYTEST_ARGS ?= -n 4 --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test venv clean bench
 

@@ -177,12 +177,15 @@ class HalfClosingWorker:
             try:
                 if b"\r\n\r\n" not in data:
                     raise OSError("no request (a health check's connect)")
+                # Held before the answer goes out: the client may read it all and look at
+                # ``held`` before this thread runs again.
+                self.held.append(conn)
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"h" * 3000)
                 conn.shutdown(socket.SHUT_WR)
             except OSError:
+                if conn in self.held:
+                    self.held.remove(conn)
                 conn.close()
-                continue
-            self.held.append(conn)
 
     def close(self) -> None:
         self.stop.set()
