@@ -224,6 +224,23 @@ def tls_over_unix_socket(path: Path | str, context: ssl.SSLContext, data: bytes,
     return answer
 
 
+def websocket_upgrade(port: int, path: str, origin: str, host: str | None = None) -> bytes:
+    """The head a WebSocket upgrade with this ``Origin`` gets on a new connection to ``port``
+    (``Host`` defaults to ``localhost:PORT``)."""
+    head = (f"GET {path} HTTP/1.1\r\nHost: {host or f'localhost:{port}'}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL a process group we started (start_new_session=True), ignoring one already gone."""
     try:

@@ -13,11 +13,10 @@ from typing import Iterator
 
 import pytest
 
-from support import http_get, wait_until
+from support import http_get, wait_until, websocket_upgrade
 from up_helpers import Fleet, balance, up
 
 APPS = Path(__file__).resolve().parent / "apps"
-WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
 def raw(port: int, data: bytes, *, shut_write: bool = False, timeout: float = 10.0) -> bytes:
@@ -72,20 +71,6 @@ def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield fleet
 
 
-def upgrade(port: int, path: str, origin: str) -> bytes:
-    head = (f"GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-
 def received(port: int) -> list[str]:
     return json.loads(http_get(f"http://127.0.0.1:{port}/_received")[2])["received"]
 
@@ -94,10 +79,10 @@ def test_default_origin_is_the_proxys_own_address(echo: Fleet) -> None:
     """No --allow-websocket-origin: a foreign Origin gets 403 from the proxy and never reaches
     the worker (whose check_origin would accept anything); the proxy's own address gets 101."""
     for evil in ("http://evil", "http://evil.example:80", f"http://localhost.evil:{echo.port}", "null"):
-        answer = upgrade(echo.port, "/ws-evil", evil)
+        answer = websocket_upgrade(echo.port, "/ws-evil", evil)
         assert answer.startswith(b"HTTP/1.1 403"), (evil, answer[:100])
     for own in (f"http://localhost:{echo.port}", f"http://127.0.0.1:{echo.port}"):
-        assert upgrade(echo.port, "/ws-own", own).startswith(b"HTTP/1.1 101"), own
+        assert websocket_upgrade(echo.port, "/ws-own", own).startswith(b"HTTP/1.1 101"), own
     seen = received(echo.port)
     assert "/ws-own" in seen and "/ws-evil" not in seen
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pytest
 import websocket
 
-from support import free_port
+from support import free_port, websocket_upgrade
 from test_balancer import BACKEND, get, raw, status_of
 from up_helpers import Fleet, balance, up, workers_without_proxy
 
@@ -152,17 +152,7 @@ def test_websocket_origins_follow_bokehs_rules(backends: Fleet) -> None:
 
 
 def _upgrade(port: int, host: str, origin: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET /bokeh_random/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                     f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {origin}\r\n\r\n".encode())
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-        return answer
+    return websocket_upgrade(port, "/bokeh_random/ws", origin, host)
 
 
 def test_bokeh_wildcard_origins_pass_the_proxy_and_the_bokeh_worker_alike(tmp_path: Path) -> None:

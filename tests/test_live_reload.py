@@ -8,12 +8,11 @@ import http.client
 import json
 import shutil
 import signal
-import socket
 from pathlib import Path
 
 import websocket
 
-from support import FRESH_METRICS, free_port, free_port_range, require_tool, start_fleet, wait_until
+from support import FRESH_METRICS, free_port, free_port_range, require_tool, start_fleet, wait_until, websocket_upgrade
 from test_drills import LoadGenerator, metric, scrape
 from up_helpers import Fleet, run_cli
 
@@ -37,17 +36,7 @@ def start(tmp_path: Path, toml: str, *options: str) -> Fleet:
 
 def upgrade_status(port: int, origin: str) -> int:
     """The status a WebSocket upgrade with this Origin gets through the proxy (a new connection)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                     f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {origin}\r\n\r\n".encode())
-        head = b""
-        while b"\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            head += chunk
-    return int(head.split(b" ", 2)[1])
+    return int(websocket_upgrade(port, "/ws", origin, f"127.0.0.1:{port}").split(b" ", 2)[1])
 
 
 def many_headers(connection: http.client.HTTPConnection) -> int:
