@@ -176,3 +176,28 @@ def test_the_sweep_closes_an_idle_keep_alive_client_once_client_timeout_has_pass
 
     run(test, client_timeout=75.0)
 
+
+
+def test_the_managed_proxys_internal_routes_render_once_per_ttl_on_the_given_clock() -> None:
+    """Behind nginx/HAProxy, ``/metrics`` is rendered by ``InternalRoutes``: a render is reused
+    until the clock has moved by the TTL, and no real time passes in this test."""
+    from fleet.dataplane.internal import InternalRoutes
+
+    now = [100.0]
+    renders: list[int] = []
+
+    def handler() -> tuple[int, str, bytes]:
+        renders.append(1)
+        return 200, "text/plain", str(len(renders)).encode()
+
+    routes = InternalRoutes(clock=lambda: now[0], ttl=1.0)
+    routes.add("/metrics", handler)
+    assert routes.answer("/metrics")[2] == b"1"
+    now[0] += 0.99
+    assert routes.answer("/metrics")[2] == b"1"
+    now[0] += 0.01
+    assert routes.answer("/metrics")[2] == b"2"
+    assert routes.answer("/nothing")[0] == 404
+    fresh = InternalRoutes(clock=lambda: now[0], ttl=0.0)
+    fresh.add("/metrics", handler)
+    assert fresh.answer("/metrics")[2] == b"3" and fresh.answer("/metrics")[2] == b"4"

@@ -7,7 +7,7 @@ the proxy processes (``balancer.child``) only carry requests. What crosses betwe
 - master -> proxy, JSON lines on one unix socketpair per process: its settings (at start, again on a reload), each
   worker's add / ready / draining / remove with its load-table column, the latest answer of
   each built-in route (``/metrics``, ``/_fleet/...``, rendered by the master every
-  ``ROUTE_INTERVAL`` from its fleet-wide totals), Bokeh static roots, TLS reload, stop.
+  ``FLEET_METRICS_TTL`` seconds, 1 by default, from its fleet-wide totals), Bokeh static roots, TLS reload, stop.
 - proxy -> master, same socket: started (or the bind error), counter snapshots every
   ``child.STATS_INTERVAL`` (``balancer.snapshot`` adds them up; a dead process's last snapshot
   is folded into a base, so counters stay monotonic), drained.
@@ -40,6 +40,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from fleet.balancer import snapshot
+from fleet.balancer.context import render_ttl
 from fleet.balancer.child import pack
 from fleet.balancer.loadtable import Columns, LoadTable
 from fleet.balancer.proxylives import CLOSE_WAIT, START_TIMEOUT, ProxyLives, ProxySlot
@@ -50,7 +51,6 @@ from fleet.balancer.settings import ProxyViews
 from fleet.ports import in_use_error
 from fleet.tasks import cancel_and_wait
 
-ROUTE_INTERVAL = 1.0  # the built-in routes' answers are rendered this often (CachedRoute's TTL)
 REFRESH_INTERVAL = 0.25  # the master's totals follow the load table this often
 IDLE_POLL = 0.05  # wait_idle reads the load table this often
 
@@ -73,6 +73,8 @@ class ProxyGroup(ProxyLives):
         self._reserved: list[socket.socket] = []
         self._unix: socket.socket | None = None
         self._closed = False
+        # The built-in routes' answers are pushed this often: the same lifetime as CachedRoute's.
+        self._route_interval = render_ttl(os.environ)
 
     # -- start ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,13 +153,13 @@ class ProxyGroup(ProxyLives):
     async def _render_routes(self) -> None:
         """Gauges in ``stats`` follow the load table every ``REFRESH_INTERVAL`` (a long request
         changes no counter, so no snapshot says it is still in flight); the built-in routes'
-        answers are pushed every ``ROUTE_INTERVAL``."""
+        answers are pushed every ``_route_interval`` (at most every ``REFRESH_INTERVAL``)."""
         loop = asyncio.get_running_loop()
         rendered = loop.time()
         while True:
             await asyncio.sleep(REFRESH_INTERVAL)
             self._refresh()
-            if not self._routes or loop.time() - rendered < ROUTE_INTERVAL:
+            if not self._routes or loop.time() - rendered < self._route_interval:
                 continue
             rendered = loop.time()
             for path, handler in self._routes.items():

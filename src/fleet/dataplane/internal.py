@@ -4,20 +4,25 @@ The routes the built-in proxy serves itself (``Balancer.add_local_route``) are s
 a unix socket in the data plane's private directory; nginx and HAProxy forward those paths to
 it. Who may see them (``--metrics-allow``) is decided by the server in front, which knows the
 client's address; the socket itself is reachable only by fleet's user (0600 in a 0700
-directory). Answers are rendered at most once a second, as on the built-in proxy.
+directory). Answers are rendered at most once per ``FLEET_METRICS_TTL`` (1 s by default), as on
+the built-in proxy; the clock is passed in, so a test can move it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Iterable
 
+from fleet.balancer.context import Clock, render_ttl
+
 Handler = Callable[[], tuple[int, str, bytes]]
-CACHE_SECONDS = 1.0
 
 
 class InternalRoutes:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.monotonic, ttl: float | None = None) -> None:
+        self.clock = clock
+        self.ttl = render_ttl(os.environ) if ttl is None else ttl
         self.routes: dict[str, Handler] = {}
         self.headers: dict[str, tuple[tuple[str, str], ...]] = {}  # extra headers (the page's CSP)
         self._cache: dict[str, tuple[float, tuple[int, str, bytes]]] = {}
@@ -31,9 +36,9 @@ class InternalRoutes:
         handler = self.routes.get(path)
         if handler is None:
             return 404, "text/plain; charset=utf-8", b"not found\n"
-        now = time.monotonic()
+        now = self.clock()
         cached = self._cache.get(path)
-        if cached is None or now - cached[0] >= CACHE_SECONDS:
+        if cached is None or now - cached[0] >= self.ttl:
             cached = (now, handler())
             self._cache[path] = cached
         return cached[1]
