@@ -273,3 +273,13 @@ def start_fleet(*args: str, env: dict[str, str] | None = None, cwd: str | None =
 
 def iter_lines(text: str) -> Iterator[str]:
     yield from text.splitlines()
+
+
+def run_without_the_compiled_path(*files: str) -> None:
+    """Run these test modules again in a pytest of their own with ``FLEET_PURE_PYTHON=1``: the
+    proxy then uses the Python head rules only, so both paths are tested end to end."""
+    env = {**os.environ, "FLEET_PURE_PYTHON": "1"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                             "-x", *files], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and " failed" not in result.stdout

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from fleet.balancer import head
 from fleet.balancer.head import HeadError, Request, forward_request, response_head_raw
 from fleet.balancer.trust import TrustedProxies
+from support import run_without_the_compiled_path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = TrustedProxies()
@@ -149,14 +150,11 @@ def test_the_start_up_banner_names_the_compiled_path() -> None:
     assert hot_path_line() == "proxy hot path: compiled (fleet.balancer._speedups)"
 
 
-@pytest.mark.slow(seconds=150)
+@pytest.mark.slow(seconds=40)
 @pytest.mark.skipif(os.environ.get("FLEET_PURE_PYTHON") == "1", reason="this run is the pure-Python one already")
 def test_the_proxy_tests_pass_on_the_pure_python_path() -> None:
-    """The head rules and the proxy end to end (hardening included) once more without the C code."""
-    env = {**os.environ, "FLEET_PURE_PYTHON": "1"}
-    files = ["tests/test_balancer_head.py", "tests/test_balancer.py", "tests/test_balancer_hardening.py",
-             "tests/test_edge_trust.py", "tests/test_speedups.py"]
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *files],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout
+    """The head rules and the proxy end to end once more without the C code (the hardening tests
+    too: tests/test_pure_python_hardening.py, a module of its own so that another test worker
+    runs it at the same time)."""
+    run_without_the_compiled_path("tests/test_balancer_head.py", "tests/test_balancer.py",
+                                  "tests/test_edge_trust.py", "tests/test_speedups.py")
