@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable
 
 from fleet.balancer.bokeh_session import maker_of, rendezvous, session_id_of
-from fleet.balancer.static_files import StaticFiles, not_modified, response_head
+from fleet.balancer.static_answer import static_answer
+from fleet.balancer.static_files import StaticFiles
 
 if TYPE_CHECKING:
     from fleet.balancer.head import Request
@@ -63,7 +64,7 @@ class BokehRouting:
         return StaticHit(found[0], found[1], versioned=_has_version(request.query))
 
     def static_response(self, hit: StaticHit, request: "Request", keep_alive: bool) -> tuple[int, bytes]:
-        """(status, whole response) for a static hit: 200, 304 or 404."""
+        """(status, whole response) for a static hit: 200, 206, 304, 416 or 404."""
         assert self.static is not None
         entry = self.static.lookup(hit.root, hit.tail)
         if entry is None:
@@ -72,11 +73,7 @@ class BokehRouting:
                     b"Content-Length: %d\r\n" % len(body)
                     + (b"Connection: keep-alive" if keep_alive else b"Connection: close") + b"\r\n\r\n")
             return 404, head + (b"" if request.method == b"HEAD" else body)
-        status = 304 if not_modified(entry, request.if_none_match, request.if_modified_since) else 200
-        head = response_head(entry, status=status, versioned=hit.versioned, keep_alive=keep_alive)
-        if status == 304 or request.method == b"HEAD":
-            return status, head
-        return status, head + entry.body
+        return static_answer(entry, request, versioned=hit.versioned, keep_alive=keep_alive)
 
 
 def _has_version(query: bytes) -> bool:
