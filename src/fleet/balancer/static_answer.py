@@ -62,7 +62,7 @@ def byte_range(value: bytes, size: int) -> tuple[int, int] | None:
         suffix = int(last_text)
         return (max(0, size - suffix), size - 1) if suffix and size else UNSATISFIABLE
     first = int(first_text)
-    last = int(last_text) if last_text else size - 1
+    last = int(last_text) if last_text else max(first, size - 1)
     if last < first:
         return None
     if first >= size:
@@ -91,7 +91,7 @@ def static_answer(entry: StaticFile, request: "Request", *, versioned: bool, kee
         return 304, response_head(entry, status=304, versioned=versioned, keep_alive=keep_alive, etag=etag)
     extra = b""
     status = 200
-    if span is UNSATISFIABLE:
+    if span == UNSATISFIABLE:
         status, body = 416, b""
         extra = b"Content-Range: bytes */%d\r\n" % len(entry.body)
     elif span is not None:
