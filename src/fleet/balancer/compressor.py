@@ -1,8 +1,8 @@
 """The compressors: gzip (zlib, always there), brotli and zstd (``pip install
 'fleet[compress]'``: the ``brotli`` and ``zstandard`` packages, used when installed).
 
-Two uses, two settings (measured on BokehJS's five bundles, 3.93 MB, on this project's CI
-machine; ``docs/compression.md`` has the table):
+Two uses, two settings (measured on BokehJS's five bundles, 3.93 MB, on the shared dev
+machine; ``python bench/compression.py`` prints the table):
 
 - **Static files** are compressed once, when first read, in the event loop: the level must
   bound that one-time pause. brotli quality 5 (0.27 of the size, ~190 ms for all five) beats
@@ -13,6 +13,13 @@ machine; ``docs/compression.md`` has the table):
   matters most. zstd level 3 (0.30, ~130 MB/s) first, then brotli quality 4, then gzip level
   5 (Caddy's default). Windows are kept small (512 KiB) so that a stream costs at most about
   1 MiB of memory whatever its length.
+
+BREACH (a secret recovered from the compressed length of responses that also reflect the
+attacker's text): worker responses are compressed by default, as nginx and Caddy do; an app
+whose page mixes a long-lived secret with reflected input sends ``Cache-Control: no-transform``
+(left alone here) or fleet runs with ``--no-compress``. Bokeh's session token is new on every
+page load, so the many responses with one secret that BREACH needs never exist (README,
+"Compression and BREACH").
 
 ``Encoder`` is one response's stream: ``compress`` each piece as it is relayed (no copy of
 the body is kept), ``flush`` when a read from the worker has been relayed (so a slow stream
