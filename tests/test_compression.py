@@ -215,3 +215,25 @@ def test_static_answers_by_coding_with_vary_etag_304_head_and_range(tmp_path: Pa
 ])
 def test_byte_ranges(value: bytes, expected: object) -> None:
     assert byte_range(value, 100) == expected
+
+
+def test_copies_are_made_in_a_thread_and_replace_the_plain_entry_when_done(tmp_path: Path) -> None:
+    import asyncio
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        files = StaticFiles(tree(tmp_path)[0].roots, offload=lambda work: loop.run_in_executor(None, work))
+        found = files.root_for(b"/static/js/bokeh.min.js")
+        assert found is not None
+        plain = files.lookup(*found)
+        assert plain is not None and not plain.codings
+        making = files.pending(plain)
+        assert making is not None
+        await making  # type: ignore[misc]
+        await asyncio.sleep(0)  # the done callbacks run in the loop
+        coded = files.lookup(*found)
+        assert coded is not None and coded is not plain and set(coded.codings) == set(compressor.STATIC_CODINGS)
+        assert files.pending(coded) is None and files.pending(plain) is None
+        assert files.cached_bytes == coded.size
+
+    asyncio.run(scenario())

@@ -39,7 +39,7 @@ import os
 import stat as stat_mode
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
-from typing import Iterable
+from typing import Callable, Iterable, Protocol, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from fleet.balancer.compressor import STATIC_CODINGS, compress_static
@@ -63,6 +63,25 @@ _TYPES = {
     ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".woff": "font/woff",
     ".woff2": "font/woff2", ".html": "text/html; charset=utf-8", ".txt": "text/plain; charset=utf-8",
 }
+
+
+T = TypeVar("T")
+
+
+class Future(Protocol[T]):
+    """What ``StaticFiles`` needs of an ``asyncio.Future`` (kept abstract: no event loop here)."""
+
+    def add_done_callback(self, callback: Callable[["Future[T]"], object]) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+    def exception(self) -> BaseException | None: ...
+
+    def result(self) -> T: ...
+
+
+# Runs a function elsewhere (``loop.run_in_executor``); its callbacks run in the event loop.
+Offload = Callable[[Callable[[], "StaticFile"]], Future["StaticFile"]]
 
 
 @dataclass(frozen=True)
@@ -115,13 +134,18 @@ def content_type(path: str) -> bytes:
 class StaticFiles:
     """The roots the proxy serves, and the files read so far (bounded)."""
 
-    def __init__(self, roots: Iterable[Root]) -> None:
+    def __init__(self, roots: Iterable[Root], offload: Offload | None = None) -> None:
         # Longest prefix first: an app's /dash/gallery/static/ before /dash/static/ never
         # overlap, but a prefix-less /static/ must not swallow /static2/.
         self.roots = sorted(roots, key=lambda root: len(root.url_prefix), reverse=True)
         self._cache: dict[str, StaticFile] = {}  # by real path
         self._by_url: dict[bytes, StaticFile] = {}  # by URL path: no realpath on a hit
         self._cached_bytes = 0
+        # Runs the compression of a file's copies off the event loop (a thread: zlib, brotli
+        # and zstd release the GIL), so the first read of bokeh.min.js (~0.1-0.2 s of CPU)
+        # stalls nobody; None: compressed in the caller (pure tests).
+        self._offload = offload
+        self._compressing: dict[int, Future[StaticFile]] = {}  # id(plain entry) -> its copies
 
     def root_for(self, path: bytes) -> tuple[Root, bytes] | None:
         """(root, tail) when ``path`` is one of ours; None leaves the request to the workers
@@ -179,13 +203,38 @@ class StaticFiles:
         room = MAX_CACHE - self._cached_bytes
         if len(body) > room:
             return entry  # answered right (plain), but neither kept nor compressed for each request
-        coded = with_codings(entry, path, info, room)
-        if coded.size <= room:
-            entry = coded
         self._cache[path] = entry
         self._cached_bytes += entry.size
         self._remember(url, entry)
-        return entry
+        if compressible(entry.content_type) and len(body) >= MIN_COMPRESS:
+            room -= len(body)
+            if self._offload is None:
+                self._add_codings(path, entry, with_codings(entry, path, info, room))
+            else:
+                future = self._offload(lambda: with_codings(entry, path, info, room))
+                self._compressing[id(entry)] = future
+                future.add_done_callback(lambda done: self._compressed(path, entry, done))
+        return self._cache[path]
+
+    def pending(self, entry: StaticFile) -> Future[StaticFile] | None:
+        """The compression of ``entry``'s copies, while it runs (None: done, or none)."""
+        return self._compressing.get(id(entry))
+
+    def _compressed(self, path: str, entry: StaticFile, done: Future[StaticFile]) -> None:
+        self._compressing.pop(id(entry), None)
+        if not done.cancelled() and done.exception() is None:
+            self._add_codings(path, entry, done.result())
+
+    def _add_codings(self, path: str, plain: StaticFile, coded: StaticFile) -> None:
+        """``plain``'s entry becomes ``coded`` (its compressed copies) if they fit the cache."""
+        extra = coded.size - plain.size
+        if coded is plain or self._cache.get(path) is not plain or self._cached_bytes + extra > MAX_CACHE:
+            return
+        self._cache[path] = coded
+        self._cached_bytes += extra
+        for url, known in list(self._by_url.items()):
+            if known is plain:
+                self._by_url[url] = coded
 
     def _remember(self, url: bytes, entry: StaticFile) -> None:
         if len(self._by_url) < MAX_URLS:
@@ -198,9 +247,8 @@ class StaticFiles:
 
 def with_codings(entry: StaticFile, path: str, info: os.stat_result, room: int) -> StaticFile:
     """``entry`` with its compressed copies: fresh precompressed files beside ``path`` first,
-    else compressed here (``STATIC_CODINGS``); a copy that saves nothing is not kept."""
-    if not compressible(entry.content_type) or len(entry.body) < MIN_COMPRESS:
-        return entry
+    else compressed here (``STATIC_CODINGS``); a copy that saves nothing is not kept. Touches
+    nothing shared: ``StaticFiles`` may run it in a thread."""
     codings: dict[str, tuple[bytes, bytes]] = {}
     for coding in PREFERENCE:
         found = read_regular(path + PRECOMPRESSED[coding])
