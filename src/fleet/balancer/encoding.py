@@ -11,6 +11,8 @@ are in ``balancer.compressor``, the static files' encoded copies in ``balancer.s
   is chosen over identity only if its q is at least identity's. No ``Accept-Encoding`` at all
   means identity (as nginx and Caddy do: RFC 9110 allows any coding then, but old clients that
   send nothing may not decode). A malformed element (bad q) counts as refused: never guess.
+  When even identity is refused (``*;q=0``), identity is sent anyway rather than a 406, as
+  RFC 9110 12.5.3 allows and nginx and Caddy do.
 - ``compressible``: text types (``text/*`` but ``text/event-stream``, JSON, JavaScript, XML,
   SVG, WASM), as Caddy's and nginx's usual lists.
 - ``compressed_head``: the worker's head bytes without ``Content-Length`` (the body's length
