@@ -412,7 +412,13 @@ FIELDS = [b"HOST: fuzz.test", b"host: fuzz.test", b"Host: other.test", b"Host: \
           b"X-Drop: 1", b"close: 1", b"Close: 1", b"Keep-Alive: 1", b"X-" + b"n" * 70 + b": v",
           b"x-forwarded-for: 6.6.6.6", b"X-FORWARDED-HOST: evil.test", b"X-Forwarded-: x", b"Forwarded: for=6.6.6.6",
           b"X-Real-IP: 6.6.6.6", b"Origin: http://evil.test", b"If-None-Match: \"x\"", b"Bokeh-Session-Id: abc",
-          b"Sec-WebSocket-Protocol: bokeh", b"Upgrade: websocket", b"Content-Length: 0", b"Transfer-Encoding: chunked"]
+          b"Sec-WebSocket-Protocol: bokeh", b"Upgrade: websocket", b"Content-Length: 0", b"Transfer-Encoding: chunked",
+          # hostile Accept-Encoding and Range values (balancer.encoding, balancer.static_answer)
+          b"Accept-Encoding: gzip;q=", b"Accept-Encoding: *;q=0.5;q=1, br;q=NaN", b"Accept-Encoding: \xff\xfe;q=1",
+          b"Accept-Encoding: gzip;q=1e9, zstd;q=-0", b"Accept-Encoding: " + b"x," * 3000 + b"gzip",
+          b"Accept-Encoding: ;;;,,,=;q", b"Accept-Encoding: identity;q=0, *;q=0", b"accept-encoding: GZIP;Q=0.001",
+          b"Accept-Encoding: br\x00gzip", b"Range: bytes=0-0,1-1,2-2", b"Range: bytes=-99999999999999999999",
+          b"If-Range: \"x\"", b"Range: \xff"]
 CHUNK_SIZES = [b"zz", b"-1", b"0x3", b"+3", b"3 ", b" 3", b"3\t", b"3;", b"3;a=b", b"3;a=\"b\"", b"03",
                b"fffffffffffffffffff", b"", b"3\x00", b"\xff", b"1" * 40]
 

@@ -7,14 +7,8 @@ from pathlib import Path
 
 from hypothesis import given, strategies as st
 
-from fleet.balancer.static_files import (
-    LONG_CACHE,
-    StaticFiles,
-    bokeh_roots,
-    not_modified,
-    response_head,
-    safe_relative,
-)
+from fleet.balancer.static_answer import not_modified, response_head
+from fleet.balancer.static_files import LONG_CACHE, StaticFiles, bokeh_roots, safe_relative
 
 
 def make_tree(tmp_path: Path) -> tuple[StaticFiles, Path]:

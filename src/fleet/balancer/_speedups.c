@@ -23,7 +23,7 @@
 enum {
     K_HOP, K_CONNECTION, K_UPGRADE, K_TRANSFER_ENCODING, K_FORWARDING, K_HOST, K_CONTENT_LENGTH,
     K_COOKIE, K_ORIGIN, K_CLAIM, K_WS_PROTOCOL, K_SESSION_ID, K_IF_NONE_MATCH, K_IF_MODIFIED_SINCE,
-    K_COUNT,
+    K_ACCEPT_ENCODING, K_RANGE, K_IF_RANGE, K_COUNT,
     K_PLAIN = 100,       /* forwarded as it is */
     K_XFORWARDED = 101,  /* another X-Forwarded-*: a client's claim, dropped */
     K_DECLINE = 102,     /* a name this code does not handle ("close"): the Python path */
@@ -43,12 +43,12 @@ static PyObject *name_kinds;     /* header name as sent -> kind code (bounded) *
 enum {
     F_METHOD, F_PATH, F_HOST, F_AFFINITY_COOKIE, F_ORIGIN, F_CONTENT_LENGTH, F_CHUNKED, F_WEBSOCKET,
     F_FORWARD, F_KEEP_ALIVE, F_HTTP10, F_CLIENT, F_QUERY, F_BOKEH_PROTOCOL, F_BOKEH_SESSION,
-    F_IF_NONE_MATCH, F_IF_MODIFIED_SINCE, F_COUNT,
+    F_IF_NONE_MATCH, F_IF_MODIFIED_SINCE, F_ACCEPT_ENCODING, F_RANGE, F_IF_RANGE, F_COUNT,
 };
 static const char *field_names[F_COUNT] = {
     "method", "path", "host", "affinity_cookie", "origin", "content_length", "chunked", "websocket",
     "forward", "keep_alive", "http10", "client", "query", "bokeh_protocol", "bokeh_session",
-    "if_none_match", "if_modified_since",
+    "if_none_match", "if_modified_since", "accept_encoding", "range", "if_range",
 };
 static Py_ssize_t field_offsets[F_COUNT];
 
@@ -272,7 +272,8 @@ request_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     unsigned char kinds[MAX_FIELDS];
     PyObject *host = NULL, *cookie = NULL, *origin = NULL, *ws_protocol = NULL, *session = NULL,
-             *if_none_match = NULL, *if_modified_since = NULL;  /* borrowed, except host */
+             *if_none_match = NULL, *if_modified_since = NULL, *accept_encoding = NULL, *range = NULL,
+             *if_range = NULL;  /* borrowed, except host */
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *field = PyList_GET_ITEM(headers, i);
         if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2)
@@ -316,6 +317,9 @@ request_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         case K_SESSION_ID: session = value; break;
         case K_IF_NONE_MATCH: if_none_match = value; break;
         case K_IF_MODIFIED_SINCE: if_modified_since = value; break;
+        case K_ACCEPT_ENCODING: accept_encoding = value; break;
+        case K_RANGE: range = value; break;
+        case K_IF_RANGE: if_range = value; break;
         case K_PLAIN: break;
         default:  /* Upgrade, Transfer-Encoding, Content-Length, "close", unknown */
             goto decline;
@@ -364,6 +368,7 @@ request_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_False, forward, keep_alive ? Py_True : Py_False, http10 ? Py_True : Py_False, client_ip,
         query, ws_protocol ? ws_protocol : Py_None, session ? session : Py_None,
         if_none_match ? if_none_match : Py_None, if_modified_since ? if_modified_since : Py_None,
+        accept_encoding ? accept_encoding : Py_None, range ? range : Py_None, if_range ? if_range : Py_None,
     };
     for (int i = 0; i < F_COUNT; i++) {
         PyObject **slot = (PyObject **)((char *)request + field_offsets[i]);
@@ -490,9 +495,10 @@ PyInit__speedups(void)
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;
-    PyObject *names = Py_BuildValue("(ssssssssssssss)", "hop", "connection", "upgrade",
+    PyObject *names = Py_BuildValue("(sssssssssssssssss)", "hop", "connection", "upgrade",
         "transfer-encoding", "forwarding", "host", "content-length", "cookie", "origin", "claim",
-        "sec-websocket-protocol", "bokeh-session-id", "if-none-match", "if-modified-since");
+        "sec-websocket-protocol", "bokeh-session-id", "if-none-match", "if-modified-since",
+        "accept-encoding", "range", "if-range");
     if (names == NULL || PyModule_AddObject(module, "KIND_NAMES", names) < 0) {
         Py_XDECREF(names);
         Py_DECREF(module);

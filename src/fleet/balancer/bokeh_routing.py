@@ -13,15 +13,17 @@ anything else, so other apps pay nothing):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+import asyncio
+from typing import TYPE_CHECKING, Any, Iterable
 
 from fleet.balancer.bokeh_session import maker_of, rendezvous, session_id_of
-from fleet.balancer.static_files import StaticFiles, not_modified, response_head
+from fleet.balancer.static_answer import static_answer
+from fleet.balancer.static_files import StaticFiles
 
 if TYPE_CHECKING:
     from fleet.balancer.head import Request
     from fleet.balancer.policy import UpstreamSet
-    from fleet.balancer.static_files import Root
+    from fleet.balancer.static_files import Future, Root
     from fleet.config.sections import ProxySettings
 
 
@@ -62,21 +64,22 @@ class BokehRouting:
             return None
         return StaticHit(found[0], found[1], versioned=_has_version(request.query))
 
-    def static_response(self, hit: StaticHit, request: "Request", keep_alive: bool) -> tuple[int, bytes]:
-        """(status, whole response) for a static hit: 200, 304 or 404."""
+    def static_response(self, hit: StaticHit, request: "Request", keep_alive: bool) -> "tuple[int, bytes] | Future[Any]":
+        """(status, whole response) for a static hit: 200, 206, 304, 416 or 404; or, for a
+        client that accepts a coding while the file's copies are being made, what to wait for."""
         assert self.static is not None
         entry = self.static.lookup(hit.root, hit.tail)
+        if entry is not None and request.accept_encoding is not None:
+            making = self.static.pending(entry)
+            if making is not None:
+                return making
         if entry is None:
             body = b"not found\n"
             head = (b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
                     b"Content-Length: %d\r\n" % len(body)
                     + (b"Connection: keep-alive" if keep_alive else b"Connection: close") + b"\r\n\r\n")
             return 404, head + (b"" if request.method == b"HEAD" else body)
-        status = 304 if not_modified(entry, request.if_none_match, request.if_modified_since) else 200
-        head = response_head(entry, status=status, versioned=hit.versioned, keep_alive=keep_alive)
-        if status == 304 or request.method == b"HEAD":
-            return status, head
-        return status, head + entry.body
+        return static_answer(entry, request, versioned=hit.versioned, keep_alive=keep_alive)
 
 
 def _has_version(query: bytes) -> bool:
@@ -86,7 +89,9 @@ def _has_version(query: bytes) -> bool:
 def routing_for(frontend: "ProxySettings", static_roots: "Iterable[Root]") -> BokehRouting:
     """The routing of a Bokeh fleet: session affinity follows ``--sticky``."""
     roots = list(static_roots)
-    return BokehRouting(StaticFiles(roots) if roots else None, by_session=frontend.sticky)
+    loop = asyncio.get_running_loop()
+    static = StaticFiles(roots, offload=lambda work: loop.run_in_executor(None, work)) if roots else None
+    return BokehRouting(static, by_session=frontend.sticky)
 
 
 __all__ = ["BokehRouting", "StaticHit", "routing_for"]

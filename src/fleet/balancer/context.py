@@ -131,7 +131,7 @@ class ProxyContext:
                  "client_timeout", "header_timeout", "limits", "max_buffered_request", "queue_timeout", "sticky",
                  "trust", "response_extra", "scheme", "default_host", "allowed_hosts", "allowed_origins", "metrics_allow",
                  "max_connections_per_ip", "per_ip", "access_log", "on_connection_lost", "waiting", "bokeh",
-                 "checks_hosts", "__weakref__")
+                 "checks_hosts", "compress", "__weakref__")
     # Set from the Limits view by the PER_REQUEST_LIMITS loop below.
     max_header_size: int
     max_header_count: int
@@ -165,6 +165,7 @@ class ProxyContext:
             max_header_size=limits.max_header_size, max_buffered_request=limits.max_buffered_request,
             upgrade_hold=UPGRADE_HOLD, write_high_water=64 * 1024)
         self.sticky = frontend.sticky
+        self.compress = frontend.compress  # worker responses, when the client asks (balancer.compressor)
         # A fleet of Bokeh apps: affinity by session id, static files (Balancer.serve_bokeh).
         self.bokeh: BokehRouting | None = None
         self.trust = TrustedProxies(trust.trusted_proxies())

@@ -23,6 +23,7 @@ class AnswerSink(Protocol):
 
     proxy: ProxyContext
     write_paused: bool  # the client's socket is full
+    closed: bool
 
     def write(self, data: bytes) -> None: ...
 
@@ -79,13 +80,25 @@ class LocalAnswers:
             self.waiting = (exchange, hit)
             return
         close = not request.keep_alive or sink.proxy.closing
-        status, response = sink.proxy.bokeh.static_response(hit, request, keep_alive=not close)
+        answer = sink.proxy.bokeh.static_response(hit, request, keep_alive=not close)
+        if not isinstance(answer, tuple):
+            # Its compressed copies are being made (the first request for it): wait for them.
+            self.waiting = (exchange, hit)
+            answer.add_done_callback(lambda _: self.compressed())
+            return
+        status, response = answer
         exchange.status = status
         if close:
             request.keep_alive = False
         sink.proxy.stats.bytes_sent += len(response)
         sink.write(response)
         sink.finish(exchange)
+
+    def compressed(self) -> None:
+        """A file's copies are made: the answer that waited for them goes out (unless the
+        client went away, or does not read: then ``resume`` sends it when it does)."""
+        if not self.sink.closed and not self.sink.write_paused:
+            self.resume()
 
     def resume(self) -> None:
         """The client reads again: the static answer that waited for it goes out."""

@@ -43,11 +43,12 @@ _DIGITS = frozenset(b"0123456789")
 # _CLAIM: a forwarding claim fleet does not set itself (X-Scheme, Forwarded, ...): kept only
 # from a trusted proxy. Other ``X-Forwarded-*`` names are caught by their prefix.
 (_HOP, _CONNECTION, _UPGRADE, _TRANSFER_ENCODING, _FORWARDING, _HOST, _CONTENT_LENGTH, _COOKIE, _ORIGIN,
- _CLAIM, _WS_PROTOCOL, _SESSION_ID, _IF_NONE_MATCH, _IF_MODIFIED_SINCE) = range(14)
+ _CLAIM, _WS_PROTOCOL, _SESSION_ID, _IF_NONE_MATCH, _IF_MODIFIED_SINCE, _ACCEPT_ENCODING, _RANGE,
+ _IF_RANGE) = range(17)
 # Those kinds by name, in their order: the C code (``_speedups.KIND_NAMES``) numbers them alike.
 KIND_NAMES = ("hop", "connection", "upgrade", "transfer-encoding", "forwarding", "host", "content-length",
               "cookie", "origin", "claim", "sec-websocket-protocol", "bokeh-session-id", "if-none-match",
-              "if-modified-since")
+              "if-modified-since", "accept-encoding", "range", "if-range")
 _REQUEST_SPECIAL: dict[bytes, int] = {
     **{name: _HOP for name in HOP_BY_HOP}, **{name: _CLAIM for name in FORWARDING_HEADERS},
     **{name: _FORWARDING for name in FORWARDING},
@@ -56,6 +57,8 @@ _REQUEST_SPECIAL: dict[bytes, int] = {
     # Remembered and forwarded as they are (Bokeh session affinity, the proxy's static files).
     b"sec-websocket-protocol": _WS_PROTOCOL, b"bokeh-session-id": _SESSION_ID,
     b"if-none-match": _IF_NONE_MATCH, b"if-modified-since": _IF_MODIFIED_SINCE,
+    # Remembered for compression (balancer.encoding) and ranges of static files.
+    b"accept-encoding": _ACCEPT_ENCODING, b"range": _RANGE, b"if-range": _IF_RANGE,
 }
 # RFC 3986 host (reg-name or IP literal) and optional port; no comma (a merged list of hosts).
 _VALID_HOST = re.compile(
@@ -93,7 +96,8 @@ class Request:
 
     __slots__ = ("method", "host", "affinity_cookie", "origin", "content_length", "chunked",
                  "websocket", "forward", "keep_alive", "http10", "path", "client", "query",
-                 "bokeh_protocol", "bokeh_session", "if_none_match", "if_modified_since")
+                 "bokeh_protocol", "bokeh_session", "if_none_match", "if_modified_since", "accept_encoding",
+                 "range", "if_range")
 
     def __init__(self, method: bytes = b"", http10: bool = False, keep_alive: bool = True) -> None:
         self.method = method
@@ -116,6 +120,9 @@ class Request:
         self.bokeh_session: bytes | None = None
         self.if_none_match: bytes | None = None
         self.if_modified_since: bytes | None = None
+        self.accept_encoding: bytes | None = None  # the last one, as the C code keeps it
+        self.range: bytes | None = None
+        self.if_range: bytes | None = None
 
 
 def parse_length(value: bytes) -> int:
@@ -233,8 +240,14 @@ def forward_request(method: bytes, url: bytes, http10: bool, keep_alive: bool, u
                 request.bokeh_session = value
             elif kind == _IF_NONE_MATCH:
                 request.if_none_match = value
-            else:
+            elif kind == _IF_MODIFIED_SINCE:
                 request.if_modified_since = value
+            elif kind == _ACCEPT_ENCODING:
+                request.accept_encoding = value
+            elif kind == _RANGE:
+                request.range = value
+            else:
+                request.if_range = value
             keep((lower, name + b": " + value))
     if transfer_encoding is not None:
         if http10:

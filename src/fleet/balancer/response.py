@@ -23,6 +23,7 @@ from fleet.balancer.exchange import DONE, Exchange, QUEUED, RELAYING, TUNNEL, UP
 from fleet.balancer.contracts import RequestSide, WorkerLink
 from fleet.balancer.flow import PEER_FULL, PIPELINE, UPGRADE, BUFFERED, ReadFlow
 from fleet.balancer.head import CHUNKED, FAST_RESPONSE_HEAD, LAST_CHUNK, UNTIL_CLOSE, HeadError
+from fleet.balancer.compressor import Encoder, compressed_answer
 from fleet.balancer.local_answers import LocalAnswers
 
 # The worker label of proxy answers that concern no worker (503 when none is ready).
@@ -50,7 +51,7 @@ class Responder:
 
     __slots__ = ("client", "proxy", "queue", "flow", "transport", "requests", "closed", "lingering",
                  "linger_bytes", "tunnel", "tunnel_exchange", "write_paused", "idle_since", "_batch",
-                 "local", "_deferred")
+                 "local", "_deferred", "encoder")
 
     def __init__(self, client: ClientState, requests: RequestSide) -> None:
         self.client = client
@@ -69,6 +70,7 @@ class Responder:
         self._batch: list[bytes] | None = None
         self.local = LocalAnswers(self)  # built-in routes and static files
         self._deferred: bytes | None = None  # a refusal, sent once earlier answers are out
+        self.encoder: Encoder | None = None  # compresses the response being relayed (--compress)
 
     # -- writing to the client ---------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -84,6 +86,10 @@ class Responder:
             self._batch = []
 
     def flush(self) -> None:
+        encoder = self.encoder
+        if encoder is not None and encoder.dirty:
+            # One read from the worker is relayed: what the compressor holds goes out with it.
+            self._relay(encoder.flush())
         batch = self._batch
         if batch is not None:
             self._batch = None
@@ -180,6 +186,11 @@ class Responder:
                 raw, status, method == b"HEAD", request.http10, keep_alive, exchange.set_cookie,
                 proxy.response_extra)
         head, framing, conn.until_close = answer
+        self.encoder = None
+        if request.accept_encoding is not None and proxy.compress and status != 101:
+            compressed = compressed_answer(raw, status, request, keep_alive, exchange.set_cookie, proxy.response_extra)
+            if compressed is not None:
+                head, framing, self.encoder = compressed
         exchange.framing = framing
         exchange.status = status
         if status != 101:
@@ -197,6 +208,10 @@ class Responder:
     def response_body(self, body: bytes) -> None:
         if self.closed or not self.queue:
             return
+        encoder = self.encoder
+        if encoder is not None:
+            self._relay(encoder.compress(body))
+            return
         exchange = self.queue[0]
         data = heads.chunk(body) if exchange.framing == CHUNKED else body
         self.proxy.stats.bytes_sent += len(data)
@@ -206,7 +221,18 @@ class Responder:
         else:
             self.transport.write(data)
 
+    def _relay(self, data: bytes) -> None:
+        """Compressed bytes of the response being relayed (never an empty chunk: it would end it)."""
+        if data and not self.closed and self.queue:
+            data = heads.chunk(data) if self.queue[0].framing == CHUNKED else data
+            self.proxy.stats.bytes_sent += len(data)
+            self.write(data)
+
     def response_complete(self, conn: WorkerLink, exchange: Exchange, reusable: bool) -> None:
+        encoder = self.encoder
+        if encoder is not None:
+            self.encoder = None
+            self._relay(encoder.finish())
         if exchange.framing == CHUNKED and not self.closed:
             self.write(LAST_CHUNK)
             self.proxy.stats.bytes_sent += len(LAST_CHUNK)

@@ -21,6 +21,13 @@ cache) once the new generation serves, so changed files go out with new bytes an
 - Caching: ``ETag`` (size and mtime) and ``Last-Modified``; ``If-None-Match`` /
   ``If-Modified-Since`` give 304; ``HEAD`` gets the head only. A ``?v=`` (BokehJS's version
   hash) makes the answer ``immutable`` for a year, as Bokeh's own static handler does.
+- Compression: a text file (``encoding.compressible``) is compressed once, when first read
+  (``compressor.compress_static``: brotli when installed, and gzip), and the copies are kept
+  beside the plain bytes; an entry's copies count toward ``MAX_CACHE`` (a file that does not
+  fit with them is kept plain, or not at all). A fresh ``NAME.br``/``NAME.zst``/``NAME.gz``
+  beside the file (not older than it) is used instead of compressing, as nginx's
+  ``gzip_static`` and Caddy's ``precompressed`` do: the way to serve brotli -q 11. Which copy
+  a client gets is ``balancer.static_answer``'s choice.
 
 Pure except ``StaticFiles.lookup``, which reads the disk the first time a file is asked for.
 """
@@ -30,10 +37,13 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat as stat_mode
-from dataclasses import dataclass
-from email.utils import formatdate, parsedate_to_datetime
-from typing import Iterable
+from dataclasses import dataclass, field, replace
+from email.utils import formatdate
+from typing import Callable, Iterable, Protocol, TypeVar
 from urllib.parse import unquote_to_bytes
+
+from fleet.balancer.compressor import STATIC_CODINGS, compress_static
+from fleet.balancer.encoding import coded_etag, compressible
 
 MAX_FILE = 8 * 1024 * 1024
 MAX_CACHE = 64 * 1024 * 1024
@@ -41,6 +51,11 @@ MAX_URLS = 4096  # URL paths remembered for files found (several URLs may name o
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 LONG_CACHE = b"public, max-age=31536000, immutable"
 SHORT_CACHE = b"public, max-age=0, must-revalidate"
+# Precompressed files beside an original, by coding; and the order codings are preferred in
+# when a client accepts several equally (the smallest first).
+PRECOMPRESSED = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
+PREFERENCE = ("br", "zstd", "gzip")
+MIN_COMPRESS = 256  # smaller files are sent as they are
 
 _TYPES = {
     ".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
@@ -50,6 +65,25 @@ _TYPES = {
 }
 
 
+T = TypeVar("T")
+
+
+class Future(Protocol[T]):
+    """What ``StaticFiles`` needs of an ``asyncio.Future`` (kept abstract: no event loop here)."""
+
+    def add_done_callback(self, callback: Callable[["Future[T]"], object]) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+    def exception(self) -> BaseException | None: ...
+
+    def result(self) -> T: ...
+
+
+# Runs a function elsewhere (``loop.run_in_executor``); its callbacks run in the event loop.
+Offload = Callable[[Callable[[], "StaticFile"]], Future["StaticFile"]]
+
+
 @dataclass(frozen=True)
 class StaticFile:
     body: bytes
@@ -57,6 +91,17 @@ class StaticFile:
     last_modified: bytes  # HTTP date
     mtime: int  # whole seconds
     content_type: bytes
+    # coding -> (body, ETag): the compressed copies, best first (``PREFERENCE``).
+    codings: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+
+    @property
+    def offered(self) -> tuple[str, ...]:
+        return tuple(self.codings)
+
+    @property
+    def size(self) -> int:
+        """The bytes it holds in memory, copies included (what ``MAX_CACHE`` bounds)."""
+        return len(self.body) + sum(len(body) for body, _ in self.codings.values())
 
 
 @dataclass(frozen=True)
@@ -86,41 +131,21 @@ def content_type(path: str) -> bytes:
     return known.encode("ascii")
 
 
-def not_modified(entry: StaticFile, if_none_match: bytes | None, if_modified_since: bytes | None) -> bool:
-    """RFC 9110 13.1: If-None-Match decides when present; else If-Modified-Since."""
-    if if_none_match is not None:
-        tags = {tag.strip().removeprefix(b"W/") for tag in if_none_match.split(b",")}
-        return b"*" in tags or entry.etag in tags
-    if if_modified_since is not None:
-        try:
-            since = parsedate_to_datetime(if_modified_since.decode("latin-1")).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-        return entry.mtime <= since
-    return False
-
-
-def response_head(entry: StaticFile, *, status: int, versioned: bool, keep_alive: bool) -> bytes:
-    """The response head for a file (200 with its length, or 304), without the body."""
-    lines = [b"HTTP/1.1 200 OK" if status == 200 else b"HTTP/1.1 304 Not Modified",
-             b"ETag: " + entry.etag, b"Last-Modified: " + entry.last_modified,
-             b"Cache-Control: " + (LONG_CACHE if versioned else SHORT_CACHE)]
-    if status == 200:
-        lines += [b"Content-Type: " + entry.content_type, b"Content-Length: %d" % len(entry.body)]
-    lines.append(b"Connection: keep-alive" if keep_alive else b"Connection: close")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
 class StaticFiles:
     """The roots the proxy serves, and the files read so far (bounded)."""
 
-    def __init__(self, roots: Iterable[Root]) -> None:
+    def __init__(self, roots: Iterable[Root], offload: Offload | None = None) -> None:
         # Longest prefix first: an app's /dash/gallery/static/ before /dash/static/ never
         # overlap, but a prefix-less /static/ must not swallow /static2/.
         self.roots = sorted(roots, key=lambda root: len(root.url_prefix), reverse=True)
         self._cache: dict[str, StaticFile] = {}  # by real path
         self._by_url: dict[bytes, StaticFile] = {}  # by URL path: no realpath on a hit
         self._cached_bytes = 0
+        # Runs the compression of a file's copies off the event loop (a thread: zlib, brotli
+        # and zstd release the GIL), so the first read of bokeh.min.js (~0.1-0.2 s of CPU)
+        # stalls nobody; None: compressed in the caller (pure tests).
+        self._offload = offload
+        self._compressing: dict[int, Future[StaticFile]] = {}  # id(plain entry) -> its copies
 
     def root_for(self, path: bytes) -> tuple[Root, bytes] | None:
         """(root, tail) when ``path`` is one of ours; None leaves the request to the workers
@@ -175,11 +200,41 @@ class StaticFiles:
         entry = StaticFile(body=body, etag=b'"%x-%x"' % (len(body), info.st_mtime_ns),
                            last_modified=formatdate(mtime, usegmt=True).encode("ascii"),
                            mtime=mtime, content_type=content_type(path))
-        if self._cached_bytes + len(body) <= MAX_CACHE:
-            self._cache[path] = entry
-            self._cached_bytes += len(body)
-            self._remember(url, entry)
-        return entry
+        room = MAX_CACHE - self._cached_bytes
+        if len(body) > room:
+            return entry  # answered right (plain), but neither kept nor compressed for each request
+        self._cache[path] = entry
+        self._cached_bytes += entry.size
+        self._remember(url, entry)
+        if compressible(entry.content_type) and len(body) >= MIN_COMPRESS:
+            room -= len(body)
+            if self._offload is None:
+                self._add_codings(path, entry, with_codings(entry, path, info, room))
+            else:
+                future = self._offload(lambda: with_codings(entry, path, info, room))
+                self._compressing[id(entry)] = future
+                future.add_done_callback(lambda done: self._compressed(path, entry, done))
+        return self._cache[path]
+
+    def pending(self, entry: StaticFile) -> Future[StaticFile] | None:
+        """The compression of ``entry``'s copies, while it runs (None: done, or none)."""
+        return self._compressing.get(id(entry))
+
+    def _compressed(self, path: str, entry: StaticFile, done: Future[StaticFile]) -> None:
+        self._compressing.pop(id(entry), None)
+        if not done.cancelled() and done.exception() is None:
+            self._add_codings(path, entry, done.result())
+
+    def _add_codings(self, path: str, plain: StaticFile, coded: StaticFile) -> None:
+        """``plain``'s entry becomes ``coded`` (its compressed copies) if they fit the cache."""
+        extra = coded.size - plain.size
+        if coded is plain or self._cache.get(path) is not plain or self._cached_bytes + extra > MAX_CACHE:
+            return
+        self._cache[path] = coded
+        self._cached_bytes += extra
+        for url, known in list(self._by_url.items()):
+            if known is plain:
+                self._by_url[url] = coded
 
     def _remember(self, url: bytes, entry: StaticFile) -> None:
         if len(self._by_url) < MAX_URLS:
@@ -188,6 +243,21 @@ class StaticFiles:
     @property
     def cached_bytes(self) -> int:
         return self._cached_bytes
+
+
+def with_codings(entry: StaticFile, path: str, info: os.stat_result, room: int) -> StaticFile:
+    """``entry`` with its compressed copies: fresh precompressed files beside ``path`` first,
+    else compressed here (``STATIC_CODINGS``); a copy that saves nothing is not kept. Touches
+    nothing shared: ``StaticFiles`` may run it in a thread."""
+    codings: dict[str, tuple[bytes, bytes]] = {}
+    for coding in PREFERENCE:
+        found = read_regular(path + PRECOMPRESSED[coding])
+        body = found[0] if found is not None and found[1].st_mtime_ns >= info.st_mtime_ns else None
+        if body is None and coding in STATIC_CODINGS and len(entry.body) <= room:
+            body = compress_static(entry.body, coding)
+        if body is not None and len(body) < len(entry.body):
+            codings[coding] = (body, coded_etag(entry.etag, coding))
+    return replace(entry, codings=codings) if codings else entry
 
 
 def read_regular(path: str) -> tuple[bytes, os.stat_result] | None:
@@ -241,6 +311,6 @@ def bokeh_roots(prefix: str | None, bokeh_static: str | None,
 
 
 __all__ = [
-    "LONG_CACHE", "MAX_CACHE", "MAX_FILE", "Root", "StaticFile", "StaticFiles", "bokeh_roots",
-    "not_modified", "read_regular", "response_head", "safe_relative",
+    "LONG_CACHE", "MAX_CACHE", "MAX_FILE", "PRECOMPRESSED", "Root", "SHORT_CACHE", "StaticFile", "StaticFiles",
+    "bokeh_roots", "read_regular", "safe_relative", "with_codings",
 ]

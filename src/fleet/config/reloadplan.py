@@ -75,6 +75,7 @@ EXCEPTIONS: dict[str, tuple[tuple[Way, ...], str]] = {
     "start_timeout": ((Way.IN_PLACE,), "read by the supervisor at each start"),
     "graceful_timeout": ((Way.IN_PLACE,), "read by the supervisor at each stop"),
     "sticky": ((Way.IN_PLACE,), "read by the proxy for each new connection"),
+    "compress": ((Way.IN_PLACE,), "read by the proxy for each new connection"),
     # Read by the proxy and handed to every worker too (Bokeh checks them itself).
     "max_header_size": ((Way.IN_PLACE, Way.GENERATION), "the workers get it too"),
     "max_body_size": ((Way.IN_PLACE, Way.GENERATION), "the workers get it too"),

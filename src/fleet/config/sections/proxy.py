@@ -72,6 +72,14 @@ class ProxySettings:
         True, "--sticky/--no-sticky", is_flag=True, parse=parse_bool, commands=PROXY,
         help="Pin a client to a worker with the fleet_affinity cookie.",
     )
+    compress: bool = option(
+        True, "--compress/--no-compress", is_flag=True, parse=parse_bool, commands=PROXY,
+        help="Compress worker responses of text types (HTML, JSON, JavaScript, CSS, SVG, XML; "
+             "not text/event-stream) of 512 bytes or more for clients that accept it: zstd, "
+             "brotli (with fleet[compress]) or gzip, by the client's Accept-Encoding, streamed "
+             "as they are relayed. The built-in proxy only. Static files the proxy serves "
+             "itself are compressed either way. See the README on BREACH.",
+    )
     proxy_processes: int = option(
         1, "--proxy-processes", parse=parse_proxy_processes, metavar="N|auto", commands=PROXY,
         help="Proxy processes accepting on --port (SO_REUSEPORT), each supervised by the master; "
