@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -95,11 +96,26 @@ def browse(link: Link, running: Running, runs: int, workdir: Path) -> list[dict]
            "profiles": str(workdir / f"profiles-{running.name}"), "timeout": LOAD_TIMEOUT}
     # Each load has its own deadline; this one only stops a browser that hangs past all of them.
     limit = runs * 2 * (LOAD_TIMEOUT + 30)
-    done = subprocess.run(link.in_client([sys.executable, str(BROWSER), json.dumps(job)]),
-                          capture_output=True, text=True, timeout=limit, stdin=subprocess.DEVNULL)
-    if done.returncode:
-        raise RuntimeError(f"{running.name}: the browser failed:\n{done.stderr[-3000:]}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    proc = subprocess.Popen(link.in_client([sys.executable, str(BROWSER), json.dumps(job)]), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=limit)
+    finally:
+        if proc.poll() is None:  # interrupted: let it quit its Chromium, then end its session
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    if proc.returncode:
+        raise RuntimeError(f"{running.name}: the browser failed:\n{err[-3000:]}")
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, dict | str]:

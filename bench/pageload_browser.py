@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,7 @@ def load(job: dict, profile: Path, cache: str) -> dict:
 
 
 def main(job: dict) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # through `finally`: Chromium quits
     root = Path(job["profiles"])
     for run in range(job["runs"]):
         profile = root / f"profile-{run}"

@@ -13,6 +13,7 @@ until SIGTERM. The queue is bounded (packets past it are dropped, as a router's 
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import heapq
 import os
@@ -28,6 +29,7 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 MAX_QUEUED = 20_000  # packets held at once: at 20 Mbit/s and 100 ms, about 170 are in flight
 READS_PER_WAKE = 64
+PR_SET_PDEATHSIG = 1
 
 
 def open_tun(name: str) -> int:
@@ -83,6 +85,8 @@ class DelayLine:
 
 def main(server_ns: str, client_ns: str, delay_ms: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # If the bench is killed outright, end too: the TUNs go with this process.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     try:  # a late packet is added delay the bench did not ask for: run ahead of the browser
         os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(10))
     except OSError:

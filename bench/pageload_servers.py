@@ -50,7 +50,7 @@ class Running:
     offers_h2: bool
 
 
-def seed_nginx_conf(prefix: Path, port: int, worker_ports: list[int]) -> str:
+def seed_nginx_conf(prefix: Path, port: int, worker_ports: list[int], address: str = SERVER_ADDRESS) -> str:
     """Bokeh's deployment guide's nginx file in Debian's stock http block (whose ``gzip on``
     covers only text/html), with paths under ``prefix`` so it runs as the bench's child."""
     servers = "\n".join(f"        server 127.0.0.1:{p};" for p in worker_ports)
@@ -74,7 +74,7 @@ http {{
 {servers}
     }}
     server {{
-        listen {SERVER_ADDRESS}:{port} default_server;
+        listen {address}:{port} default_server;
         server_name _;
         location / {{
             proxy_pass http://myapp;
