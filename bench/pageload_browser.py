@@ -8,7 +8,9 @@ What is timed is measured inside the page, relative to navigation start (``perfo
 a script added before any page script (CDP ``Page.addScriptToEvaluateOnNewDocument``) wraps
 ``window.WebSocket`` to note when the first one opens, and polls every 5 ms for the Bokeh
 document to be idle with the plot's view finished painting on a canvas of non-zero size. A load
-is done when both happened; its time is the later of the two. Bytes are the link's own counters
+is done when both happened; its time is the later of the two. ``fetched_ms`` is when the last
+byte of the page and of every resource had arrived (Resource Timing): the network's part,
+which a busy CPU moves much less than parsing and painting. Bytes are the link's own counters
 (the client TUN, IP bytes both ways), read before navigating and once the load is done.
 """
 
@@ -69,6 +71,7 @@ if (!probe || probe.ws === null || probe.drawn === null) return null;
 const nav = performance.getEntriesByType('navigation')[0];
 const resources = performance.getEntriesByType('resource');
 return {ws_ms: probe.ws, drawn_ms: probe.drawn, protocol: nav.nextHopProtocol,
+        fetched_ms: Math.max(nav.responseEnd, ...resources.map((r) => r.responseEnd)),
         transfer_bytes: nav.transferSize + resources.reduce((sum, r) => sum + r.transferSize, 0),
         scripts: resources.filter((r) => r.initiatorType === 'script').map((r) => r.name.split('/').pop().split('?')[0])};
 """
