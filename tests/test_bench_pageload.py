@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
 
 from pageload import ratios, summary, table  # noqa: E402
+from pageload_delay import MAX_QUEUED, DelayLine  # noqa: E402
 from pageload_net import Shape, address_commands, namespaces  # noqa: E402
 from pageload_servers import seed_nginx_conf  # noqa: E402
 
@@ -65,6 +67,37 @@ def test_link_commands_shape_both_directions() -> None:
     assert [c[c.index("dev") + 1] for c in shaped] == ["as-t", "ac-t"]
     assert all(c[c.index("rate") + 1] == "20mbit" for c in shaped)
     assert ["ip", "-n", "ac", "addr", "add", "10.231.0.2", "peer", "10.231.0.1", "dev", "ac-t"] in commands
+
+
+def test_delay_line_holds_each_packet_for_its_delay_in_order() -> None:
+    """Datagram socket pairs stand in for the two TUNs: a packet in one side comes out of the
+    other only once the (injected) clock has moved on by the delay, in the order it came."""
+    now = [100.0]
+    server, server_tun = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    client, client_tun = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with server, server_tun, client, client_tun:
+        for sock in (server_tun, client_tun, client, server):
+            sock.setblocking(False)
+        line = DelayLine((server_tun.fileno(), client_tun.fileno()), 0.02, clock=lambda: now[0])
+        server.send(b"first")
+        server.send(b"second")
+        line.receive(server_tun.fileno())
+        client.send(b"reply")
+        now[0] += 0.005
+        line.receive(client_tun.fileno())
+        assert line.send_due() == pytest.approx(0.015)
+        with pytest.raises(BlockingIOError):
+            client.recv(100)  # nothing before its time
+        now[0] += 0.015
+        assert line.send_due() == pytest.approx(0.005)  # the reply came 5 ms later
+        assert [client.recv(100), client.recv(100)] == [b"first", b"second"]
+        now[0] += 0.005
+        assert line.send_due() is None
+        assert server.recv(100) == b"reply"
+        line.queue = [(0.0, i, client_tun.fileno(), b"") for i in range(MAX_QUEUED)]
+        server.send(b"one too many")
+        line.receive(server_tun.fileno())
+        assert line.dropped == 1 and len(line.queue) == MAX_QUEUED
 
 
 def test_summary_table_and_ratios() -> None:
