@@ -123,7 +123,7 @@ def browse(link: Link, running: Running, runs: int, workdir: Path) -> list[dict]
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, dict | str]:
     rows: dict[str, dict | str] = {}
-    with Link(Shape(args.rate, args.rtt)) as link:
+    with Link(Shape(args.rate, args.rtt), nice=args.nice) as link:
         servers = Servers(link, workdir, args.workers, tuple(args.fleet_arg))
         for name in args.servers:
             started = time.monotonic()
@@ -149,6 +149,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated, in order (default {','.join(SERVERS)})")
     parser.add_argument("--fleet-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for every `fleet up` (repeat for several)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness of the servers and browsers (default 0; e.g. -10 on a shared "
+                             "machine, which takes CPU from everything else)")
     parser.add_argument("--json", type=Path, help="also write every load and summary here")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -157,8 +160,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--servers: unknown {unknown}; choose from {', '.join(SERVERS)}")
     if not (0.1 <= args.rate <= 10_000) or not (0 <= args.rtt <= 2_000):
         parser.error("--rate must be 0.1..10000 Mbit/s and --rtt 0..2000 ms")
-    if not 1 <= args.runs <= 50 or not 1 <= args.workers <= 16:
-        parser.error("--runs must be 1..50 and --workers 1..16")
+    if not 1 <= args.runs <= 50 or not 1 <= args.workers <= 16 or not -20 <= args.nice <= 19:
+        parser.error("--runs must be 1..50, --workers 1..16 and --nice -20..19")
     return args
 
 
@@ -180,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"page load, {args.rate:g} Mbit/s, +{args.rtt:g} ms RTT, {args.runs} runs, "
-          f"{args.workers} workers; {when}; ms: median (min-max) from navigation to plot drawn and "
-          f"WebSocket open; fetched: last byte of the page and its resources; wire: IP bytes both ways")
+          f"{args.workers} workers, nice {args.nice}; {when}")
+    print("ms: median (min-max) from navigation to the plot drawn and the WebSocket open; "
+          "fetched: last byte of the page and its resources; wire: IP bytes both ways")
     print(table(rows))
     for line in ratios(rows):
         print(line)
