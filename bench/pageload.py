@@ -2,11 +2,12 @@
 
     sudo .venv/bin/python bench/pageload.py [--rate 20] [--rtt 40] [--runs 3] [--workers 2]
                                             [--servers bokeh,nginx,fleet,fleet-tls,fleet-h2]
+                                            [--app DIR] [--nice N] [--fleet-arg ARG] [--json FILE]
 
 The bench makes two network namespaces joined by a link shaped to ``--rate`` Mbit/s with
 ``--rtt`` ms added round-trip time (pageload_net.py), starts each server in one namespace
 (pageload_servers.py) and headless Chromium in the other (pageload_browser.py). The app
-(pageload_app/) has a slider, a WebGL plot with a LaTeX title and a table, so BokehJS loads
+(pageload_app/) has a slider, a WebGL plot with a LaTeX axis label and a table, so BokehJS loads
 bokeh, bokeh-gl, bokeh-widgets, bokeh-tables and bokeh-mathjax. Timed: navigation start to the
 plot drawn and the WebSocket open, whichever is later; cold (fresh profile) and warm (a new
 browser on the same profile). Bytes: the link's own counters, both directions. Everything it
@@ -33,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pageload_net import Link, Shape  # noqa: E402
-from pageload_servers import SERVERS, Running, Servers  # noqa: E402
+from pageload_servers import APP, SERVERS, Running, Servers  # noqa: E402
 
 BROWSER = Path(__file__).resolve().parent / "pageload_browser.py"
 TOOLS = ("ip", "tc", "curl", "openssl", "nginx", "chromium", "chromedriver")
@@ -124,7 +125,7 @@ def browse(link: Link, running: Running, runs: int, workdir: Path) -> list[dict]
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, dict | str]:
     rows: dict[str, dict | str] = {}
     with Link(Shape(args.rate, args.rtt), nice=args.nice) as link:
-        servers = Servers(link, workdir, args.workers, tuple(args.fleet_arg))
+        servers = Servers(link, workdir, args.workers, tuple(args.fleet_arg), args.app)
         for name in args.servers:
             started = time.monotonic()
             with servers.running(name) as running:
@@ -149,6 +150,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated, in order (default {','.join(SERVERS)})")
     parser.add_argument("--fleet-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for every `fleet up` (repeat for several)")
+    parser.add_argument("--app", type=Path, default=APP,
+                        help="the Bokeh app directory to load (default bench/pageload_app); its plot "
+                             "must be named 'plot', which the bench waits for")
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness of the servers and browsers (default 0; e.g. -10 on a shared "
                              "machine, which takes CPU from everything else)")
@@ -160,6 +164,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--servers: unknown {unknown}; choose from {', '.join(SERVERS)}")
     if not (0.1 <= args.rate <= 10_000) or not (0 <= args.rtt <= 2_000):
         parser.error("--rate must be 0.1..10000 Mbit/s and --rtt 0..2000 ms")
+    if not (args.app / "main.py").is_file():
+        parser.error(f"--app: {args.app} is not a Bokeh app directory (no main.py)")
     if not 1 <= args.runs <= 50 or not 1 <= args.workers <= 16 or not -20 <= args.nice <= 19:
         parser.error("--runs must be 1..50, --workers 1..16 and --nice -20..19")
     return args

@@ -30,7 +30,6 @@ from typing import Iterator
 from pageload_net import SERVER_ADDRESS, Link
 
 APP = Path(__file__).resolve().parent / "pageload_app"
-APP_PATH = f"/{APP.name}"
 SERVERS = ("bokeh", "nginx", "fleet", "fleet-tls", "fleet-h2")
 NOT_AVAILABLE = "not available in this build"
 READY_TIMEOUT = 120.0  # a fleet of Bokeh workers starting on a loaded 2-core machine
@@ -109,8 +108,10 @@ def self_signed(directory: Path) -> tuple[Path, Path, str]:
 class Servers:
     """Starts one server at a time in the link's server namespace; each gets its own ports."""
 
-    def __init__(self, link: Link, workdir: Path, workers: int, fleet_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, link: Link, workdir: Path, workers: int, fleet_args: tuple[str, ...] = (),
+                 app: Path = APP) -> None:
         self.link = link
+        self.app = app.resolve()
         self.workdir = workdir
         self.workers = workers
         self.fleet_args = fleet_args
@@ -137,7 +138,7 @@ class Servers:
                     "nginx", "-p", str(directory), "-e", str(directory / "error.log"),
                     "-c", str(directory / "nginx.conf")]))
             else:
-                argv = [sys.executable, "-m", "fleet", "up", str(APP), "-n", str(self.workers),
+                argv = [sys.executable, "-m", "fleet", "up", str(self.app), "-n", str(self.workers),
                         "--address", SERVER_ADDRESS, "--port", str(port), "--base-port", str(base),
                         "--control-socket", str(directory / "fleet.sock"), *self.fleet_args]
                 if name != "fleet":
@@ -147,18 +148,19 @@ class Servers:
                     if name == "fleet-tls":
                         flags += ("--disable-http2",)
                 stack.enter_context(self.process(directory, "fleet", argv))
-            url = f"{scheme}://{SERVER_ADDRESS}:{port}{APP_PATH}"
+            origin = f"{scheme}://{SERVER_ADDRESS}:{port}"
+            url = f"{origin}/{self.app.name}"
             self.wait_ready(url, directory)
             offers_h2 = scheme == "https" and self.curl("--http2", "-w", "%{http_version}", url) == "2"
             if name == "fleet-h2" and not offers_h2:
                 yield f"{NOT_AVAILABLE} (its TLS port offers no ALPN h2)"
                 return
             encoding = self.curl("-H", ASK_COMPRESSED, "-w", "%header{content-encoding}",
-                                 url.replace(APP_PATH, JS_PATH)) or "identity"
+                                 origin + JS_PATH) or "identity"
             yield Running(name, url, flags, encoding, offers_h2)
 
     def bokeh_serve(self, port: int, public_port: int) -> list[str]:
-        return [sys.executable, "-m", "bokeh", "serve", str(APP), "--port", str(port), "--num-procs", "1",
+        return [sys.executable, "-m", "bokeh", "serve", str(self.app), "--port", str(port), "--num-procs", "1",
                 "--address", SERVER_ADDRESS if port == public_port else "127.0.0.1",
                 "--allow-websocket-origin", f"{SERVER_ADDRESS}:{public_port}"]
 

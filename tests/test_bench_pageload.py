@@ -2,8 +2,10 @@
 
 The bench needs root (network namespaces), /dev/net/tun, ip, tc, curl, openssl, chromium and
 chromedriver: locally a missing one skips, in CI it fails. One server (``bokeh serve``, the
-quickest to start), one cold and one warm load over a fast link: the numbers are not the point,
-only that a page crossed the link, was drawn, and the warm load came from the browser's cache.
+quickest to start), the lighter examples/bokeh_random app (BokehJS without widgets, so Chromium
+parses 1.3 MB rather than 3.9), one cold and one warm load over a fast link: the numbers are not
+the point, only that a page crossed the link, was drawn, and the warm load came from the
+browser's cache.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from support import IN_CI, ROOT, free_port, require_tool, wait_until
 
 BENCH = ROOT / "bench"
+LIGHT_APP = ROOT / "examples" / "bokeh_random"
 sys.path.insert(0, str(BENCH))
 
 from pageload import ratios, summary, table  # noqa: E402
@@ -126,14 +129,15 @@ def test_seed_nginx_config_is_valid(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_bench_runs_end_to_end_and_removes_its_namespaces(tmp_path: Path) -> None:
     require_bench_tools()
     out = tmp_path / "result.json"
     bench = start_bench(tmp_path, "--runs", "1", "--servers", "bokeh", "--rate", "100", "--rtt", "10",
-                        "--json", str(out))
+                        "--app", str(LIGHT_APP), "--json", str(out))
     try:
-        stdout, stderr = bench.communicate(timeout=75)
+        # 50-75 s were seen at load averages of 36-47 on 2 cores: a bound, not a target.
+        stdout, stderr = bench.communicate(timeout=120)
     finally:
         if bench.poll() is None:
             bench.terminate()
@@ -143,7 +147,7 @@ def test_bench_runs_end_to_end_and_removes_its_namespaces(tmp_path: Path) -> Non
     assert leftovers(tmp_path) == []
     row = json.loads(out.read_text())["rows"]["bokeh"]
     cold, warm = row["cold"], row["warm"]
-    assert cold["wire_bytes"] > 3e6, cold  # BokehJS and its four bundles crossed the link
+    assert cold["wire_bytes"] > 1e6, cold  # BokehJS crossed the link
     assert warm["wire_bytes"] < cold["wire_bytes"] / 10, (cold, warm)  # the warm load hit the cache
     assert 0 < cold["fetched_ms"] <= cold["median_ms"] < 60_000 and cold["protocol"] == "http/1.1"
     assert "bokeh " in stdout and "bench took" in stdout
@@ -153,7 +157,7 @@ def test_bench_runs_end_to_end_and_removes_its_namespaces(tmp_path: Path) -> Non
 @pytest.mark.timeout(90)
 def test_sigterm_mid_run_removes_namespaces_and_processes(tmp_path: Path) -> None:
     require_bench_tools()
-    bench = start_bench(tmp_path, "--runs", "1", "--servers", "bokeh")
+    bench = start_bench(tmp_path, "--runs", "1", "--servers", "bokeh", "--app", str(LIGHT_APP))
     try:
         # The hardest moment to stop: Chromium (and chromedriver) running in the client namespace.
         wait_until(lambda: len(own_namespaces(bench.pid)) == 2
