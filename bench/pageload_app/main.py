@@ -1,8 +1,8 @@
 """The dashboard bench/pageload.py times: a slider, a plot and a table.
 
-The widgets make BokehJS load ``bokeh-widgets`` and ``bokeh-tables`` on top of ``bokeh.min.js``
-(and a WebGL plot plus a LaTeX axis label pull in ``bokeh-gl`` and ``bokeh-mathjax``), so the page
-weighs what a real dashboard does. The plot is named ``plot`` so the bench can wait for its
+The widgets need ``bokeh-widgets`` and ``bokeh-tables`` on top of ``bokeh.min.js``, the WebGL
+plot and its LaTeX axis label ``bokeh-gl`` and ``bokeh-mathjax`` (``bokeh serve`` and fleet send
+all five to every page anyway), so the page weighs, and paints, what a real dashboard does. The plot is named ``plot`` so the bench can wait for its
 view to finish painting; the slider streams new values over the WebSocket like a user would.
 """
 
