@@ -16,8 +16,9 @@ bytes) -> CLOSED. Bounds: response bytes waiting for the client's window pause t
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
@@ -28,7 +29,6 @@ from fleet.statetable import StateTable
 
 if TYPE_CHECKING:
     from fleet.balancer.context import ProxyContext
-    from fleet.balancer.h2conn import H2ClientConnection
 
 
 class StreamState(enum.Enum):
@@ -54,6 +54,25 @@ _DROPPED_101 = _DROPPED | {b"sec-websocket-accept", b"content-length"}
 NO_ERROR, INTERNAL_ERROR, CANCEL = 0x0, 0x2, 0x8
 
 
+class StreamOwner(Protocol):
+    """What a stream asks of its connection (``h2conn.H2ClientConnection``)."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: Any
+    peer: str
+    client_ip: bytes
+
+    def send_head(self, stream: StreamTransport, headers: list[tuple[bytes, bytes]], end: bool) -> None: ...
+
+    def pump(self, stream: StreamTransport | None = None) -> None: ...
+
+    def finish(self, stream: StreamTransport) -> None: ...
+
+    def reset(self, stream: StreamTransport, code: int) -> None: ...
+
+    def deliver_held(self, stream: StreamTransport) -> None: ...
+
+
 class StreamTransport:
     """What an ``H2Stream`` writes to: HTTP/1.1 response bytes in, HTTP/2 frames out (through
     its connection, ``h2conn.H2ClientConnection``)."""
@@ -62,7 +81,7 @@ class StreamTransport:
                  "parser", "out", "out_size", "reading", "held", "write_paused", "blocked_since",
                  "remote_ended", "_fields", "_head", "_ended", "_interim", "_length_known", "_skip")
 
-    def __init__(self, owner: H2ClientConnection, stream_id: int, head_request: bool, websocket: bool,
+    def __init__(self, owner: StreamOwner, stream_id: int, head_request: bool, websocket: bool,
                  chunked: bool) -> None:
         self.owner = owner
         self.stream_id = stream_id
@@ -271,4 +290,4 @@ class H2Stream(ClientConnection):
         self.end_exchanges()
 
 
-__all__ = ["CANCEL", "H2Stream", "INTERNAL_ERROR", "NO_ERROR", "StreamState", "StreamTransport", "TABLE"]
+__all__ = ["CANCEL", "H2Stream", "INTERNAL_ERROR", "NO_ERROR", "StreamOwner", "StreamState", "StreamTransport", "TABLE"]
