@@ -4,6 +4,7 @@ client on another connection (``balancer.h2limits`` names the bounds)."""
 
 from __future__ import annotations
 
+import collections
 import struct
 import time
 from typing import Iterator
@@ -11,9 +12,11 @@ from typing import Iterator
 import hpack
 import pytest
 
+from h2_drill import hostile_cases, send_case
 from h2client import H2Client, frame
 from support import free_port
 from test_balancer import BACKEND
+from test_drills import RECORDER, received
 from test_edge_tls import make_cert
 from up_helpers import Fleet, up
 
@@ -177,3 +180,34 @@ def test_an_idle_connection_gets_goaway_and_is_closed(fleet: Fleet) -> None:
         assert idle.wait(lambda: idle.closed, 10)
         assert idle.goaway is not None and idle.goaway.error_code == 0
         assert time.monotonic() - started < 6
+
+
+@pytest.fixture(scope="module")
+def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    tmp = tmp_path_factory.mktemp("h2drill")
+    cert, key = make_cert(tmp, "localhost")
+    started = up(tmp, RECORDER, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--allow-host", "fuzz.test",
+                 "--client-timeout", "2", "--header-timeout", "2", workers=2, proxy=True)
+    with started.proc:
+        started.proc.wait_for_output(r"ready: open", timeout=60)
+        yield started
+
+
+def test_h2_fuzz_drill_every_case_answered_and_nothing_refused_reaches_a_worker(recorder: Fleet) -> None:
+    cases = hostile_cases(seed=20261207, count=90)
+    outcomes: collections.Counter[str] = collections.Counter()
+    for batch in range(0, len(cases), 30):
+        for case in cases[batch:batch + 30]:
+            outcome = send_case(recorder.port, case)
+            outcomes[f"{case.kind}: {outcome.split()[0]}"] += 1
+            assert outcome != "no answer", (case.kind, case.number)
+            if case.refused:
+                assert not outcome.startswith("status 2"), (case.kind, case.number, outcome)
+        with H2Client(recorder.port) as normal:
+            assert normal.get("/fz/ok", authority="fuzz.test").status == 200
+    heads, complete = received(recorder, 2)
+    refused = {b"/fz/%d.0" % case.number for case in cases if case.refused}
+    assert not [uri for uri in complete if uri in refused]
+    assert not [uri for uri in heads if uri.startswith(b"/smuggled/")]
+    assert any(uri.startswith(b"/fz/") and uri.endswith(b".1") for uri in complete)  # smuggle cases' POSTs
+    print("h2 fuzz drill:", dict(sorted(outcomes.items())))
