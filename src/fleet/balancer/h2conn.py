@@ -32,7 +32,7 @@ from fleet.balancer.context import ProxyContext
 from fleet.balancer.head import HeadError, error_response
 from fleet.balancer.h2limits import CONNECTION_WINDOW, STREAM_WINDOW, H2Limits, RateWindow
 from fleet.balancer.h2request import translate
-from fleet.balancer.h2stream import CANCEL, ENDING, NO_ERROR, H2Stream, StreamTransport
+from fleet.balancer.h2stream import CANCEL, ENDING, INTERNAL_ERROR, NO_ERROR, H2Stream, StreamTransport
 from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.response import LINGER_SECONDS
 from fleet.balancer.upstream import WRITE_HIGH_WATER
@@ -264,7 +264,13 @@ class H2ClientConnection(asyncio.Protocol):
     # -- frames out ----------------------------------------------------------------------------
     def send_head(self, stream: StreamTransport, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         if self.streams.get(stream.stream_id) is stream:
-            self.conn.send_headers(stream.stream_id, headers, end_stream=end)
+            try:
+                self.conn.send_headers(stream.stream_id, headers, end_stream=end)
+            except h2.exceptions.ProtocolError:
+                # A worker's field HTTP/2 cannot carry (a forbidden name, a bad value): the
+                # stream cannot be answered faithfully.
+                self.proxy.stats.client_error("h2_bad_response_head")
+                self.reset(stream, INTERNAL_ERROR)
 
     def pump(self, stream: StreamTransport | None = None) -> None:
         """Send what the streams have queued, as far as windows and the socket allow."""
@@ -275,7 +281,10 @@ class H2ClientConnection(asyncio.Protocol):
         if not self.socket_full:
             now = self.loop.time()
             for waiting in list(self.waiting.values()):
-                self._pump_stream(waiting, now)
+                try:
+                    self._pump_stream(waiting, now)
+                except h2.exceptions.StreamClosedError:
+                    self.reset(waiting, CANCEL)  # closed under it (a reset crossing our DATA)
                 if self.socket_full or self.closed:
                     break
         self._send()
