@@ -38,7 +38,12 @@ from fleet.balancer.response import LINGER_SECONDS
 from fleet.balancer.upstream import WRITE_HIGH_WATER
 
 REFUSED_STREAM, ENHANCE_YOUR_CALM = 0x7, 0xB
-_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None)
+# Inbound fields are validated by h2 (names, pseudo-headers, connection-specific fields) and
+# again by fleet's rules. Outbound ones are a worker's head as llhttp accepted it (no CR, LF or
+# NUL), lowercased and without connection-specific fields by ``h2stream``: h2's second pass
+# over them would only cost time on every response.
+_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
+                                    normalize_outbound_headers=False)
 _S = h2.settings.SettingCodes
 
 
@@ -85,6 +90,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.control = RateWindow(self.limits.window, self.limits.max_control)
         self.idle_since = self.loop.time()
         self._counted_ip: str | None = None
+        self._send_pending = False
 
     # -- connection lifecycle ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -146,6 +152,17 @@ class H2ClientConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.socket_full = False
         self.pump()
+
+    def _send_soon(self) -> None:
+        """One write for what every stream queued in this turn of the loop: responses of
+        several streams that arrive together go out in one TLS record and one syscall."""
+        if not self._send_pending:
+            self._send_pending = True
+            self.loop.call_soon(self._send_now)
+
+    def _send_now(self) -> None:
+        self._send_pending = False
+        self._send()
 
     def _send(self) -> None:
         data = self.conn.data_to_send()
@@ -278,8 +295,12 @@ class H2ClientConnection(asyncio.Protocol):
             self.waiting[stream.stream_id] = stream
         if self.closed:
             return
-        if not self.socket_full:
-            now = self.loop.time()
+        now = self.loop.time()
+        if self.socket_full:
+            for waiting in self.waiting.values():  # the client does not read: a stall too
+                if not waiting.blocked_since:
+                    waiting.blocked_since = now
+        else:
             for waiting in list(self.waiting.values()):
                 try:
                     self._pump_stream(waiting, now)
@@ -287,7 +308,7 @@ class H2ClientConnection(asyncio.Protocol):
                     self.reset(waiting, CANCEL)  # closed under it (a reset crossing our DATA)
                 if self.socket_full or self.closed:
                     break
-        self._send()
+        self._send_soon()
 
     def _pump_stream(self, stream: StreamTransport, now: float) -> None:
         conn = self.conn
@@ -329,7 +350,7 @@ class H2ClientConnection(asyncio.Protocol):
                 self.conn.reset_stream(stream_id, NO_ERROR)
         stream.closed()
         self.idle_since = self.loop.time()
-        self._send()
+        self._send_soon()
         if self.draining and not self.streams:
             self._shut()
 
@@ -343,7 +364,7 @@ class H2ClientConnection(asyncio.Protocol):
             except h2.exceptions.StreamClosedError:
                 pass  # the client reset it first
         stream.closed()
-        self._send()
+        self._send_soon()
         if self.draining and not self.streams:
             self._shut()
 
@@ -359,6 +380,7 @@ class H2ClientConnection(asyncio.Protocol):
         """Close after what is written (a GOAWAY); ``sweep`` aborts a client that does not
         read it within ``LINGER_SECONDS``."""
         if not self.closed:
+            self._send()  # what streams queued this turn (a last response's end) goes first
             self.closed = True
             self.closed_at = self.loop.time()
             self._end_streams()
