@@ -189,3 +189,20 @@ def test_websocket_over_http2_relays_both_ways(fleet: Fleet) -> None:
         assert ws_payload(reply.body)[1] == big
         # The page's other requests share the connection while the WebSocket is open.
         assert client.get("/").status == 200
+
+
+def test_a_reload_changes_the_alpn_list_for_new_handshakes(tmp_path: Path) -> None:
+    from test_live_reload import start as start_from_toml
+
+    cert, key = make_cert(tmp_path, "localhost")
+    tls = f"workers = 1\nssl_certfile = '{cert}'\nssl_keyfile = '{key}'\n"
+    fleet = start_from_toml(tmp_path, tls)
+    with fleet.proc:
+        assert alpn_of(fleet.port, ["h2", "http/1.1"]) == "h2"
+        with H2Client(fleet.port) as open_before:
+            (tmp_path / "fleet.toml").write_text(tls + "http2 = false\n")
+            reloaded = fleet.cli("reload")
+            assert reloaded.returncode == 0, reloaded.stderr
+            assert "--http2: True -> False: in place" in reloaded.stdout, reloaded.stdout
+            assert alpn_of(fleet.port, ["h2", "http/1.1"]) == "http/1.1"
+            assert open_before.get("/").status == 200  # a connection keeps what it was accepted with
