@@ -7,9 +7,7 @@ pure Python, well kept, and already bounds header blocks (``CONTINUATION_BACKLOG
 header lists. What it leaves to its user, and this module does: limits per window (resets,
 control frames), stream refusal, timeouts, and when to read and write.
 
-``by_alpn`` is the protocol the TLS listener creates for each connection: once the handshake
-has chosen, it hands the transport to an ``H2ClientConnection`` or to the HTTP/1.1
-``protocol.ClientConnection``, so an HTTP/1.1 connection runs exactly as it did without h2.
+``balancer.alpnswitch`` hands a TLS connection that chose ``h2`` to an ``H2ClientConnection``.
 
 The connection, not each stream, is one of ``ProxyContext.clients``: it counts once against
 ``--max-connections`` and the per-IP limit, and the balancer's sweep reaches its streams
@@ -30,10 +28,9 @@ from hyperframe.frame import GoAwayFrame
 
 from fleet.balancer.context import ProxyContext
 from fleet.balancer.head import HeadError, error_response
-from fleet.balancer.h2limits import CONNECTION_WINDOW, STREAM_WINDOW, H2Limits, RateWindow
+from fleet.balancer.h2limits import CONNECTION_WINDOW, STREAM_WINDOW, H2Limits, RateWindow, error_reason
 from fleet.balancer.h2request import translate
 from fleet.balancer.h2stream import CANCEL, ENDING, INTERNAL_ERROR, NO_ERROR, H2Stream, StreamTransport
-from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.response import LINGER_SECONDS
 from fleet.balancer.upstream import WRITE_HIGH_WATER
 
@@ -45,25 +42,6 @@ REFUSED_STREAM, ENHANCE_YOUR_CALM = 0x7, 0xB
 _CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
                                     normalize_outbound_headers=False)
 _S = h2.settings.SettingCodes
-
-
-class AlpnChoice(asyncio.Protocol):
-    """The TLS listener's protocol until the handshake is done: it picks by ALPN."""
-
-    def __init__(self, proxy: ProxyContext) -> None:
-        self.proxy = proxy
-
-    def connection_made(self, transport: Any) -> None:
-        ssl_object = transport.get_extra_info("ssl_object")
-        chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        protocol: asyncio.Protocol = (H2ClientConnection(self.proxy) if chosen == "h2"
-                                      else ClientConnection(self.proxy))
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-
-
-def by_alpn(proxy: ProxyContext) -> AlpnChoice:
-    return AlpnChoice(proxy)
 
 
 class H2ClientConnection(asyncio.Protocol):
@@ -181,7 +159,7 @@ class H2ClientConnection(asyncio.Protocol):
         except h2.exceptions.ProtocolError as exc:
             # The library has queued its GOAWAY (PROTOCOL_ERROR, ENHANCE_YOUR_CALM for a header
             # list past its bound, ...): it goes out, then the connection closes.
-            proxy.stats.client_error(_error_reason(exc))
+            proxy.stats.client_error(error_reason(exc))
             self._send()
             self._shut()
             return
@@ -432,15 +410,4 @@ class H2ClientConnection(asyncio.Protocol):
         self._shut()
 
 
-def _error_reason(exc: h2.exceptions.ProtocolError) -> str:
-    """The counter a protocol error is counted under (``fleet_client_errors_total{reason}``)."""
-    if isinstance(exc, h2.exceptions.TooManyStreamsError):
-        return "h2_too_many_streams"
-    if isinstance(exc, h2.exceptions.DenialOfServiceError):
-        return "h2_header_list_too_large"
-    if "continuation" in str(exc).lower():
-        return "h2_continuation_flood"
-    return "h2_protocol_error"
-
-
-__all__ = ["AlpnChoice", "H2ClientConnection", "by_alpn"]
+__all__ = ["H2ClientConnection"]

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import h2.exceptions
+
 # Per-stream receive window (the HTTP/2 default) and the connection's: request bytes the client
 # may send before the proxy has read them, so the most held for one connection's streams.
 STREAM_WINDOW = 65535
@@ -75,4 +77,15 @@ class RateWindow:
         return self.count > self.limit
 
 
-__all__ = ["CONNECTION_WINDOW", "H2Limits", "OUT_HIGH", "OUT_LOW", "RateWindow", "STREAM_WINDOW"]
+def error_reason(exc: h2.exceptions.ProtocolError) -> str:
+    """The counter a protocol error is counted under (``fleet_client_errors_total{reason}``)."""
+    if isinstance(exc, h2.exceptions.TooManyStreamsError):
+        return "h2_too_many_streams"
+    if isinstance(exc, h2.exceptions.DenialOfServiceError):
+        return "h2_header_list_too_large"
+    if "continuation" in str(exc).lower():
+        return "h2_continuation_flood"
+    return "h2_protocol_error"
+
+
+__all__ = ["CONNECTION_WINDOW", "H2Limits", "OUT_HIGH", "OUT_LOW", "RateWindow", "STREAM_WINDOW", "error_reason"]
