@@ -84,3 +84,77 @@ def test_stream_table_walks() -> None:
             StreamState.ENDING: {StreamState.CLOSED},
             StreamState.CLOSED: set(),
         }[source])
+
+
+class FakeOwner:
+    """What a stream asks of its connection, recorded (``h2stream.StreamOwner``)."""
+
+    def __init__(self) -> None:
+        self.loop = None  # used only to end a stream's ClientConnection: these streams have none
+        self.transport = None
+        self.peer, self.client_ip = "127.0.0.1", b"127.0.0.1"
+        self.heads: list[tuple[list[tuple[bytes, bytes]], bool]] = []
+        self.finished: list[object] = []
+        self.resets: list[int] = []
+
+    def send_head(self, stream: object, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        self.heads.append((headers, end))
+
+    def pump(self, stream: object = None) -> None:
+        pass
+
+    def finish(self, stream: object) -> None:
+        self.finished.append(stream)
+
+    def reset(self, stream: object, code: int) -> None:
+        self.resets.append(code)
+        stream.closed()  # type: ignore[attr-defined]
+
+    def deliver_held(self, stream: object) -> None:
+        pass
+
+
+def stream_for(head_request: bool = False, websocket: bool = False) -> tuple["FakeOwner", object]:
+    from fleet.balancer.h2stream import StreamTransport
+    owner = FakeOwner()
+    return owner, StreamTransport(owner, 1, head_request, websocket, False)
+
+
+def test_a_response_becomes_headers_without_connection_fields_and_data() -> None:
+    owner, stream = stream_for()
+    stream.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-A: b\r\n\r\nhel")  # type: ignore[attr-defined]
+    stream.write(b"lo")  # type: ignore[attr-defined]
+    assert owner.heads == [([(b":status", b"200"), (b"content-length", b"5"), (b"x-a", b"b")], False)]
+    assert b"".join(stream.out) == b"hello" and stream.state is StreamState.ENDING  # type: ignore[attr-defined]
+
+
+def test_a_chunked_response_is_unframed_and_a_head_response_ends_with_its_head() -> None:
+    owner, stream = stream_for()
+    stream.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")  # type: ignore[attr-defined]
+    assert owner.heads[0][0] == [(b":status", b"200")] and b"".join(stream.out) == b"abc"  # type: ignore[attr-defined]
+    owner, head = stream_for(head_request=True)
+    head.write(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n")  # type: ignore[attr-defined]
+    assert owner.heads == [([(b":status", b"200"), (b"content-length", b"30")], True)] and owner.finished == [head]
+
+
+def test_a_websocket_101_becomes_200_and_then_bytes() -> None:
+    owner, stream = stream_for(websocket=True)
+    stream.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"  # type: ignore[attr-defined]
+                 b"Sec-WebSocket-Accept: x\r\nSec-WebSocket-Protocol: bokeh\r\n\r\n\x81\x02hi")
+    assert owner.heads == [([(b":status", b"200"), (b"sec-websocket-protocol", b"bokeh")], False)]
+    assert stream.state is StreamState.TUNNEL and b"".join(stream.out) == b"\x81\x02hi"  # type: ignore[attr-defined]
+    stream.write(b"more")  # type: ignore[attr-defined]
+    assert stream.out[-1] == b"more"  # type: ignore[attr-defined]
+    stream.close()  # type: ignore[attr-defined]
+    assert stream.state is StreamState.ENDING and not owner.resets  # type: ignore[attr-defined]
+
+
+def test_a_response_cut_short_is_reset_and_one_ending_with_its_connection_ends() -> None:
+    owner, cut = stream_for()
+    cut.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")  # type: ignore[attr-defined]
+    cut.close()  # type: ignore[attr-defined]
+    assert owner.resets == [0x2]
+    owner, unframed = stream_for()
+    unframed.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nabc")  # type: ignore[attr-defined]
+    unframed.close()  # type: ignore[attr-defined]
+    assert not owner.resets and unframed.state is StreamState.ENDING  # type: ignore[attr-defined]
