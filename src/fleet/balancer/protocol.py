@@ -138,6 +138,12 @@ class ClientConnection(asyncio.Protocol):
             self._counted_ip = None
         if proxy.on_connection_lost is not None:
             proxy.on_connection_lost()
+        self.end_exchanges()
+
+    def end_exchanges(self) -> None:
+        """The client went: its tunnel and every exchange it had end (also an HTTP/2 stream's
+        end, ``balancer.h2stream``)."""
+        responder = self.responder
         if responder.tunnel is not None:
             tunnel, responder.tunnel = responder.tunnel, None
             tunnel.drop_tunnel()

@@ -37,11 +37,13 @@ from typing import Any, Callable, Iterable
 
 from fleet.acceptor import Acceptor
 import fleet.balancer.fdbudget as fdbudget
+import fleet.balancer.tlscontext as tlscontext
 from fleet.balancer.allow import Allowlist
 from fleet.balancer.context import CachedRoute, Clock, ProxyContext, render_ttl
 # unix_listener and _tcp_listeners: also imported from here by balancer.group.
 from fleet.balancer.listeners import _tcp_listeners, connect_or_close, raise_open_files_limit, unix_listener
 from fleet.balancer.policy import UpstreamSet
+from fleet.balancer.alpnswitch import by_alpn
 from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.redirect import RedirectConnection
 from fleet.balancer.stats import ProxyStats
@@ -104,6 +106,7 @@ class Balancer:
         self.max_connections = views.limits.max_connections
         self.context = self.context.renewed(views, self.log if views.access_log else None)
         self._contexts.add(self.context)
+        tlscontext.set_alpn(self._ssl, views.tls)
         self._below_limit()  # a raised --max-connections resumes accepting at once
 
     def _set_everywhere(self, name: str, value: Any) -> None:
@@ -111,26 +114,10 @@ class Balancer:
             setattr(context, name, value)
 
     # -- listeners ---------------------------------------------------------------------------
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        tls = self.views.tls
-        if not tls.ssl_certfile:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls.ssl_certfile, tls.ssl_keyfile, password=tls.ssl_password)
-        context.set_alpn_protocols(["http/1.1"])
-        return context
-
     def reload_tls(self) -> str | None:
         """Read --ssl-certfile/--ssl-keyfile again. Returns None when there is no TLS, else a
         message for the log; a certificate that cannot be loaded leaves the old one serving."""
-        tls = self.views.tls
-        if self._ssl is None or not tls.ssl_certfile:
-            return None
-        try:
-            self._ssl.load_cert_chain(tls.ssl_certfile, tls.ssl_keyfile, password=tls.ssl_password)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            return f"TLS certificate NOT reloaded, the previous one stays in use: {exc}"
-        return f"TLS certificate reloaded from {tls.ssl_certfile}"
+        return tlscontext.reload_context(self._ssl, self.views.tls)
 
     async def start(self, unix_listener: socket.socket | None = None) -> None:
         """Bind the port (and unix socket) and start serving. Raises ``PortInUseError``.
@@ -139,7 +126,7 @@ class Balancer:
         where, redirect_port = self.views.frontend, self.views.tls.https_redirect_port
         loop = asyncio.get_running_loop()
         raise_open_files_limit()
-        self._ssl = self._ssl_context()
+        self._ssl = tlscontext.server_context(self.views.tls)
         try:
             self._listeners = _tcp_listeners(where.address, where.port, reuse_port=self.reuse_port)
         except OSError as exc:
@@ -290,7 +277,9 @@ class Balancer:
     async def _serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.connect_accepted_socket(lambda: ClientConnection(self.context), sock, ssl=self._ssl)
+            context = self.context
+            factory = (lambda: ClientConnection(context)) if self._ssl is None else (lambda: by_alpn(context))
+            await loop.connect_accepted_socket(factory, sock, ssl=self._ssl)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
             sock.close()  # a failed TLS handshake: nothing to serve
         except BaseException:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleet.config.declare import PROXY, option
-from fleet.values import parse_file_path, parse_hsts, parse_port
+from fleet.values import parse_bool, parse_file_path, parse_hsts, parse_port
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ class TLSSettings:
     hsts: int | None = option(
         None, "--hsts", parse=parse_hsts, metavar="SECONDS", commands=PROXY, show_default="off",
         help="With TLS: send Strict-Transport-Security: max-age=SECONDS (63072000 = 2 years).",
+    )
+    http2: bool = option(
+        True, "--http2/--no-http2", is_flag=True, parse=parse_bool, commands=PROXY,
+        help="With TLS: offer HTTP/2 (ALPN h2) besides HTTP/1.1, WebSockets over HTTP/2 "
+             "(RFC 8441) included; workers still see HTTP/1.1.",
     )
     # Not an option: the password comes only from the environment, never from argv.
     ssl_password: str | None = None
