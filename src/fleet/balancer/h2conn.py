@@ -186,7 +186,7 @@ class H2ClientConnection(asyncio.Protocol):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
                 stream.remote_ended = True
-                if stream.chunked:
+                if stream.chunked or stream.tail:
                     self.deliver(stream, stream.framed(b"", True), 0)
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.pop(event.stream_id, None)
@@ -227,7 +227,10 @@ class H2ClientConnection(asyncio.Protocol):
         stream = self.streams[stream_id] = StreamTransport(
             self, stream_id, request.method == b"HEAD", request.websocket, request.chunked)
         stream.remote_ended = end_stream
-        H2Stream(proxy, stream).data_received(request.head)
+        head = request.head
+        if not end_stream and (b"content-length", b"0") in headers:
+            head = stream.framed(head, False)  # a complete request once its last byte is in: END_STREAM
+        H2Stream(proxy, stream).data_received(head)
         if self.opened >= self.limits.streams_per_connection:
             self.drain()
 

@@ -79,7 +79,7 @@ class StreamTransport:
 
     __slots__ = ("owner", "stream_id", "protocol", "state", "head_request", "websocket", "chunked",
                  "parser", "out", "out_size", "reading", "held", "write_paused", "blocked_since",
-                 "remote_ended", "_fields", "_head", "_ended", "_interim", "_length_known", "_skip")
+                 "remote_ended", "tail", "_fields", "_head", "_ended", "_interim", "_length_known", "_skip")
 
     def __init__(self, owner: StreamOwner, stream_id: int, head_request: bool, websocket: bool,
                  chunked: bool) -> None:
@@ -98,6 +98,10 @@ class StreamTransport:
         self.write_paused = False
         self.blocked_since = 0.0  # when bytes last waited for the window (0: none wait)
         self.remote_ended = False
+        # The last request byte of a stream framed by its content-length, held until END_STREAM:
+        # a body that ends short or runs long is refused by the HTTP/2 layer, and the worker
+        # must not have seen a complete request by then.
+        self.tail = b""
         self._fields: list[tuple[bytes, bytes]] = []
         self._head: list[tuple[bytes, bytes]] | None = None  # a head not sent yet
         self._ended = False
@@ -257,9 +261,14 @@ class StreamTransport:
 
     # -- request bytes in ----------------------------------------------------------------------
     def framed(self, data: bytes, end: bool) -> bytes:
-        """A DATA frame's bytes as the stream's HTTP/1.1 parser expects them."""
+        """A DATA frame's bytes as the stream's HTTP/1.1 parser expects them (``end``: the
+        stream ended; a held last byte goes with it)."""
         if not self.chunked:
-            return data
+            if self.websocket:
+                return data
+            data = self.tail + data
+            self.tail = b"" if end else data[-1:]
+            return data if end else data[:-1]
         framed = chunk(data) if data else b""
         return framed + LAST_CHUNK if end else framed
 
