@@ -137,6 +137,8 @@ class Frontage:
                                          recycles=lambda: supervisor.recycles, label=self.slot_of,
                                          loop_lags=supervisor.loop_lags,
                                          config_reloads=lambda: self.config_reloads.counts)
+        if getattr(self, "acme", None) is not None:  # --domain
+            registry.register(self.acme.collector())  # type: ignore[attr-defined]
         if config.metrics_port is not None:
             self._metrics_listener = await metrics.serve_separately(
                 registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,

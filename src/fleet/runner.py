@@ -22,6 +22,7 @@ import time
 from typing import Any, Coroutine
 
 from fleet import status_page
+from fleet.acme.paths import with_managed_certificate
 from fleet.appspec import AppError, AppSpec, detect_apps
 from fleet.bokeh_settings import app_paths
 from fleet.config import Config, ConfigError, replace
@@ -83,6 +84,7 @@ class Master(Frontage):
         self.spec: AppSpec | None = None  # the first APP (the only one unless all are Bokeh apps)
         self.specs: tuple[AppSpec, ...] = ()
         self.front: Front = NoFront()  # until run() starts the one the config asks for
+        self.acme: Any = None  # --domain: fleet.acme.manager.CertificateManager
         self.supervisor: Supervisor | None = None
         self.control: ControlServer | None = None
         self.status_board: status_page.StatusBoard | None = None  # ops: /_fleet/
@@ -135,6 +137,7 @@ class Master(Frontage):
                 self.config = config = replace(config, app=paths[0], extra_apps=tuple(paths[1:]), glob=False)
             except (AppError, ConfigError) as exc:
                 return self._error(str(exc))
+        self.config = config = with_managed_certificate(config, os.environ)  # --domain: TLS from the state dir
         try:
             control_path = server_socket_path(config.control_socket, config.name, config.port)  # ops
             claim(control_path)
@@ -153,9 +156,12 @@ class Master(Frontage):
         config = self.config
         front = self.front = front_for(config, control_path, self.output)
         try:
+            self._prepare_acme()  # a state directory others may read: refused before anything binds
             await front.start()  # binds now: a taken port fails before any worker runs
-        except FrontError as exc:
+        except (FrontError, RuntimeError) as exc:
             return self._error(str(exc))
+        if self.acme is not None:  # orders while the workers start: HTTP-01 is answered already
+            self._spawn_background(supervise("the ACME certificate manager", self.acme.run, self.output.fleet))
         self._serve_bokeh_static()
         supervisor = self.supervisor = Supervisor(
             SupervisorViews.of(config), self.spec, observers=(self._on_change, self.hooks.observe),
@@ -196,6 +202,19 @@ class Master(Frontage):
                                              self.output.fleet))
         self._start_recycler()
         return await self._main_loop()
+
+    def _prepare_acme(self) -> None:
+        config = self.config
+        if not config.acme.domain:
+            return
+        from fleet.acme.manager import CertificateManager
+
+        async def certificate_changed() -> str | None:
+            return self.front.reload_tls()  # every proxy process, or the managed nginx/HAProxy
+
+        self.acme = CertificateManager(config.acme, config.https_redirect_port is not None, certificate_changed,
+                                       self.output.fleet, os.environ)
+        self.acme.prepare()
 
     def _start_recycler(self) -> None:
         """At start, and again after a reload that changed the thresholds."""

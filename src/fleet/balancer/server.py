@@ -45,6 +45,7 @@ from fleet.balancer.policy import UpstreamSet
 from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.redirect import RedirectConnection
 from fleet.balancer.stats import ProxyStats
+from fleet.balancer.tlscontext import ServerTLS, server_tls
 from fleet.balancer.upstream import close_idle
 from fleet.balancer.settings import ProxyViews
 from fleet.ports import in_use_error
@@ -87,6 +88,7 @@ class Balancer:
         self._accepting = False
         self._handshakes = 0  # accepted sockets not yet a ClientConnection (TLS handshake)
         self._ssl: ssl.SSLContext | None = None
+        self._tls: ServerTLS | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None  # the listener's wake-up after EMFILE
         self.budget = fdbudget.Budget(fdbudget.soft_limit(), 0)
@@ -112,25 +114,13 @@ class Balancer:
 
     # -- listeners ---------------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext | None:
-        tls = self.views.tls
-        if not tls.ssl_certfile:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls.ssl_certfile, tls.ssl_keyfile, password=tls.ssl_password)
-        context.set_alpn_protocols(["http/1.1"])
-        return context
+        self._tls = server_tls(self.views.tls, self.log)  # balancer.tlscontext: the --domain hooks too
+        return None if self._tls is None else self._tls.context
 
     def reload_tls(self) -> str | None:
         """Read --ssl-certfile/--ssl-keyfile again. Returns None when there is no TLS, else a
         message for the log; a certificate that cannot be loaded leaves the old one serving."""
-        tls = self.views.tls
-        if self._ssl is None or not tls.ssl_certfile:
-            return None
-        try:
-            self._ssl.load_cert_chain(tls.ssl_certfile, tls.ssl_keyfile, password=tls.ssl_password)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            return f"TLS certificate NOT reloaded, the previous one stays in use: {exc}"
-        return f"TLS certificate reloaded from {tls.ssl_certfile}"
+        return None if self._tls is None else self._tls.reload(self.views.tls)
 
     async def start(self, unix_listener: socket.socket | None = None) -> None:
         """Bind the port (and unix socket) and start serving. Raises ``PortInUseError``.
@@ -184,7 +174,8 @@ class Balancer:
         def serve(sock: socket.socket) -> None:
             current = self.views  # a reload's settings for the next connection
             protocol = RedirectConnection(public_port, Allowlist(current.trust.allow_host),
-                                          current.limits.max_header_size, current.limits.header_timeout)
+                                          current.limits.max_header_size, current.limits.header_timeout,
+                                          current.tls.acme_challenges)
             loop.create_task(connect_or_close(loop, sock, protocol))
 
         self._redirect = [Acceptor(listener, serve, loop) for listener in listeners]
