@@ -57,13 +57,13 @@ def _listener_certificate(directory: Path) -> tuple[Path, Path, Path]:
 
 class Pebble:
     def __init__(self, directory: Path, http_port: int, tls_port: int, *, validity: int | None = None,
-                 blocklist: tuple[str, ...] = (), always_valid: bool = False) -> None:
+                 blocklist: tuple[str, ...] = (), always_valid: bool = False, port: int | None = None) -> None:
         require_tool("pebble")
         require_tool("pebble-challtestsrv")
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.ca_file, cert, key = _listener_certificate(directory)
-        self.port, self.management, self.dns = free_port(), free_port(), free_port()
+        self.port, self.management, self.dns = port or free_port(), free_port(), free_port()
         config = {"pebble": {
             "listenAddress": f"127.0.0.1:{self.port}", "managementListenAddress": f"127.0.0.1:{self.management}",
             "certificate": str(cert), "privateKey": str(key), "httpPort": http_port, "tlsPort": tls_port,

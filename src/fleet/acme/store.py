@@ -51,17 +51,23 @@ def check_private(path: str, *, directory: bool) -> None:
 
 
 def ensure_dir(path: str) -> None:
-    """Make ``path`` (and its parents) with mode 0700 if missing; check it either way."""
+    """Make ``path`` and each missing parent with mode 0700 exactly (``makedirs`` would give the
+    parents the umask's mode); check it either way."""
     check_private(path, directory=True)
-    if not os.path.isdir(path):
-        parent = os.path.dirname(path)
-        if parent and parent != path:
-            os.makedirs(parent, mode=DIR_MODE, exist_ok=True)
+    missing = []
+    where = path
+    while where and not os.path.isdir(where):
+        missing.append(where)
+        parent = os.path.dirname(where)
+        if parent == where:
+            break
+        where = parent
+    for directory in reversed(missing):
         try:
-            os.mkdir(path, DIR_MODE)
+            os.mkdir(directory, DIR_MODE)
         except FileExistsError:
             pass
-        os.chmod(path, DIR_MODE)  # the umask may have taken bits away, never added: set exactly
+        os.chmod(directory, DIR_MODE)  # the umask may have taken bits away, never added: set exactly
     check_private(path, directory=True)
 
 
