@@ -11,6 +11,8 @@ import re
 import socket
 import ssl
 import stat
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from cryptography import x509
 
 from acme_support import Pebble, https_get
-from support import FRESH_METRICS, free_port, http_get, require_tool, start_fleet, wait_until
+from support import FRESH_METRICS, free_port, http_get, kill_group, require_tool, start_fleet, wait_until
 from up_helpers import request
 
 APP = str(Path(__file__).parent / "apps" / "backend.py")
@@ -125,6 +127,23 @@ def test_from_nothing_to_https_with_tls_alpn01_only(tmp_path: Path, ports: tuple
             _, answer = wait_until(lambda: https_get(tls_port, DOMAIN, root), 20, message="a page over TLS")
             assert b"hello from" in answer
             assert "Attempting to validate w/ HTTP" not in pebble.output()
+            # A validation under way for the name: only a client offering acme-tls/1 alone gets
+            # the challenge certificate; a browser asking for the same name gets the real one.
+            from fleet.acme.client import alpn_certificate
+            from fleet.acme.store import write_private
+
+            write_private(str(fleet.state / "challenges" / "tls-alpn-01" / f"{DOMAIN}.pem"),
+                          alpn_certificate(DOMAIN, "token.thumbprint"))
+            validator = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            validator.check_hostname, validator.verify_mode = False, ssl.CERT_NONE
+            validator.set_alpn_protocols(["acme-tls/1"])
+            with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw:
+                with validator.wrap_socket(raw, server_hostname=DOMAIN) as tls:
+                    assert tls.selected_alpn_protocol() == "acme-tls/1"
+                    challenge = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+            assert challenge.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")).critical
+            _, answer = https_get(tls_port, DOMAIN, root)  # verified against pebble's root
+            assert b"hello from" in answer
         finally:
             fleet.stop()
 
@@ -229,3 +248,68 @@ def test_a_state_directory_others_may_read_is_refused(tmp_path: Path, ports: tup
         assert f"chmod 0600 {key}" in fleet.output()
     finally:
         fleet.stop()
+
+
+def test_renewal_under_load_drops_nothing_and_new_connections_see_the_new_certificate(
+        tmp_path: Path, ports: tuple[int, int]) -> None:
+    """Certificates of 24 s: fleet renews at about 16 s, by TLS-ALPN-01 on the port wrk keeps
+    busy (an ordinary client's handshake still gets the real certificate)."""
+    import websocket
+
+    wrk = require_tool("wrk")
+    tls_port, _ = ports
+    with Pebble(tmp_path / "pebble", free_port(), tls_port, validity=24) as pebble:
+        fleet = AcmeFleet(tmp_path, pebble, tls_port, None)
+        sockets: list[websocket.WebSocket] = []
+        try:
+            fleet.proc.wait_for_output(r"certificate for dash\.test obtained", 90)
+            fleet.proc.wait_for_output(r"ready: open", 60)
+            root = pebble.root()
+            first = wait_until(lambda: served_serial(tls_port, root), 20, message="a page over TLS")
+            for _ in range(3):
+                sockets.append(websocket.create_connection(
+                    f"wss://127.0.0.1:{tls_port}/ws", timeout=10, suppress_origin=True,
+                    sslopt={"cert_reqs": ssl.CERT_NONE, "server_hostname": DOMAIN}))
+            # Connection: close: every request is a new TLS handshake, during the challenge too.
+            load = subprocess.Popen([wrk, "-t2", "-c16", "-d24s", "-H", "Connection: close",
+                                     f"https://127.0.0.1:{tls_port}/"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True)
+            failures: list[BaseException] = []
+            checked = [0]
+            done = threading.Event()
+
+            def verify_continuously() -> None:  # new handshakes for dash.test, verified, all along
+                while not done.is_set():
+                    try:
+                        served_serial(tls_port, root)
+                        checked[0] += 1
+                    except BaseException as exc:  # noqa: BLE001 - every failure is counted
+                        failures.append(exc)
+
+            checker = threading.Thread(target=verify_continuously, daemon=True)
+            checker.start()
+            try:
+                wait_until(lambda: len(re.findall(r"certificate for dash\.test obtained", fleet.proc.output())) >= 2,
+                           40, message="the renewal")
+                wait_until(lambda: served_serial(tls_port, root) != first, 10, message="the new certificate served")
+                for number, ws in enumerate(sockets):  # open across the renewal, and still echoing
+                    ws.send(f"after {number}")
+                    assert ws.recv().endswith(f": after {number}")
+                report, _ = load.communicate(timeout=60)
+            finally:
+                done.set()
+                checker.join(timeout=30)
+                if load.poll() is None:
+                    kill_group(load.pid)
+                    load.wait(timeout=10)
+            assert not failures and checked[0] > 10, (failures[:3], checked)
+            assert load.returncode == 0, report
+            assert "Socket errors" not in report and "Non-2xx" not in report, report
+            requests = int(re.search(r"(\d+) requests in", report).group(1))
+            assert requests > 100, report
+            assert fleet.metric('fleet_acme_orders_total{result="valid"}') >= 2
+        finally:
+            for ws in sockets:
+                ws.close()
+            fleet.stop()
