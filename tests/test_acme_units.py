@@ -9,6 +9,7 @@ import random
 import ssl
 import stat
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -208,12 +209,13 @@ def test_domain_rules_against_other_options() -> None:
 def test_the_derived_certificate_paths_survive_a_reload_unchanged(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path)}
     config = build_config({"domain": ("dash.test", "www.dash.test")}, {}, {}, app="app.py")
-    running = paths.with_managed_certificate(config, env)
+    running = replace(config, **paths.managed_certificate(config.acme, config.ssl_certfile, env))
     root = tmp_path / ".local" / "share" / "fleet" / "acme"
     assert running.ssl_certfile == running.ssl_keyfile == str(
         root / "certificates" / "acme-v02.api.letsencrypt.org-directory" / "dash.test" / "certificate.pem")
     assert running.acme_challenges == str(root / "challenges")
-    assert plan_reload(running, paths.with_managed_certificate(config, env)).changes == ()
+    again = replace(config, **paths.managed_certificate(config.acme, config.ssl_certfile, env))
+    assert plan_reload(running, again).changes == ()
     assert ways_of("domain") == (Way.NOT_LIVE,) and ways_of("acme_directory") == (Way.NOT_LIVE,)
     assert paths.default_state_dir({"XDG_DATA_HOME": "/data", "HOME": "/h"}) == "/data/fleet/acme"
 

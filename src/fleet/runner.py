@@ -22,7 +22,7 @@ import time
 from typing import Any, Coroutine
 
 from fleet import status_page
-from fleet.acme.paths import with_managed_certificate
+from fleet.acme.paths import managed_certificate
 from fleet.appspec import AppError, AppSpec, detect_apps
 from fleet.bokeh_settings import app_paths
 from fleet.config import Config, ConfigError, replace
@@ -137,7 +137,8 @@ class Master(Frontage):
                 self.config = config = replace(config, app=paths[0], extra_apps=tuple(paths[1:]), glob=False)
             except (AppError, ConfigError) as exc:
                 return self._error(str(exc))
-        self.config = config = with_managed_certificate(config, os.environ)  # --domain: TLS from the state dir
+        # --domain: TLS from the state directory's certificate
+        self.config = config = replace(config, **managed_certificate(config.acme, config.ssl_certfile, os.environ))
         try:
             control_path = server_socket_path(config.control_socket, config.name, config.port)  # ops
             claim(control_path)

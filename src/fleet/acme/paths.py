@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
-    from fleet.config import Config
     from fleet.config.sections.acme import AcmeSettings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
@@ -59,16 +57,17 @@ def challenges_dir(root: str) -> str:
     return os.path.join(root, "challenges")
 
 
-def with_managed_certificate(config: "Config", environ: Mapping[str, str]) -> "Config":
-    """With ``--domain``: the config the proxy runs with, TLS on the state directory's
-    certificate (which may not exist yet) and the challenge directory it answers from."""
-    acme = config.acme
-    if not acme.domain or config.ssl_certfile:
-        return config
+def managed_certificate(acme: "AcmeSettings", ssl_certfile: str | None,
+                        environ: Mapping[str, str]) -> dict[str, str]:
+    """With ``--domain`` (and no ``--ssl-certfile``): the TLS settings the proxy runs with, the
+    state directory's certificate (which may not exist yet) and the challenge directory it
+    answers from; ``{}`` otherwise. ``fleet up`` and ``fleet reload`` apply them alike."""
+    if not acme.domain or ssl_certfile:
+        return {}
     root = state_dir(acme, environ)
     path = certificate_path(root, acme.acme_directory, acme.domain)
-    return replace(config, ssl_certfile=path, ssl_keyfile=path, acme_challenges=challenges_dir(root))
+    return {"ssl_certfile": path, "ssl_keyfile": path, "acme_challenges": challenges_dir(root)}
 
 
 __all__ = ["account_key_path", "ca_slug", "certificate_path", "challenges_dir", "default_state_dir",
-           "lineage_dir", "state_dir", "with_managed_certificate"]
+           "lineage_dir", "managed_certificate", "state_dir"]
