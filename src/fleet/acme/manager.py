@@ -209,14 +209,20 @@ async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
         if not future.done():
             outcome()
 
+    def hand_back(outcome: Callable[[], None]) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:
+            pass  # the loop is closed: fleet stopped while the order ran; nobody waits for it
+
     def work() -> None:
         try:
             result = function(*args)
         except BaseException as exc:  # handed to the loop, re-raised there
             error = exc
-            loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
+            hand_back(lambda: future.set_exception(error))
         else:
-            loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+            hand_back(lambda: future.set_result(result))
 
     threading.Thread(target=work, name="fleet-acme-order", daemon=True).start()
     return await future
