@@ -313,3 +313,28 @@ def test_renewal_under_load_drops_nothing_and_new_connections_see_the_new_certif
             for ws in sockets:
                 ws.close()
             fleet.stop()
+
+
+def test_two_fleets_sharing_a_state_directory_order_once(tmp_path: Path, ports: tuple[int, int]) -> None:
+    """The CA validates at the first fleet's ports; whichever fleet orders, the other takes the
+    certificate from the shared directory (the order lock), and the CA issues one."""
+    tls_port, http_port = ports
+    state = tmp_path / "shared-state"
+    with Pebble(tmp_path / "pebble", http_port, tls_port) as pebble:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        first = AcmeFleet(tmp_path / "a", pebble, tls_port, http_port, state=state)
+        other_port = free_port()
+        second = AcmeFleet(tmp_path / "b", pebble, other_port, free_port(), state=state)
+        try:
+            for fleet in (first, second):
+                fleet.proc.wait_for_output(r"certificate for dash\.test (obtained|taken from the state directory)", 90)
+            root = pebble.root()
+            serials = {wait_until(lambda port=port: served_serial(port, root), 20, message="a page over TLS")
+                       for port in (tls_port, other_port)}
+            assert len(serials) == 1
+            assert pebble.issued() == 1
+            assert "taken from the state directory" in first.proc.output() + second.proc.output()
+        finally:
+            first.stop()
+            second.stop()

@@ -248,3 +248,13 @@ def test_generated_deployments_keep_the_acme_state() -> None:
     plain = build_config({"workers": "2"}, {}, {}, app="app.py", command="config")
     assert "StateDirectory" not in systemd.render(plain, target)
     assert not any(o["kind"] == "PersistentVolumeClaim" for o in kubernetes.objects(plain, target))
+
+
+def test_fleet_status_says_where_the_certificate_is() -> None:
+    from fleet.acme.manager import status_line
+
+    line = status_line({"domains": ["dash.test"], "state": "renew failed", "not_after": 86400.0,
+                        "next_attempt": 1060.0, "last_error": "the CA refused: rejectedIdentifier"}, 1000.0)
+    assert line == ("certificate (dash.test): renew failed, expires 1970-01-02 00:00:00 UTC, next order in 60 s; "
+                    "last error: the CA refused: rejectedIdentifier")
+    assert status_line({"domains": ["dash.test"], "state": "valid"}, 0.0) == "certificate (dash.test): valid"

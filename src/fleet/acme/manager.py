@@ -139,7 +139,8 @@ class CertificateManager:
         self._move(CertState.VALID)
         self.next_attempt = policy.renewal_time(
             got.lifetime, self.rng, None if got.ari_time is None else (got.ari_time, got.ari_time))
-        how = f"obtained ({got.challenge})" if got.ordered else "renewed by another fleet sharing the state directory"
+        how = (f"obtained ({got.challenge})" if got.ordered
+               else "taken from the state directory (another fleet sharing it had just obtained it)")
         self.log(f"ACME: certificate for {names} {how}; expires {_when(got.lifetime.not_after)}, "
                  f"renewal from {_when(self.next_attempt)}")
         message = await self.on_certificate()

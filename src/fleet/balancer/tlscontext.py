@@ -54,6 +54,8 @@ class ServerTLS:
 
     def reload(self, tls: TLSSettings) -> str:
         """Read the certificate and key again; a message for the log."""
+        if self.challenges is not None and not os.path.exists(tls.ssl_certfile or ""):
+            return "TLS: no ACME certificate yet (fleet is obtaining it); handshakes stay refused"
         try:
             self.load(tls)
         except (OSError, ssl.SSLError, ValueError) as exc:
