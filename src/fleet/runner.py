@@ -22,6 +22,7 @@ import time
 from typing import Any, Coroutine
 
 from fleet import status_page
+from fleet.acme.manager import CertificateManager
 from fleet.acme.paths import managed_certificate
 from fleet.appspec import AppError, AppSpec, detect_apps
 from fleet.bokeh_settings import app_paths
@@ -84,7 +85,7 @@ class Master(Frontage):
         self.spec: AppSpec | None = None  # the first APP (the only one unless all are Bokeh apps)
         self.specs: tuple[AppSpec, ...] = ()
         self.front: Front = NoFront()  # until run() starts the one the config asks for
-        self.acme: Any = None  # --domain: fleet.acme.manager.CertificateManager
+        self.acme: CertificateManager | None = None  # --domain
         self.supervisor: Supervisor | None = None
         self.control: ControlServer | None = None
         self.status_board: status_page.StatusBoard | None = None  # ops: /_fleet/
@@ -155,11 +156,14 @@ class Master(Frontage):
 
     async def _run_started(self, control_path: str) -> int:
         config = self.config
-        front = self.front = front_for(config, control_path, self.output)
         try:
             self._prepare_acme()  # a state directory others may read: refused before anything binds
+        except (RuntimeError, ValueError) as exc:  # StateError, no acme library, a bad FLEET_ACME_*
+            return self._error(str(exc))
+        front = self.front = front_for(config, control_path, self.output)
+        try:
             await front.start()  # binds now: a taken port fails before any worker runs
-        except (FrontError, RuntimeError) as exc:
+        except FrontError as exc:
             return self._error(str(exc))
         if self.acme is not None:  # orders while the workers start: HTTP-01 is answered already
             self._spawn_background(supervise("the ACME certificate manager", self.acme.run, self.output.fleet))
@@ -208,8 +212,6 @@ class Master(Frontage):
         config = self.config
         if not config.acme.domain:
             return
-        from fleet.acme.manager import CertificateManager
-
         async def certificate_changed() -> str | None:
             return self.front.reload_tls()  # every proxy process, or the managed nginx/HAProxy
 
