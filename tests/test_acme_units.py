@@ -16,7 +16,7 @@ import pytest
 
 from fleet.acme import paths, store
 from fleet.acme.answers import client_hello_alpn, http01_answer, http01_token
-from fleet.acme.manager import retry_base
+from fleet.acme.manager import CertificateManager, retry_base
 from fleet.acme.policy import (CERT_TABLE, HTTP01, RETRY_CAP, TLS_ALPN01, CertState, Lifetime, challenge_order,
                                is_due, renewal_time, retry_delay)
 from fleet.config import ConfigError, build_config
@@ -258,3 +258,31 @@ def test_fleet_status_says_where_the_certificate_is() -> None:
     assert line == ("certificate (dash.test): renew failed, expires 1970-01-02 00:00:00 UTC, next order in 60 s; "
                     "last error: the CA refused: rejectedIdentifier")
     assert status_line({"domains": ["dash.test"], "state": "valid"}, 0.0) == "certificate (dash.test): valid"
+
+
+def test_an_order_that_fails_backs_off_and_keeps_the_lifecycle_consistent(tmp_path: Path) -> None:
+    """The manager against a CA address where nothing listens: each failure is counted as an
+    error, moves FAILED -> ORDERING -> FAILED, and the next try is later each time."""
+    import asyncio
+
+    from fleet.config.sections.acme import AcmeSettings
+
+    lines: list[str] = []
+    now = [1000.0]
+
+    async def changed() -> str | None:
+        return None
+
+    acme = AcmeSettings(domain=("dash.test",), acme_directory="https://127.0.0.1:1/dir", acme_state=str(tmp_path / "s"))
+    manager = CertificateManager(acme, True, changed, lines.append, {"FLEET_ACME_RETRY_BASE": "10"},
+                                 clock=lambda: now[0], rng=random.Random(3))
+    manager.prepare()
+    assert manager.state is CertState.NONE
+    delays = []
+    for attempt in range(1, 4):
+        asyncio.run(manager._attempt())
+        assert manager.state is CertState.FAILED and manager.failures == attempt
+        delays.append(manager.next_attempt - now[0])
+    assert manager.orders["error"] == 3 and manager.orders["valid"] == 0
+    assert 5 <= delays[0] <= 10 and 10 <= delays[1] <= 20 and 20 <= delays[2] <= 40
+    assert "TLS handshakes stay refused" in lines[-1] and "next try in" in lines[-1]

@@ -132,6 +132,9 @@ class CertificateManager:
         except OrderFailed as failed:
             self._failed(failed, renewing)
             return
+        except Exception as exc:  # noqa: BLE001 - a library surprise: logged, counted, retried like an error
+            self._failed(OrderFailed(f"unexpected error in the ACME client: {exc!r}", refused=False), renewing)
+            return
         self.failures = 0
         self.last_error = self.last_problem = None
         self.lifetime = got.lifetime
