@@ -182,8 +182,10 @@ def test_a_refusing_ca_is_reported_retried_and_plain_http_serves_on(tmp_path: Pa
             out = fleet.proc.output()
             assert "rejectedIdentifier" in out  # the CA's own problem document, in the log
             assert re.search(r"next try in \d+ s", out)
-            status = fleet.status()
-            assert status["state"] == "failed" and status["failures"] >= 2
+            # Between two tries (the next one may be under way: poll for the failed state).
+            status = wait_until(lambda: (lambda st: st if st["state"] == "failed" else None)(fleet.status()), 20,
+                                message="the failed state in fleet status")
+            assert status["failures"] >= 2
             assert "rejectedIdentifier" in str(status["problem"]["type"])
             assert fleet.metric('fleet_acme_orders_total{result="refused"}') >= 2
             assert fleet.metric('fleet_certificate_expiry_timestamp_seconds{domain="dash.test"}') is None
