@@ -166,11 +166,14 @@ def _answer(acme: client.ClientV2, order: messages.OrderResource, request: Order
                               f"--https-redirect-port, and tls-alpn-01)")
         used = choice[0]
         challb = offered[used]
-        response, validation = challb.response_and_validation(acme.net.key)
+        # The key authorization (token.thumbprint) is what both challenges prove; taken directly
+        # so that an older acme release with its own TLS-ALPN-01 class answers the same way.
+        key_authorization = challb.chall.key_authorization(acme.net.key)
+        response = challb.chall.response(acme.net.key)
         if used == HTTP01:
-            answers.put("http-01", challb.chall.encode("token"), validation.encode())
+            answers.put("http-01", challb.chall.encode("token"), key_authorization.encode())
         else:
-            answers.put("tls-alpn-01", domain + ".pem", alpn_certificate(domain, validation))
+            answers.put("tls-alpn-01", domain + ".pem", alpn_certificate(domain, key_authorization))
         acme.answer_challenge(challb, response)
     return used
 
