@@ -302,6 +302,9 @@ def format_status(reply: dict[str, Any]) -> str:
     last = reply.get("last_reload")
     if last and not last.get("ok"):
         lines.append(f"last reload FAILED: {last.get('message', '?')}")
+    if reply.get("acme"):
+        from fleet.acme.manager import status_line
+        lines.append(status_line(reply["acme"], now))
     for url, problem in (reply.get("broken_apps") or {}).items():
         lines.append(f"broken app {url}: {problem}")
     lines += _table(rows)

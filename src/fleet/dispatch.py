@@ -116,4 +116,5 @@ class ControlDispatch:
             "proxies": front.proxies(),
             # Where the configuration comes from and the last reload of it (fleet.reloading).
             "config": master.config_reloads.status(),
+            "acme": master.acme.status() if getattr(master, "acme", None) is not None else None,  # --domain
         }

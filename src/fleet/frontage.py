@@ -137,6 +137,9 @@ class Frontage:
                                          recycles=lambda: supervisor.recycles, label=self.slot_of,
                                          loop_lags=supervisor.loop_lags,
                                          config_reloads=lambda: self.config_reloads.counts)
+        acme = getattr(self, "acme", None)  # runner.Master's: --domain
+        if acme is not None:
+            registry.register(acme.collector())
         if config.metrics_port is not None:
             self._metrics_listener = await metrics.serve_separately(
                 registry, config.address, config.metrics_port, config.metrics_path, allow=config.metrics_allow,

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from dataclasses import replace
 from typing import Any
 
+from fleet.acme.paths import managed_certificate
 from fleet.bokeh_settings import app_paths, run_secrets
 from fleet.config import Config, validate
 from fleet.config.reloadplan import ReloadPlan, plan_reload
@@ -43,7 +45,7 @@ def rebuilt(source: ConfigSource, running: Config) -> Config:
                 value = kept.get(name) or secrets.token_urlsafe(32)
             environment.append((name, value))
         new = replace(new, bokeh_environment=tuple(environment))
-    return new
+    return replace(new, **managed_certificate(new.acme, new.ssl_certfile, os.environ))  # --domain: as fleet up does
 
 
 def prepare(source: ConfigSource | None, running: Config) -> ReloadPlan:

@@ -22,6 +22,8 @@ import time
 from typing import Any, Coroutine
 
 from fleet import status_page
+from fleet.acme.manager import CertificateManager
+from fleet.acme.paths import managed_certificate
 from fleet.appspec import AppError, AppSpec, detect_apps
 from fleet.bokeh_settings import app_paths
 from fleet.config import Config, ConfigError, replace
@@ -83,6 +85,7 @@ class Master(Frontage):
         self.spec: AppSpec | None = None  # the first APP (the only one unless all are Bokeh apps)
         self.specs: tuple[AppSpec, ...] = ()
         self.front: Front = NoFront()  # until run() starts the one the config asks for
+        self.acme: CertificateManager | None = None  # --domain
         self.supervisor: Supervisor | None = None
         self.control: ControlServer | None = None
         self.status_board: status_page.StatusBoard | None = None  # ops: /_fleet/
@@ -135,6 +138,8 @@ class Master(Frontage):
                 self.config = config = replace(config, app=paths[0], extra_apps=tuple(paths[1:]), glob=False)
             except (AppError, ConfigError) as exc:
                 return self._error(str(exc))
+        # --domain: TLS from the state directory's certificate
+        self.config = config = replace(config, **managed_certificate(config.acme, config.ssl_certfile, os.environ))
         try:
             control_path = server_socket_path(config.control_socket, config.name, config.port)  # ops
             claim(control_path)
@@ -151,11 +156,17 @@ class Master(Frontage):
 
     async def _run_started(self, control_path: str) -> int:
         config = self.config
+        try:
+            self._prepare_acme()  # a state directory others may read: refused before anything binds
+        except (RuntimeError, ValueError) as exc:  # StateError, no acme library, a bad FLEET_ACME_*
+            return self._error(str(exc))
         front = self.front = front_for(config, control_path, self.output)
         try:
             await front.start()  # binds now: a taken port fails before any worker runs
         except FrontError as exc:
             return self._error(str(exc))
+        if self.acme is not None:  # orders while the workers start: HTTP-01 is answered already
+            self._spawn_background(supervise("the ACME certificate manager", self.acme.run, self.output.fleet))
         self._serve_bokeh_static()
         supervisor = self.supervisor = Supervisor(
             SupervisorViews.of(config), self.spec, observers=(self._on_change, self.hooks.observe),
@@ -196,6 +207,17 @@ class Master(Frontage):
                                              self.output.fleet))
         self._start_recycler()
         return await self._main_loop()
+
+    def _prepare_acme(self) -> None:
+        config = self.config
+        if not config.acme.domain:
+            return
+        async def certificate_changed() -> str | None:
+            return self.front.reload_tls()  # every proxy process, or the managed nginx/HAProxy
+
+        self.acme = CertificateManager(config.acme, config.https_redirect_port is not None, certificate_changed,
+                                       self.output.fleet, os.environ)
+        self.acme.prepare()
 
     def _start_recycler(self) -> None:
         """At start, and again after a reload that changed the thresholds."""

@@ -8,7 +8,8 @@ Nothing is ever forwarded to a worker. Each connection answers one request and c
 larger than ``--max-header-size`` or slower than ``--header-timeout`` ends it.
 
 ``redirect_answer`` is pure (bytes of a head in, bytes of an answer out); ``RedirectConnection``
-is the thin asyncio shell around it.
+is the thin asyncio shell around it. With ``--domain``, ACME HTTP-01 challenge requests are
+answered first, from the state directory (``fleet.acme.answers.http01_answer``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import re
 from typing import Any
 
+from fleet.acme.answers import http01_answer
 from fleet.balancer.allow import Allowlist
 from fleet.balancer.head import HeadError, error_response, split_absolute_target
 from fleet.balancer.request_rules import _VALID_HOST
@@ -67,8 +69,10 @@ def redirect_answer(head: bytes, https_port: int, allowed: Allowlist) -> bytes:
 class RedirectConnection(asyncio.Protocol):
     """One plain-HTTP client: read its head (bounded in size and time), answer, close."""
 
-    def __init__(self, https_port: int, allowed: Allowlist, max_head: int, timeout: float) -> None:
+    def __init__(self, https_port: int, allowed: Allowlist, max_head: int, timeout: float,
+                 acme_challenges: str | None = None) -> None:
         self.https_port = https_port
+        self.acme_challenges = acme_challenges
         self.allowed = allowed
         self.max_head = max_head
         self.timeout = timeout
@@ -94,7 +98,9 @@ class RedirectConnection(asyncio.Protocol):
             if len(self.buffer) > self.max_head:
                 self._answer(error_response(431, "request head too large"))
             return
-        self._answer(redirect_answer(bytes(self.buffer[:end]), self.https_port, self.allowed))
+        head = bytes(self.buffer[:end])
+        challenge = http01_answer(head, self.acme_challenges)
+        self._answer(challenge if challenge is not None else redirect_answer(head, self.https_port, self.allowed))
 
     def _answer(self, response: bytes) -> None:
         if self.timer is not None:

@@ -37,7 +37,6 @@ from typing import Any, Callable, Iterable
 
 from fleet.acceptor import Acceptor
 import fleet.balancer.fdbudget as fdbudget
-import fleet.balancer.tlscontext as tlscontext
 from fleet.balancer.allow import Allowlist
 from fleet.balancer.context import CachedRoute, Clock, ProxyContext, render_ttl
 # unix_listener and _tcp_listeners: also imported from here by balancer.group.
@@ -47,6 +46,7 @@ from fleet.balancer.alpnswitch import by_alpn
 from fleet.balancer.protocol import ClientConnection
 from fleet.balancer.redirect import RedirectConnection
 from fleet.balancer.stats import ProxyStats
+from fleet.balancer.tlscontext import ServerTLS, server_tls
 from fleet.balancer.upstream import close_idle
 from fleet.balancer.settings import ProxyViews
 from fleet.ports import in_use_error
@@ -89,6 +89,7 @@ class Balancer:
         self._accepting = False
         self._handshakes = 0  # accepted sockets not yet a ClientConnection (TLS handshake)
         self._ssl: ssl.SSLContext | None = None
+        self._tls: ServerTLS | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None  # the listener's wake-up after EMFILE
         self.budget = fdbudget.Budget(fdbudget.soft_limit(), 0)
@@ -106,7 +107,8 @@ class Balancer:
         self.max_connections = views.limits.max_connections
         self.context = self.context.renewed(views, self.log if views.access_log else None)
         self._contexts.add(self.context)
-        tlscontext.set_alpn(self._ssl, views.tls)
+        if self._tls is not None:
+            self._tls.set_alpn(views.tls)
         self._below_limit()  # a raised --max-connections resumes accepting at once
 
     def _set_everywhere(self, name: str, value: Any) -> None:
@@ -117,7 +119,7 @@ class Balancer:
     def reload_tls(self) -> str | None:
         """Read --ssl-certfile/--ssl-keyfile again. Returns None when there is no TLS, else a
         message for the log; a certificate that cannot be loaded leaves the old one serving."""
-        return tlscontext.reload_context(self._ssl, self.views.tls)
+        return None if self._tls is None else self._tls.reload(self.views.tls)
 
     async def start(self, unix_listener: socket.socket | None = None) -> None:
         """Bind the port (and unix socket) and start serving. Raises ``PortInUseError``.
@@ -126,7 +128,8 @@ class Balancer:
         where, redirect_port = self.views.frontend, self.views.tls.https_redirect_port
         loop = asyncio.get_running_loop()
         raise_open_files_limit()
-        self._ssl = tlscontext.server_context(self.views.tls)
+        self._tls = server_tls(self.views.tls, self.log)  # balancer.tlscontext: the --domain hooks too
+        self._ssl = None if self._tls is None else self._tls.context
         try:
             self._listeners = _tcp_listeners(where.address, where.port, reuse_port=self.reuse_port)
         except OSError as exc:
@@ -171,7 +174,8 @@ class Balancer:
         def serve(sock: socket.socket) -> None:
             current = self.views  # a reload's settings for the next connection
             protocol = RedirectConnection(public_port, Allowlist(current.trust.allow_host),
-                                          current.limits.max_header_size, current.limits.header_timeout)
+                                          current.limits.max_header_size, current.limits.header_timeout,
+                                          current.tls.acme_challenges)
             loop.create_task(connect_or_close(loop, sock, protocol))
 
         self._redirect = [Acceptor(listener, serve, loop) for listener in listeners]

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from fleet.config.sections import (
     SECTIONS,
+    AcmeSettings,
     BokehSettings,
     GeneratedSettings,
     HookSettings,
@@ -52,6 +53,7 @@ class Config(
     RecyclingSettings,
     BokehSettings,
     TrustSettings,
+    AcmeSettings,
     TLSSettings,
     LimitSettings,
     ProxySettings,
@@ -79,6 +81,10 @@ class Config(
     @cached_property
     def tls(self) -> TLSSettings:
         return self.view(TLSSettings)
+
+    @cached_property
+    def acme(self) -> AcmeSettings:
+        return self.view(AcmeSettings)
 
     @cached_property
     def trust(self) -> TrustSettings:

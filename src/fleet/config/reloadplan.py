@@ -37,6 +37,7 @@ SECTION_WAYS: dict[str, tuple[Way, ...]] = {
     "frontend": (Way.NOT_LIVE,),
     "limits": (Way.IN_PLACE,),
     "tls": (Way.IN_PLACE,),
+    "acme": (Way.NOT_LIVE,),
     "trust": (Way.IN_PLACE,),
     "bokeh": (Way.GENERATION,),
     "recycling": (Way.IN_PLACE,),
@@ -52,6 +53,8 @@ _AT_START = "the workers get it when they start"
 SECTION_REASONS = {
     "supervisor": _AT_START, "frontend": _BOUND, "limits": _PER_CONNECTION,
     "tls": "read for each new connection (the certificate and key: for each new handshake)",
+    "acme": "the certificate manager holds its account, order and state directory from the start: "
+            "restart fleet (the stored certificate is reused)",
     "trust": _PER_CONNECTION, "bokeh": _AT_START, "recycling": "read by the recycler every second",
     "logs": "read by fleet's output and the proxy", "hooks": "read at each worker event",
     "operations": _BOUND, "generated": "used by fleet config only",

@@ -61,15 +61,32 @@ def _validate_listeners(config: Config) -> None:
     """TLS and the extra listeners: complete, and not on the proxy's own port."""
     if bool(config.ssl_certfile) != bool(config.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
+    _validate_acme(config)
+    tls = bool(config.ssl_certfile or config.domain)
     if config.https_redirect_port is not None:
-        if not config.ssl_certfile:
+        if not tls:
             raise ConfigError("--https-redirect-port needs TLS (--ssl-certfile/--ssl-keyfile)")
         if config.https_redirect_port == config.port and config.port != 0:
             raise ConfigError("--https-redirect-port must differ from --port")
-    if config.hsts is not None and not config.ssl_certfile:
+    if config.hsts is not None and not tls:
         raise ConfigError("--hsts needs TLS (--ssl-certfile/--ssl-keyfile): browsers ignore it over http")
     if config.metrics_port is not None and config.metrics_port == config.port and config.port != 0:
         raise ConfigError("--metrics-port must differ from --port (omit it to serve on --port)")
+
+
+def _validate_acme(config: Config) -> None:
+    """--domain: fleet's own certificate, answered by the built-in proxy."""
+    if not config.domain:
+        return
+    if config.ssl_certfile and not config.acme_challenges:  # acme_challenges: fleet up derived them
+        raise ConfigError("--domain obtains the certificate itself: leave out --ssl-certfile/--ssl-keyfile")
+    if config.no_proxy or config.proxy != "builtin":
+        raise ConfigError("--domain needs the built-in proxy (it answers the ACME challenges and loads each "
+                          "new certificate); with --proxy nginx|haproxy give --ssl-certfile from an ACME client")
+    if len(set(config.domain)) != len(config.domain):
+        raise ConfigError("--domain: a name is given twice")
+    if len(config.domain) > 100:
+        raise ConfigError("--domain: at most 100 names on one certificate (Let's Encrypt's limit)")
 
 
 def _validate_surge_block(config: Config) -> None:

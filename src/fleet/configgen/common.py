@@ -155,6 +155,18 @@ def _option_value_args(f: Any, value: Any) -> list[str]:
     return [long_flag, str(value)]
 
 
+# --domain in a generated deployment: the ACME state lives under this persistent directory
+# (systemd's StateDirectory=fleet, a Docker volume, a Kubernetes PersistentVolumeClaim).
+ACME_STATE_ROOT = "/var/lib/fleet"
+
+
+def acme_state(config: Config) -> dict[str, Any]:
+    """The ``fleet_arguments`` override that keeps the ACME state on the persistent directory."""
+    if not config.domain:
+        return {}
+    return {"acme_state": config.acme_state or f"{ACME_STATE_ROOT}/acme"}
+
+
 def fleet_arguments(config: Config, command: str = "up", **overrides: Any) -> list[str]:
     """The arguments of ``fleet COMMAND`` that reproduce ``config`` (with ``overrides`` applied).
 

@@ -14,7 +14,7 @@ import re
 import shlex
 
 from fleet.config import Config
-from fleet.configgen.common import comment_block, fleet_arguments, fleet_command_line, whole_seconds
+from fleet.configgen.common import ACME_STATE_ROOT, acme_state, comment_block, fleet_arguments, fleet_command_line, whole_seconds
 from fleet.configgen.deployment import Deployment
 from fleet.configgen.systemd import STOP_MARGIN_SECONDS
 from fleet.configgen.quoting import dockerfile_list, dockerfile_word, visible
@@ -44,7 +44,7 @@ def render_dockerfile(config: Config, deployment: Deployment) -> str:
     """The Dockerfile text: fleet installed with Bokeh, running ``fleet up`` for ``config``."""
     workdir = deployment.working_directory
     source = _app_source(config)
-    command = json.dumps(["fleet", "up", *fleet_arguments(config, "up")])
+    command = json.dumps(["fleet", "up", *fleet_arguments(config, "up", **acme_state(config))])
     health = json.dumps([
         "python", "-c", f"import socket; socket.create_connection(('127.0.0.1', {config.port}), 2)",
     ])
@@ -64,7 +64,7 @@ def render_dockerfile(config: Config, deployment: Deployment) -> str:
         "",
         "COPY pyproject.toml README.md ./",
         "COPY src ./src",
-        "RUN pip install '.[bokeh]'",
+        "RUN pip install '.[bokeh,acme]'" if config.domain else "RUN pip install '.[bokeh]'",
     ]
     if source and source not in {"src", "."}:
         plain = re.fullmatch(r"[A-Za-z0-9_.@+-][A-Za-z0-9_./@+-]*", source)
@@ -75,6 +75,9 @@ def render_dockerfile(config: Config, deployment: Deployment) -> str:
         "# fleet status/down find the control socket by themselves: `docker exec CONTAINER fleet status`.",
         f"RUN useradd --system --no-create-home --home-dir {shlex.quote(visible(workdir))} fleet "
         f"&& chown fleet {shlex.quote(visible(workdir))}",
+        *([f"# --domain: the ACME state (account, certificates) on a volume, so a new container reuses it.",
+           f"RUN mkdir -p {ACME_STATE_ROOT} && chown fleet {ACME_STATE_ROOT} && chmod 0700 {ACME_STATE_ROOT}",
+           f"VOLUME {ACME_STATE_ROOT}"] if config.domain else []),
         "USER fleet",
         "",
         f"EXPOSE {' '.join(str(port) for port in _ports(config))}",
@@ -107,6 +110,7 @@ def render_compose(config: Config, deployment: Deployment) -> str:
         *(f'      - "{port}:{port}"' for port in ports),
         f"    stop_grace_period: {grace}s",
         "    restart: unless-stopped",
+        *([f"    volumes:", f"      - acme-state:{ACME_STATE_ROOT}"] if config.domain else []),
         "",
         "  prometheus:",
         f"    image: {PROMETHEUS_IMAGE}",
@@ -119,6 +123,7 @@ def render_compose(config: Config, deployment: Deployment) -> str:
         "    depends_on:",
         "      - fleet",
         "    restart: unless-stopped",
+        *(["", "volumes:", "  acme-state: {}"] if config.domain else []),
     ]
     return header + "\n" + "\n".join(lines) + "\n"
 

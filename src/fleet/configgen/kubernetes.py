@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.config import Config
-from fleet.configgen.common import comment_block, fleet_arguments, whole_seconds
+from fleet.configgen.common import ACME_STATE_ROOT, acme_state, comment_block, fleet_arguments, whole_seconds
 from fleet.configgen.deployment import Deployment
 from fleet.configgen.systemd import STOP_MARGIN_SECONDS
 from fleet.configgen.yamltext import dump
@@ -43,7 +43,7 @@ def _labels(config: Config) -> dict[str, str]:
 
 def pod_command(config: Config) -> list[str]:
     """``fleet up ...`` for a pod: on all addresses, without ``-n`` (the CPU limit decides)."""
-    args = fleet_arguments(config, "up", address="0.0.0.0", name=None, control_socket=None)
+    args = fleet_arguments(config, "up", address="0.0.0.0", name=None, control_socket=None, **acme_state(config))
     index = args.index("-n")
     del args[index:index + 2]
     return ["fleet", "up", *args]
@@ -111,6 +111,27 @@ def deployment(config: Config, target: Deployment) -> dict[str, Any]:
     }
 
 
+def with_acme_state(config: Config, deployment: dict[str, Any]) -> dict[str, Any]:
+    """--domain: the ACME state on a PersistentVolumeClaim shared by the pods (file locks keep
+    their orders apart). fleet makes ``acme/`` below the mount 0700 itself; OnRootMismatch keeps
+    the kubelet from giving the group access to its files at each mount (fleet refuses that)."""
+    if not config.domain:
+        return deployment
+    pod = deployment["spec"]["template"]["spec"]
+    pod["securityContext"]["fsGroupChangePolicy"] = "OnRootMismatch"
+    pod["volumes"].append({"name": "acme-state", "persistentVolumeClaim": {"claimName": f"{_name(config)}-acme"}})
+    pod["containers"][0]["volumeMounts"].append({"name": "acme-state", "mountPath": ACME_STATE_ROOT})
+    return deployment
+
+
+def acme_claim(config: Config) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": f"{_name(config)}-acme", "labels": _labels(config)},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "16Mi"}}},
+    }
+
+
 def service(config: Config) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -164,7 +185,9 @@ def pod_monitor(config: Config) -> dict[str, Any]:
 
 
 def objects(config: Config, target: Deployment) -> list[dict[str, Any]]:
-    items = [deployment(config, target), service(config), http_route(config)]
+    items = [with_acme_state(config, deployment(config, target)), service(config), http_route(config)]
+    if config.domain:
+        items.append(acme_claim(config))
     if not config.no_metrics:
         items.append(pod_monitor(config))
     return items

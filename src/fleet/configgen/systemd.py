@@ -16,7 +16,7 @@ import shlex
 
 from fleet.config import Config
 from fleet.discovery import default_name
-from fleet.configgen.common import comment_block, fleet_arguments, fleet_command_line, whole_seconds
+from fleet.configgen.common import acme_state, comment_block, fleet_arguments, fleet_command_line, whole_seconds
 from fleet.configgen.deployment import Deployment
 import fleet.configgen.quoting as quoting
 
@@ -29,7 +29,7 @@ quote_word = quoting.systemd_word  # one ExecStart word
 
 def exec_start(config: Config, deployment: Deployment) -> str:
     """The ExecStart command line: the fleet executable, ``up`` and the options of ``config``."""
-    words = [*shlex.split(deployment.fleet_executable), "up", *fleet_arguments(config, "up")]
+    words = [*shlex.split(deployment.fleet_executable), "up", *fleet_arguments(config, "up", **acme_state(config))]
     return " ".join(quote_word(word) for word in words)
 
 
@@ -83,6 +83,9 @@ def render(config: Config, deployment: Deployment) -> str:
         "RuntimeDirectory=fleet",
         "RuntimeDirectoryMode=0700",
     ]
+    if config.domain:
+        lines += ["# --domain: the ACME account, certificates and keys outlive restarts in /var/lib/fleet.",
+                  "StateDirectory=fleet", "StateDirectoryMode=0700"]
     needs = []
     if config.ssl_keyfile:
         needs.append("an encrypted key's password: FLEET_SSL_PASSWORD=...")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fleet.config.sections.acme import AcmeSettings
 from fleet.config.sections.bokeh import BokehSettings
 from fleet.config.sections.generated import GeneratedSettings
 from fleet.config.sections.hooks import HookSettings
@@ -40,6 +41,7 @@ SECTIONS = (
     Section("frontend", "Proxy", ProxySettings),
     Section("limits", "Limits", LimitSettings),
     Section("tls", "TLS", TLSSettings),
+    Section("acme", "Automatic HTTPS", AcmeSettings),
     Section("trust", "Trust", TrustSettings),
     Section("bokeh", "Bokeh", BokehSettings),
     Section("recycling", "Recycling", RecyclingSettings),
@@ -59,7 +61,7 @@ _BY_FIELD = {name: section for section in SECTIONS for name in section.names()}
 
 
 __all__ = [
-    "SECTIONS", "BokehSettings", "GeneratedSettings", "HookSettings", "LimitSettings", "LogSettings",
+    "SECTIONS", "AcmeSettings", "BokehSettings", "GeneratedSettings", "HookSettings", "LimitSettings", "LogSettings",
     "OperationsSettings", "ProxySettings", "RecyclingSettings", "Section", "TLSSettings",
     "TrustSettings", "WorkerSettings", "section_of",
 ]

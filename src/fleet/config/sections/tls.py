@@ -42,6 +42,9 @@ class TLSSettings:
     )
     # Not an option: the password comes only from the environment, never from argv.
     ssl_password: str | None = None
+    # Not an option: with --domain, where the proxy finds the ACME challenges it answers
+    # (fleet.acme.paths.managed_certificate sets it, and the certificate paths).
+    acme_challenges: str | None = None
 
 
 __all__ = ["TLSSettings"]
