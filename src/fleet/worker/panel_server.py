@@ -31,6 +31,7 @@ from fleet.appspec import AppSpec, Flavour
 _FLAGS = {"admin": "--admin", "warm": "--warm", "reuse_sessions": "--reuse-sessions",
           "global_loading_spinner": "--global-loading-spinner"}
 _VALUES = {"oauth_provider": "--oauth-provider", "setup": "--setup", "num_threads": "--num-threads"}
+BASIC_AUTH_ENV = "PANEL_BASIC_AUTH"  # how fleet.bokeh_settings hands --basic-auth to workers
 LIVENESS_ENDPOINT = "liveness"  # panel serve's default --liveness-endpoint
 
 
@@ -144,6 +145,9 @@ def build_panel_server(applications: dict[str, Any], app_argv: list[str], settin
     silence(EMPTY_LAYOUT, True)  # as panel serve does: an empty layout is fine in Panel
     files = [spec.path for spec in specs if spec.flavour is not Flavour.PANEL_APPS and spec.path]
     serve, args = panel_args([*files, *panel_argv(settings), "--args", *app_argv])
+    # Panel lowercases $PANEL_BASIC_AUTH (a password "S3cret" would not match); as an argument it
+    # keeps its case. Taken out of the environment: the app's subprocesses do not need it.
+    args.basic_auth = os.environ.pop(BASIC_AUTH_ENV, None) or args.basic_auth
     kwargs = serve.customize_kwargs(args, server_kwargs)
     if settings.get("liveness"):
         kwargs["extra_patterns"].append(
