@@ -15,7 +15,9 @@ from typing import Callable, Iterator
 import pytest
 from selenium.webdriver import Chrome
 
+from bokeh_page import start_chromium
 from panel_page import PanelPage
+from support import require_tool
 from test_bokeh_embed import EmbeddingSite, embedding_site  # noqa: F401 - the fixture
 from test_bokeh_random import sessions_per_worker
 from up_helpers import Fleet, up
@@ -46,18 +48,22 @@ def app_url(fleet: Fleet) -> str:
     return f"http://localhost:{fleet.port}/panel_slider"
 
 
+@pytest.mark.timeout(900)  # twelve Chromium starts and Panel pages on a loaded 2-core machine
 def test_each_fresh_browser_makes_one_panel_session(
-        panel_fleet: Callable[..., Fleet], browsers: Callable[..., Chrome],
-        report: Callable[[str], None]) -> None:
+        panel_fleet: Callable[..., Fleet], tmp_path: Path, report: Callable[[str], None]) -> None:
+    chromium, chromedriver = require_tool("chromium"), require_tool("chromedriver")
     fleet = panel_fleet()
     served = []
     for view in range(FRESH_BROWSERS):
-        driver = browsers()  # a fresh profile: no cookie, a new visitor
-        page = PanelPage(driver, app_url(fleet))
-        page.open()
-        page.move(view + 1)
-        served.append(page.served_by())
-        driver.quit()  # keep at most one Chromium alive on a small machine
+        # A fresh profile each time: no cookie, a new visitor; one Chromium alive at a time.
+        driver = start_chromium(chromium, chromedriver, tmp_path / f"profile-{view}")
+        try:
+            page = PanelPage(driver, app_url(fleet))
+            page.open()
+            page.move(view + 1)
+            served.append(page.served_by())
+        finally:
+            driver.quit()
     sessions = sessions_per_worker(fleet)
     total = sum(sessions.values())
     report(f"Panel, {FRESH_BROWSERS} fresh browsers -> {total} sessions "
@@ -67,6 +73,7 @@ def test_each_fresh_browser_makes_one_panel_session(
     assert len(sessions) > 1, f"every view went to one worker: {sessions}"
 
 
+@pytest.mark.timeout(600)
 def test_cross_site_panel_embed_makes_one_session_per_view_without_cookies(
         panel_fleet: Callable[..., Fleet], browsers: Callable[..., Chrome],
         embedding_site: EmbeddingSite, report: Callable[[str], None]) -> None:  # noqa: F811
@@ -86,6 +93,7 @@ def test_cross_site_panel_embed_makes_one_session_per_view_without_cookies(
     assert total == EMBED_VIEWS
 
 
+@pytest.mark.timeout(600)
 def test_fleet_reload_with_three_panel_pages_open_makes_no_session(
         panel_fleet: Callable[..., Fleet], browsers: Callable[..., Chrome],
         report: Callable[[str], None]) -> None:
