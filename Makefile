@@ -42,4 +42,4 @@ bench: venv
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .venv-smoke-* build src/*.egg-info .pytest_cache src/fleet/balancer/_speedups*.so
+	rm -rf $(VENV) .venv-smoke-* .venv-uv build src/*.egg-info .pytest_cache src/fleet/balancer/_speedups*.so
