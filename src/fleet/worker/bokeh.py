@@ -191,14 +191,15 @@ def build_server(paths: list[str], app_argv: list[str], settings: dict[str, Any]
     import bokeh.layouts  # noqa: F401
     import bokeh.plotting  # noqa: F401
 
-    install_session_ids(worker_id)
+    installed = install_session_ids(worker_id)
     kwargs = dict(port=port, address=address, allow_websocket_origin=origins or None, use_xheaders=True,
                   http_server_kwargs=http_server_kwargs, **server_kwargs(settings))
     if any(spec.panel for spec in specs):
         from fleet.worker.panel_server import build_panel_server
 
-        return build_panel_server(applications, list(app_argv), settings, specs=specs,
-                                  server_kwargs=kwargs, worker_id=worker_id)
+        return build_panel_server(applications, list(app_argv), settings, specs=specs, server_kwargs=kwargs,
+                                  make_session_id=worker_session_id_maker(worker_id) if installed and worker_id
+                                  else None)
     return Server(applications, **kwargs)
 
 

@@ -22,7 +22,7 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 from fleet.appspec import AppSpec, Flavour
 
@@ -110,16 +110,14 @@ def panel_applications(specs: list[AppSpec], argv: list[str]) -> dict[str, Any]:
     return applications
 
 
-def install_panel_session_ids(worker_id: str | None) -> None:
+def install_panel_session_ids(make_session_id: Callable[..., Any] | None) -> None:
     """Panel makes a session id itself for a page that reuses a session (``--reuse-sessions``);
-    it must carry the worker id too, or that page's WebSocket would make a new session on
-    whichever worker the proxy picked."""
+    it must carry the worker id too (``make_session_id``: fleet.worker.bokeh's maker), or that
+    page's WebSocket would make a new session on whichever worker the proxy picked."""
     import panel.io.server as panel_server
 
-    from fleet.worker.bokeh import worker_session_id_maker
-
-    if worker_id and "." not in worker_id and hasattr(panel_server, "generate_session_id"):
-        panel_server.generate_session_id = worker_session_id_maker(worker_id)
+    if make_session_id is not None and hasattr(panel_server, "generate_session_id"):
+        panel_server.generate_session_id = make_session_id
 
 
 def _warm(serve: Any, applications: dict[str, Any], reuse_sessions: bool, index: Any) -> None:
@@ -133,7 +131,8 @@ def _warm(serve: Any, applications: dict[str, Any], reuse_sessions: bool, index:
 
 
 def build_panel_server(applications: dict[str, Any], app_argv: list[str], settings: dict[str, Any], *,
-                       specs: list[AppSpec], server_kwargs: dict[str, Any], worker_id: str | None) -> Any:
+                       specs: list[AppSpec], server_kwargs: dict[str, Any],
+                       make_session_id: Callable[..., Any] | None) -> Any:
     """Panel's Server for ``applications`` (``panel_applications``), with ``server_kwargs``
     (Bokeh's, as fleet.worker.bokeh makes them for this worker) and the Panel options in
     ``settings`` applied by ``panel serve``'s own code; nothing listens until it starts."""
@@ -154,7 +153,7 @@ def build_panel_server(applications: dict[str, Any], app_argv: list[str], settin
             (rf"/{LIVENESS_ENDPOINT}", LivenessHandler, {"applications": applications}))
     if settings.get("warm"):
         _warm(serve, applications, bool(settings.get("reuse_sessions")), kwargs.get("index"))
-    install_panel_session_ids(worker_id)
+    install_panel_session_ids(make_session_id)
     return panel.io.server.Server(applications, **kwargs)
 
 
