@@ -85,12 +85,15 @@ SMOKE = frozenset({
     "tests/test_up_proxy.py::test_reload_fails_no_request",
     "tests/browser/test_bokeh_random.py::test_three_browsers_at_once_each_plot_their_own_points",
 })
+# The pure-Python path reruns five proxy modules (minutes): the whole suite covers it, and it is
+# the same code on every Python.
+NOT_SMOKE = frozenset({"tests/test_speedups.py::test_the_proxy_tests_pass_on_the_pure_python_path"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         test = item.nodeid.split("[", 1)[0]
-        if test in SMOKE or test.split("::", 1)[0] in SMOKE:
+        if (test in SMOKE or test.split("::", 1)[0] in SMOKE) and test not in NOT_SMOKE:
             item.add_marker(pytest.mark.smoke)
     if not hasattr(config, "workerinput"):
         return  # one process: the order does not change the time
