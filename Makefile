@@ -8,7 +8,7 @@ WORKERS ?= 3
 # worker, the modules with the most slow tests first (tests/conftest.py).
 PYTEST_ARGS ?= -n 4 --dist loadfile --no-loadscope-reorder
 
-.PHONY: run test venv clean bench
+.PHONY: run test venv clean bench smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,24 @@ test: venv
 	$(BIN)/pip install -q -e '.[test,bokeh]'
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# `make smoke PY=~/.pyenv/versions/3.13.0/bin/python`: a venv of that interpreter
+# (.venv-smoke-3.13), fleet with its compiled hot path (built for it, next to the others), and the
+# tests marked smoke (tests/conftest.py SMOKE). .ci/run runs it on the Pythons `make test` does not.
+PY ?= $(PYTHON)
+# The modules that hold the smoke tests (collecting only these is minutes faster than the suite).
+SMOKE_MODULES ?= tests/test_speedups.py tests/test_up_workers.py tests/test_up_proxy.py tests/browser/test_bokeh_random.py
+SMOKE_VENV = .venv-smoke-$(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+smoke:
+	$(PY) -m venv $(SMOKE_VENV)
+	$(SMOKE_VENV)/bin/pip install -q --upgrade pip
+	$(SMOKE_VENV)/bin/pip install -q -e '.[test,bokeh]'
+	$(SMOKE_VENV)/bin/python -c 'import sys, fleet.balancer._speedups; print("smoke: Python", sys.version.split()[0], "with the compiled hot path")'
+	$(SMOKE_VENV)/bin/python -m pytest -m smoke -n 2 --dist loadfile $(SMOKE_MODULES)
+
 bench: venv
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/fleet/balancer/_speedups*.so
+	rm -rf $(VENV) .venv-smoke-* .venv-uv build src/*.egg-info .pytest_cache src/fleet/balancer/_speedups*.so

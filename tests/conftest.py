@@ -75,7 +75,26 @@ def _own_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+# `make smoke PY=...` (and .ci/run on the Pythons the whole suite does not run on): start, the
+# proxy, a reload, a Bokeh page in Chromium, and the compiled hot path. A module or a test.
+SMOKE = frozenset({
+    "tests/test_speedups.py",
+    "tests/test_up_workers.py::test_tornado_workers_answer_on_their_ports_and_sigterm_exits_0_leaving_nothing",
+    "tests/test_up_proxy.py::test_tornado_app_through_the_proxy_reaches_every_worker",
+    "tests/test_up_proxy.py::test_bokeh_app_through_the_proxy",
+    "tests/test_up_proxy.py::test_reload_fails_no_request",
+    "tests/browser/test_bokeh_random.py::test_three_browsers_at_once_each_plot_their_own_points",
+})
+# The pure-Python path reruns five proxy modules (minutes): the whole suite covers it, and it is
+# the same code on every Python.
+NOT_SMOKE = frozenset({"tests/test_speedups.py::test_the_proxy_tests_pass_on_the_pure_python_path"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        test = item.nodeid.split("[", 1)[0]
+        if (test in SMOKE or test.split("::", 1)[0] in SMOKE) and test not in NOT_SMOKE:
+            item.add_marker(pytest.mark.smoke)
     if not hasattr(config, "workerinput"):
         return  # one process: the order does not change the time
     # Every worker sorts the same way, so they agree on the collection xdist hands out; with

@@ -6,6 +6,10 @@
 - a ``.ipynb`` notebook: a Bokeh app (Bokeh runs its code cells; needs ``nbconvert``);
 - a ``.py`` script that imports bokeh and calls ``curdoc()`` without defining a Tornado app: a
   Bokeh script, served at ``/<name>``;
+- a Panel (HoloViz) app: a script or notebook that imports panel (``.servable()``), a directory
+  whose ``main.py`` does, or a ``.py`` module that imports panel and defines a module-level dict
+  ``APPS`` (what ``pn.serve`` takes: ``{"name": viewable, function or path}``, each served at
+  ``/<name>``). Kind ``BOKEH`` (the same server, proxy and settings), ``flavour`` says Panel;
 - any other ``.py`` file, or ``module:attr``: a Tornado app (a ``tornado.web.Application``
   instance or a ``make_app()`` returning one). Which attribute to use is found by the worker
   when it imports the app (``fleet.worker.load``), not here.
@@ -29,6 +33,14 @@ class AppKind(enum.Enum):
     TORNADO = "tornado"
 
 
+class Flavour(enum.Enum):
+    """Which machinery serves a Bokeh-kind app: Bokeh's own, or Panel's on top of it."""
+
+    BOKEH = "bokeh"
+    PANEL = "panel"  # a Panel script, notebook or directory (``panel serve``'s handlers)
+    PANEL_APPS = "panel-apps"  # a module with a ``pn.serve``-style dict ``APPS``
+
+
 class AppError(ValueError):
     """APP cannot be used; the message says why and what was expected."""
 
@@ -40,17 +52,26 @@ class AppSpec:
     module: str | None  # "pkg.mod" for module:attr
     attr: str | None  # attribute for module:attr; None means auto-detect
     name: str  # URL name of a Bokeh app ("/<name>") and a label for logs
+    flavour: Flavour = Flavour.BOKEH
 
     @property
     def url_path(self) -> str:
-        """Where a browser opens the app: ``/<name>`` for Bokeh, ``/`` for Tornado."""
-        return f"/{self.name}" if self.kind is AppKind.BOKEH else "/"
+        """Where a browser opens the app: ``/<name>`` for Bokeh, ``/`` for Tornado and for a
+        dict of Panel apps (Panel's index of them, or the only one)."""
+        return f"/{self.name}" if self.kind is AppKind.BOKEH and self.flavour is not Flavour.PANEL_APPS else "/"
+
+    @property
+    def panel(self) -> bool:
+        return self.flavour is not Flavour.BOKEH
 
 
 _MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _IMPORTS_BOKEH = re.compile(r"^\s*(?:from\s+bokeh[\s.]|import\s+bokeh\b)", re.MULTILINE)
 _USES_CURDOC = re.compile(r"\bcurdoc\s*\(")
 _DEFINES_TORNADO_APP = re.compile(r"\bdef\s+make_app\s*\(|\bApplication\s*\(")
+_IMPORTS_PANEL = re.compile(r"^\s*(?:from\s+panel[\s.]|import\s+panel\b)", re.MULTILINE)
+_SERVABLE = re.compile(r"\.servable\s*\(")
+_DEFINES_APPS = re.compile(r"^APPS\s*(?::[^=\n]*)?=(?!=)", re.MULTILINE)
 _IMPORTS_TORNADO = re.compile(r"^\s*(?:from\s+tornado[\s.]|import\s+tornado\b)", re.MULTILINE)
 
 
@@ -67,6 +88,20 @@ def classify_source(source: str) -> AppKind:
             and not _DEFINES_TORNADO_APP.search(source) and syntax_error(source, "<app>") is not None:
         return AppKind.BOKEH
     return AppKind.TORNADO
+
+
+def panel_flavour(source: str) -> Flavour | None:
+    """Panel's flavour of a script's source, or None when it is no Panel app.
+
+    A script that imports panel and calls ``.servable()`` (or ``curdoc()``) is a Panel script;
+    one that imports panel, defines a module-level ``APPS`` and calls neither is a dict of apps.
+    A Tornado app that happens to import panel stays a Tornado app.
+    """
+    if not _IMPORTS_PANEL.search(source) or _DEFINES_TORNADO_APP.search(source):
+        return None
+    if _DEFINES_APPS.search(source) and not _SERVABLE.search(source) and not _USES_CURDOC.search(source):
+        return Flavour.PANEL_APPS
+    return Flavour.PANEL
 
 
 def syntax_error(source: str, filename: str) -> str | None:
@@ -137,7 +172,7 @@ def detect(app: str, cwd: str | None = None) -> AppSpec:
     name = os.path.splitext(os.path.basename(path.rstrip(os.sep)))[0]
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "main.py")) or os.path.isfile(os.path.join(path, "main.ipynb")):
-            return AppSpec(AppKind.BOKEH, path, None, None, name=name)
+            return AppSpec(AppKind.BOKEH, path, None, None, name=name, flavour=_directory_flavour(path))
         raise AppError(f"APP directory {app!r} has no main.py (a Bokeh app directory needs one)")
     if not os.path.exists(path):
         raise AppError(
@@ -145,7 +180,8 @@ def detect(app: str, cwd: str | None = None) -> AppSpec:
             f"or module:attr; arguments for the app go after --args)"
         )
     if path.endswith(".ipynb"):
-        return AppSpec(AppKind.BOKEH, path, None, None, name=name)  # Bokeh's NotebookHandler
+        return AppSpec(AppKind.BOKEH, path, None, None, name=name,  # Bokeh's or Panel's NotebookHandler
+                       flavour=_notebook_flavour(path))
     if not path.endswith(".py"):
         raise AppError(f"APP {app!r} is not a .py file, a .ipynb notebook, a directory or module:attr")
     try:
@@ -153,7 +189,32 @@ def detect(app: str, cwd: str | None = None) -> AppSpec:
             source = handle.read()
     except OSError as exc:
         raise AppError(f"cannot read APP {app!r}: {exc.strerror}") from None
+    flavour = panel_flavour(source)
+    if flavour is not None:
+        return AppSpec(AppKind.BOKEH, path, None, None, name=name, flavour=flavour)
     return AppSpec(classify_source(source), path, None, None, name=name)
+
+
+def _notebook_flavour(path: str) -> Flavour:
+    """Panel if the notebook's code imports panel (read only; an unreadable one is Bokeh's to
+    report)."""
+    try:
+        source = _notebook_source(path)
+    except (OSError, ValueError, AttributeError):
+        return Flavour.BOKEH
+    return Flavour.PANEL if _IMPORTS_PANEL.search(source) else Flavour.BOKEH
+
+
+def _directory_flavour(path: str) -> Flavour:
+    main = os.path.join(path, "main.py")
+    if not os.path.isfile(main):
+        return _notebook_flavour(os.path.join(path, "main.ipynb"))
+    try:
+        with open(main, encoding="utf-8", errors="replace") as handle:
+            source = handle.read()
+    except OSError:
+        return Flavour.BOKEH
+    return Flavour.PANEL if _IMPORTS_PANEL.search(source) else Flavour.BOKEH
 
 
 def detect_apps(apps: list[str] | tuple[str, ...], cwd: str | None = None) -> tuple[AppSpec, ...]:

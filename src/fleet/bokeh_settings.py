@@ -33,12 +33,18 @@ WORKER_FIELDS = (
     "mem_log_frequency", "index", "disable_index", "disable_index_redirect", "ico_path",
     "websocket_max_message_size", "websocket_compression_level", "websocket_compression_mem_level",
     "include_headers", "exclude_headers", "include_cookies", "exclude_cookies",
+    # Panel's (basic_auth excluded: a secret, $PANEL_BASIC_AUTH)
+    "oauth_provider", "admin", "warm", "reuse_sessions", "global_loading_spinner", "setup",
+    "num_threads", "liveness",
 )
 
 SECRET_KEY_ENV = "BOKEH_SECRET_KEY"
 SIGN_SESSIONS_ENV = "BOKEH_SIGN_SESSIONS"
 COOKIE_SECRET_ENV = "BOKEH_COOKIE_SECRET"
 AUTH_MODULE_ENV = "BOKEH_AUTH_MODULE"
+PANEL_BASIC_AUTH_ENV = "PANEL_BASIC_AUTH"
+PANEL_COOKIE_SECRET_ENV = "PANEL_COOKIE_SECRET"  # Panel reads it first, then BOKEH_COOKIE_SECRET
+PANEL_OAUTH_PROVIDER_ENV = "PANEL_OAUTH_PROVIDER"
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -92,16 +98,33 @@ def run_secrets(bokeh: BokehSettings, environ: Mapping[str, str],
             f"to every worker. Sessions will not survive a restart of fleet, and nothing outside "
             f"this fleet can sign ids; set {SECRET_KEY_ENV} (e.g. from `fleet secret`)."
         )
+    if bokeh.basic_auth:
+        env[PANEL_BASIC_AUTH_ENV] = bokeh.basic_auth
+    login = _login_option(bokeh, environ)
     if bokeh.cookie_secret:
         env[COOKIE_SECRET_ENV] = bokeh.cookie_secret
-    elif (bokeh.auth_module or environ.get(AUTH_MODULE_ENV)) and not environ.get(COOKIE_SECRET_ENV):
+    elif login and not (environ.get(COOKIE_SECRET_ENV) or environ.get(PANEL_COOKIE_SECRET_ENV)):
+        # Every worker must sign and check the same login cookie, or a login on one worker
+        # would not count on the next.
         env[COOKIE_SECRET_ENV] = make_secret()
         warnings.append(
-            f"--auth-module and no cookie secret: fleet made one for this run and gave it to "
+            f"{login} and no cookie secret: fleet made one for this run and gave it to "
             f"every worker. Login cookies will not survive a restart of fleet; set "
             f"{COOKIE_SECRET_ENV} (e.g. from `fleet secret`)."
         )
     return tuple(sorted(env.items())), warnings
+
+
+def _login_option(bokeh: BokehSettings, environ: Mapping[str, str]) -> str | None:
+    """The option that makes workers set login cookies (Bokeh's auth module, Panel's basic auth
+    or OAuth), or None."""
+    if bokeh.auth_module or environ.get(AUTH_MODULE_ENV):
+        return "--auth-module"
+    if bokeh.basic_auth or environ.get(PANEL_BASIC_AUTH_ENV):
+        return "--basic-auth"
+    if bokeh.oauth_provider or environ.get(PANEL_OAUTH_PROVIDER_ENV):
+        return "--oauth-provider"
+    return None
 
 
 def app_paths(workers: WorkerSettings, bokeh: BokehSettings, cwd: str | None = None) -> list[str]:

@@ -60,6 +60,17 @@ def parse_existing_file(value: str) -> str:
     return path
 
 
+def parse_num_threads(value: str | int) -> int:
+    """Panel's --num-threads: 0 (one per CPU, Panel's meaning) up to 256."""
+    try:
+        threads = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--num-threads must be a whole number, not {value!r}") from None
+    if not 0 <= threads <= 256:
+        raise ValueError(f"--num-threads must be 0 (one per CPU) to 256, not {threads}")
+    return threads
+
+
 def parse_num_procs(value: str | int) -> int:
     number = int(value)
     if number != 1:
@@ -71,6 +82,6 @@ def parse_num_procs(value: str | int) -> int:
 
 
 __all__ = [
-    "SESSION_ID_MODES", "parse_existing_file", "parse_milliseconds", "parse_num_procs", "parse_prefix",
+    "SESSION_ID_MODES", "parse_existing_file", "parse_milliseconds", "parse_num_procs", "parse_num_threads", "parse_prefix",
     "parse_session_ids", "parse_whole_seconds",
 ]

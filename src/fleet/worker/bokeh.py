@@ -170,10 +170,13 @@ def build_server(paths: list[str], app_argv: list[str], settings: dict[str, Any]
     from fleet.appspec import detect
     from fleet.worker.load import LoadError, broken_app, load_bokeh
 
-    applications = {}
-    for path in paths:
-        spec = detect(path)
-        applications[spec.url_path] = load_bokeh(spec, list(app_argv))
+    specs = [detect(path) for path in paths]
+    if any(spec.panel for spec in specs):  # Panel serves plain Bokeh apps too, as panel serve does
+        from fleet.worker.panel_server import panel_applications
+
+        applications = panel_applications(specs, list(app_argv))
+    else:
+        applications = {spec.url_path: load_bokeh(spec, list(app_argv)) for spec in specs}
     broken = {url: app for url, app in applications.items() if broken_app(app) is not None}
     if broken and len(broken) == len(applications):
         raise LoadError("\n".join(f"Bokeh app {url} cannot run:\n{broken_app(app, detail=True)}"
@@ -188,16 +191,16 @@ def build_server(paths: list[str], app_argv: list[str], settings: dict[str, Any]
     import bokeh.layouts  # noqa: F401
     import bokeh.plotting  # noqa: F401
 
-    install_session_ids(worker_id)
-    return Server(
-        applications,
-        port=port,
-        address=address,
-        allow_websocket_origin=origins or None,
-        use_xheaders=True,
-        http_server_kwargs=http_server_kwargs,
-        **server_kwargs(settings),
-    )
+    installed = install_session_ids(worker_id)
+    kwargs = dict(port=port, address=address, allow_websocket_origin=origins or None, use_xheaders=True,
+                  http_server_kwargs=http_server_kwargs, **server_kwargs(settings))
+    if any(spec.panel for spec in specs):
+        from fleet.worker.panel_server import build_panel_server
+
+        return build_panel_server(applications, list(app_argv), settings, specs=specs, server_kwargs=kwargs,
+                                  make_session_id=worker_session_id_maker(worker_id) if installed and worker_id
+                                  else None)
+    return Server(applications, **kwargs)
 
 
 __all__ = [

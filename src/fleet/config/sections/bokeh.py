@@ -13,6 +13,7 @@ from fleet.bokeh_values import (
     parse_existing_file,
     parse_milliseconds,
     parse_num_procs,
+    parse_num_threads,
     parse_prefix,
     parse_session_ids,
     parse_whole_seconds,
@@ -124,6 +125,46 @@ class BokehSettings:
     num_procs: int = option(
         1, "--num-procs", parse=parse_num_procs, metavar="1",
         help="Bokeh's forking option; fleet refuses anything but 1: use -n/--workers.",
+    )
+    # Panel's (``panel serve``) options for Panel apps (``fleet.worker.panel_server``); Bokeh apps
+    # ignore them. --basic-auth reaches workers only as $PANEL_BASIC_AUTH.
+    basic_auth: str | None = option(
+        None, "--basic-auth", parse=parse_text, metavar="PASSWORD|FILE", secret=True,
+        help="Panel: password, or JSON file of user: password, for Panel's login page. Prefer "
+             "$PANEL_BASIC_AUTH (argv shows in ps); workers get it only through the environment.",
+    )
+    oauth_provider: str | None = option(
+        None, "--oauth-provider", parse=parse_token, metavar="PROVIDER",
+        help="Panel: OAuth provider (github, google, ...); key and secrets from $PANEL_OAUTH_KEY, "
+             "$PANEL_OAUTH_SECRET, $PANEL_OAUTH_ENCRYPTION, $PANEL_COOKIE_SECRET.",
+    )
+    admin: bool = option(
+        False, "--admin", is_flag=True, parse=parse_bool,
+        help="Panel: the admin dashboard at /admin (of the worker that serves it).",
+    )
+    warm: bool = option(
+        False, "--warm", is_flag=True, parse=parse_bool,
+        help="Panel: run each app once when a worker starts (each worker, each reload).",
+    )
+    reuse_sessions: bool = option(
+        False, "--reuse-sessions", is_flag=True, parse=parse_bool,
+        help="Panel: render new pages from a cached session of the same worker.",
+    )
+    global_loading_spinner: bool = option(
+        False, "--global-loading-spinner", is_flag=True, parse=parse_bool,
+        help="Panel: a loading spinner over the page until the app has rendered.",
+    )
+    setup: str | None = option(
+        None, "--setup", parse=parse_existing_file, metavar="PATH",
+        help="Panel: a script each worker runs once at start, before any session.",
+    )
+    num_threads: int | None = option(
+        None, "--num-threads", parse=parse_num_threads, metavar="N",
+        help="Panel: threads per worker for Panel's callbacks (0: one per CPU).",
+    )
+    liveness: bool = option(
+        False, "--liveness", is_flag=True, parse=parse_bool,
+        help="Panel: /liveness on each worker (?endpoint=/app builds one document of it).",
     )
     # Made once per run by ``fleet.bokeh_settings.with_run_secrets`` and handed to every worker
     # in its environment (BOKEH_SECRET_KEY, BOKEH_SIGN_SESSIONS, BOKEH_COOKIE_SECRET): not an
