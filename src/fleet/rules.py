@@ -10,7 +10,8 @@ normal form without the configuration importing the proxy:
   ``--allow-websocket-origin`` entries with Bokeh's rules (``*`` labels, no port means :80,
   ``NAME:*`` for ``--allow-host`` only), and ``split_host_port`` that both the parser and the
   matcher use;
-- ``valid_fleet_name``: a ``--name`` (a file name in the runtime directory).
+- ``valid_fleet_name``: a ``--name`` (a file name in the runtime directory);
+- ``valid_host_id``: a ``--host-id`` (``fleet.hostids`` puts it in session ids and cookies).
 """
 
 from __future__ import annotations
@@ -99,5 +100,22 @@ def valid_fleet_name(name: str) -> str:
     return name
 
 
-__all__ = ["LOOPBACK", "PRIVATE", "UNIX", "parse_cidr", "split_host_port", "valid_fleet_name",
-           "validate_host_entry", "validate_origin_entry"]
+MAX_HOST_ID = 63  # a DNS label, as a pod name or a host name is
+HOST_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,%d})\Z" % (MAX_HOST_ID - 1))
+
+
+def valid_host_id(value: str) -> str:
+    """``value`` if it can name a host in Bokeh session ids and affinity cookies, else ValueError
+    saying why: no ``.`` (Bokeh splits signed ids there), a DNS label's characters."""
+    text = str(value).strip()
+    if "." in text:
+        raise ValueError(f"host id {text!r} has a '.', where Bokeh splits signed session ids "
+                         f"(use a DNS label such as the pod name, not a dotted name)")
+    if not HOST_ID.match(text):
+        raise ValueError(f"host id {text!r} must be 1 to {MAX_HOST_ID} letters, digits, '-' or '_', "
+                         f"starting with a letter or digit")
+    return text
+
+
+__all__ = ["HOST_ID", "LOOPBACK", "MAX_HOST_ID", "PRIVATE", "UNIX", "parse_cidr", "split_host_port",
+           "valid_fleet_name", "valid_host_id", "validate_host_entry", "validate_origin_entry"]
