@@ -46,13 +46,19 @@ async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> tuple[s
     ttl = float("inf")
     results = await asyncio.gather(*(resolver.resolve(name, kind, raise_on_no_answer=True)
                                      for kind in ("A", "AAAA")), return_exceptions=True)
+    errors = []
     for result in results:
         if isinstance(result, EMPTY):
             continue
         if isinstance(result, BaseException):
-            raise ResolveError(f"{name}: {type(result).__name__}: {result}")
+            errors.append(result)
+            continue
         found.update(record.address for record in result)
         ttl = min(ttl, float(result.rrset.ttl))
+    # One family answered: use it (a server that refuses AAAA for an IPv4-only name is common);
+    # the other is asked again with the next refresh.
+    if errors and not found:
+        raise ResolveError(f"{name}: {type(errors[0]).__name__}: {errors[0]}")
     return found, ttl
 
 
