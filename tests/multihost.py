@@ -149,3 +149,47 @@ def wait_for(condition, timeout: float, message: str, interval: float = 0.1):  #
 
 
 UP_LINE = re.compile(r"host (h\d+) at \S+ is up")
+
+
+class Load:
+    """Idempotent GETs through the front from ``threads`` threads until stopped: (time, status
+    or the error's name) of each, to see what failed when."""
+
+    def __init__(self, cluster: Cluster, path: str = "/fleet-load-probe", threads: int = 2) -> None:
+        import threading
+
+        self.cluster, self.path = cluster, path
+        self.results: list[tuple[float, object]] = []
+        self._stop = threading.Event()
+        self._pool = cluster.network.pool("front", threads)
+        self._futures = [self._pool.submit(self._loop) for _ in range(threads)]
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                outcome: object = _get(FRONT, self.path, 5.0)[0]
+            except OSError as exc:
+                outcome = type(exc).__name__
+            self.results.append((time.monotonic(), outcome))
+            self._stop.wait(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for future in self._futures:
+            future.result(timeout=30)
+
+    def failures(self, after: float) -> list[tuple[float, object]]:
+        return [(t, o) for t, o in self.results if t > after and not (isinstance(o, int) and o < 500)]
+
+
+def alive(ws: websocket.WebSocket) -> bool:
+    """A ping through the front, the host's proxy and the worker comes back as a pong."""
+    try:
+        ws.ping(b"fleet")
+        for _ in range(10):  # the rest of Bokeh's ACK message (metadata, content) may come first
+            opcode, frame = ws.recv_data_frame(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_PONG:
+                return frame.data == b"fleet"
+    except (OSError, websocket.WebSocketException):
+        return False
+    return False
