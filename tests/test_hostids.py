@@ -82,6 +82,9 @@ def test_the_host_id_is_an_option_checked_like_the_others() -> None:
     assert build_config({}, {}, {}, app="x.py").supervisor.host_id is None
     with pytest.raises(ConfigError, match="host-id"):
         build_config({"host_id": "h1.example.com"}, {}, {}, app="x.py")
+    for other in ({"proxy": "nginx"}, {"no_proxy": True}):
+        with pytest.raises(ConfigError, match="--host-id needs the built-in proxy"):
+            build_config({"host_id": "h1", **other}, {}, {}, app="x.py")
 
 
 def test_the_ready_probe_names_the_host() -> None:

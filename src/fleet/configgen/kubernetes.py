@@ -62,6 +62,8 @@ def pod_command(config: Config) -> list[str]:
                            **apps)
     index = args.index("-n")
     del args[index:index + 2]
+    if config.proxy != "builtin" or config.no_proxy:  # --host-id needs the built-in proxy
+        return ["fleet", "up", *args]
     return ["fleet", "up", *args, "--host-id", "$(POD_NAME)"]
 
 
