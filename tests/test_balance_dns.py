@@ -21,7 +21,9 @@ A, B = ("10.213.7.11", 8000), ("10.213.7.12", 8000)
 def test_a_ttl_is_held_between_the_bounds() -> None:
     bounds = TTLBounds(2.0, 20.0)
     assert [bounds.clamp(t) for t in (0.0, 5.0, 86400.0)] == [2.0, 5.0, 20.0]
-    assert [bounds.retry_after(n) for n in (1, 2, 3, 4, 5, 50)] == [2.0, 4.0, 8.0, 16.0, 20.0, 20.0]
+    assert [bounds.retry_after(n) for n in (1, 2, 3, 4, 50)] == [2.0, 4.0, 5.0, 5.0, 5.0]
+    assert TTLBounds(10.0, 60.0).retry_after(3) == 10.0  # never sooner than the min
+    assert TTLBounds(0.5, 3.0).retry_after(9) == 3.0  # nor later than the max
     for low, high in ((0.0, 5.0), (10.0, 5.0), (-1.0, 1.0)):
         with pytest.raises(ValueError, match="min"):
             TTLBounds(low, high)

@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import websocket  # websocket-client
 
 from fleet.hostids import split_host
@@ -30,6 +31,7 @@ def test_bad_host_options_are_refused_before_anything_starts() -> None:
     assert refused.returncode != 0 and "'.'" in refused.stderr + refused.stdout
 
 
+@pytest.mark.slow(seconds=40)
 def test_each_page_views_session_stays_on_its_host_without_cookies(tmp_path: Path) -> None:
     front_port = free_port()
     origin = f"127.0.0.1:{front_port}"

@@ -108,6 +108,7 @@ def test_worker_session_ids_carry_host_and_worker_under_bokehs_rules() -> None:
         worker_session_id_maker("g2w1", "pod.a")
 
 
+@pytest.mark.slow
 def test_a_fleet_with_a_host_id_routes_its_sessions_and_says_which_host_it_is(tmp_path: Path) -> None:
     fleet = start(tmp_path, str(EXAMPLES / "bokeh_random"), "--host-id", "h1", workers=2)
     with fleet.proc:

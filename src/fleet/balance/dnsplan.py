@@ -6,7 +6,7 @@ on every loop) and ``--dns-max-ttl`` (a day-long TTL would miss new hosts for a 
 keeps when DNS fails is the point: a timeout, SERVFAIL, an unreachable resolver, and an empty
 answer (NXDOMAIN, no records) all keep the last good set of addresses, so a DNS outage never
 takes every host out at once (HAProxy's ``hold``); a failure is retried sooner than a good
-answer would be, backing off up to the max.
+answer would be, backing off up to a few seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ Address = tuple[str, int]  # (IP, port)
 
 MIN_TTL = 1.0
 MAX_TTL = 30.0
+FAILURE_RETRY_MAX = 5.0  # seconds: how far asking again backs off while DNS fails
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,11 @@ class TTLBounds:
         return min(max(ttl, self.min_ttl), self.max_ttl)
 
     def retry_after(self, failures: int) -> float:
-        """After ``failures`` failed asks in a row: min, 2 min, 4 min, ... up to max."""
-        return min(self.min_ttl * 2 ** min(max(failures - 1, 0), 16), self.max_ttl)
+        """After ``failures`` failed asks in a row: min, 2 min, 4 min, ... up to
+        ``FAILURE_RETRY_MAX`` (a DNS server that comes back is followed within seconds, not a
+        whole max TTL later), never sooner than min nor later than max."""
+        backoff = min(self.min_ttl * 2 ** min(max(failures - 1, 0), 16), FAILURE_RETRY_MAX)
+        return min(max(backoff, self.min_ttl), self.max_ttl)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,8 @@ class HostFront:
                 continue
             assert state is not None
             if verb == "add":
+                if host in self.held:  # it moved (a pod replaced under the same name): no stale pool
+                    self.balancer.remove_upstream(host)
                 self.balancer.add_upstream(host, state.address[0], state.address[1], ready=state.ready)
                 _say(f"host {host} at {address_text(state.address)} is {'up' if state.ready else 'down'}")
             elif verb == "ready":
