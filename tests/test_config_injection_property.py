@@ -46,7 +46,8 @@ import configsyntax as syntax
 from fleet.config import Config, ConfigError, build_config
 from fleet.configgen import Deployment, render
 from fleet.configgen.common import fleet_arguments, host_names
-from fleet.configgen.docker import _app_source
+from fleet.configgen.docker import app_sources
+from fleet.configgen.kubernetes import image_path
 from fleet.configgen.kubernetes import objects
 from fleet.configgen.quoting import NGINX_DOLLAR
 from fleet.dataplane.files import DataPlaneError, Layout, Renderer, private_directory
@@ -252,13 +253,15 @@ def check_dockerfile(text: str, reference: str, case: Case) -> None:
     got, ref = syntax.dockerfile(text), syntax.dockerfile(reference)
     assert [i.name for i in got if i.name != "COPY"] == [i.name for i in ref if i.name != "COPY"]
     cmd = next(i for i in got if i.name == "CMD")
-    assert json.loads(cmd.rest) == ["fleet", "up", *_argv(case.config)]
-    source = _app_source(case.config)
-    copies = [i.rest for i in got if i.name == "COPY"]
-    if source and source not in {"src", "."}:
-        last = copies[-1]
-        words = [syntax.docker_unescape(w) for w in json.loads(last)] if last.startswith("[") else last.split()
-        assert words == [source, "./" + source]
+    config = case.config
+    in_image = {"app": image_path(config.app) if config.app else None,
+                "extra_apps": tuple(image_path(app) for app in config.extra_apps)}
+    assert json.loads(cmd.rest) == ["fleet", "up", *fleet_arguments(config, "up", **in_image)]
+    sources = app_sources(config)
+    copies = [i.rest for i in got if i.name == "COPY"][-len(sources):] if sources else []
+    for copy, (source, target) in zip(copies, sources):
+        words = [syntax.docker_unescape(w) for w in json.loads(copy)] if copy.startswith("[") else copy.split()
+        assert words == [source, target]
 
 
 CHECKS: dict[str, Callable[[str, str, Case], None]] = {

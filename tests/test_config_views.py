@@ -30,6 +30,8 @@ ALLOWED = {
     "fleet.frontage": "the master's outward half (a mixin of runner.Master, its attributes)",
     "fleet.front.factory": "picks the front the config asks for and builds it (composition)",
     "fleet.balancer.standalone": "`fleet balance`: the composition root of the standalone proxy",
+    "fleet.balance.front": "`fleet balance --resolve`: the composition root of the front tier",
+    "fleet.balance.cliargs": "checks `fleet balance --resolve`'s options together, before the root runs",
     "fleet.cli": "turns argv into the Config",
     # Views are picked out of a Config in one place each.
     "fleet.balancer.settings": "ProxyViews.of: picks the proxy's sections, reads nothing else",
@@ -50,6 +52,7 @@ ALLOWED = {
     "fleet.configgen.docker": "renders every option",
     "fleet.configgen.haproxy": "renders every option",
     "fleet.configgen.kubernetes": "renders every option",
+    "fleet.configgen.kubernetes_front": "renders the front tier's options",
     "fleet.configgen.nginx": "renders every option",
     "fleet.configgen.systemd": "renders every option",
     "fleet.configgen.session_routing": "renders every option (decides from workers, upstreams, sticky and the data plane)",

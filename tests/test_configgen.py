@@ -338,11 +338,13 @@ def test_compose_file_parses_and_mounts_the_existing_prometheus_config() -> None
 
 def test_dockerfile_copies_paths_that_exist_and_runs_fleet_up() -> None:
     text = render("dockerfile", config("examples/bokeh_random", address="0.0.0.0"), TARGET)
-    copies = [line.split()[1:-1] for line in text.splitlines() if line.startswith("COPY ")]
+    copies = [line.split()[1:-1] for line in text.splitlines()
+              if line.startswith("COPY ") and not line.startswith("COPY --from=")]  # from the build stage
     for sources in copies:
         for source in sources:
             assert (ROOT / source).exists(), source
-    assert 'CMD ["fleet", "up", "examples/bokeh_random", "-n", "3", "--address", "0.0.0.0"]' in text
+    assert ["examples/bokeh_random"] in copies
+    assert 'CMD ["fleet", "up", "/srv/app/bokeh_random", "-n", "3", "--address", "0.0.0.0"]' in text
 
 
 # -- deploy/ stays in sync -----------------------------------------------------------------

@@ -220,11 +220,11 @@ def check(ctx: click.Context, app: tuple[str, ...], app_args: tuple[str, ...] = 
 
 
 @main.command()
-@click.argument("servers", nargs=-1, required=True, metavar="HOST:PORT...")
+@click.argument("servers", nargs=-1, metavar="[HOST:PORT...]")
 @_config_options("balance")
 @click.pass_context
 def balance(ctx: click.Context, servers: tuple[str, ...], **_: Any) -> None:
-    """Run only the proxy, in front of servers fleet does not run."""
+    """Run only the proxy, in front of servers fleet does not run, or of fleets on several hosts."""
     from fleet.config import parse_hostport
 
     try:
@@ -232,9 +232,20 @@ def balance(ctx: click.Context, servers: tuple[str, ...], **_: Any) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="HOST:PORT") from None
     config = _make_config(ctx, "balance")
-    from fleet.balancer.standalone import run_balance
+    if not config.resolve and not config.by_host:
+        if not targets:
+            raise click.UsageError("give HOST:PORT... or --resolve NAME:PORT", ctx)
+        from fleet.balancer.standalone import run_balance
 
-    sys.exit(run_balance(config, targets))
+        sys.exit(run_balance(config, targets))
+    from fleet.balance.cliargs import hosts_arguments
+    from fleet.balance.front import run_hosts
+
+    try:
+        static, resolvers, bounds = hosts_arguments(targets, config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    sys.exit(run_hosts(config, static, config.resolve, resolvers, bounds))
 
 
 @main.command("config", cls=AppCommand)

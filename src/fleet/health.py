@@ -29,17 +29,22 @@ def live() -> Answer:
     return 200, CONTENT_TYPE, b'{"status": "live"}\n'
 
 
-def ready(workers: Iterable[WorkerInfo], desired: int) -> Answer:
+def ready(workers: Iterable[WorkerInfo], desired: int, host_id: str | None = None) -> Answer:
+    """``host_id`` (``--host-id``) is how ``fleet balance --resolve`` learns which host an
+    address is, and so where the sessions whose ids name it go."""
     infos = list(workers)
     count = sum(1 for info in infos if info.ready)
-    body = {"status": "ready" if count else "not ready", "ready": count, "workers": len(infos),
-            "desired": desired}
+    body: dict[str, object] = {"status": "ready" if count else "not ready", "ready": count,
+                               "workers": len(infos), "desired": desired}
+    if host_id:
+        body["host_id"] = host_id
     return (200 if count else 503), CONTENT_TYPE, (json.dumps(body) + "\n").encode()
 
 
-def routes(workers: Callable[[], list[WorkerInfo]], desired: Callable[[], int]) -> dict[str, Callable[[], Answer]]:
+def routes(workers: Callable[[], list[WorkerInfo]], desired: Callable[[], int],
+           host_id: str | None = None) -> dict[str, Callable[[], Answer]]:
     """The local routes to register on the proxy (path -> handler)."""
-    return {LIVE_PATH: live, READY_PATH: lambda: ready(workers(), desired())}
+    return {LIVE_PATH: live, READY_PATH: lambda: ready(workers(), desired(), host_id)}
 
 
 __all__ = ["LIVE_PATH", "READY_PATH", "live", "ready", "routes"]

@@ -10,7 +10,9 @@ normal form without the configuration importing the proxy:
   ``--allow-websocket-origin`` entries with Bokeh's rules (``*`` labels, no port means :80,
   ``NAME:*`` for ``--allow-host`` only), and ``split_host_port`` that both the parser and the
   matcher use;
-- ``valid_fleet_name``: a ``--name`` (a file name in the runtime directory).
+- ``valid_fleet_name``: a ``--name`` (a file name in the runtime directory);
+- ``valid_host_id``: a ``--host-id`` (``fleet.hostids`` puts it in session ids and cookies);
+- ``parse_target`` / ``parse_resolver``: ``fleet balance --resolve`` and ``--resolver``.
 """
 
 from __future__ import annotations
@@ -99,5 +101,58 @@ def valid_fleet_name(name: str) -> str:
     return name
 
 
-__all__ = ["LOOPBACK", "PRIVATE", "UNIX", "parse_cidr", "split_host_port", "valid_fleet_name",
-           "validate_host_entry", "validate_origin_entry"]
+MAX_HOST_ID = 63  # a DNS label, as a pod name or a host name is
+HOST_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,%d})\Z" % (MAX_HOST_ID - 1))
+
+
+def valid_host_id(value: str) -> str:
+    """``value`` if it can name a host in Bokeh session ids and affinity cookies, else ValueError
+    saying why: no ``.`` (Bokeh splits signed ids there), a DNS label's characters."""
+    text = str(value).strip()
+    if "." in text:
+        raise ValueError(f"host id {text!r} has a '.', where Bokeh splits signed session ids "
+                         f"(use a DNS label such as the pod name, not a dotted name)")
+    if not HOST_ID.match(text):
+        raise ValueError(f"host id {text!r} must be 1 to {MAX_HOST_ID} letters, digits, '-' or '_', "
+                         f"starting with a letter or digit")
+    return text
+
+
+def parse_target(text: str) -> tuple[str, int | None]:
+    """``NAME:PORT`` -> (NAME, PORT); ``_svc._proto.NAME`` -> (it, None): an SRV name."""
+    value = text.strip()
+    if value.startswith("_") and ":" not in value:
+        if value.count(".") < 2:
+            raise ValueError(f"SRV name {value!r} must read _service._proto.NAME")
+        return value, None
+    name, _, port_text = value.rpartition(":")
+    if not name or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"--resolve {value!r} must be NAME:PORT (A/AAAA) or _service._proto.NAME (SRV)")
+    if any(c.isspace() for c in name) or len(name) > 253:
+        raise ValueError(f"--resolve {value!r}: {name!r} is not a DNS name")
+    return name.strip("[]"), int(port_text)
+
+
+def parse_resolver(text: str) -> tuple[str, int]:
+    """``ADDR`` or ``ADDR:PORT`` (``[v6]:PORT``): an IP address, as resolv.conf has them."""
+    value = text.strip()
+    host, port = value, 53
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else 53
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+        if not port_text.isdigit():
+            raise ValueError(f"--resolver {value!r}: the port must be a number")
+        port = int(port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"--resolver {value!r} must be an IP address (optionally :PORT)") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"--resolver {value!r}: port out of range")
+    return host, port
+
+
+__all__ = ["HOST_ID", "LOOPBACK", "MAX_HOST_ID", "PRIVATE", "UNIX", "parse_cidr", "split_host_port",
+           "valid_fleet_name", "valid_host_id", "validate_host_entry", "validate_origin_entry", "parse_target", "parse_resolver"]

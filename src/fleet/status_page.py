@@ -175,7 +175,8 @@ def asset(name: str) -> bytes:
 def fleet_routes(board: StatusBoard, supervisor: "Supervisor") -> dict[str, Route]:
     """Everything under ``/_fleet/``: the health probes and the status page."""
     table: dict[str, Route] = {path: (handler, ()) for path, handler in
-                               health.routes(supervisor.workers, lambda: supervisor.desired).items()}
+                               health.routes(supervisor.workers, lambda: supervisor.desired,
+                                             supervisor.views.workers.host_id).items()}
     table.update(routes(board))
     return table
 

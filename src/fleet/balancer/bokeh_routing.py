@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from fleet.balancer.bokeh_session import maker_of, rendezvous, session_id_of
 from fleet.balancer.static_answer import static_answer
 from fleet.balancer.static_files import StaticFiles
+from fleet.hostids import local_part
 
 if TYPE_CHECKING:
     from fleet.balancer.head import Request
@@ -49,7 +50,8 @@ class BokehRouting:
         session_id = session_id_of(request.bokeh_protocol, request.bokeh_session, request.query)
         if session_id is None:
             return None
-        maker = maker_of(session_id, (upstream.id for upstream in upstreams))
+        # ``h1~g1w0-...`` (--host-id): the worker part names the worker on this host.
+        maker = maker_of(local_part(session_id), (upstream.id for upstream in upstreams))
         if maker is not None:
             upstream = upstreams.get(maker)
             if upstream is not None and upstream.available(now):

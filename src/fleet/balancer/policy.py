@@ -20,6 +20,7 @@ import enum
 from typing import Any, Iterable
 
 from fleet.balancer.stats import ProxyStats, UpstreamStats
+from fleet.hostids import local_part, worker_key
 
 AFFINITY_COOKIE = "fleet_affinity"
 _COOKIE_KEY = AFFINITY_COOKIE.encode() + b"="
@@ -36,7 +37,7 @@ class Upstream:
                  "idle_waiters")
 
     def __init__(self, upstream_id: str, host: str, port: int, stats: UpstreamStats, ready: bool,
-                 secure_cookie: bool = False, cookie_path: str = "/") -> None:
+                 secure_cookie: bool = False, cookie_path: str = "/", cookie_host: str | None = None) -> None:
         self.id = upstream_id
         self.host = host
         self.port = port
@@ -48,7 +49,8 @@ class Upstream:
         self.idle: list[Any] = []  # pooled keep-alive connections (balancer.upstream objects)
         # The Set-Cookie header a response from this worker carries to a client without affinity.
         # The id is opaque (w0, b1), never an address: a client learns nothing about the backends.
-        self.cookie = (b"Set-Cookie: " + _COOKIE_KEY + upstream_id.encode()
+        # With --host-id it names the host too (``hostids.worker_key``), for a front tier.
+        self.cookie = (b"Set-Cookie: " + _COOKIE_KEY + worker_key(cookie_host, upstream_id).encode()
                        + b"; Path=" + cookie_path.encode() + b"; HttpOnly; SameSite=Lax"
                        + (b"; Secure" if secure_cookie else b""))
 
@@ -71,11 +73,12 @@ class UpstreamSet:
     """The upstreams of one balancer and the least-connections choice among them."""
 
     def __init__(self, stats: ProxyStats, worker_max_conns: int = 0, secure_cookie: bool = False,
-                 cookie_path: str = "/") -> None:
+                 cookie_path: str = "/", cookie_host: str | None = None) -> None:
         self._stats = stats
         self.worker_max_conns = worker_max_conns  # 0: no cap
         self._secure_cookie = secure_cookie  # the proxy serves TLS: the affinity cookie is Secure
         self._cookie_path = cookie_path  # Bokeh's --prefix: the cookie is the prefix's apps'
+        self._cookie_host = cookie_host  # --host-id: the cookie names the host too
         self._by_id: dict[str, Upstream] = {}
         self._order: list[Upstream] = []
         self._rotation = 0
@@ -97,7 +100,7 @@ class UpstreamSet:
             existing.draining = False
             return existing
         upstream = Upstream(upstream_id, host, port, self._stats.upstream(upstream_id), ready,
-                            self._secure_cookie, self._cookie_path)
+                            self._secure_cookie, self._cookie_path, self._cookie_host)
         self._by_id[upstream_id] = upstream
         self._order.append(upstream)
         return upstream
@@ -192,8 +195,9 @@ def load_of(stats: UpstreamStats) -> tuple[int, int]:
     return active, active + sum(stats.fleet_websockets)  # type: ignore[attr-defined]
 
 
-def affinity_from_cookie(cookie_header: bytes) -> str | None:
-    """The worker id in a ``Cookie`` header's ``fleet_affinity`` (the last one wins), if any."""
+def affinity_from_cookie(cookie_header: bytes, host_id: str | None = None) -> str | None:
+    """The worker id in a ``Cookie`` header's ``fleet_affinity`` (the last one wins), if any;
+    a ``host~worker`` value of this host (``--host-id``) names its worker."""
     position = cookie_header.rfind(_COOKIE_KEY)
     if position < 0:
         return None
@@ -206,7 +210,7 @@ def affinity_from_cookie(cookie_header: bytes) -> str | None:
     if not value or len(value) > 64:
         return None
     try:
-        return value.decode("ascii")
+        return local_part(value.decode("ascii"), host_id)
     except UnicodeDecodeError:
         return None
 

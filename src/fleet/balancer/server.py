@@ -77,7 +77,7 @@ class Balancer:
         # upstream_set: balancer.loadtable's fleet-wide choice in a proxy process of several.
         self.upstreams = upstream_set(self.stats, views.limits.worker_max_conns,
                                      secure_cookie=bool(views.tls.ssl_certfile),
-                                     cookie_path=views.cookie_prefix or "/")
+                                     cookie_path=views.cookie_prefix or "/", cookie_host=views.host_id)
         self.log = log or (lambda line: print(f"fleet | {line}", flush=True))  # also --access-log's
         self.context = ProxyContext(views.frontend, views.limits, views.tls, views.trust, self.stats,
                                     self.upstreams, self.log if views.access_log else None)

@@ -28,12 +28,14 @@ class ProxyViews:
     trust: TrustSettings
     access_log: bool = False  # --access-log (Logs)
     cookie_prefix: str | None = None  # --prefix (Bokeh): the path of the affinity cookie
+    host_id: str | None = None  # --host-id (Workers): the affinity cookie names the host too
 
     @classmethod
     def of(cls, config: "Config") -> "ProxyViews":
         """Pick the proxy's sections out of a whole config (at start, by the composition root)."""
         return cls(config.frontend, config.limits, config.tls, config.trust,
-                   access_log=config.logs.access_log, cookie_prefix=config.bokeh.prefix)
+                   access_log=config.logs.access_log, cookie_prefix=config.bokeh.prefix,
+                   host_id=config.supervisor.host_id)
 
     def bound(self, port: int, redirect_port: int | None) -> "ProxyViews":
         """The same views with port 0 resolved (``ProxyGroup``: every process binds the same)."""

@@ -48,6 +48,9 @@ def _validate_run(config: Config) -> None:
     if config.proxy_processes != 1 and config.proxy != "builtin":
         raise ConfigError(f"--proxy-processes is for the built-in proxy; {config.proxy} sets its "
                           f"own worker processes (nginx worker_processes, HAProxy nbthread)")
+    if config.host_id and (config.proxy != "builtin" or config.no_proxy):
+        raise ConfigError("--host-id needs the built-in proxy (nginx's and HAProxy's session routing "
+                          "reads the worker at a fixed place in the session id, before any host)")
     if config.max_requests and config.no_proxy:
         raise ConfigError("--max-requests needs the built-in proxy (it counts the requests); "
                           "with --no-proxy use --max-age or --max-memory")

@@ -92,6 +92,7 @@ def worker_command(views: SupervisorViews, spec: AppSpec | None, index: int, wor
         "PORT": str(port),
         "FLEET_WORKER_ID": worker_id or views.worker_id(index),
         "FLEET_WORKERS": str(workers),
+        **({"FLEET_HOST_ID": what.host_id} if what.host_id else {}),
         # Worker output is relayed line by line; a block-buffered Python child would hold it.
         "PYTHONUNBUFFERED": "1",
     }

@@ -9,8 +9,10 @@ from the environment through ``bokeh.settings`` (``BOKEH_SECRET_KEY``, ``BOKEH_S
 
 ``install_session_ids`` makes the session ids this worker creates start with its
 ``FLEET_WORKER_ID`` (``w1-<random>``, signed as a whole when sessions are signed), so the
-proxy can send a session's WebSocket to the worker that made it without a cookie. It replaces
-``generate_session_id`` where Bokeh's session-making code imported it
+proxy can send a session's WebSocket to the worker that made it without a cookie; with
+``FLEET_HOST_ID`` (``fleet up --host-id``) they start with the host too (``h1~w1-<random>``,
+``fleet.hostids``), so a front tier in front of several hosts can do the same one level up.
+It replaces ``generate_session_id`` where Bokeh's session-making code imported it
 (``bokeh.server.views.session_handler`` up to 3.9, ``bokeh.server.core`` from 3.10), which is
 private API: ``SUPPORTED_BOKEH`` says which versions it was checked against (pyproject pins
 the same range), and on anything unexpected the worker keeps Bokeh's own ids and says so.
@@ -22,6 +24,8 @@ import json
 import logging
 import sys
 from typing import Any, Callable
+
+from fleet.hostids import valid_host_id, worker_key
 
 log = logging.getLogger("fleet.worker")
 
@@ -102,17 +106,18 @@ def is_supported(version: tuple[int, int]) -> bool:
     return low <= version < high
 
 
-def worker_session_id_maker(worker_id: str) -> Callable[..., Any]:
-    """A ``generate_session_id`` whose ids are ``<worker_id>-<random>`` (then signed)."""
+def worker_session_id_maker(worker_id: str, host_id: str | None = None) -> Callable[..., Any]:
+    """A ``generate_session_id`` whose ids are ``[<host_id>~]<worker_id>-<random>`` (then signed)."""
     from bokeh.core.types import ID
     from bokeh.util import token
 
     if not worker_id or "." in worker_id:
         raise ValueError(f"worker id {worker_id!r} cannot prefix a session id (empty, or has a '.', "
                          f"where Bokeh splits signed ids)")
+    prefix = worker_key(valid_host_id(host_id) if host_id else None, worker_id) + SESSION_ID_SEPARATOR
 
     def generate_session_id(secret_key: bytes | None = None, signed: bool = False) -> Any:
-        session_id = worker_id + SESSION_ID_SEPARATOR + token._get_random_string()
+        session_id = prefix + token._get_random_string()
         if signed:
             session_id = ".".join([session_id, token._signature(session_id, secret_key)])
         return ID(session_id)
@@ -120,12 +125,19 @@ def worker_session_id_maker(worker_id: str) -> Callable[..., Any]:
     return generate_session_id
 
 
-def install_session_ids(worker_id: str | None) -> bool:
-    """Make this worker's new session ids carry ``worker_id``; False (logged) if not possible."""
+def install_session_ids(worker_id: str | None, host_id: str | None = None) -> bool:
+    """Make this worker's new session ids carry ``worker_id`` (and ``host_id``, when given);
+    False (logged) if not possible."""
     if not worker_id or "." in worker_id:
         sys.stderr.write(f"fleet.worker: FLEET_WORKER_ID {worker_id!r} cannot prefix session ids; "
                          f"they stay Bokeh's own\n")
         return False
+    if host_id:
+        try:
+            valid_host_id(host_id)
+        except ValueError as exc:
+            sys.stderr.write(f"fleet.worker: FLEET_HOST_ID: {exc}; session ids stay Bokeh's own\n")
+            return False
     version = bokeh_version()
     from bokeh.util import token
 
@@ -137,7 +149,7 @@ def install_session_ids(worker_id: str | None) -> bool:
                          f"session-id prefix supports; session ids stay Bokeh's own (affinity "
                          f"falls back to the hash of the id and the cookie)\n")
         return False
-    maker.generate_session_id = worker_session_id_maker(worker_id)  # type: ignore[union-attr]
+    maker.generate_session_id = worker_session_id_maker(worker_id, host_id)  # type: ignore[union-attr]
     return True
 
 
@@ -157,7 +169,7 @@ def _session_id_module(version: tuple[int, int]) -> Any:
 
 def build_server(paths: list[str], app_argv: list[str], settings: dict[str, Any], *, port: int,
                  address: str, origins: list[str], http_server_kwargs: dict[str, int],
-                 worker_id: str | None) -> Any:
+                 worker_id: str | None, host_id: str | None = None) -> Any:
     """Build the Server for every app without running any app (``bokeh serve``'s way).
 
     An app that is broken before it runs (a syntax error, a handler Bokeh cannot build) is
@@ -191,15 +203,15 @@ def build_server(paths: list[str], app_argv: list[str], settings: dict[str, Any]
     import bokeh.layouts  # noqa: F401
     import bokeh.plotting  # noqa: F401
 
-    installed = install_session_ids(worker_id)
+    installed = install_session_ids(worker_id, host_id)
     kwargs = dict(port=port, address=address, allow_websocket_origin=origins or None, use_xheaders=True,
                   http_server_kwargs=http_server_kwargs, **server_kwargs(settings))
     if any(spec.panel for spec in specs):
         from fleet.worker.panel_server import build_panel_server
 
         return build_panel_server(applications, list(app_argv), settings, specs=specs, server_kwargs=kwargs,
-                                  make_session_id=worker_session_id_maker(worker_id) if installed and worker_id
-                                  else None)
+                                  make_session_id=worker_session_id_maker(worker_id, host_id)
+                                  if installed and worker_id else None)
     return Server(applications, **kwargs)
 
 

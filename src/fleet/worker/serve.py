@@ -81,7 +81,7 @@ async def _serve(args: argparse.Namespace, port: int, heartbeat: Heartbeat | Non
                 list(args.apps), list(args.app_args), parse_settings(args.bokeh_settings),
                 port=port, address=args.address, origins=list(args.allow_websocket_origin),
                 http_server_kwargs=_http_server_options(args),
-                worker_id=os.environ.get("FLEET_WORKER_ID"),
+                worker_id=os.environ.get("FLEET_WORKER_ID"), host_id=os.environ.get("FLEET_HOST_ID"),
             )
             server.start()
             stop_server: Callable[[], None] = server.stop

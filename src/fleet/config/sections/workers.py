@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 from fleet.config.declare import PROXY, option
 from fleet.cpulimit import default_workers  # the cgroup's CPU quota in a container
+from fleet.rules import valid_host_id
 from fleet.values import parse_duration, parse_port, parse_positive_int, parse_text, parse_url_path
+
+
+def parse_host_id(value: str) -> str:
+    return valid_host_id(str(value))
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,13 @@ class WorkerSettings:
              "(0: off). APP workers prove it from inside their loop; --cmd workers only through "
              "--health-path (a 2xx within the timeout); a --cmd worker without --health-path "
              "has no hang detection.",
+    )
+    host_id: str | None = option(
+        None, "--host-id", parse=parse_host_id, metavar="ID",
+        show_default="none: ids name the worker only",
+        help="This host's id when several fleets stand behind `fleet balance`: Bokeh session ids "
+             "and the affinity cookie name the host and the worker (ID~WORKER), so the front "
+             "tier sends a session to its host. A DNS label (no '.'), e.g. the pod name.",
     )
 
 
