@@ -326,6 +326,7 @@ class Master(Frontage):
         self.output.log_rotation = Rotation(config.log_max_size, config.log_keep)
         if before.recycling != config.recycling:
             self._start_recycler()
+        self._renew_metrics(config)
         note = await self.front.apply(config)
         return [note] if note else []
 

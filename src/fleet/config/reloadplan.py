@@ -68,8 +68,9 @@ EXCEPTIONS: dict[str, tuple[tuple[Way, ...], str]] = {
     "glob": ((Way.NOT_LIVE,), "--glob is expanded once, at start: restart fleet"),
     "base_port": ((Way.NOT_LIVE,), "the running workers hold their port blocks"),
     "surge_base_port": ((Way.NOT_LIVE,), "the running workers hold their port blocks"),
-    "worker_timeout": ((Way.NOT_LIVE,), "the liveness monitor is set up at start"),
-    "health_path": ((Way.NOT_LIVE,), "the liveness monitor is set up at start"),
+    "worker_timeout": ((Way.GENERATION,), "a worker gets its beat interval when it starts; the "
+                                          "new generation is watched with the new timeout"),
+    "health_path": ((Way.GENERATION,), "probed when each new worker starts and while it runs"),
     "reload_batch": ((Way.IN_PLACE,), "read by the supervisor at each reload"),
     "drain_timeout": ((Way.IN_PLACE,), "read by the supervisor at each drain"),
     "start_timeout": ((Way.IN_PLACE,), "read by the supervisor at each start"),

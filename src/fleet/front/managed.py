@@ -107,7 +107,7 @@ class ManagedFront:
         return None
 
     async def apply(self, config: Config) -> str | None:
-        """nginx: regenerated, checked and reloaded; HAProxy: not yet (the plane says so)."""
+        """The server's configuration regenerated, checked and reloaded gracefully (the plane)."""
         self.config = config
         return await self.plane.apply(config) if self.plane is not None else None
 
