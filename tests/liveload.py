@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -37,6 +38,7 @@ import websocket
 
 from support import http_get, require_tool
 
+OPENING = 6  # WebSockets opened at a time by start()
 WRK_DURATION = 3600  # wrk runs until stop() interrupts it (SIGINT: it prints its totals)
 
 
@@ -77,6 +79,7 @@ class BokehServerInfo:
 
     path: str  # the app's path, e.g. /bokeh_random
     timeout: float = 10.0
+    origin: str | None = None  # default: http://localhost:PORT, the page's own
 
     def open(self, port: int) -> websocket.WebSocket:
         import http.client
@@ -96,7 +99,8 @@ class BokehServerInfo:
             raise AssertionError(f"no session token in the page at {self.path}")
         headers = [f"Cookie: {'; '.join(cookies)}"] if cookies else []
         sock = websocket.create_connection(
-            f"ws://localhost:{port}{self.path}/ws", timeout=self.timeout, origin=f"http://localhost:{port}",
+            f"ws://localhost:{port}{self.path}/ws", timeout=self.timeout,
+            origin=self.origin or f"http://localhost:{port}",
             subprotocols=["bokeh", token.group(1)], header=headers)
         header = self._message(sock)  # the server's ACK
         if header.get("msgtype") != "ACK":
@@ -206,7 +210,8 @@ class LiveLoad:
     def start(self, timeout: float = 60.0) -> "LiveLoad":
         """Start wrk, open every WebSocket (each answers once); the pages are already open."""
         wrk = require_tool("wrk")
-        sockets = [self._open() for _ in range(self._count)]
+        with ThreadPoolExecutor(OPENING) as pool:  # a Bokeh session's page takes a while each
+            sockets = list(pool.map(lambda _: self._open(), range(self._count)))
         self._result.websockets = len(sockets)
         ready = threading.Barrier(len(sockets) + 1, timeout=timeout)
         self._threads = [threading.Thread(target=self._client, args=(i, s, ready), daemon=True)
