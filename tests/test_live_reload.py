@@ -205,12 +205,17 @@ def test_a_managed_proxy_is_regenerated_checked_and_reloaded_under_load(tmp_path
             assert result.failed_requests == result.socket_errors.get("read", 0) <= 4 * status["reloads"]
         else:
             assert result.failures() == [], result.summary()
-        if kind == "haproxy":  # a file the server rejects is not applied; the running one stays
+        if kind == "haproxy":  # a file the server rejects: the reload is refused, nothing changes
             (tmp_path / "fleet.toml").write_text("workers = 2\nmax_body_size = '16KiB'\nmax_header_count = 99999\n")
+            generation = fleet.status()["generation"]
             refused = fleet.cli("reload")
-            assert "haproxy: the new configuration was NOT applied" in refused.stdout, refused
-            assert "tune.http.maxhdr" in refused.stdout
-            assert post_status(fleet.port, 64 * 1024) == 413 and fleet.status()["data_plane"]["pid"] == master
+            assert refused.returncode == 1 and "configuration refused, nothing changed" in refused.stderr, refused
+            assert "--proxy haproxy: haproxy rejects the generated configuration" in refused.stderr
+            assert "tune.http.maxhdr" in refused.stderr
+            assert post_status(fleet.port, 64 * 1024) == 413
+            status = fleet.status()
+            assert status["data_plane"]["pid"] == master and status["generation"] == generation
+            assert status["config"]["last_reload"]["result"] == "refused"
 
 
 def test_metrics_port_access_and_worker_timeout_change_live(tmp_path: Path) -> None:

@@ -284,6 +284,9 @@ class Master(Frontage):
         reloads = self.config_reloads
         try:
             plan = prepare(reloads.source, self.config)
+            refusal = await self.front.check(plan.effective)  # nginx -t, haproxy -c
+            if refusal is not None:
+                raise ConfigError(refusal)
         except ConfigError as exc:
             reloads.record("refused", [str(exc)])
             self.output.fleet(f"reload refused, nothing changed: {exc}")

@@ -9,7 +9,8 @@ worker starts; ``start`` once the workers are ready; ``stop`` before the workers
 
 from __future__ import annotations
 
-
+import contextlib
+import os
 import shutil
 from typing import Any, Iterable
 
@@ -98,6 +99,21 @@ class DataPlane:
 
     def add_local_route(self, path: str, handler: Handler, headers: Iterable[tuple[str, str]] = ()) -> None:
         self.routes.add(path, handler, headers)
+
+    async def check(self, config: Config) -> str | None:
+        """Why the server would reject ``config`` (``nginx -t``, ``haproxy -c`` of the file it
+        would get), or None; nothing changes either way."""
+        candidate = self.layout.config_file + ".check"
+        try:
+            with open(candidate, "w", encoding="utf-8") as handle:
+                handle.write(self._renderer(config).text(self.model))
+            await process.check(self.kind, self.binary, self.layout, candidate)
+        except DataPlaneError as exc:
+            return f"--proxy {self.kind}: {exc}"
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(candidate)
+        return None
 
     async def apply(self, config: Config) -> str:
         """A reloaded configuration: the server's file is rendered again, checked (``nginx -t``,
