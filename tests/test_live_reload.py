@@ -8,6 +8,7 @@ import http.client
 import json
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 import psutil
@@ -118,6 +119,9 @@ def test_an_invalid_fleet_toml_is_refused_and_the_fleet_is_unchanged(tmp_path: P
         assert {(w["id"], w["pid"]) for w in status["workers"]} == before
         assert status["generation"] == 1 and status["desired"] == 2
         assert status["config"]["last_reload"]["result"] == "refused"
+        text = fleet.cli("status").stdout
+        assert f"configuration: {tmp_path / 'fleet.toml'}, command line: " in text, text
+        assert "last configuration reload: refused, " in text and "--max-memory-hard must be larger" in text, text
         assert metric(scrape(fleet.port), "fleet_config_reloads_total", result="refused") == 3
         assert metric(scrape(fleet.port), "fleet_config_reloads_total", result="applied") == 0
         # SIGHUP does the same as fleet reload; the file fixed, it applies.
@@ -246,3 +250,34 @@ def test_metrics_port_access_and_worker_timeout_change_live(tmp_path: Path) -> N
         intervals = {psutil.Process(w["pid"]).environ()[ENV_INTERVAL]
                      for w in fleet.status()["workers"] if w["current"]}
         assert intervals == {"0.5"}
+
+
+def get_status(port: int, path: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_raised_worker_max_conns_applies_to_the_next_request(tmp_path: Path) -> None:
+    fleet = start(tmp_path, "workers = 1\nworker_max_conns = 1\nqueue_timeout = 0.5\n")
+    with fleet.proc:
+
+        def second_while_one_is_in_flight() -> int:
+            slow = threading.Thread(target=get_status, args=(fleet.port, "/slow?seconds=4"))
+            slow.start()
+            try:
+                wait_until(lambda: metric(scrape(fleet.port), "fleet_active_requests") >= 1, timeout=10)
+                return get_status(fleet.port, "/")
+            finally:
+                slow.join()
+
+        assert second_while_one_is_in_flight() == 503
+        (tmp_path / "fleet.toml").write_text("workers = 1\nworker_max_conns = 2\nqueue_timeout = 0.5\n")
+        reloaded = fleet.cli("reload")
+        assert reloaded.returncode == 0 and "--worker-max-conns: 1 -> 2: in place" in reloaded.stdout, reloaded
+        assert second_while_one_is_in_flight() == 200

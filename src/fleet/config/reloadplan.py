@@ -82,7 +82,6 @@ EXCEPTIONS: dict[str, tuple[tuple[Way, ...], str]] = {
     "allow_websocket_origin": ((Way.IN_PLACE, Way.GENERATION), "Bokeh workers check it too"),
     "trusted_proxy": ((Way.IN_PLACE, Way.GENERATION), "the workers get it too"),
     "use_xheaders": ((Way.IN_PLACE, Way.GENERATION), "the workers get it too"),
-    "worker_max_conns": ((Way.NOT_LIVE,), "the least-connections table is sized at start"),
     "https_redirect_port": ((Way.NOT_LIVE,), _BOUND),
     "log_dir": ((Way.GENERATION,), "a worker opens its log file when it starts"),
     "max_requests": ((Way.IN_PLACE,), "each worker's request limit is drawn when it starts"),
