@@ -131,9 +131,9 @@ class HAProxySync:
             self.reloads += 1
             self._old_workers |= before
             new = await self._new_worker(master, before)
+        await self.resync()  # the drain states again, to the new worker (or the old one, still serving)
         if new is None:
             return f"haproxy did not start a worker with the new configuration within {RELOAD_WAIT:g} s"
-        await self.resync()
         return None
 
     async def _new_worker(self, master: int, before: set[int]) -> int | None:
