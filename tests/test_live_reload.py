@@ -281,3 +281,21 @@ def test_a_raised_worker_max_conns_applies_to_the_next_request(tmp_path: Path) -
         reloaded = fleet.cli("reload")
         assert reloaded.returncode == 0 and "--worker-max-conns: 1 -> 2: in place" in reloaded.stdout, reloaded
         assert second_while_one_is_in_flight() == 200
+
+
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+def test_fleet_check_asks_the_managed_server_too(tmp_path: Path, kind: str) -> None:
+    """fleet check --proxy nginx|haproxy renders the server's file and runs nginx -t / haproxy -c."""
+    require_tool(kind)
+    shutil.copy(BACKEND, tmp_path / "app.py")
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(f"workers = 2\nproxy = '{kind}'\nport = 8123\n")
+    # Valid for fleet; HAProxy allows at most 32767 header fields; nginx gets no ssl key it can read.
+    bad.write_text(f"workers = 2\nproxy = '{kind}'\nport = 8123\n" + (
+        "max_header_count = 99999\n" if kind == "haproxy" else
+        f"ssl_certfile = '{tmp_path / 'app.py'}'\nssl_keyfile = '{tmp_path / 'app.py'}'\n"))
+    ok = run_cli("check", str(tmp_path / "app.py"), "--config", str(good))
+    assert ok.returncode == 0 and "configuration OK" in ok.stdout, ok.stderr
+    refused = run_cli("check", str(tmp_path / "app.py"), "--config", str(bad))
+    assert refused.returncode == 1, refused.stdout
+    assert f"fleet check: --proxy {kind}: {kind} rejects the generated configuration" in refused.stderr, refused.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from typing import Any, Iterable
 
 from fleet.config import Config
@@ -77,6 +78,29 @@ class DataPlane:
             plane.remove_files()
             raise
         return plane
+
+    @classmethod
+    async def check_offline(cls, config: Config) -> str | None:
+        """``fleet check --proxy nginx|haproxy``: why the server would reject the configuration
+        fleet would give it (refused options, ``nginx -t``, ``haproxy -c``), or None. In a
+        temporary private directory; nothing else is touched."""
+        errors = refusals(config)
+        if errors:
+            return "\n".join(errors)
+        try:
+            binary = process.find_binary(config.proxy)
+            with tempfile.TemporaryDirectory(prefix="fleet-check-") as directory:
+                layout = Layout(config.proxy, os.path.join(directory, "plane"))
+                make_private(layout.directory)
+                idle_close = config.proxy == "haproxy" and await process.haproxy_version(binary) >= (2, 6)
+                plane = cls(config, layout, binary, Output(), idle_close_on_response=idle_close)
+                for index in range(config.workers):
+                    plane.model.update(f"check{index}", f"w{index}", "ready")
+                plane.renderer.write(plane.model)
+                await process.check(config.proxy, binary, layout)
+        except DataPlaneError as exc:
+            return str(exc)
+        return None
 
     def check_scale(self, workers: int) -> str | None:
         """Why ``fleet scale workers`` cannot be followed, or None."""
