@@ -98,7 +98,8 @@ def test_fleet_reload_under_load_applies_every_change_and_drops_nothing(
         assert result.failures() == [], result.summary()
         after = bokeh_sessions(fleet)
         report(f"fleet reload under load ({proxy_processes} proxy processes): {result.summary()}; "
-               f"{sum(after.values()) - sum(before.values())} new Bokeh sessions")
+               f"{sum(after.values()) - sum(before.values())} new Bokeh sessions "
+               f"({sum(before.values())} before the reload)")
         assert after == before, (before, after)
         # The old generation still serves what it had (draining); the new origin opens a session.
         assert {(w["id"], w["pid"]) for w in fleet.status()["workers"] if w["generation"] == 1} <= workers
