@@ -13,7 +13,7 @@ from fleet.config import ConfigError, build_config
 from fleet.configgen.deployment import Deployment
 from fleet.dataplane.files import DataPlaneError, Layout, Renderer, make_private, private_directory
 from fleet.dataplane.model import MIN_SLOTS, SERVER_STATES, PlaneModel, ServerState, downgrades, parse_stat, refusals, state_command
-from fleet.dataplane.process import command, find_binary
+from fleet.dataplane.process import command, find_binary, parse_haproxy_version
 from fleet.statetable import InvalidTransition
 
 
@@ -185,3 +185,22 @@ def test_a_draining_slot_is_never_made_ready_without_going_off_first() -> None:
         model.update("g1w0", "w0", "ready")  # a draining worker never serves again: a fleet bug
     assert model.update("g1w0", "w0", "stopping") and model.slots["w0"].state is ServerState.OFF
     assert not model.update("g1w0", "w0", "exited")  # OFF again: no move, nothing to do
+
+
+def test_haproxy_runs_in_master_worker_mode_and_keeps_idle_clients_across_a_reload(tmp_path: Path) -> None:
+    """Master-worker (-W): a reload (SIGUSR2) keeps the master and its listening sockets; from
+    HAProxy 2.6 an idle keep-alive client of the old worker gets one more answer, not a close."""
+    assert command("haproxy", "haproxy", Layout("haproxy", "/d")) == ["haproxy", "-f", "/d/haproxy.conf", "-W", "-db"]
+    assert command("haproxy", "haproxy", Layout("haproxy", "/d"), test=True, path="/d/x.check") == [
+        "haproxy", "-f", "/d/x.check", "-c"]
+    assert parse_haproxy_version("HAProxy version 2.6.12-1+deb12u4 2026/10/17") == (2, 6)
+    assert parse_haproxy_version("HA-Proxy version 1.8.19 2019/02/11") == (1, 8)
+    assert parse_haproxy_version("nonsense") == (0, 0)
+    model = PlaneModel(config())
+    model.update("g1w0", "w0", "ready")
+    plain = renderer(tmp_path, "haproxy").text(model)
+    layout = Layout("haproxy", str(tmp_path / "plane"))
+    newer = Renderer(config(proxy="haproxy"), layout, Deployment(), idle_close_on_response=True).text(model)
+    assert "idle-close-on-response" not in plain
+    frontend = newer[newer.index("frontend fleet"):]
+    assert "    option idle-close-on-response" in frontend[:frontend.index("backend")]

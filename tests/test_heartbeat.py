@@ -132,3 +132,31 @@ def test_liveness_without_a_heartbeat_or_health_path_watches_nothing() -> None:
         await off.close()
 
     asyncio.run(scenario())
+
+
+def test_a_renewed_timeout_is_for_workers_spawned_after_it() -> None:
+    """A live reload of --worker-timeout: the new generation beats and is judged by the new
+    value; a worker spawned before keeps the interval it was given and the timeout it had."""
+    said: list[str] = []
+    kills: list[str] = []
+
+    async def scenario() -> None:
+        liveness = Liveness(3.0, None, "127.0.0.1", said.append)
+        old = int(liveness.prepare("g1w0", beats=True).env[ENV_FD])
+        liveness.renew(20.0, None)
+        extras = liveness.prepare("g2w0", beats=True)
+        assert extras.env[ENV_INTERVAL] == "1"
+        liveness.watch("g1w0", "g1w0:5100", 5100, lambda: kills.append("g1w0"))
+        liveness.watch("g2w0", "g2w0:5200", 5200, lambda: kills.append("g2w0"))
+        now = time.monotonic()
+        write_beat(old, now, 0.0)
+        write_beat(int(extras.env[ENV_FD]), now, 0.0)
+        liveness.check(now + 5)
+        assert kills == ["g1w0"] and said == ["g1w0:5100 event loop blocked for 5.0 s (--worker-timeout 3): killing it"]
+        liveness.check(now + 21)
+        assert kills == ["g1w0", "g2w0"]
+        liveness.renew(0.0, None)  # switched off: the next worker gets no heartbeat
+        assert liveness.prepare("g3w0", beats=True).env == {}
+        await liveness.close()
+
+    asyncio.run(scenario())

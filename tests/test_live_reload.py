@@ -8,12 +8,18 @@ import http.client
 import json
 import shutil
 import signal
+import threading
 from pathlib import Path
 
+import psutil
+import pytest
 import websocket
 
-from support import FRESH_METRICS, free_port, free_port_range, require_tool, start_fleet, wait_until, websocket_upgrade
+from support import (FRESH_METRICS, free_port, free_port_range, http_get, require_tool, start_fleet, wait_until,
+                     websocket_upgrade)
 from test_drills import LoadGenerator, metric, scrape
+from fleet.worker.heartbeat import ENV_INTERVAL
+from liveload import Echo, LiveLoad
 from up_helpers import Fleet, run_cli
 
 BACKEND = Path(__file__).resolve().parent / "apps" / "backend.py"
@@ -113,6 +119,9 @@ def test_an_invalid_fleet_toml_is_refused_and_the_fleet_is_unchanged(tmp_path: P
         assert {(w["id"], w["pid"]) for w in status["workers"]} == before
         assert status["generation"] == 1 and status["desired"] == 2
         assert status["config"]["last_reload"]["result"] == "refused"
+        text = fleet.cli("status").stdout
+        assert f"configuration: {tmp_path / 'fleet.toml'}, command line: " in text, text
+        assert "last configuration reload: refused, " in text and "--max-memory-hard must be larger" in text, text
         assert metric(scrape(fleet.port), "fleet_config_reloads_total", result="refused") == 3
         assert metric(scrape(fleet.port), "fleet_config_reloads_total", result="applied") == 0
         # SIGHUP does the same as fleet reload; the file fixed, it applies.
@@ -172,15 +181,121 @@ def post_status(port: int, size: int) -> int:
         connection.close()
 
 
-def test_a_managed_nginx_is_regenerated_checked_and_reloaded(tmp_path: Path) -> None:
-    require_tool("nginx")
-    fleet = start(tmp_path, "workers = 2\n", "--proxy", "nginx")
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+def test_a_managed_proxy_is_regenerated_checked_and_reloaded_under_load(tmp_path: Path, kind: str) -> None:
+    """The server's own reload (nginx SIGHUP, HAProxy master-worker SIGUSR2): same master,
+    listening sockets kept, old workers finish their connections; under load nothing fails."""
+    require_tool(kind)
+    fleet = start(tmp_path, "workers = 2\n", "--proxy", kind)
     with fleet.proc:
-        nginx_pid = fleet.status()["data_plane"]["pid"]
+        master = fleet.status()["data_plane"]["pid"]
         assert post_status(fleet.port, 64 * 1024) == 200
-        (tmp_path / "fleet.toml").write_text("workers = 2\nmax_body_size = '16KiB'\n")
+        with LiveLoad(fleet.port, websockets=10, exchange=Echo("/ws")) as load:
+            (tmp_path / "fleet.toml").write_text("workers = 2\nmax_body_size = '16KiB'\n")
+            reloaded = fleet.cli("reload")
+            assert reloaded.returncode == 0, reloaded.stderr
+            check = {"nginx": "nginx -t", "haproxy": "haproxy -c"}[kind]
+            assert f"{kind}: configuration regenerated, checked ({check}) and reloaded" in reloaded.stdout
+            assert post_status(fleet.port, 64 * 1024) == 413
+            result = load.stop()
+        status = fleet.status()["data_plane"]
+        assert status["pid"] == master and status["reloads"] >= 1  # reloaded, not restarted
+        if kind == "nginx":
+            # nginx closes its idle keep-alive connections at each of its reloads (the new
+            # generation's workers are one more), so a client that sends on one as it closes
+            # gets a read error (browsers resend): at most once per connection per reload.
+            failures = [f for f in result.failures() if not f.endswith("failed requests")]
+            assert failures == [] and result.non_2xx_3xx == 0, result.summary()
+            assert result.failed_requests == result.socket_errors.get("read", 0) <= 4 * status["reloads"]
+        else:
+            assert result.failures() == [], result.summary()
+        if kind == "haproxy":  # a file the server rejects: the reload is refused, nothing changes
+            (tmp_path / "fleet.toml").write_text("workers = 2\nmax_body_size = '16KiB'\nmax_header_count = 99999\n")
+            generation = fleet.status()["generation"]
+            refused = fleet.cli("reload")
+            assert refused.returncode == 1 and "configuration refused, nothing changed" in refused.stderr, refused
+            assert "--proxy haproxy: haproxy rejects the generated configuration" in refused.stderr
+            assert "tune.http.maxhdr" in refused.stderr
+            assert post_status(fleet.port, 64 * 1024) == 413
+            status = fleet.status()
+            assert status["data_plane"]["pid"] == master and status["generation"] == generation
+            assert status["config"]["last_reload"]["result"] == "refused"
+
+
+def test_metrics_port_access_and_worker_timeout_change_live(tmp_path: Path) -> None:
+    """--metrics-allow on --metrics-port applies to the next request; --worker-timeout and
+    --health-path reach the workers through the new generation."""
+    metrics_port = free_port()
+    fleet = start(tmp_path, "workers = 2\nmetrics_allow = ['10.0.0.0/8']\n", "--metrics-port", str(metrics_port))
+    with fleet.proc:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert http_get(url)[0] == 404
+        kept = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10)
+        kept.request("GET", "/metrics")
+        assert kept.getresponse().read() is not None
+        (tmp_path / "fleet.toml").write_text(
+            "workers = 2\nmetrics_allow = ['127.0.0.0/8']\nworker_timeout = 2\nhealth_path = '/'\n")
         reloaded = fleet.cli("reload")
         assert reloaded.returncode == 0, reloaded.stderr
-        assert "nginx: configuration regenerated, checked (nginx -t) and reloaded" in reloaded.stdout
-        assert post_status(fleet.port, 64 * 1024) == 413
-        assert fleet.status()["data_plane"]["pid"] == nginx_pid  # reloaded, not restarted
+        assert "--metrics-allow: [10.0.0.0/8] -> [127.0.0.0/8]: in place" in reloaded.stdout
+        assert "--worker-timeout: 60.0 -> 2.0: new generation" in reloaded.stdout, reloaded.stdout
+        assert "--health-path: none -> /: new generation" in reloaded.stdout
+        status, _, body = http_get(url)
+        assert status == 200 and b"fleet_config_reloads_total" in body
+        kept.request("GET", "/metrics")  # a connection accepted before: the rule is per request
+        assert kept.getresponse().status == 200
+        kept.close()
+        assert "partial" not in json.dumps(fleet.status()["config"]["last_reload"])
+        # The new generation beats every 0.5 s (2 s / 4; it was 1 s).
+        intervals = {psutil.Process(w["pid"]).environ()[ENV_INTERVAL]
+                     for w in fleet.status()["workers"] if w["current"]}
+        assert intervals == {"0.5"}
+
+
+def get_status(port: int, path: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_raised_worker_max_conns_applies_to_the_next_request(tmp_path: Path) -> None:
+    fleet = start(tmp_path, "workers = 1\nworker_max_conns = 1\nqueue_timeout = 0.5\n")
+    with fleet.proc:
+
+        def second_while_one_is_in_flight() -> int:
+            slow = threading.Thread(target=get_status, args=(fleet.port, "/slow?seconds=4"))
+            slow.start()
+            try:
+                wait_until(lambda: metric(scrape(fleet.port), "fleet_active_requests") >= 1, timeout=10)
+                return get_status(fleet.port, "/")
+            finally:
+                slow.join()
+
+        assert second_while_one_is_in_flight() == 503
+        (tmp_path / "fleet.toml").write_text("workers = 1\nworker_max_conns = 2\nqueue_timeout = 0.5\n")
+        reloaded = fleet.cli("reload")
+        assert reloaded.returncode == 0 and "--worker-max-conns: 1 -> 2: in place" in reloaded.stdout, reloaded
+        assert second_while_one_is_in_flight() == 200
+
+
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+def test_fleet_check_asks_the_managed_server_too(tmp_path: Path, kind: str) -> None:
+    """fleet check --proxy nginx|haproxy renders the server's file and runs nginx -t / haproxy -c."""
+    require_tool(kind)
+    shutil.copy(BACKEND, tmp_path / "app.py")
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(f"workers = 2\nproxy = '{kind}'\nport = 8123\n")
+    # Valid for fleet; HAProxy allows at most 32767 header fields; nginx gets no ssl key it can read.
+    bad.write_text(f"workers = 2\nproxy = '{kind}'\nport = 8123\n" + (
+        "max_header_count = 99999\n" if kind == "haproxy" else
+        f"ssl_certfile = '{tmp_path / 'app.py'}'\nssl_keyfile = '{tmp_path / 'app.py'}'\n"))
+    ok = run_cli("check", str(tmp_path / "app.py"), "--config", str(good))
+    assert ok.returncode == 0 and "configuration OK" in ok.stdout, ok.stderr
+    refused = run_cli("check", str(tmp_path / "app.py"), "--config", str(bad))
+    assert refused.returncode == 1, refused.stdout
+    assert f"fleet check: --proxy {kind}: {kind} rejects the generated configuration" in refused.stderr, refused.stderr

@@ -8,6 +8,7 @@ Heavy imports (tornado, the proxy) happen inside the commands so ``fleet --help`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -212,6 +213,13 @@ def check(ctx: click.Context, app: tuple[str, ...], app_args: tuple[str, ...] = 
             click.echo(f"fleet check: {exc}", err=True)
             sys.exit(1)
         what = ", ".join(f"{spec.name} ({spec.kind.value} app)" for spec in specs)
+    if not config.no_proxy and config.proxy in {"nginx", "haproxy"}:  # nginx -t, haproxy -c
+        from fleet.dataplane.plane import DataPlane
+
+        refused = asyncio.run(DataPlane.check_offline(config))
+        if refused:
+            click.echo(f"fleet check: --proxy {config.proxy}: {refused}", err=True)
+            sys.exit(1)
     source = ctx.meta["fleet.source"]
     found = os.path.exists(source.toml_path)
     click.echo(f"configuration OK: {source.toml_path if found else 'no fleet.toml'}; "

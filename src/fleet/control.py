@@ -252,10 +252,16 @@ def _config_lines(config: dict[str, Any] | None, now: float) -> list[str]:
     if not config or not config.get("source"):
         return []
     source = config["source"]
-    lines = [f"configuration: {source['file']}{'' if source.get('file_exists') else ' (not present)'}"]
+    line = f"configuration: {source['file']}{'' if source.get('file_exists') else ' (not present)'}"
+    if source.get("command_line"):  # these win over the file at a reload
+        line += f", command line: {', '.join(source['command_line'])}"
+    lines = [line]
     last = config.get("last_reload")
     if last:
-        lines.append(f"last configuration reload: {last['result']}, {_duration(now - last['time'])} ago")
+        line = f"last configuration reload: {last['result']}, {_duration(now - last['time'])} ago"
+        if last["result"] == "refused" and last.get("changes"):  # why, in one line
+            line += f": {str(last['changes'][0]).splitlines()[0]}"
+        lines.append(line)
     return lines
 
 

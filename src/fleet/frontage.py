@@ -148,6 +148,11 @@ class Frontage:
         elif self.front.routes:
             self.front.add_local_route(config.metrics_path, metrics.metrics_route(registry))
 
+    def _renew_metrics(self, config: Config) -> None:
+        """A live reload: --metrics-port's access rules and idle timeout, in place."""
+        if self._metrics_listener is not None:
+            self._metrics_listener.renew(config.metrics_allow, config.trusted_proxies(), config.client_timeout)
+
     def _serve_bokeh_static(self) -> None:
         """At start, and once a new generation serves: the front forgets the static files it
         read (a deploy may have changed an app's ``static/``, added one, or upgraded Bokeh) and

@@ -286,12 +286,10 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
 
     from fleet.ports import in_use_error
 
-    from fleet.balancer.context import AddressRules, client_address, render_ttl
-    from fleet.balancer.trust import TrustedProxies
+    from fleet.balancer.context import render_ttl
 
-    rules = AddressRules(allow) if allow is not None else None
     ttl = render_ttl(os.environ)
-    trust = TrustedProxies(trusted_proxies)
+    access = MetricsAccess(allow, trusted_proxies)
     routes: dict[str, LocalRoute] = {path: (metrics_route(registry), ())}
     routes.update(extra_routes or {})
 
@@ -302,7 +300,7 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
         def get(self) -> None:
             headers = [(name.encode("latin-1"), value.encode("latin-1"))
                        for name, value in self.request.headers.get_all()]
-            if rules is not None and not rules.allows(client_address(trust, self.request.remote_ip or "", headers)):
+            if not access.allows(self.request.remote_ip or "", headers):
                 raise tornado.web.HTTPError(404)
             status, content_type, body = self.route[0]()
             self.set_status(status)
@@ -336,13 +334,42 @@ async def serve_separately(registry: CollectorRegistry, address: str, port: int,
             raise in_use_error(address, port, "metrics port") from None
         raise
     bound = next(iter(server._sockets.values())).getsockname()[1]
-    return MetricsListener(server, bound)
+    return MetricsListener(server, bound, access)
+
+
+class MetricsAccess:
+    """Who may read the metrics port (``--metrics-allow``, through ``--trusted-proxy``);
+    replaced whole by a live reload, so each request sees one consistent rule."""
+
+    def __init__(self, allow: Iterable[str] | None, trusted_proxies: Iterable[str]) -> None:
+        from fleet.balancer.context import AddressRules
+        from fleet.balancer.trust import TrustedProxies
+
+        self.rules = AddressRules(allow) if allow is not None else None
+        self.trust = TrustedProxies(trusted_proxies)
+
+    def allows(self, peer: str, headers: list[tuple[bytes, bytes]]) -> bool:
+        from fleet.balancer.context import client_address
+
+        rules, trust = self.rules, self.trust
+        return rules is None or rules.allows(client_address(trust, peer, headers))
 
 
 class MetricsListener:
-    def __init__(self, server: object, port: int) -> None:
+    def __init__(self, server: object, port: int, access: MetricsAccess) -> None:
         self._server = server
         self.port = port
+        self._access = access
+
+    def renew(self, allow: Iterable[str] | None, trusted_proxies: Iterable[str], idle_timeout: float | None) -> None:
+        """A reloaded configuration, for each later request and connection."""
+        import copy
+
+        fresh = MetricsAccess(allow, trusted_proxies)
+        self._access.rules, self._access.trust = fresh.rules, fresh.trust
+        params = copy.copy(self._server.conn_params)  # type: ignore[attr-defined]
+        params.idle_connection_timeout = idle_timeout  # a connection keeps the parameters it was accepted with
+        self._server.conn_params = params  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self._server.stop()  # type: ignore[attr-defined]

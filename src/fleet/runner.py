@@ -306,6 +306,9 @@ class Master(Frontage):
         reloads = self.config_reloads
         try:
             plan = prepare(reloads.source, self.config)
+            refusal = await self.front.check(plan.effective)  # nginx -t, haproxy -c
+            if refusal is not None:
+                raise ConfigError(refusal)
         except ConfigError as exc:
             reloads.record("refused", [str(exc)])
             self.output.fleet(f"reload refused, nothing changed: {exc}")
@@ -348,6 +351,7 @@ class Master(Frontage):
         self.output.log_rotation = Rotation(config.log_max_size, config.log_keep)
         if before.recycling != config.recycling:
             self._start_recycler()
+        self._renew_metrics(config)
         note = await self.front.apply(config)
         return [note] if note else []
 

@@ -104,7 +104,7 @@ class Balancer:
         if self.port is not None:  # the ports stay as bound at start (port 0 resolved)
             views = views.bound(self.port, self.redirect_port)
         self.views = views
-        self.max_connections = views.limits.max_connections
+        self.max_connections, self.upstreams.worker_max_conns = views.limits.max_connections, views.limits.worker_max_conns
         self.context = self.context.renewed(views, self.log if views.access_log else None)
         self._contexts.add(self.context)
         if self._tls is not None:

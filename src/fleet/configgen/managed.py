@@ -37,6 +37,9 @@ class Managed:
     metrics_allow: tuple[str, ...]  # who may see fleet_paths and metrics_path
     trusted_proxies: tuple[str, ...]  # whose X-Forwarded-For names the client (nginx: realip)
     drain_timeout: float
+    # HAProxy 2.6+: an idle keep-alive client gets one more answer, with Connection: close, from
+    # a reloaded HAProxy's old worker instead of a close under its next request.
+    idle_close_on_response: bool = False
 
 
 def own_metrics_path(metrics_path: str, kind: str) -> str:
@@ -65,6 +68,12 @@ def _haproxy_terms(managed: Managed) -> list[str]:
 
 
 def haproxy_frontend(managed: Managed) -> list[str]:
+    reload = ["    # A reload (fleet reload) closes no idle keep-alive connection under a request.",
+              "    option idle-close-on-response"] if managed.idle_close_on_response else []
+    return reload + _haproxy_guards(managed)
+
+
+def _haproxy_guards(managed: Managed) -> list[str]:
     routed = _haproxy_terms(managed) if managed.fleet_socket else []
     own = managed.metrics_path
     guarded = [*routed, *([f"{{ path {hq(own)} }}"] if own else [])]

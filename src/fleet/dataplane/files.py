@@ -106,9 +106,11 @@ def fleet_paths(operations: OperationsSettings) -> tuple[str, ...]:
 class Renderer:
     """Renders the server's configuration for the current slots, always the same way."""
 
-    def __init__(self, config: Config, layout: Layout, deployment: Deployment | None = None) -> None:
+    def __init__(self, config: Config, layout: Layout, deployment: Deployment | None = None, *,
+                 idle_close_on_response: bool = False) -> None:
         self.config = config
         self.layout = layout
+        self.idle_close_on_response = idle_close_on_response  # HAProxy 2.6+
         base = deployment if deployment is not None else detect(config)
         # The server runs with fleet's own rights. As root, nginx would switch its workers to
         # `nobody`, who cannot open fleet's private directory: name root instead.
@@ -128,7 +130,7 @@ class Renderer:
             fleet_socket=self.layout.fleet_socket, fleet_paths=fleet_paths(self.config.operations),
             metrics_path=self.own_metrics_path(), metrics_allow=self.config.metrics_allow,
             trusted_proxies=self.config.trusted_proxies(),
-            drain_timeout=self.config.drain_timeout,
+            drain_timeout=self.config.drain_timeout, idle_close_on_response=self.idle_close_on_response,
         )
         # Managed nginx runs without the affinity maps of `fleet config nginx`: their per-worker
         # upstreams name fixed ports, and a blue/green reload moves every worker to the other

@@ -9,8 +9,10 @@ worker starts; ``start`` once the workers are ready; ``stop`` before the workers
 
 from __future__ import annotations
 
-
+import contextlib
+import os
 import shutil
+import tempfile
 from typing import Any, Iterable
 
 from fleet.config import Config
@@ -26,14 +28,16 @@ from fleet.supervisor.process import Output
 
 
 class DataPlane:
-    def __init__(self, config: Config, layout: Layout, binary: str, output: Output) -> None:
+    def __init__(self, config: Config, layout: Layout, binary: str, output: Output, *,
+                 idle_close_on_response: bool = False) -> None:
         self.config = config
         self.kind = layout.kind
         self.layout = layout
         self.binary = binary
         self.output = output
+        self.idle_close_on_response = idle_close_on_response
         self.model = PlaneModel(config)
-        self.renderer = Renderer(config, layout)
+        self.renderer = self._renderer(config)
         self.routes = InternalRoutes()
         self.server: process.ServerProcess | None = None
         self.sync: HAProxySync | NginxSync | None = None
@@ -58,7 +62,9 @@ class DataPlane:
         except PortInUseError as exc:
             raise DataPlaneError(f"--proxy {kind}: {exc}") from None
         make_private(layout.directory)
-        plane = cls(config, layout, binary, output)
+        # HAProxy 2.6+ can answer an idle keep-alive client once more across a reload.
+        idle_close = kind == "haproxy" and await process.haproxy_version(binary) >= (2, 6)
+        plane = cls(config, layout, binary, output, idle_close_on_response=idle_close)
         try:
             # The first generation's slots, as they will be once ready: what nginx -t must accept.
             for index in range(config.workers):
@@ -72,6 +78,29 @@ class DataPlane:
             plane.remove_files()
             raise
         return plane
+
+    @classmethod
+    async def check_offline(cls, config: Config) -> str | None:
+        """``fleet check --proxy nginx|haproxy``: why the server would reject the configuration
+        fleet would give it (refused options, ``nginx -t``, ``haproxy -c``), or None. In a
+        temporary private directory; nothing else is touched."""
+        errors = refusals(config)
+        if errors:
+            return "\n".join(errors)
+        try:
+            binary = process.find_binary(config.proxy)
+            with tempfile.TemporaryDirectory(prefix="fleet-check-") as directory:
+                layout = Layout(config.proxy, os.path.join(directory, "plane"))
+                make_private(layout.directory)
+                idle_close = config.proxy == "haproxy" and await process.haproxy_version(binary) >= (2, 6)
+                plane = cls(config, layout, binary, Output(), idle_close_on_response=idle_close)
+                for index in range(config.workers):
+                    plane.model.update(f"check{index}", f"w{index}", "ready")
+                plane.renderer.write(plane.model)
+                await process.check(config.proxy, binary, layout)
+        except DataPlaneError as exc:
+            return str(exc)
+        return None
 
     def check_scale(self, workers: int) -> str | None:
         """Why ``fleet scale workers`` cannot be followed, or None."""
@@ -88,30 +117,60 @@ class DataPlane:
     async def wait_idle(self, worker_id: str, timeout: float | None) -> bool:
         if self.sync is None:
             return True
+        if isinstance(self.sync, HAProxySync):
+            return await self.sync.wait_idle(worker_id, timeout, self.server.pid if self.server else None)
         return await self.sync.wait_idle(worker_id, timeout)
 
     def add_local_route(self, path: str, handler: Handler, headers: Iterable[tuple[str, str]] = ()) -> None:
         self.routes.add(path, handler, headers)
 
+    async def check(self, config: Config) -> str | None:
+        """Why the server would reject ``config`` (``nginx -t``, ``haproxy -c`` of the file it
+        would get), or None; nothing changes either way."""
+        candidate = self.layout.config_file + ".check"
+        try:
+            with open(candidate, "w", encoding="utf-8") as handle:
+                handle.write(self._renderer(config).text(self.model))
+            await process.check(self.kind, self.binary, self.layout, candidate)
+        except DataPlaneError as exc:
+            return f"--proxy {self.kind}: {exc}"
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(candidate)
+        return None
+
     async def apply(self, config: Config) -> str:
-        """A reloaded configuration: nginx's file is rendered again, checked (``nginx -t``) and
-        reloaded gracefully (old nginx workers finish their connections); a file nginx rejects
-        is put back as it was. HAProxy runs as one process here (``-db``): not yet."""
-        if self.kind != "nginx" or self.sync is None:
-            return (f"--proxy {self.kind}: its configuration is not regenerated by a reload yet; "
-                    f"proxy-side settings apply at the next start of fleet")
+        """A reloaded configuration: the server's file is rendered again, checked (``nginx -t``,
+        ``haproxy -c``) and the server reloaded gracefully (its old workers finish their
+        connections, WebSockets included; the listening sockets stay open); a file the server
+        rejects is put back as it was and the running configuration stays."""
+        if self.sync is None:
+            return f"--proxy {self.kind}: not running; it starts with the new configuration"
+        check = "nginx -t" if self.kind == "nginx" else "haproxy -c"
         previous = self.renderer
-        self.renderer = Renderer(config, self.layout)
+        self.renderer = self._renderer(config)
+        if self.renderer.text(self.model) == previous.text(self.model):
+            self.config = config
+            return f"{self.kind}: its configuration is unchanged"
         self._write()
         try:
             await process.check(self.kind, self.binary, self.layout)
         except DataPlaneError as exc:
             self.renderer = previous
             self._write()
-            return f"nginx: the new configuration was NOT applied (the running one stays): {exc}"
+            return f"{self.kind}: the new configuration was NOT applied (the running one stays): {exc}"
         self.config = config
-        await self.sync.resync()  # SIGHUP once the text differs, as for a worker change
-        return "nginx: configuration regenerated, checked (nginx -t) and reloaded"
+        if isinstance(self.sync, HAProxySync):
+            master = self.server.pid if self.server else None
+            failed = await self.sync.reload(master, self._write) if master else None
+            if failed:
+                return f"haproxy: configuration regenerated and checked ({check}), but {failed}"
+        else:
+            await self.sync.resync()  # SIGHUP once the text differs, as for a worker change
+        return f"{self.kind}: configuration regenerated, checked ({check}) and reloaded"
+
+    def _renderer(self, config: Config) -> Renderer:
+        return Renderer(config, self.layout, idle_close_on_response=self.idle_close_on_response)
 
     # -- start / stop ----------------------------------------------------------------------
     def _write(self) -> str:
@@ -166,7 +225,7 @@ class DataPlane:
             "binary": self.binary,
             "directory": self.layout.directory,
             "metrics": own,
-            "reloads": self.sync.reloads if isinstance(self.sync, NginxSync) else None,
+            "reloads": self.sync.reloads if self.sync is not None else None,
         }
 
 

@@ -1,6 +1,7 @@
 """nginx or HAProxy as a supervised child of the master.
 
-The server runs in the foreground (``nginx -g 'daemon off;'``, ``haproxy -db``) in its own
+The server runs in the foreground (``nginx -g 'daemon off;'``, ``haproxy -W -db``: HAProxy's
+master-worker mode, so a reload keeps the listening sockets and the master's pid) in its own
 process group with ``PR_SET_PDEATHSIG`` and fleet's watchdog (``WorkerProcess``), so it never
 outlives fleet; its output goes through fleet's output (``haproxy | ...``, ``--log-dir``).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import time
@@ -50,29 +52,50 @@ def find_binary(kind: str, search_path: str = SEARCH_PATH) -> str:
     return path
 
 
-def command(kind: str, binary: str, layout: Layout, *, test: bool = False) -> list[str]:
+def command(kind: str, binary: str, layout: Layout, *, test: bool = False, path: str | None = None) -> list[str]:
+    """``path``: a configuration file other than the layout's (a reload's candidate)."""
+    path = path or layout.config_file
     if kind == "nginx":
-        argv = [binary, "-p", layout.directory + "/", "-e", "stderr", "-c", layout.config_file]
+        argv = [binary, "-p", layout.directory + "/", "-e", "stderr", "-c", path]
         return [*argv, "-t", "-q"] if test else [*argv, "-g", "daemon off;"]
-    argv = [binary, "-f", layout.config_file]
+    argv = [binary, "-f", path]
     # No -q for the check: HAProxy's -q also silences the alerts that say what is wrong.
-    return [*argv, "-c"] if test else [*argv, "-db"]
+    return [*argv, "-c"] if test else [*argv, "-W", "-db"]
 
 
-async def check(kind: str, binary: str, layout: Layout) -> None:
-    """Raise DataPlaneError unless the server accepts the configuration file."""
+async def haproxy_version(binary: str) -> tuple[int, int]:
+    """(major, minor) of ``haproxy -v``; (0, 0) if it cannot be told."""
+    proc = await asyncio.create_subprocess_exec(binary, "-v", stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await with_timeout(proc.communicate(), CHECK_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return (0, 0)
+    return parse_haproxy_version(out.decode("utf-8", "replace"))
+
+
+def parse_haproxy_version(text: str) -> tuple[int, int]:
+    match = re.search(r"HA-?Proxy version (\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+async def check(kind: str, binary: str, layout: Layout, path: str | None = None) -> None:
+    """Raise DataPlaneError unless the server accepts the configuration file (``path``)."""
+    path = path or layout.config_file
     proc = await asyncio.create_subprocess_exec(
-        *command(kind, binary, layout, test=True), stdin=asyncio.subprocess.DEVNULL,
+        *command(kind, binary, layout, test=True, path=path), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await with_timeout(proc.communicate(), CHECK_TIMEOUT)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise DataPlaneError(f"{kind} did not finish checking {layout.config_file} within {CHECK_TIMEOUT:g} s") from None
+        raise DataPlaneError(f"{kind} did not finish checking {path} within {CHECK_TIMEOUT:g} s") from None
     if proc.returncode != 0:
         text = out.decode("utf-8", "replace").strip()
-        raise DataPlaneError(f"{kind} rejects the generated configuration {layout.config_file}:\n{text}")
+        raise DataPlaneError(f"{kind} rejects the generated configuration {path}:\n{text}")
 
 
 def probe_address(frontend: ProxySettings) -> tuple[str, int]:

@@ -131,6 +131,10 @@ class BuiltinFront:
     def reload_tls(self) -> str | None:
         return self.proxy.reload_tls()
 
+    async def check(self, config: "Config") -> str | None:
+        """Nothing beyond fleet's own validation."""
+        return None
+
     async def apply(self, config: "Config") -> str | None:
         """The proxy's views of the reloaded config (the front's one interface takes the whole
         Config: a managed front renders all of it)."""

@@ -123,6 +123,11 @@ class Front(Protocol):
         """Read the TLS certificate again; a message for the log, or None (no TLS here)."""
         ...
 
+    async def check(self, config: Any) -> str | None:
+        """Why the front cannot take a reloaded configuration (a managed server rejects its
+        file), or None; before anything of the reload is applied."""
+        ...
+
     async def apply(self, config: Any) -> str | None:
         """A reloaded configuration (``fleet.config.Config``) for new connections, in every
         process of the front before this returns; a note for the operator, or None."""

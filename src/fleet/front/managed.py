@@ -106,8 +106,12 @@ class ManagedFront:
     def reload_tls(self) -> str | None:
         return None
 
+    async def check(self, config: Config) -> str | None:
+        """``nginx -t`` / ``haproxy -c`` of the configuration a reload would give the server."""
+        return await self.plane.check(config) if self.plane is not None else None
+
     async def apply(self, config: Config) -> str | None:
-        """nginx: regenerated, checked and reloaded; HAProxy: not yet (the plane says so)."""
+        """The server's configuration regenerated, checked and reloaded gracefully (the plane)."""
         self.config = config
         return await self.plane.apply(config) if self.plane is not None else None
 

@@ -62,6 +62,10 @@ class NoFront:
     def reload_tls(self) -> str | None:
         return None
 
+    async def check(self, config: Any) -> str | None:
+        """Nothing beyond fleet's own validation."""
+        return None
+
     async def apply(self, config: Any) -> str | None:
         """No proxy: the workers get their settings from the new generation."""
         return None

@@ -10,6 +10,10 @@ time, bounded by a timeout); a TCP connect proves nothing, since the kernel acce
 for a process whose loop is stuck. Without ``--health-path`` a ``--cmd`` worker has no hang
 detection.
 
+A live reload (``renew``) changes ``--worker-timeout`` and ``--health-path`` for the workers
+spawned from then on (the new generation): a worker keeps the ones it started with, since its
+beat interval came with its environment.
+
 The decisions (``is_hung``, ``loop_lag``, ``beat_interval``) are pure and take ``now``; the
 ``Liveness`` class is the thin shell that reads files, runs probes and calls back to kill.
 """
@@ -84,12 +88,25 @@ class SpawnExtras:
     pass_fds: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Rules:
+    """A worker's ``--worker-timeout`` and ``--health-path``, as when it was spawned."""
+
+    timeout: float
+    health_path: str | None
+
+    @property
+    def interval(self) -> float:
+        return beat_interval(self.timeout) if self.timeout > 0 else 0.0
+
+
 @dataclass
 class _Watched:
     label: str
     kill: Callable[[], None]
     since: float  # monotonic: when watching began (the baseline before a first beat)
     beat: HeartbeatFile | None
+    rules: _Rules
     probe: asyncio.Task[None] | None = None
     last_ok: float = 0.0
     killed: bool = False
@@ -100,9 +117,8 @@ class Liveness:
 
     def __init__(self, timeout: float, health_path: str | None, probe_host: str,
                  say: Callable[[str], None]) -> None:
-        self.timeout = timeout
-        self.interval = beat_interval(timeout) if timeout > 0 else 0.0
-        self._health_path = health_path
+        self._rules = _Rules(timeout, health_path)  # for workers spawned from now on
+        self._spawned: dict[str, _Rules] = {}  # key -> the rules it was spawned with
         self._probe_host = probe_host
         self._say = say
         self._files: dict[str, HeartbeatFile] = {}
@@ -111,34 +127,49 @@ class Liveness:
         self._stopped_probes: set[asyncio.Task[None]] = set()  # cancelled, awaited by close()
 
     @property
+    def timeout(self) -> float:
+        return self._rules.timeout
+
+    @property
+    def interval(self) -> float:
+        return self._rules.interval
+
+    @property
     def enabled(self) -> bool:
-        return self.timeout > 0
+        return self._rules.timeout > 0
+
+    def renew(self, timeout: float, health_path: str | None) -> None:
+        """A reloaded configuration: for the workers spawned from now on."""
+        self._rules = _Rules(timeout, health_path)
 
     # -- per worker ----------------------------------------------------------------------------
     def prepare(self, key: str, *, beats: bool) -> SpawnExtras:
         """Before spawning ``key``'s process: a fresh heartbeat file if it can beat (APP workers)."""
         self.forget(key)
-        if not self.enabled or not beats:
+        rules = self._spawned[key] = self._rules
+        if rules.timeout <= 0 or not beats:
             return SpawnExtras()
         beat = self._files[key] = HeartbeatFile()
-        return SpawnExtras({ENV_FD: str(beat.fd), ENV_INTERVAL: f"{self.interval:g}"}, (beat.fd,))
+        return SpawnExtras({ENV_FD: str(beat.fd), ENV_INTERVAL: f"{rules.interval:g}"}, (beat.fd,))
 
     def watch(self, key: str, label: str, port: int, kill: Callable[[], None]) -> None:
         """``key``'s process is ready: from now on it must keep proving it is alive."""
-        if not self.enabled:
+        rules = self._spawned.get(key, self._rules)
+        if rules.timeout <= 0:
             return
         beat = self._files.get(key)
-        watched = _Watched(label, kill, time.monotonic(), beat)
+        watched = _Watched(label, kill, time.monotonic(), beat, rules)
         if beat is None:
-            if self._health_path is None:
+            if rules.health_path is None:
                 return  # a --cmd worker without --health-path: nothing can tell (see --help)
-            watched.probe = asyncio.ensure_future(self._probe(watched, port, self._health_path))
+            watched.probe = asyncio.ensure_future(self._probe(watched, port, rules.health_path))
         self._watched[key] = watched
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
 
     def forget(self, key: str) -> None:
         """``key``'s process is gone (or about to be replaced): stop watching, close its file."""
+        self._spawned.pop(key, None)
         watched = self._watched.pop(key, None)
         if watched is not None and watched.probe is not None:
             watched.probe.cancel()  # awaited by close(); a probe is bounded by its own timeout
@@ -157,13 +188,14 @@ class Liveness:
                 continue
             reading = watched.beat.read()
             last, lag = reading if reading is not None else (watched.since, 0.0)
-            result[key] = loop_lag(max(last, watched.since), lag, now, self.interval)
+            result[key] = loop_lag(max(last, watched.since), lag, now, watched.rules.interval)
         return result
 
     # -- checking ------------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(min(CHECK_INTERVAL, self.timeout / 20))
+            timeouts = [w.rules.timeout for w in self._watched.values()] or [self._rules.timeout or CHECK_INTERVAL * 20]
+            await asyncio.sleep(min(CHECK_INTERVAL, min(timeouts) / 20))
             self.check(time.monotonic())
 
     def check(self, now: float) -> None:
@@ -176,20 +208,21 @@ class Liveness:
                 what = "event loop blocked"
             else:
                 last = max(watched.last_ok, watched.since)
-                what = f"no 2xx answer from {self._health_path}"
-            if is_hung(last, now, self.timeout):
+                what = f"no 2xx answer from {watched.rules.health_path}"
+            timeout = watched.rules.timeout
+            if is_hung(last, now, timeout):
                 watched.killed = True
                 self._say(f"{watched.label} {what} for {now - last:.1f} s "
-                          f"(--worker-timeout {self.timeout:g}): killing it")
+                          f"(--worker-timeout {timeout:g}): killing it")
                 watched.kill()
 
     async def _probe(self, watched: _Watched, port: int, path: str) -> None:
-        timeout = min(self.timeout, MAX_PROBE_TIMEOUT)
+        timeout = min(watched.rules.timeout, MAX_PROBE_TIMEOUT)
         while True:
             started = time.monotonic()
             if await probe_once(self._probe_host, port, path, timeout=timeout):
                 watched.last_ok = time.monotonic()
-            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+            await asyncio.sleep(max(0.0, watched.rules.interval - (time.monotonic() - started)))
 
     async def close(self) -> None:
         for key in list(self._watched):

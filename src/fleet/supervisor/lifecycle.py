@@ -44,7 +44,7 @@ class WorkerLives:
 
     def __init__(self, views: SupervisorViews, spec: AppSpec | None, *,
                  observers: Iterable[Observer] = (), output: Output | None = None) -> None:
-        self.views = views  # frozen, built once at start
+        self._views = views  # frozen; a live reload replaces them (the ``views`` setter)
         self.spec = spec
         self.desired = views.workers.workers
         self._observers: list[Observer] = list(observers)
@@ -60,6 +60,17 @@ class WorkerLives:
         self._helpers: set[int] = set()  # the master's other children (proxy processes)
         self._liveness = Liveness(views.workers.worker_timeout, views.workers.health_path,
                                   probe_host(views.frontend), self.output.fleet)
+
+    @property
+    def views(self) -> SupervisorViews:
+        return self._views
+
+    @views.setter
+    def views(self, views: SupervisorViews) -> None:
+        """A reloaded configuration: read at each later start, drain and stop; the liveness
+        rules (``--worker-timeout``, ``--health-path``) for the workers spawned from now on."""
+        self._views = views
+        self._liveness.renew(views.workers.worker_timeout, views.workers.health_path)
 
     # -- snapshots -------------------------------------------------------------------------
     def _info(self, worker: Worker) -> WorkerInfo:
