@@ -358,6 +358,33 @@ def reload(ctx: click.Context, **_: Any) -> None:
 
 
 @main.command()
+@_config_options("reload")
+@click.pass_context
+def upgrade(ctx: click.Context, **_: Any) -> None:
+    """Run the newly installed fleet in the running fleet: same workers, connections kept.
+
+    The new code is checked first (imports, configuration); if it cannot start, the running
+    fleet serves on and this exits 1 with the reason. See the README, "Changing a running fleet".
+    """
+    from fleet.upgrade.client import follow
+
+    config = _make_config(ctx, "reload")
+    reply = _control_at(_socket_of(ctx, "upgrade", config), "upgrade")
+    click.echo(reply.get("message", "upgrading"))
+    sys.exit(follow(_socket_of(ctx, "upgrade", config), float(reply.get("requested_at", 0)), click.echo))
+
+
+def _control_at(path: str, command: str) -> Any:
+    from fleet.control import ControlError, request
+
+    try:
+        return request(path, command)
+    except ControlError as exc:
+        click.echo(f"fleet {command}: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("workers", type=click.IntRange(min=1))
 @_config_options("scale")
 @click.pass_context

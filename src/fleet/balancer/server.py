@@ -84,6 +84,7 @@ class Balancer:
         self._contexts: weakref.WeakSet[ProxyContext] = weakref.WeakSet([self.context])
         self.port: int | None = None
         self._listeners: list[socket.socket] = []
+        self.inherited: list[socket.socket] = []  # fleet upgrade: the old master's listeners
         self._accepting = False
         self._handshakes = 0  # accepted sockets not yet a ClientConnection (TLS handshake)
         self._ssl: ssl.SSLContext | None = None
@@ -141,7 +142,7 @@ class Balancer:
         raise_open_files_limit()
         self._ssl = self._ssl_context()
         try:
-            self._listeners = _tcp_listeners(where.address, where.port, reuse_port=self.reuse_port)
+            self._listeners = self.inherited or _tcp_listeners(where.address, where.port, reuse_port=self.reuse_port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise in_use_error(where.address, where.port) from None
@@ -158,7 +159,7 @@ class Balancer:
         if unix_listener is not None:
             unix_listener.setblocking(False)
             self._listeners.append(unix_listener)
-        elif where.unix_socket:
+        elif where.unix_socket and not self.inherited:
             try:
                 self._start_unix()
             except OSError:
