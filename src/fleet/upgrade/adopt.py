@@ -90,18 +90,35 @@ def restore_stats(balancer: "Balancer", data: dict[str, Any]) -> None:
 
 
 class _Hold(asyncio.Protocol):
-    """Reads nothing until the real protocol takes the transport over."""
+    """Holds what arrives until the real protocol takes the transport over. A loop may start
+    reading after ``connection_made`` (uvloop does), so a read can come in anyway: it is kept
+    (one read, then reading stops again) and given to the real protocol first."""
 
     def __init__(self) -> None:
         self.transport: Any = None
         self.lost = False
+        self.held: list[bytes] = []
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         transport.pause_reading()
 
+    def data_received(self, data: bytes) -> None:
+        self.held.append(data)
+        self.transport.pause_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+
+    def hand_to(self, protocol: Any) -> None:
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+
+    def release(self, protocol: Any) -> None:
+        held, self.held = self.held, []
+        if held:
+            protocol.data_received(b"".join(held))
+        self.transport.resume_reading()
 
 
 async def _held(fd: int) -> _Hold:
@@ -122,9 +139,8 @@ async def adopt_tunnel(balancer: "Balancer", record: TunnelRecord) -> bool:
         worker_side.transport.close()
         return False
     client, conn = ClientConnection(context), UpstreamConnection(context, upstream)
-    for hold, protocol in ((client_side, client), (worker_side, conn)):
-        hold.transport.set_protocol(protocol)
-        protocol.connection_made(hold.transport)
+    client_side.hand_to(client)
+    worker_side.hand_to(conn)
     exchange = Exchange(context.loop.time())
     exchange.state = TUNNEL  # the exchange that opened it lived in the old master
     exchange.upstream = upstream
@@ -132,8 +148,8 @@ async def adopt_tunnel(balancer: "Balancer", record: TunnelRecord) -> bool:
     conn.become_tunnel(responder)
     responder.tunnel, responder.tunnel_exchange = conn, exchange
     upstream.stats.websockets += 1
-    client_side.transport.resume_reading()
-    worker_side.transport.resume_reading()
+    client_side.release(client)
+    worker_side.release(conn)
     return True
 
 
@@ -144,9 +160,8 @@ async def adopt_client(balancer: "Balancer", fd: int) -> None:
     if hold.lost:
         return
     client = ClientConnection(balancer.context)
-    hold.transport.set_protocol(client)
-    client.connection_made(hold.transport)
-    hold.transport.resume_reading()
+    hold.hand_to(client)
+    hold.release(client)
 
 
 async def adopt_connections(master: "Master", state: UpgradeState) -> str:

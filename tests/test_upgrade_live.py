@@ -1,0 +1,107 @@
+"""``fleet upgrade`` under load, on real processes and sockets: a new release installed into the
+fleet's environment (a copy of fleet's source on PYTHONPATH, changed in place as ``pip install
+-U`` would) takes over with no failed or refused request, no WebSocket closed, the same worker
+pids and counters that go on; a release that cannot import is refused and the old fleet serves
+on."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fleet
+from liveload import Echo, LiveLoad
+from support import FRESH_METRICS, http_get, wait_until
+from up_helpers import Fleet, up
+
+BACKEND = Path(__file__).resolve().parent / "apps" / "backend.py"
+SOURCE = Path(fleet.__file__).resolve().parent
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Path:
+    """A fleet installed for this test only: the directory to put on PYTHONPATH."""
+    site = tmp_path / "site"
+    shutil.copytree(SOURCE, site / "fleet", ignore=shutil.ignore_patterns("__pycache__"))
+    return site
+
+
+def release(site: Path, version: str) -> None:
+    init = site / "fleet" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text()))
+
+
+def counters(port: int) -> dict[str, float]:
+    _, _, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    totals: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        match = re.match(r"(fleet_requests_total|fleet_bytes_sent_total|fleet_upgrades_total)(\{[^}]*\})? (\S+)", line)
+        if match:
+            key = match.group(1) + (match.group(2) or "") if match.group(1) == "fleet_upgrades_total" else match.group(1)
+            totals[key] = totals.get(key, 0.0) + float(match.group(3))
+    return totals
+
+
+def workers(status: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return sorted((w["id"], w["pid"], w["port"], w["generation"], w["started_at"], w["restarts"])
+                  for w in status["workers"])
+
+
+def start(tmp_path: Path, site: Path) -> Fleet:
+    shutil.copy(BACKEND, tmp_path / "backend.py")
+    started = up(tmp_path, "backend.py", workers=2, proxy=True, env={"PYTHONPATH": str(site), **FRESH_METRICS})
+    started.proc.wait_for_output(r"ready: open", timeout=60)
+    return started
+
+
+def test_an_upgrade_under_load_keeps_workers_websockets_and_counters(tmp_path: Path, installed: Path) -> None:
+    running = start(tmp_path, installed)
+    with running.proc:
+        with LiveLoad(running.port, websockets=30, exchange=Echo("/ws")) as load:
+            wait_until(lambda: counters(running.port).get("fleet_requests_total", 0) > 200, timeout=30)
+            before, counted = running.status(), counters(running.port)
+            release(installed, "99.0.0")
+            done = running.cli("upgrade")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "upgraded from" in done.stdout
+            after = running.status()
+            wait_until(lambda: counters(running.port).get("fleet_requests_total", 0) > counted["fleet_requests_total"],
+                       timeout=20)
+            result = load.stop()
+        assert result.failures() == [], result.summary() + "\n" + running.proc.output()[-3000:]
+        assert result.websockets == 30
+        assert after["version"] == "99.0.0" and before["version"] == fleet.__version__
+        assert after["pid"] == before["pid"]
+        assert workers(after) == workers(before)
+        assert after["started_at"] > before["started_at"]
+        assert after["fleet_started_at"] == before["fleet_started_at"]
+        assert after["upgrade"]["last"]["result"] == "done"
+        now = counters(running.port)
+        assert now["fleet_requests_total"] >= counted["fleet_requests_total"]
+        assert now["fleet_bytes_sent_total"] >= counted["fleet_bytes_sent_total"]
+        assert now['fleet_upgrades_total{result="done"}'] == 1
+        assert "upgrade: 2 workers, 30 WebSockets" in running.proc.output()
+
+
+def test_a_release_that_cannot_import_is_refused_and_the_old_fleet_serves_on(tmp_path: Path, installed: Path) -> None:
+    running = start(tmp_path, installed)
+    with running.proc:
+        with LiveLoad(running.port, websockets=30, exchange=Echo("/ws")) as load:
+            before = running.status()
+            broken = installed / "fleet" / "upgrade" / "adopt.py"
+            broken.write_text(broken.read_text() + "\nraise ImportError('this release is broken')\n")
+            release(installed, "99.0.1")
+            refused = running.cli("upgrade")
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert "Traceback" in refused.stderr and "this release is broken" in refused.stderr
+            after = running.status()
+            result = load.stop()
+        assert result.failures() == [], result.summary()
+        assert after["version"] == before["version"] == fleet.__version__
+        assert workers(after) == workers(before)
+        assert after["upgrade"]["last"]["result"] == "refused"
+        assert counters(running.port)['fleet_upgrades_total{result="refused"}'] == 1
