@@ -368,20 +368,15 @@ def upgrade(ctx: click.Context, **_: Any) -> None:
     """
     from fleet.upgrade.client import follow
 
-    config = _make_config(ctx, "reload")
-    reply = _control_at(_socket_of(ctx, "upgrade", config), "upgrade")
-    click.echo(reply.get("message", "upgrading"))
-    sys.exit(follow(_socket_of(ctx, "upgrade", config), float(reply.get("requested_at", 0)), click.echo))
-
-
-def _control_at(path: str, command: str) -> Any:
     from fleet.control import ControlError, request
 
+    path = _socket_of(ctx, "upgrade", _make_config(ctx, "reload"))
     try:
-        return request(path, command)
+        reply = request(path, "upgrade")
     except ControlError as exc:
-        click.echo(f"fleet {command}: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(click.echo(f"fleet upgrade: {exc}", err=True) or 1)
+    click.echo(reply.get("message", "upgrading"))
+    sys.exit(follow(path, float(reply.get("requested_at", 0)), click.echo))
 
 
 @main.command()

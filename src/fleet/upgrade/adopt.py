@@ -23,7 +23,9 @@ from fleet.upgrade.state import MAX_STATE_BYTES, StateError, TunnelRecord, Upgra
 
 if TYPE_CHECKING:
     from fleet.balancer.server import Balancer
-    from fleet.runner import Master
+
+
+Master = Any  # runner.Master (the runner imports this module)
 
 
 def take_state(environ: dict[str, str] | Any = os.environ) -> UpgradeState | None:
@@ -164,7 +166,7 @@ async def adopt_client(balancer: "Balancer", fd: int) -> None:
     hold.release(client)
 
 
-async def adopt_connections(master: "Master", state: UpgradeState) -> str:
+async def adopt_connections(master: Master, state: UpgradeState) -> str:
     """After the workers are adopted (their upstreams exist): tunnels and idle clients."""
     balancer: Any = master.front.proxy  # type: ignore[attr-defined]
     tunnels = 0
@@ -186,7 +188,7 @@ async def adopt_connections(master: "Master", state: UpgradeState) -> str:
 __all__ = ["take_state", "prepare_front", "restore_stats", "adopt_tunnel", "adopt_client", "adopt_connections", "adopted"]
 
 
-async def adopted(master: "Master", state: UpgradeState) -> None:
+async def adopted(master: Master, state: UpgradeState) -> None:
     """In place of the supervisor's start: the old master's workers, counters and history."""
     import fleet
     from fleet.config import replace

@@ -30,8 +30,9 @@ from fleet.upgrade.state import VERSION, TunnelRecord, UpgradeState, WatchdogRec
 
 if TYPE_CHECKING:
     from fleet.balancer.server import Balancer
-    from fleet.runner import Master
 
+# runner.Master: typed loosely here, the runner imports this package (no import circle).
+Master = Any
 STATE_ENV = "FLEET_UPGRADE_STATE"  # the descriptor number of the state (a memfd) for the new master
 RESULTS = ("done", "refused", "failed")
 CONTROL_WAIT = 2.0  # for control answers being written before the exec
@@ -106,7 +107,7 @@ def stats_data(balancer: "Balancer") -> dict[str, Any]:
     }
 
 
-def _workers(master: "Master") -> list[WorkerRecord]:
+def _workers(master: Master) -> list[WorkerRecord]:
     supervisor: Any = master.supervisor
     records = []
     for worker in supervisor._roster.all():
@@ -121,7 +122,7 @@ def _workers(master: "Master") -> list[WorkerRecord]:
     return records
 
 
-def refusal(master: "Master") -> str | None:
+def refusal(master: Master) -> str | None:
     """Why an upgrade cannot start now (the state this release hands over has no place for it)."""
     from fleet.balancer.server import Balancer
     from fleet.supervisor.policy import WorkerState
@@ -147,7 +148,7 @@ def _memfd(data: bytes) -> int:
     return fd
 
 
-async def check(master: "Master") -> preflight.Verdict:
+async def check(master: Master) -> preflight.Verdict:
     """Whether an upgrade may start, and the new code's preflight; ``UpgradeError`` (counted,
     nothing touched) if not."""
     upgrades: Upgrades = master.upgrades
@@ -175,7 +176,7 @@ async def check(master: "Master") -> preflight.Verdict:
     return verdict
 
 
-async def handover(master: "Master", verdict: preflight.Verdict) -> None:
+async def handover(master: Master, verdict: preflight.Verdict) -> None:
     """Quiesce, write the state, execv; returns only when the upgrade did not happen (the
     reason is recorded and logged; the old fleet serves on)."""
     upgrades: Upgrades = master.upgrades
@@ -211,7 +212,7 @@ async def handover(master: "Master", verdict: preflight.Verdict) -> None:
     master.output.fleet(f"upgrade failed: {message}")
 
 
-def _state(master: "Master", quiet: Quiesced, balancer: "Balancer") -> UpgradeState:
+def _state(master: Master, quiet: Quiesced, balancer: "Balancer") -> UpgradeState:
     supervisor: Any = master.supervisor
     watchdog = supervisor._watchdog
     watchdog_record = None

@@ -56,8 +56,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] != "up":
         print("preflight: expected the command line of `fleet up`", file=sys.stderr)
         return 2
-    from fleet.cli import main as cli
-
+    cli = importlib.import_module("fleet.cli").main  # already imported above, by name
     cli(args=["check", *argv[1:]], prog_name="fleet")  # exits 0, or 1 with fleet up's message
     return 0
 
