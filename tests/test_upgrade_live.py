@@ -105,3 +105,41 @@ def test_a_release_that_cannot_import_is_refused_and_the_old_fleet_serves_on(tmp
         assert workers(after) == workers(before)
         assert after["upgrade"]["last"]["result"] == "refused"
         assert counters(running.port)['fleet_upgrades_total{result="refused"}'] == 1
+
+
+def test_sigusr2_after_a_reload_keeps_the_draining_generation_and_its_websockets(tmp_path: Path,
+                                                                                 installed: Path) -> None:
+    import os
+    import signal
+
+    import websocket
+
+    running = start(tmp_path, installed)
+    with running.proc:
+        url, origin = f"ws://127.0.0.1:{running.port}/ws", f"http://127.0.0.1:{running.port}"
+        sockets = [websocket.create_connection(url, origin=origin, timeout=10) for _ in range(4)]
+        try:
+            for n, sock in enumerate(sockets):
+                sock.send(f"before {n}")
+                assert sock.recv().endswith(f"before {n}")
+            reloaded = running.cli("reload")
+            assert reloaded.returncode == 0, reloaded.stderr
+            before = running.status()
+            draining = {w["id"]: w["pid"] for w in before["workers"] if w["state"] == "draining"}
+            assert len(draining) == 2
+            release(installed, "99.0.2")
+            os.kill(before["pid"], signal.SIGUSR2)
+            wait_until(lambda: running.status()["version"] == "99.0.2", timeout=60)
+            after = running.status()
+            assert {w["id"]: w["pid"] for w in after["workers"] if w["state"] == "draining"} == draining
+            assert workers(after) == workers(before)
+            for n, sock in enumerate(sockets):  # each tunnel still reaches its old worker
+                sock.send(f"after {n}")
+                answer = sock.recv()
+                assert answer.endswith(f"after {n}") and answer.split(":")[0] in draining, answer
+        finally:
+            for sock in sockets:
+                sock.close()
+        # Their WebSockets closed: the adopted drains end and the old generation stops.
+        wait_until(lambda: all(w["state"] == "ready" for w in running.status()["workers"])
+                   and len(running.status()["workers"]) == 2, timeout=30)

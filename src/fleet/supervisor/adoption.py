@@ -7,8 +7,9 @@ this master dies, kills them as before). A worker is adopted as READY in the ros
 counters (spawns, planned restarts), start time and generation; its task then runs the usual
 life from "supervise until exit" (``WorkerLives._run``): a later crash is restarted as always.
 
-What this does not adopt: a worker that is not READY and current (a reload or a drain in
-progress); the upgrade refuses to start then (``handover``).
+A worker that was draining (replaced by a reload or a recycle) is adopted into the replaced
+workers and drained again, its ``--drain-timeout`` counted from the upgrade. What this does not
+adopt: a worker starting, stopping or in backoff (the upgrade refuses to start then).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fleet.supervisor.heartbeat import HeartbeatFile
 from fleet.supervisor.policy import WorkerState, transition
 from fleet.supervisor.process import LineRelay, WorkerProcess
 from fleet.supervisor.watchdog import Watchdog
-from fleet.supervisor.worker import Worker
+from fleet.supervisor.worker import Intent, Worker
 
 if TYPE_CHECKING:
     from fleet.supervisor.manager import Supervisor
@@ -134,8 +135,23 @@ def adopt_workers(supervisor: "Supervisor", state: "UpgradeState") -> None:
         worker.state = transition(WorkerState.STARTING, WorkerState.READY)
         worker.announced = lives._info(worker)  # it was ready before: no "ready" hook again
         lives._roster.add(worker)
-        supervisor._serve(worker)
+        if record.draining:  # replaced before the upgrade: no new client, stopped once drained
+            worker.state = transition(worker.state, WorkerState.DRAINING)
+            lives._roster.retire(worker)
+            worker.intend(Intent.STOP)
+            lives._changed(worker)
+        else:
+            supervisor._serve(worker)
         worker.task = asyncio.ensure_future(lives._run(worker, False))
 
 
-__all__ = ["AdoptedProcess", "adopt_watchdog", "adopt_workers"]
+def drain_adopted(supervisor: "Supervisor") -> None:
+    """Once the adopted WebSockets count on their workers again: the drains go on, each with
+    its full ``--drain-timeout`` from now."""
+    lives: Any = supervisor
+    draining = list(lives._roster.replaced.values())
+    if draining:
+        lives._drains.begin(draining, supervisor.views.workers.drain_timeout)
+
+
+__all__ = ["AdoptedProcess", "adopt_watchdog", "adopt_workers", "drain_adopted"]

@@ -209,7 +209,7 @@ class WorkerLives:
             if proc is None:
                 returncode: int | None = spawn_failure
             else:
-                if worker.intent is Intent.STOP:
+                if worker.intent is Intent.STOP and not adopted:  # an adopted one may be draining
                     proc.signal_group(signal.SIGKILL)  # a stop came while it was being spawned
                 self._changed(worker)  # the pid is known now
                 returncode = await (self._supervise_adopted(worker) if adopted else self._supervise(worker))

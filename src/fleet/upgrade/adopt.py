@@ -182,6 +182,10 @@ async def adopt_connections(master: Master, state: UpgradeState) -> str:
             clients += 1
         except OSError:
             pass  # that client went away meanwhile
+    from fleet.supervisor.adoption import drain_adopted
+
+    assert master.supervisor is not None
+    drain_adopted(master.supervisor)
     return f"{len(state.workers)} workers, {tunnels} WebSockets and {clients} idle connections adopted"
 
 

@@ -108,6 +108,8 @@ def stats_data(balancer: "Balancer") -> dict[str, Any]:
 
 
 def _workers(master: Master) -> list[WorkerRecord]:
+    from fleet.supervisor.policy import WorkerState
+
     supervisor: Any = master.supervisor
     records = []
     for worker in supervisor._roster.all():
@@ -118,7 +120,8 @@ def _workers(master: Master) -> list[WorkerRecord]:
             pid=proc.pid, started_at=worker.started_at, started_mono=worker.started_mono,
             ready_since=worker.ready_since, spawns=worker.spawns, planned_restarts=worker.planned_restarts,
             request_limit=worker.request_limit, output_fd=os.dup(proc.output_fd),
-            heartbeat_fd=os.dup(beat.fd) if beat is not None and beat.fd >= 0 else None))
+            heartbeat_fd=os.dup(beat.fd) if beat is not None and beat.fd >= 0 else None,
+            draining=worker.state is WorkerState.DRAINING))
     return records
 
 
@@ -134,10 +137,13 @@ def refusal(master: Master) -> str | None:
     supervisor: Any = master.supervisor
     if supervisor is None or supervisor._ops.locked() or master._reloading.locked():
         return "a reload, scale or recycle is in progress; try again when it is done"
-    for worker in supervisor._roster.all():
-        if worker.state is not WorkerState.READY or not supervisor._roster.is_current(worker) or worker.proc is None:
-            return (f"worker {worker.id} is {worker.state.value}; an upgrade adopts ready, current workers "
-                    f"only: try again once `fleet status` shows none draining or starting")
+    roster = supervisor._roster
+    for worker in roster.all():
+        serving = worker.state is WorkerState.READY and roster.is_current(worker)
+        draining = worker.state is WorkerState.DRAINING and worker.id in roster.replaced
+        if not (serving or draining) or worker.proc is None:
+            return (f"worker {worker.id} is {worker.state.value}; an upgrade adopts ready and draining "
+                    f"workers only: try again once `fleet status` shows none starting or stopping")
     return None
 
 

@@ -36,6 +36,7 @@ class WorkerRecord:
     request_limit: int
     output_fd: int  # read end of the worker's stdout/stderr pipe
     heartbeat_fd: int | None  # --worker-timeout heartbeat file, when the worker beats
+    draining: bool = False  # replaced by a reload or recycle, draining (its drain starts again)
 
 
 @dataclass(frozen=True)
