@@ -162,6 +162,7 @@ def main() -> None:
       fleet status                what the workers are doing
       fleet reload                new code, and the changes of fleet.toml, with no failed request
       fleet check                 validate fleet.toml and options without a running fleet
+      fleet upgrade               run the newly installed fleet, keeping workers and connections
       fleet ls                    the running fleets of this user
       fleet logs w1 -f            a worker's recent and new output
       fleet config nginx          the equivalent nginx configuration
