@@ -143,3 +143,25 @@ def test_sigusr2_after_a_reload_keeps_the_draining_generation_and_its_websockets
         # Their WebSockets closed: the adopted drains end and the old generation stops.
         wait_until(lambda: all(w["state"] == "ready" for w in running.status()["workers"])
                    and len(running.status()["workers"]) == 2, timeout=30)
+
+
+def test_a_new_master_that_fails_after_the_exec_leaves_no_process_behind(tmp_path: Path, installed: Path) -> None:
+    import psutil
+
+    running = start(tmp_path, installed)
+    with running.proc:
+        before = running.status()
+        pids = [before["pid"], *(w["pid"] for w in before["workers"])]
+        adopt = installed / "fleet" / "upgrade" / "adopt.py"
+        marker = "    supervisor = master.supervisor\n    assert supervisor is not None\n"
+        assert marker in adopt.read_text()
+        # Imports and checks fine (the preflight passes), fails only once it has taken over.
+        adopt.write_text(adopt.read_text().replace(
+            marker, marker + "    raise RuntimeError('this release fails after the exec')\n", 1))
+        failed = running.cli("upgrade")
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "the fleet is gone" in failed.stdout
+        assert running.proc.wait(timeout=30) != 0
+        assert "this release fails after the exec" in running.proc.output()
+        wait_until(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                                   for pid in pids), timeout=20)

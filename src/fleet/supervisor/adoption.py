@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from fleet.supervisor.manager import Supervisor
     from fleet.upgrade.state import UpgradeState, WatchdogRecord
 
-POLL_EXIT = 0.5  # a lost pidfd wake-up costs at most this long
+POLL_EXIT = 5.0  # the pidfd wakes the wait; this only bounds a wake-up that never came
 
 
 class AdoptedProcess(WorkerProcess):
@@ -64,7 +64,11 @@ class AdoptedProcess(WorkerProcess):
         try:
             while not self._reap():
                 woken.clear()
-                await asyncio.wait({asyncio.ensure_future(woken.wait())}, timeout=POLL_EXIT)
+                waiter = asyncio.ensure_future(woken.wait())
+                try:
+                    await asyncio.wait({waiter}, timeout=POLL_EXIT)
+                finally:
+                    waiter.cancel()  # one task per wait, never one per poll left behind
         finally:
             loop.remove_reader(pidfd)
             os.close(pidfd)

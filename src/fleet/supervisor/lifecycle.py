@@ -300,7 +300,11 @@ class WorkerLives:
         assert proc is not None
         exited = asyncio.ensure_future(proc.wait())
         self._liveness.watch(worker.id, worker.label, worker.port, lambda: self._kill_hung(worker, proc))
-        await self._watch_stability(worker, exited)
+        try:
+            await self._watch_stability(worker, exited)
+        except BaseException:
+            await cancel_and_wait([exited])
+            raise
         return await self._reap(worker, exited)
 
     async def _watch_stability(self, worker: Worker, exited: asyncio.Future[int]) -> None:

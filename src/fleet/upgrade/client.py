@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from fleet.control import ControlError, request
+from fleet.control import ControlError, request, socket_answers
 
 FOLLOW_TIMEOUT = 120.0
 POLL = 0.1
@@ -28,7 +28,13 @@ def follow(path: str, requested_at: float, say: Callable[[str], None], timeout: 
         try:
             status = request(path, "status", timeout=10.0)
         except ControlError:
-            time.sleep(POLL)  # between the old code and the new: the socket queues, or a lost answer
+            # Between the old code and the new the socket queues (it stays open); refused means
+            # that nothing holds it any more: the new master failed after the exec.
+            if not socket_answers(path):
+                say("the fleet is gone: the new code failed after taking over (see fleet's output); "
+                    "its workers were stopped with it")
+                return 1
+            time.sleep(POLL)
             continue
         last = outcome(status, requested_at)
         if last is not None:
