@@ -109,6 +109,8 @@ class Master(Frontage):
         loop = asyncio.get_running_loop()
         for sig, event in SIGNAL_EVENTS.items():
             loop.add_signal_handler(sig, self._events.put_nowait, event)
+        # After fleet upgrade's exec they were held (fleet.upgrade.handover): delivered now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_EVENTS)
 
     def _remove_signals(self) -> None:
         loop = asyncio.get_running_loop()

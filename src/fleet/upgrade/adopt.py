@@ -189,7 +189,8 @@ async def adopt_connections(master: Master, state: UpgradeState) -> str:
     return f"{len(state.workers)} workers, {tunnels} WebSockets and {clients} idle connections adopted"
 
 
-__all__ = ["take_state", "prepare_front", "restore_stats", "adopt_tunnel", "adopt_client", "adopt_connections", "adopted"]
+__all__ = ["take_state", "prepare_front", "restore_stats", "adopt_tunnel", "adopt_client", "adopt_connections",
+           "adopted"]
 
 
 async def adopted(master: Master, state: UpgradeState) -> None:

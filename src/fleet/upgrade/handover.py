@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 Master = Any
 STATE_ENV = "FLEET_UPGRADE_STATE"  # the descriptor number of the state (a memfd) for the new master
 RESULTS = ("done", "refused", "failed")
+HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU})
 CONTROL_WAIT = 2.0  # for control answers being written before the exec
 QUIESCE_LIMIT = 30.0  # at most this long for in-flight requests (and --graceful-timeout)
 HISTORY = 10
@@ -133,7 +135,8 @@ def refusal(master: Master) -> str | None:
     if master.stopping:
         return "fleet is stopping"
     if not isinstance(getattr(master.front, "proxy", None), Balancer):
-        return "fleet upgrade needs the built-in proxy in the master (not yet --proxy-processes N, --proxy nginx|haproxy or --no-proxy)"
+        return ("fleet upgrade needs the built-in proxy in the master (not yet --proxy-processes N, "
+                "--proxy nginx|haproxy or --no-proxy)")
     supervisor: Any = master.supervisor
     if supervisor is None or supervisor._ops.locked() or master._reloading.locked():
         return "a reload, scale or recycle is in progress; try again when it is done"
@@ -202,6 +205,11 @@ async def handover(master: Master, verdict: preflight.Verdict) -> None:
         upgrades.record("refused", str(exc), (old, verdict.version))
         master.output.fleet(f"upgrade refused: {exc}")
         return
+    if master.stopping:  # a stop came meanwhile: it wins
+        resume(balancer, quiet)
+        upgrades.move(Phase.IDLE)
+        upgrades.record("refused", "fleet is stopping", (old, verdict.version))
+        return
     upgrades.move(Phase.EXECUTING)
     state = _state(master, quiet, balancer)
     error = _exec(state)
@@ -250,9 +258,13 @@ def _exec(state: UpgradeState) -> str:
     env = {**os.environ, STATE_ENV: str(fd)}
     sys.stdout.flush()
     sys.stderr.flush()
+    # A signal during the exec would meet the default action (HUP, TERM, USR2: terminate): it
+    # stays pending instead (the mask survives execve) until the new master has its handlers.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
     try:
         os.execve(sys.executable, argv, env)
     except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
         os.close(fd)
         return str(exc)
     return "execve returned"  # never: execve does not return on success

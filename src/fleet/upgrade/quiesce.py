@@ -75,7 +75,7 @@ async def quiesce(balancer: Balancer, timeout: float) -> Quiesced:
     held: dict[ClientConnection, str] = {}  # client -> "idle" or "tunnel"
     deadline = loop.time() + timeout
     while True:
-        busy = 0
+        busy = balancer._handshakes  # accepted just before: a ClientConnection in a moment
         for client in list(balancer.context.clients):
             if client in held or client.closed:
                 continue
