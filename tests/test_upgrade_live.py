@@ -133,6 +133,7 @@ def test_sigusr2_after_a_reload_keeps_the_draining_generation_and_its_websockets
             after = running.status()
             assert {w["id"]: w["pid"] for w in after["workers"] if w["state"] == "draining"} == draining
             assert workers(after) == workers(before)
+            assert after["last_reload"] == before["last_reload"] and after["last_reload"]["ok"]
             for n, sock in enumerate(sockets):  # each tunnel still reaches its old worker
                 sock.send(f"after {n}")
                 answer = sock.recv()

@@ -211,6 +211,7 @@ async def adopted(master: Master, state: UpgradeState) -> None:
     for result, count in dict(state.config_reloads.get("counts", {})).items():
         reloads.counts[str(result)] = int(count)
     reloads.last = state.config_reloads.get("last")
+    supervisor.last_reload = state.last_reload
     master.fleet_started_at = state.fleet_started_at
     master.upgrades.restore(state.upgrades)
     message = f"upgraded from {state.written_by} to {fleet.__version__}"

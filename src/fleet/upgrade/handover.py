@@ -246,6 +246,7 @@ def _state(master: Master, quiet: Quiesced, balancer: "Balancer") -> UpgradeStat
         config_reloads={"counts": dict(reloads.counts), "last": reloads.last},
         upgrades=master.upgrades.as_data(),
         bokeh_environment=[list(pair) for pair in master.config.bokeh_environment],
+        last_reload=supervisor.last_reload,
     )
 
 

@@ -72,6 +72,7 @@ class UpgradeState:
     config_reloads: dict[str, Any] = field(default_factory=dict)  # counts, last
     upgrades: dict[str, Any] = field(default_factory=dict)  # counts, last
     bokeh_environment: list[list[str]] = field(default_factory=list)  # this run's made secrets
+    last_reload: dict[str, Any] | None = None  # the supervisor's last generation reload
     version: int = VERSION
 
     def fds(self) -> list[int]:
@@ -133,6 +134,7 @@ def load(raw: bytes) -> UpgradeState:
             stats=dict(data.get("stats", {})), recycles=dict(data.get("recycles", {})),
             config_reloads=dict(data.get("config_reloads", {})), upgrades=dict(data.get("upgrades", {})),
             bokeh_environment=[list(pair) for pair in data.get("bokeh_environment", [])],
+            last_reload=data.get("last_reload"),
             version=VERSION,
         )
     except TypeError as exc:  # a record with a missing or unknown field
