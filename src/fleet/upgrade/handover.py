@@ -205,6 +205,9 @@ async def handover(master: Master, verdict: preflight.Verdict) -> None:
         upgrades.record("refused", str(exc), (old, verdict.version))
         master.output.fleet(f"upgrade refused: {exc}")
         return
+    if quiet.closed_tunnels or quiet.closed_clients:
+        master.output.fleet(f"upgrade: {quiet.closed_tunnels} WebSocket(s) closed (TLS, or a peer that did not "
+                            f"read) and {quiet.closed_clients} idle TLS connection(s) closed between requests")
     if master.stopping:  # a stop came meanwhile: it wins
         resume(balancer, quiet)
         upgrades.move(Phase.IDLE)
