@@ -83,3 +83,12 @@ def test_the_cli_waits_for_the_upgrade_it_asked_for() -> None:
     assert outcome(status, 5.0) == {"time": 5.0, "result": "done"}
     assert outcome({"upgrade": {"last": None}}, 0.0) is None
     assert isinstance(UpgradeState, type)
+
+
+def test_fleet_status_shows_the_last_upgrade() -> None:
+    from fleet.control import format_status
+
+    last = {"time": 40.0, "result": "refused", "message": "the installed fleet cannot start\nTraceback"}
+    reply = {"pid": 1, "time": 100.0, "workers": [], "upgrade": {"last": last}}
+    assert "last upgrade: refused, 1m00s ago: the installed fleet cannot start" in format_status(reply)
+    assert "last upgrade" not in format_status({"pid": 1, "time": 100.0, "workers": [], "upgrade": {"last": None}})

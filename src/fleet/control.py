@@ -332,4 +332,9 @@ def format_status(reply: dict[str, Any]) -> str:
         lines.append(f"broken app {url}: {problem}")
     lines += _table(rows)
     lines += _config_lines(reply.get("config"), now)  # below the table: scripts read rows 2..
+    upgrade = (reply.get("upgrade") or {}).get("last")
+    if upgrade:  # fleet upgrade (fleet.upgrade): when, what, and the first line of why
+        reason = str(upgrade.get("message") or "").splitlines()[:1]
+        lines.append(f"last upgrade: {upgrade.get('result')}, {_duration(now - float(upgrade.get('time', now)))} ago"
+                     f"{': ' + reason[0] if reason else ''}")
     return "\n".join(lines)
