@@ -166,3 +166,19 @@ def test_a_new_master_that_fails_after_the_exec_leaves_no_process_behind(tmp_pat
         assert "this release fails after the exec" in running.proc.output()
         wait_until(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                                    for pid in pids), timeout=20)
+
+
+def test_an_upgrade_with_configuration_changes_not_applied_is_refused(tmp_path: Path, installed: Path) -> None:
+    running = start(tmp_path, installed)
+    with running.proc:
+        before = running.status()
+        (tmp_path / "fleet.toml").write_text("max_connections = 500\n")  # not reloaded yet
+        release(installed, "99.0.3")
+        refused = running.cli("upgrade")
+        assert refused.returncode == 1
+        assert "--max-connections: 10000 -> 500" in refused.stderr and "fleet reload` first" in refused.stderr
+        assert running.status()["version"] == before["version"]
+        assert running.cli("reload").returncode == 0
+        done = running.cli("upgrade")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert running.status()["version"] == "99.0.3"

@@ -150,6 +150,23 @@ def refusal(master: Master) -> str | None:
     return None
 
 
+def pending_changes(master: Master) -> str | None:
+    """The new master builds its configuration from the same sources as a start: they must
+    give the running configuration, or it would run with settings nobody applied."""
+    from fleet.config import ConfigError
+    from fleet.reloading import prepare
+
+    try:
+        plan = prepare(master.config_reloads.source, master.config)
+    except ConfigError as exc:
+        return f"the configuration is invalid now, nothing changed: {exc}"
+    if not plan.changes:
+        return None
+    advice = ("restore them or restart fleet (fleet down; fleet up)" if plan.refused
+              else "apply them with `fleet reload` first")
+    return f"the configuration differs from the running one ({'; '.join(plan.lines())}): {advice}"
+
+
 def _memfd(data: bytes) -> int:
     fd = os.memfd_create("fleet-upgrade-state", 0)  # inheritable: no MFD_CLOEXEC
     os.write(fd, data)
@@ -162,7 +179,7 @@ async def check(master: Master) -> preflight.Verdict:
     nothing touched) if not."""
     upgrades: Upgrades = master.upgrades
     old = fleet.__version__
-    reason = refusal(master)
+    reason = refusal(master) or pending_changes(master)
     if reason is not None or upgrades.phase is not Phase.IDLE:
         reason = reason or f"an upgrade is already under way ({upgrades.phase.value})"
         upgrades.record("refused", reason, (old, None))
