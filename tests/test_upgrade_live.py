@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,7 @@ def test_a_new_master_that_fails_after_the_exec_leaves_no_process_behind(tmp_pat
                                    for pid in pids), timeout=20)
 
 
-def test_an_upgrade_with_configuration_changes_not_applied_is_refused(tmp_path: Path, installed: Path) -> None:
+def test_unapplied_configuration_refuses_the_upgrade_then_an_idle_keep_alive_client_is_handed_over(tmp_path: Path, installed: Path) -> None:
     running = start(tmp_path, installed)
     with running.proc:
         before = running.status()
@@ -179,6 +180,28 @@ def test_an_upgrade_with_configuration_changes_not_applied_is_refused(tmp_path: 
         assert "--max-connections: 10000 -> 500" in refused.stderr and "fleet reload` first" in refused.stderr
         assert running.status()["version"] == before["version"]
         assert running.cli("reload").returncode == 0
-        done = running.cli("upgrade")
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert running.status()["version"] == "99.0.3"
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as idle:
+            assert one_answer(idle, running.port).startswith(b"HTTP/1.1 200")
+            done = running.cli("upgrade")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert running.status()["version"] == "99.0.3"
+            # The idle keep-alive connection was handed over: the same socket is answered again.
+            assert one_answer(idle, running.port).startswith(b"HTTP/1.1 200")
+        assert "1 idle connections adopted" in running.proc.output()
+
+
+def one_answer(sock: socket.socket, port: int) -> bytes:
+    """One keep-alive GET on ``sock`` and its whole answer (backend.py's / has a Content-Length)."""
+    sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    return head
