@@ -42,7 +42,8 @@ def counters(port: int) -> dict[str, float]:
     for line in body.decode().splitlines():
         match = re.match(r"(fleet_requests_total|fleet_bytes_sent_total|fleet_upgrades_total)(\{[^}]*\})? (\S+)", line)
         if match:
-            key = match.group(1) + (match.group(2) or "") if match.group(1) == "fleet_upgrades_total" else match.group(1)
+            name = match.group(1)
+            key = name + (match.group(2) or "") if name == "fleet_upgrades_total" else name
             totals[key] = totals.get(key, 0.0) + float(match.group(3))
     return totals
 
@@ -169,7 +170,8 @@ def test_a_new_master_that_fails_after_the_exec_leaves_no_process_behind(tmp_pat
                                    for pid in pids), timeout=20)
 
 
-def test_unapplied_configuration_refuses_the_upgrade_then_an_idle_keep_alive_client_is_handed_over(tmp_path: Path, installed: Path) -> None:
+def test_unapplied_configuration_refuses_the_upgrade_then_an_idle_keep_alive_client_is_handed_over(
+        tmp_path: Path, installed: Path) -> None:
     running = start(tmp_path, installed)
     with running.proc:
         before = running.status()
