@@ -163,6 +163,7 @@ def main() -> None:
       fleet status                what the workers are doing
       fleet reload                new code, and the changes of fleet.toml, with no failed request
       fleet check                 validate fleet.toml and options without a running fleet
+      fleet upgrade               run the newly installed fleet, keeping workers and connections
       fleet ls                    the running fleets of this user
       fleet logs w1 -f            a worker's recent and new output
       fleet config nginx          the equivalent nginx configuration
@@ -374,6 +375,28 @@ def reload(ctx: click.Context, **_: Any) -> None:
     """
     reply = _control(ctx, "reload")
     click.echo(reply.get("message", "reloading"))
+
+
+@main.command()
+@_config_options("reload")
+@click.pass_context
+def upgrade(ctx: click.Context, **_: Any) -> None:
+    """Run the newly installed fleet in the running fleet: same workers, connections kept.
+
+    The new code is checked first (imports, configuration); if it cannot start, the running
+    fleet serves on and this exits 1 with the reason. See the README, "Changing a running fleet".
+    """
+    from fleet.upgrade.client import follow
+
+    from fleet.control import ControlError, request
+
+    path = _socket_of(ctx, "upgrade", _make_config(ctx, "reload"))
+    try:
+        reply = request(path, "upgrade")
+    except ControlError as exc:
+        sys.exit(click.echo(f"fleet upgrade: {exc}", err=True) or 1)
+    click.echo(reply.get("message", "upgrading"))
+    sys.exit(follow(path, float(reply.get("requested_at", 0)), click.echo))
 
 
 @main.command()

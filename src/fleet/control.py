@@ -151,6 +151,32 @@ class ControlServer:
         finally:
             writer.close()
 
+    # -- fleet upgrade: the listener is handed to the next master (fleet.upgrade) ---------------
+    async def pause(self, timeout: float) -> None:
+        """Stop accepting (clients wait in the backlog) and wait, up to ``timeout``, until the
+        answers being written have gone out."""
+        if self._acceptor is not None:
+            self._acceptor._pause()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._clients and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
+    def resume(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.start()
+
+    def listener_fd(self) -> int | None:
+        """A duplicate of the listening socket's descriptor, for the next master."""
+        return os.dup(self._acceptor.listener.fileno()) if self._acceptor is not None else None
+
+    def adopt(self, fd: int) -> None:
+        """Serve the listener the master before an upgrade bound (instead of ``start``)."""
+        listener = socket.socket(fileno=fd)
+        listener.setblocking(False)
+        self._inode = os.lstat(self.path).st_ino
+        self._acceptor = Acceptor(listener, self._accepted)
+        self._acceptor.start()
+
     async def close(self) -> None:
         if self._acceptor is not None:
             self._acceptor.close()
@@ -315,4 +341,9 @@ def format_status(reply: dict[str, Any]) -> str:
         lines.append(f"broken app {url}: {problem}")
     lines += _table(rows)
     lines += _config_lines(reply.get("config"), now)  # below the table: scripts read rows 2..
+    upgrade = (reply.get("upgrade") or {}).get("last")
+    if upgrade:  # fleet upgrade (fleet.upgrade): when, what, and the first line of why
+        reason = str(upgrade.get("message") or "").splitlines()[:1]
+        lines.append(f"last upgrade: {upgrade.get('result')}, {_duration(now - float(upgrade.get('time', now)))} ago"
+                     f"{': ' + reason[0] if reason else ''}")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fleet.front.interface import Front
     from fleet.reloading import ConfigReloads
     from fleet.supervisor.manager import Supervisor
+    from fleet.upgrade.handover import Upgrades
 
 
 class Steerable(Protocol):
@@ -31,6 +32,8 @@ class Steerable(Protocol):
     supervisor: "Supervisor | None"
     stopping: bool
     config_reloads: "ConfigReloads"
+    upgrades: "Upgrades"
+    fleet_started_at: float
 
     @property
     def worker_settings(self) -> "WorkerSettings": ...
@@ -38,6 +41,8 @@ class Steerable(Protocol):
     async def reload(self) -> str: ...
 
     async def scale(self, workers: int) -> str: ...
+
+    async def upgrade_checked(self) -> str: ...
 
     def request_stop(self) -> None: ...
 
@@ -68,10 +73,19 @@ class ControlDispatch:
                 return {"ok": True, "message": await master.scale(workers)}
             except SupervisorError as exc:
                 raise ControlError(str(exc)) from None
+        if command == "upgrade":
+            from fleet.upgrade.handover import UpgradeError
+
+            requested_at = time.time()
+            try:
+                message = await master.upgrade_checked()
+            except UpgradeError as exc:
+                raise ControlError(str(exc)) from None
+            return {"ok": True, "message": message, "requested_at": requested_at}
         if command == "down":
             master.request_stop()
             return {"ok": True, "message": f"stopping fleet (pid {os.getpid()})"}
-        raise ControlError(f"unknown command {command!r} (status, reload, scale, down)")
+        raise ControlError(f"unknown command {command!r} (status, reload, scale, upgrade, down)")
 
     async def status(self) -> dict[str, Any]:
         master = self._master
@@ -117,4 +131,9 @@ class ControlDispatch:
             # Where the configuration comes from and the last reload of it (fleet.reloading).
             "config": master.config_reloads.status(),
             "acme": master.acme.status() if getattr(master, "acme", None) is not None else None,  # --domain
+            # This fleet code's start (a fleet upgrade renews it), the fleet's first start, and
+            # the last upgrades (fleet.upgrade).
+            "started_at": master.upgrades.code_started_at,
+            "fleet_started_at": master.fleet_started_at,
+            "upgrade": master.upgrades.status(),
         }

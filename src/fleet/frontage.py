@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from fleet.control import ControlServer
     from fleet.front.interface import Front
     from fleet.reloading import ConfigReloads
+    from fleet.upgrade.handover import Upgrades
     from fleet.supervisor.manager import Supervisor
     from fleet.supervisor.process import Output
 
@@ -37,6 +38,7 @@ class Frontage:
     _fleet_routes: dict[str, status_page.Route]
     _metrics_listener: Any
     config_reloads: "ConfigReloads"
+    upgrades: "Upgrades"
 
     if TYPE_CHECKING:
         def slot_of(self, worker_id: str) -> str: ...
@@ -136,7 +138,8 @@ class Frontage:
                                          supervisor.workers, lambda: supervisor.desired,
                                          recycles=lambda: supervisor.recycles, label=self.slot_of,
                                          loop_lags=supervisor.loop_lags,
-                                         config_reloads=lambda: self.config_reloads.counts)
+                                         config_reloads=lambda: self.config_reloads.counts,
+                                         upgrades=lambda: self.upgrades.counts)
         acme = getattr(self, "acme", None)  # runner.Master's: --domain
         if acme is not None:
             registry.register(acme.collector())

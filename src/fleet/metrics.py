@@ -149,8 +149,10 @@ class WorkerCollector(Collector):
     def __init__(self, workers: Callable[[], Iterable[WorkerInfo]], desired: Callable[[], int],
                  recycles: Callable[[], Mapping[str, int]] | None = None,
                  loop_lags: Callable[[], Mapping[str, float]] | None = None,
-                 config_reloads: Callable[[], Mapping[str, int]] | None = None) -> None:
+                 config_reloads: Callable[[], Mapping[str, int]] | None = None,
+                 upgrades: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._workers = workers
+        self._upgrades = upgrades
         self._config_reloads = config_reloads
         self._desired = desired
         self._recycles = recycles or (lambda: {})
@@ -215,6 +217,14 @@ class WorkerCollector(Collector):
             for result, count in sorted(self._config_reloads().items()):
                 reloads.add_metric([result], count)
             yield reloads
+        if self._upgrades is not None:
+            upgrades = CounterMetricFamily(
+                "fleet_upgrades", "fleet upgrade (SIGUSR2) by result: done, refused (the new code failed its "
+                "preflight or the fleet was busy; nothing changed), failed (execv failed; the old fleet serves on).",
+                labels=["result"])
+            for result, count in sorted(self._upgrades().items()):
+                upgrades.add_metric([result], count)
+            yield upgrades
         if self._loop_lags is not None:
             lag = GaugeMetricFamily(
                 "fleet_worker_event_loop_lag_seconds",
@@ -239,6 +249,7 @@ def make_registry(
     label: Callable[[str], str] | None = None,
     loop_lags: Callable[[], Mapping[str, float]] | None = None,
     config_reloads: Callable[[], Mapping[str, int]] | None = None,
+    upgrades: Callable[[], Mapping[str, int]] | None = None,
 ) -> CollectorRegistry:
     """A fresh registry with the proxy and/or worker collectors (no global default registry).
     ``label`` maps a proxy upstream id to its ``worker`` label (the slot)."""
@@ -246,7 +257,8 @@ def make_registry(
     if stats is not None:
         registry.register(ProxyCollector(stats, label))
     if workers is not None:
-        registry.register(WorkerCollector(workers, desired or (lambda: 0), recycles, loop_lags, config_reloads))
+        registry.register(WorkerCollector(workers, desired or (lambda: 0), recycles, loop_lags, config_reloads,
+                                           upgrades))
     return registry
 
 

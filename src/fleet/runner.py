@@ -51,6 +51,9 @@ from fleet import recycler
 from fleet.config.reloadplan import ReloadPlan, Way
 from fleet.config.source import ConfigSource
 from fleet.reloading import ConfigReloads, prepare
+from fleet.upgrade.adopt import adopt_connections, adopted, prepare_front, take_state
+from fleet.upgrade.handover import UpgradeError, Upgrades, check as upgrade_check, handover
+from fleet.upgrade.state import StateError, UpgradeState
 
 # Exit code after a second Ctrl-C (stop at once), like a shell's 128 + SIGINT.
 EXIT_FORCED = 130
@@ -64,6 +67,7 @@ class Event(enum.Enum):
     HUP = "SIGHUP"
     TTIN = "SIGTTIN"
     TTOU = "SIGTTOU"
+    USR2 = "SIGUSR2"
     DOWN = "fleet down"
 
 
@@ -73,6 +77,7 @@ SIGNAL_EVENTS: dict[signal.Signals, Event] = {
     signal.SIGHUP: Event.HUP,
     signal.SIGTTIN: Event.TTIN,
     signal.SIGTTOU: Event.TTOU,
+    signal.SIGUSR2: Event.USR2,
 }
 STOP_EVENTS = frozenset({Event.INT, Event.TERM, Event.DOWN})
 
@@ -98,12 +103,17 @@ class Master(Frontage):
         self._reloading = asyncio.Lock()  # SIGHUP and fleet reload: one plan applied at a time
         self.hooks = HookRunner.from_config(config.hooks, self.output, lambda: self.stopping)  # ops
         self.systemd = SystemdNotifier.from_environ(os.environ, self.output)  # ops: Type=notify
+        self.upgrades = Upgrades()  # fleet upgrade, SIGUSR2 (fleet.upgrade)
+        self.fleet_started_at = self.upgrades.code_started_at  # this fleet's first start
+        self.inherited: UpgradeState | None = None  # what the master before an upgrade handed over
 
     # -- signals: only enqueue -------------------------------------------------------------
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig, event in SIGNAL_EVENTS.items():
             loop.add_signal_handler(sig, self._events.put_nowait, event)
+        # After fleet upgrade's exec they were held (fleet.upgrade.handover): delivered now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_EVENTS)
 
     def _remove_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -142,8 +152,10 @@ class Master(Frontage):
         self.config = config = replace(config, **managed_certificate(config.acme, config.ssl_certfile, os.environ))
         try:
             control_path = server_socket_path(config.control_socket, config.name, config.port)  # ops
-            claim(control_path)
-        except ControlError as exc:
+            self.inherited = take_state()
+            if self.inherited is None:
+                claim(control_path)
+        except (ControlError, StateError) as exc:
             return self._error(str(exc))
 
         self._install_signals()
@@ -161,6 +173,9 @@ class Master(Frontage):
         except (RuntimeError, ValueError) as exc:  # StateError, no acme library, a bad FLEET_ACME_*
             return self._error(str(exc))
         front = self.front = front_for(config, control_path, self.output)
+        state = self.inherited
+        if state is not None:
+            prepare_front(front.proxy, state, config.unix_socket)  # type: ignore[attr-defined]
         try:
             await front.start()  # binds now: a taken port fails before any worker runs
         except FrontError as exc:
@@ -180,7 +195,7 @@ class Master(Frontage):
         except (PortInUseError, OSError) as exc:
             return await self._abort(str(exc))
         self._banner()
-        started = asyncio.ensure_future(supervisor.start())
+        started = asyncio.ensure_future(supervisor.start() if state is None else adopted(self, state))
         if await self._stop_requested_before(started):
             # Stopped while starting: nothing serves yet, so there is nothing to drain. start()
             # kills what it had spawned when cancelled; that clean-up is not interrupted, but
@@ -195,7 +210,11 @@ class Master(Frontage):
             await front.serve()  # a managed nginx/HAProxy starts in front of the ready workers
             self.control = ControlServer(control_path, OperationsControl(  # ops: info, logs
                 self, ControlDispatch(self), config.name or default_name(config.port, os.getpid())))
-            await self.control.start()
+            if state is None or state.control_fd is None:
+                await self.control.start()
+            else:
+                self.control.adopt(state.control_fd)
+                self.output.fleet(f"upgrade: {await adopt_connections(self, state)}")
         except (SupervisorError, FrontError, ControlError, OSError) as exc:
             return await self._abort(str(exc))
         self._ready_banner()
@@ -287,6 +306,8 @@ class Master(Frontage):
                     self.output.fleet("SIGTTOU ignored: fleet keeps at least 1 worker")
                 else:
                     self._spawn_background(self._report_errors(self.scale(target)))
+            elif stop_task is None and event is Event.USR2:
+                self._spawn_background(self._report_errors(self.upgrade()))
 
     async def _report_errors(self, coro: Coroutine[Any, Any, str]) -> str | None:
         try:
@@ -354,6 +375,23 @@ class Master(Frontage):
         self._renew_metrics(config)
         note = await self.front.apply(config)
         return [note] if note else []
+
+    async def upgrade(self) -> str:
+        """Run the installed fleet's code in this process (``fleet.upgrade``); returns only
+        when it did not happen (the old fleet serves on)."""
+        try:
+            verdict = await upgrade_check(self)
+        except UpgradeError as exc:
+            raise SupervisorError(str(exc)) from None
+        await handover(self, verdict)
+        raise SupervisorError(f"upgrade not done: {self.upgrades.status()['last']['message']}")
+
+    async def upgrade_checked(self) -> str:
+        """``fleet upgrade``: the preflight answers (``UpgradeError``); the handover follows
+        in the background, once the answer is out."""
+        verdict = await upgrade_check(self)
+        self._spawn_background(handover(self, verdict))
+        return f"the installed fleet {verdict.version} passed its preflight: handing over"
 
     async def scale(self, workers: int) -> str:
         assert self.supervisor is not None

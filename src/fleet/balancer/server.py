@@ -86,6 +86,7 @@ class Balancer:
         self._contexts: weakref.WeakSet[ProxyContext] = weakref.WeakSet([self.context])
         self.port: int | None = None
         self._listeners: list[socket.socket] = []
+        self.inherited: list[socket.socket] = []  # fleet upgrade: the old master's listeners
         self._accepting = False
         self._handshakes = 0  # accepted sockets not yet a ClientConnection (TLS handshake)
         self._ssl: ssl.SSLContext | None = None
@@ -131,7 +132,7 @@ class Balancer:
         self._tls = server_tls(self.views.tls, self.log)  # balancer.tlscontext: the --domain hooks too
         self._ssl = None if self._tls is None else self._tls.context
         try:
-            self._listeners = _tcp_listeners(where.address, where.port, reuse_port=self.reuse_port)
+            self._listeners = self.inherited or _tcp_listeners(where.address, where.port, reuse_port=self.reuse_port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise in_use_error(where.address, where.port) from None
@@ -148,7 +149,7 @@ class Balancer:
         if unix_listener is not None:
             unix_listener.setblocking(False)
             self._listeners.append(unix_listener)
-        elif where.unix_socket:
+        elif where.unix_socket and not self.inherited:
             try:
                 self._start_unix()
             except OSError:

@@ -212,16 +212,18 @@ class WorkerLives:
         while True:
             if not first:
                 self._set_state(worker, S.STARTING)
-            spawn_failure = await self._spawn(worker, hold_output and first)
+            # fleet upgrade: a process the master spawned before its execv (supervisor.adoption).
+            adopted = first and worker.proc is not None
+            spawn_failure = None if adopted else await self._spawn(worker, hold_output and first)
             first = False
             proc = worker.proc
             if proc is None:
                 returncode: int | None = spawn_failure
             else:
-                if worker.intent is Intent.STOP:
+                if worker.intent is Intent.STOP and not adopted:  # an adopted one may be draining
                     proc.signal_group(signal.SIGKILL)  # a stop came while it was being spawned
                 self._changed(worker)  # the pid is known now
-                returncode = await self._supervise(worker)
+                returncode = await (self._supervise_adopted(worker) if adopted else self._supervise(worker))
             worker.last_exit = returncode
             worker.proc = None
             worker.ready_since = None
@@ -301,6 +303,19 @@ class WorkerLives:
                 self.output.fleet(f"{worker.label} {worker.failure}; killing it")
                 self._set_state(worker, S.STOPPING)
                 proc.signal_group(signal.SIGKILL)
+        return await self._reap(worker, exited)
+
+    async def _supervise_adopted(self, worker: Worker) -> int:
+        """An adopted worker was ready already: watch it (--worker-timeout) until it exits."""
+        proc = worker.proc
+        assert proc is not None
+        exited = asyncio.ensure_future(proc.wait())
+        self._liveness.watch(worker.id, worker.label, worker.port, lambda: self._kill_hung(worker, proc))
+        try:
+            await self._watch_stability(worker, exited)
+        except BaseException:
+            await cancel_and_wait([exited])
+            raise
         return await self._reap(worker, exited)
 
     async def _watch_stability(self, worker: Worker, exited: asyncio.Future[int]) -> None:

@@ -136,38 +136,53 @@ class LineRelay:
 class WorkerProcess:
     """A spawned worker: its pid (= process group id), exit, output relay."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, relay: LineRelay) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process | None, pid: int, relay: LineRelay, output_fd: int) -> None:
         self._proc = proc
-        self.pid: int = proc.pid
-        self.pgid: int = proc.pid  # session leader: its pid is its group id
+        self.pid: int = pid
+        self.pgid: int = pid  # session leader: its pid is its group id
         self.relay = relay
-        assert proc.stdout is not None
-        self._pump = asyncio.ensure_future(self._relay_output(proc.stdout))
+        # The read end of its output pipe, opened here (not by asyncio) so that its number is
+        # known: ``fleet upgrade`` hands it to the next master.
+        self.output_fd = output_fd
+        self._pump = asyncio.ensure_future(self._relay_output())
 
     @classmethod
     async def spawn(cls, argv: tuple[str, ...], extra_env: dict[str, str], relay: LineRelay,
                     pass_fds: tuple[int, ...] = ()) -> "WorkerProcess":
         env = worker_environment(os.environ, extra_env)
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_child_setup(os.getpid()),
-            pass_fds=pass_fds,  # the heartbeat file (fleet.worker.heartbeat)
-        )
-        return cls(proc, relay)
+        read_end, write_end = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_child_setup(os.getpid()),
+                pass_fds=pass_fds,  # the heartbeat file (fleet.worker.heartbeat)
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        return cls(proc, proc.pid, relay, read_end)
 
-    async def _relay_output(self, stream: asyncio.StreamReader) -> None:
+    async def _relay_output(self) -> None:
+        loop = asyncio.get_running_loop()
+        stream = asyncio.StreamReader()
+        pipe = open(self.output_fd, "rb", buffering=0)  # closed by its transport at end of file
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), pipe)
         await relay_lines(stream, self.relay.line)
 
     @property
     def returncode(self) -> int | None:
+        assert self._proc is not None
         return self._proc.returncode
 
     async def wait(self) -> int:
+        assert self._proc is not None
         return await self._proc.wait()
 
     def signal_group(self, sig: int) -> bool:
