@@ -2,7 +2,7 @@
 
 Options are generated from ``Config`` field metadata (one declaration per option, in its
 section); click only collects what was typed, ``build_config`` merges it with the environment
-and ``fleet.toml``. ``--help`` lists the options section by section (``SectionedCommand``).
+and ``fleet.toml``. ``--help`` lists the options section by section (``cli_command``).
 Heavy imports (tornado, the proxy) happen inside the commands so ``fleet --help`` stays fast.
 """
 
@@ -28,49 +28,10 @@ from fleet.config import (
     parse_port,
     parse_positive_int,
 )
-from fleet.config.reference import group_by_section, shown_default
+from fleet.cli_command import AppCommand, SectionedCommand
+from fleet.config.reference import shown_default
 
 _METAVARS = {parse_port: "PORT", parse_positive_int: "N"}
-# The widest option column of --help (click's own limit): wider terms put their help below.
-_TERM_WIDTH = 30
-
-
-class SectionedCommand(click.Command):
-    """A command whose ``--help`` lists its settings under one heading per section, like
-    gunicorn's settings reference; the command's own options (``--json``, ``--config``,
-    ``--help``, ...) come first, under "Options"."""
-
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        records = []
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is not None and not isinstance(param, click.Argument):  # as click's own
-                records.append((param.name or "", record))
-        if not records:
-            return
-        width = min(max(len(term) for _, (term, _) in records), _TERM_WIDTH)
-        own, sections = group_by_section(
-            (name, (term.ljust(width), text)) for name, (term, text) in records)
-        for title, rows in [("Options", own), *((section.title, rows) for section, rows in sections)]:
-            if rows:
-                with formatter.section(title):
-                    formatter.write_dl(rows, col_max=_TERM_WIDTH)
-
-
-class AppCommand(SectionedCommand):
-    """``APP... [--args ARGS...]`` as ``bokeh serve`` reads it (``fleet.cli_grammar``)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        from fleet.cli_grammar import NotApplicable, expand_multi_value, refuse_not_applicable, split_app_args
-
-        own, app_args = split_app_args(args)
-        try:
-            refuse_not_applicable(own)
-        except NotApplicable as exc:
-            raise click.UsageError(str(exc), ctx) from None
-        rest = super().parse_args(ctx, expand_multi_value(own))
-        ctx.params["app_args"] = tuple(app_args)
-        return rest
 
 CONFIG_KINDS = ("nginx", "apache", "haproxy", "systemd", "kubernetes")
 
