@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import SessionNotCreatedException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
@@ -88,7 +89,14 @@ def start(job: dict, profile: Path) -> webdriver.Chrome:
     for flag in (*FLAGS, *job["flags"], f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(job["chromedriver"]), options=options)
+    try:
+        driver = webdriver.Chrome(service=Service(job["chromedriver"]), options=options)
+    except SessionNotCreatedException as exc:
+        # Chromium quitting at its start (seen once in the suite, with the test run's other
+        # browsers starting alongside) is not a page load: one more try, and said so.
+        print(f"pageload: Chromium did not start ({exc.msg.splitlines()[0]}); trying once more",
+              file=sys.stderr, flush=True)
+        driver = webdriver.Chrome(service=Service(job["chromedriver"]), options=options)
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE})
     return driver
 

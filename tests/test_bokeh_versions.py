@@ -23,6 +23,7 @@ first on ``PYTHONPATH``; no such Python is a skip locally and a failure in CI.
 from __future__ import annotations
 
 import json
+import hashlib
 import os
 import shutil
 import subprocess
@@ -105,11 +106,13 @@ def interpreter(version: str) -> tuple[str, list[str]]:
     if needed is None or sys.version_info[:2] >= needed:
         return sys.executable, [str(path) for path in python_path(version)]
     base = newer_python(needed)
-    venv = cache_root() / f"venv-{base.parent.parent.name}-bokeh-{version}"
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    # Named by the dependency list too: a dependency fleet adds gets a venv that has it.
+    digest = hashlib.sha256("\n".join(sorted(dependencies)).encode()).hexdigest()[:10]
+    venv = cache_root() / f"venv-{base.parent.parent.name}-bokeh-{version}-{digest}"
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
         shutil.rmtree(venv, ignore_errors=True)
-        dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
         for step in ([str(base), "-m", "venv", str(venv)],
                      [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                       *dependencies, f"bokeh=={version}"]):
