@@ -20,9 +20,13 @@ run: venv
 	$(BIN)/pip install -q -e '.[bokeh]'
 	$(BIN)/fleet up $(APP) -n $(WORKERS)
 
+# The page-load bench's own tests run after the rest, alone: its ChromeDriver, in a network
+# namespace of the bench's, exited at its start whenever the suite ran beside it (3 runs in 3;
+# alone it passed every time; the cause is not found yet).
 test: venv
 	$(BIN)/pip install -q -e '.[test,bokeh]'
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) --ignore=tests/test_bench_pageload.py
+	$(BIN)/python -m pytest tests/test_bench_pageload.py
 
 # `make smoke PY=~/.pyenv/versions/3.13.0/bin/python`: a venv of that interpreter
 # (.venv-smoke-3.13), fleet with its compiled hot path (built for it, next to the others), and the

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import SessionNotCreatedException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
@@ -89,14 +89,17 @@ def start(job: dict, profile: Path) -> webdriver.Chrome:
     for flag in (*FLAGS, *job["flags"], f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    log = profile.parent / f"chromedriver-{profile.name}.log"
     try:
-        driver = webdriver.Chrome(service=Service(job["chromedriver"]), options=options)
-    except SessionNotCreatedException as exc:
-        # Chromium quitting at its start (seen once in the suite, with the test run's other
-        # browsers starting alongside) is not a page load: one more try, and said so.
-        print(f"pageload: Chromium did not start ({exc.msg.splitlines()[0]}); trying once more",
+        driver = webdriver.Chrome(service=Service(job["chromedriver"], log_output=str(log),
+                                                  service_args=["--verbose"]), options=options)
+    except WebDriverException:
+        # Chromium's own words on why it quit (ChromeDriver's log holds its stderr).
+        text = log.read_text(errors="replace") if log.exists() else ""
+        lines = [line for line in text.splitlines() if "[INFO]" not in line and "[DEBUG]" not in line]
+        print("pageload: Chromium did not start; from ChromeDriver's log:\n" + "\n".join(lines[-15:]),
               file=sys.stderr, flush=True)
-        driver = webdriver.Chrome(service=Service(job["chromedriver"]), options=options)
+        raise
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE})
     return driver
 
