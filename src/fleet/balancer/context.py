@@ -185,6 +185,19 @@ class ProxyContext:
         # Requests no worker can take now, oldest first (state QUEUED).
         self.waiting = WaitQueue(stats)
 
+    def client_gone(self, client: object, counted_ip: str | None) -> None:
+        """A client connection (HTTP/1.1 or HTTP/2) closed: it leaves the client set, its
+        address's count (``--max-connections-per-ip``) goes down, and a paused listener may resume."""
+        self.clients.discard(client)
+        if counted_ip is not None:
+            left = self.per_ip.get(counted_ip, 1) - 1
+            if left > 0:
+                self.per_ip[counted_ip] = left
+            else:
+                self.per_ip.pop(counted_ip, None)
+        if self.on_connection_lost is not None:
+            self.on_connection_lost()
+
     def renewed(self, views: "ProxyViews", access_log: Callable[[str], None] | None) -> "ProxyContext":
         """A context with ``views``' settings sharing this one's state (connections, counters,
         routes, queue): what a reload gives new connections, while open ones keep theirs.

@@ -106,17 +106,8 @@ class H2ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_streams()
         self.closed = True
-        proxy = self.proxy
-        proxy.clients.discard(self)
-        if self._counted_ip is not None:
-            left = proxy.per_ip.get(self._counted_ip, 1) - 1
-            if left > 0:
-                proxy.per_ip[self._counted_ip] = left
-            else:
-                proxy.per_ip.pop(self._counted_ip, None)
-            self._counted_ip = None
-        if proxy.on_connection_lost is not None:
-            proxy.on_connection_lost()
+        counted, self._counted_ip = self._counted_ip, None
+        self.proxy.client_gone(self, counted)
 
     def _end_streams(self) -> None:
         streams, self.streams = self.streams, {}

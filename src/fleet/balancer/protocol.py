@@ -127,17 +127,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         responder = self.responder
         responder.closed = True
-        proxy = self.proxy
-        proxy.clients.discard(self)
-        if self._counted_ip is not None:
-            left = proxy.per_ip.get(self._counted_ip, 1) - 1
-            if left > 0:
-                proxy.per_ip[self._counted_ip] = left
-            else:
-                proxy.per_ip.pop(self._counted_ip, None)
-            self._counted_ip = None
-        if proxy.on_connection_lost is not None:
-            proxy.on_connection_lost()
+        counted, self._counted_ip = self._counted_ip, None
+        self.proxy.client_gone(self, counted)
         self.end_exchanges()
 
     def end_exchanges(self) -> None:
